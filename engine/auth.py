@@ -1,0 +1,119 @@
+"""Adobe IMS OAuth Server-to-Server tokens, or a ready token, and the four gateway headers.
+
+There is no refresh token for Server-to-Server: a fresh token is simply requested again with
+the same credentials, before the old one expires and once after a 401 (401013).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import structlog
+
+from .config import AuthSettings, PlatformSettings
+from .errors import CredentialsRejected, RetryableStatus, TransferError
+from .logs import register_secret
+from .retry import RetryPolicy, parse_retry_after
+
+log = structlog.get_logger("aep_export.auth")
+
+TOKEN_PATH = "/ims/token/v3"
+# The legacy JWT exchange answered in milliseconds; anything this large cannot be seconds.
+_MS_THRESHOLD = 10_000_000
+
+
+class TokenProvider:
+    def __init__(self, auth: AuthSettings, session: aiohttp.ClientSession, policy: RetryPolicy):
+        self._auth = auth
+        self._session = session
+        self._policy = policy
+        self._token: str | None = auth.access_token.get_secret_value() or None
+        register_secret(self._token)
+        self._static = self._token is not None
+        self._expires_at = float("inf") if self._static else 0.0
+        self._refresh_margin = 300.0
+        self._lock = asyncio.Lock()
+        self.exchanges = 0
+
+    @property
+    def can_exchange(self) -> bool:
+        return bool(self._auth.client_secret.get_secret_value())
+
+    async def token(self) -> str:
+        if self._token is None or time.monotonic() >= self._expires_at - self._refresh_margin:
+            async with self._lock:
+                if self._token is None or time.monotonic() >= self._expires_at - self._refresh_margin:
+                    await self._refresh()
+        assert self._token is not None
+        return self._token
+
+    def invalidate(self, token: str) -> bool:
+        """Forget a token the gateway rejected. False when no new one can be had."""
+        if not self.can_exchange:
+            return False
+        if self._token == token:
+            self._token = None
+            self._static = False
+        return True
+
+    async def headers(self, platform: PlatformSettings) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {await self.token()}",
+            "x-api-key": self._auth.client_id,
+            "x-gw-ims-org-id": platform.org_id,
+            "x-sandbox-name": platform.sandbox,
+        }
+
+    async def _refresh(self) -> None:
+        if not self.can_exchange:
+            raise CredentialsRejected("the access token was rejected or expired and no auth.client_secret is set to get a new one")
+        body = await self._policy.run(self._exchange, what="ims token")
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise CredentialsRejected("IMS answered without an access_token")
+        expires_in = float(body.get("expires_in") or 86399)
+        if expires_in > _MS_THRESHOLD:
+            expires_in /= 1000.0
+        register_secret(token)
+        self._token = token
+        self._expires_at = time.monotonic() + expires_in
+        # Renew 5 minutes early, or at 90% of a short lifetime.
+        self._refresh_margin = min(300.0, expires_in * 0.1)
+        self.exchanges += 1
+        log.info("token_obtained", expires_in_s=int(expires_in))
+
+    async def _exchange(self) -> dict:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._auth.client_id,
+            "client_secret": self._auth.client_secret.get_secret_value(),
+            "scope": ",".join(self._auth.scopes),
+        }
+        url = self._auth.ims_url + TOKEN_PATH
+        try:
+            async with self._session.post(url, data=form, allow_redirects=False) as resp:
+                text = await resp.text()
+                if resp.status in (429, 500, 502, 503, 504):
+                    raise RetryableStatus(resp.status, "IMS unavailable", retry_after=parse_retry_after(resp.headers.get("Retry-After")), url=url)
+                if resp.status != 200:
+                    raise CredentialsRejected(f"IMS rejected the client credentials (HTTP {resp.status}{_ims_error(text)}); check auth.client_id, auth.client_secret and auth.scopes")
+                try:
+                    return await resp.json(content_type=None)
+                except ValueError:
+                    raise CredentialsRejected("IMS answered with something that is not JSON") from None
+        except aiohttp.ClientConnectionError as exc:
+            raise TransferError(f"cannot reach IMS at {self._auth.ims_url}: {exc}") from exc
+
+
+def _ims_error(text: str) -> str:
+    """IMS error code only (e.g. invalid_client); its description could echo input."""
+    import json
+
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return ""
+    err = body.get("error") if isinstance(body, dict) else None
+    return f", error={err}" if isinstance(err, str) else ""

@@ -1,0 +1,164 @@
+"""Platform client: one aiohttp session, gateway headers, status mapping, safe redirects.
+
+Redirects are followed by hand so credentials (Authorization, x-api-key, org and sandbox
+headers) are only ever sent to the configured gateway's origin, never to another host.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from .auth import TokenProvider
+from .config import Settings
+from .errors import CredentialsRejected, NotFound, PlatformError, RetryableStatus, Throttled, TransferError
+from .retry import RETRYABLE_STATUSES, THROTTLE_STATUSES, RetryPolicy, parse_retry_after
+
+MAX_REDIRECTS = 5
+_ERROR_BODY_LIMIT = 64 << 10
+# Gateway codes that mean "these credentials will never work": exit 3, not a retry.
+_CREDENTIAL_CODES = {"403000", "403003", "403010", "403025", "403027"}
+_AUTH_HEADERS = ("authorization", "x-api-key", "x-gw-ims-org-id", "x-sandbox-name")
+
+
+def make_session(settings: Settings) -> aiohttp.ClientSession:
+    """One session per run: keep-alive pool sized to the workers, no total timeout on bodies."""
+    ex = settings.export
+    connector = aiohttp.TCPConnector(
+        limit=ex.concurrency + ex.discovery_concurrency * 2 + 4,
+        limit_per_host=0,
+        ttl_dns_cache=300,
+    )
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=ex.connect_timeout, sock_read=ex.read_timeout)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        read_bufsize=1 << 20,
+        headers={"User-Agent": "aep-export/0.1"},
+        # Redirects are followed in PlatformClient.request so credentials stay on the gateway.
+        requote_redirect_url=False,
+    )
+
+
+class PlatformClient:
+    def __init__(self, settings: Settings, session: aiohttp.ClientSession, tokens: TokenProvider, policy: RetryPolicy):
+        self.settings = settings
+        self.session = session
+        self.tokens = tokens
+        self.policy = policy
+        self.base = URL(settings.platform.url)
+
+    def url(self, path_or_url: str) -> URL:
+        """Absolute URL for a path on the gateway, or a URL the platform sent (hrefs, next links)."""
+        url = URL(path_or_url)
+        return url if url.is_absolute() else self.base.join(url)
+
+    async def get_json(self, path_or_url: str, params: dict[str, str] | None = None) -> Any:
+        return await self.policy.run(lambda: self._json_once("GET", path_or_url, params, None), what=f"GET {path_or_url}")
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        return await self.policy.run(lambda: self._json_once("POST", path, None, body), what=f"POST {path}")
+
+    async def _json_once(self, method: str, path_or_url: str, params: dict[str, str] | None, body: Any) -> Any:
+        async with self.request(method, path_or_url, params=params, json_body=body) as resp:
+            await raise_for_status(resp)
+            raw = await resp.read()
+        try:
+            return json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise RetryableStatus(resp.status, "response is not JSON", url=str(resp.url)) from None
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+        auto_decompress: bool = True,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One HTTP exchange with gateway headers; refreshes the token once on 401."""
+        for auth_try in range(2):
+            auth = await self.tokens.headers(self.settings.platform)
+            resp = await self._send_following_redirects(method, self.url(path_or_url), params, {**auth, **(headers or {})}, json_body, auto_decompress)
+            if resp.status == 401 and auth_try == 0:
+                code = await _error_code(resp)
+                resp.release()
+                if self.tokens.invalidate(auth["Authorization"].removeprefix("Bearer ")):
+                    continue
+                raise CredentialsRejected(f"the gateway rejected the access token (HTTP 401 {code or ''})".strip())
+            try:
+                yield resp
+            finally:
+                resp.release()
+            return
+
+    async def _send_following_redirects(
+        self, method: str, url: URL, params: dict[str, str] | None, headers: dict[str, str], json_body: Any, auto_decompress: bool
+    ) -> aiohttp.ClientResponse:
+        for _ in range(MAX_REDIRECTS + 1):
+            hop_headers = headers if url.origin() == self.base.origin() else _without_credentials(headers)
+            try:
+                resp = await self.session.request(
+                    method, url, params=params, headers=hop_headers, json=json_body,
+                    allow_redirects=False, auto_decompress=auto_decompress,
+                )
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                raise TransferError(f"{method} {url.with_query(None)}: {type(exc).__name__}: {exc}") from exc
+            if resp.status not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
+                return resp
+            location = url.join(URL(resp.headers["Location"]))
+            resp.release()
+            url, params = location, None
+            if resp.status == 303:
+                method, json_body = "GET", None
+        raise PlatformError(310, f"more than {MAX_REDIRECTS} redirects", url=str(url.with_query(None)))
+
+
+def _without_credentials(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in _AUTH_HEADERS}
+
+
+async def _error_body(resp: aiohttp.ClientResponse) -> tuple[str | None, str]:
+    """(error_code, message) from a gateway/IMS/Data Access error body, tolerant of any shape."""
+    try:
+        raw = await resp.content.read(_ERROR_BODY_LIMIT)
+    except (aiohttp.ClientError, TimeoutError):
+        return None, resp.reason or ""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None, (resp.reason or "").strip()
+    if not isinstance(body, dict):
+        return None, resp.reason or ""
+    code = body.get("error_code") or body.get("code")
+    message = body.get("message") or body.get("title") or body.get("detail") or resp.reason or ""
+    return (str(code) if code is not None else None), str(message)[:300]
+
+
+async def _error_code(resp: aiohttp.ClientResponse) -> str | None:
+    return (await _error_body(resp))[0]
+
+
+async def raise_for_status(resp: aiohttp.ClientResponse) -> None:
+    """Map an error status to the exception hierarchy; 2xx passes."""
+    if resp.status < 400:
+        return
+    code, message = await _error_body(resp)
+    url = str(resp.url.with_query(None))
+    if resp.status in THROTTLE_STATUSES:
+        raise Throttled(resp.status, message, error_code=code, url=url, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+    if resp.status in RETRYABLE_STATUSES:
+        raise RetryableStatus(resp.status, message, error_code=code, url=url, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+    if resp.status == 404:
+        raise NotFound(404, message, error_code=code, url=url)
+    if resp.status in (401, 403) and (resp.status == 401 or code in _CREDENTIAL_CODES):
+        raise CredentialsRejected(f"the gateway refused the credentials: HTTP {resp.status} {code or ''} {message}".strip())
+    raise PlatformError(resp.status, message, error_code=code, url=url)

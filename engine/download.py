@@ -1,0 +1,401 @@
+"""Downloading one file: ranged segments, resume, hashing while streaming, verify, atomic rename.
+
+A file streams into `<final>.part`. Bytes are SHA-256 hashed as they arrive, coalesced and
+written off the event loop with one thread hop per write batch (os.pwritev, no join copy).
+Large files are fetched as a sequence of ranged requests sized to finish well inside the
+gateway's response-time limit; a response cut short simply continues from the bytes on disk.
+Only a fully verified file is renamed to its final name, so a final name is never partial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiofiles
+import anyio
+import structlog
+
+from .client import PlatformClient, raise_for_status
+from .config import ExportSettings
+from .errors import CredentialsRejected, IntegrityError, PlatformError, TransferError
+from .integrity import PARQUET_MAGIC, DigestClaim, check_digests, digest_claims, file_digest, parquet_rows
+from .model import Counters, FileResult, FileStatus, FileTask
+from .paths import contained
+from .retry import RetryPolicy, describe, is_retryable
+from .state import Journal, Verified
+
+log = structlog.get_logger("aep_export.download")
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_IOV_MAX = 512  # stay well below the kernel's IOV_MAX (1024) per pwritev
+_PREFIX_BLOCK = 4 << 20
+
+
+class FileChanged(TransferError):
+    """The server's total size changed, or it ignored our Range: start the file over."""
+
+
+@dataclass
+class SegmentPlanner:
+    """Sizes ranged requests so each finishes in about `target_s` at the measured per-connection rate."""
+
+    target_s: float
+    minimum: int = 1 << 20
+    maximum: int = 1 << 30
+    rate: float | None = None  # bytes/s per connection, smoothed
+
+    def __post_init__(self) -> None:
+        self.initial = 64 << 20
+
+    def next_size(self) -> int:
+        if self.rate is None:
+            return self.initial
+        return int(min(self.maximum, max(self.minimum, self.rate * self.target_s)))
+
+    def observe(self, nbytes: int, seconds: float) -> None:
+        if nbytes < (256 << 10) or seconds <= 0:
+            return  # too small to say anything about throughput
+        sample = nbytes / seconds
+        self.rate = sample if self.rate is None else 0.7 * self.rate + 0.3 * sample
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None]:
+    m = _CONTENT_RANGE.fullmatch((value or "").strip())
+    if not m:
+        raise TransferError(f"206 without a usable Content-Range ({value!r})")
+    start, end = int(m.group(1)), int(m.group(2))
+    total = None if m.group(3) == "*" else int(m.group(3))
+    if end < start or (total is not None and end >= total):
+        raise TransferError(f"inconsistent Content-Range {value!r}")
+    return start, end, total
+
+
+class PartFile:
+    """The .part file being filled: offset, running hash, and the coalescing write buffer."""
+
+    def __init__(self, fd: int, offset: int, hasher: hashlib._Hash, buffer_limit: int, limiter: anyio.CapacityLimiter):
+        self.fd = fd
+        self.offset = offset  # bytes accepted (buffered or on disk)
+        self.hasher = hasher
+        self._limit = buffer_limit
+        self._limiter = limiter
+        self._chunks: list[bytes] = []
+        self._pending = 0
+        self._disk_offset = offset
+
+    def add(self, chunk: bytes) -> bool:
+        """Accept a chunk; True when the buffer should be flushed."""
+        self._chunks.append(chunk)
+        self._pending += len(chunk)
+        self.offset += len(chunk)
+        return self._pending >= self._limit or len(self._chunks) >= _IOV_MAX
+
+    async def flush(self) -> None:
+        if not self._chunks:
+            return
+        chunks, at = self._chunks, self._disk_offset
+        self._chunks, self._pending = [], 0
+        self._disk_offset = self.offset
+        # Not cancellable: the thread must finish with the fd before anyone closes it.
+        await anyio.to_thread.run_sync(_hash_and_write, self.fd, self.hasher, chunks, at, limiter=self._limiter)
+
+    async def restart(self) -> None:
+        """Throw away everything: the server's file is not the one we started."""
+        self._chunks, self._pending = [], 0
+        await anyio.to_thread.run_sync(os.ftruncate, self.fd, 0, limiter=self._limiter)
+        self.offset = self._disk_offset = 0
+        self.hasher = hashlib.sha256()
+
+
+def _hash_and_write(fd: int, hasher: hashlib._Hash, chunks: list[bytes], offset: int) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)  # releases the GIL for large buffers
+    total = sum(map(len, chunks))
+    written = os.pwritev(fd, chunks, offset)
+    if written < total:  # short write (rare): finish from a joined copy
+        data = memoryview(b"".join(chunks))
+        while written < total:
+            written += os.pwrite(fd, data[written:], offset + written)
+
+
+class AiofilesPartFile(PartFile):
+    """The alternative write strategy: one aiofiles call per received chunk, hashed on the loop.
+
+    Kept for the write-strategy benchmark (bench/write_strategy.py); 'coalesced' is the default.
+    """
+
+    def __init__(self, *args, path: Path, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._path = path
+        self._fh = None
+
+    def add(self, chunk: bytes) -> bool:
+        self._chunks.append(chunk)
+        self.offset += len(chunk)
+        return True
+
+    async def flush(self) -> None:
+        if self._fh is None:
+            self._fh = await aiofiles.open(self._path, "r+b")
+        await self._fh.seek(self._disk_offset)
+        for chunk in self._chunks:
+            self.hasher.update(chunk)
+            await self._fh.write(chunk)
+        self._chunks = []
+        self._disk_offset = self.offset
+        await self._fh.flush()
+
+    async def close(self) -> None:
+        if self._fh is not None:
+            await self._fh.close()
+
+
+@dataclass
+class Transfer:
+    """Per-file download state shared by the segment requests."""
+
+    task: FileTask
+    part: PartFile
+    size: int | None
+    claims: list[DigestClaim] = field(default_factory=list)
+    requests: int = 0
+    fetched: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.size is not None and self.part.offset >= self.size
+
+
+class Downloader:
+    """Fetches and verifies files; one instance serves the whole pool."""
+
+    def __init__(self, client: PlatformClient, export: ExportSettings, journal: Journal, policy: RetryPolicy, counters: Counters):
+        self.client = client
+        self.export = export
+        self.out_dir = export.out_dir
+        self.journal = journal
+        self.policy = policy
+        self.counters = counters
+        self.planner = SegmentPlanner(target_s=export.response_time_limit * 0.5)
+        # Disk work gets its own thread budget so hashing/writes cannot starve other to_thread users.
+        self.disk = anyio.CapacityLimiter(max(4, min(export.concurrency, 16)))
+
+    async def fetch(self, task: FileTask) -> FileResult:
+        started = time.monotonic()
+        final = contained(self.out_dir, task.rel_path)
+        try:
+            result = await self._reuse(task, final) or await self._download(task, final)
+        except CredentialsRejected:
+            raise  # fatal for the whole run, not for this file
+        except Exception as exc:
+            result = FileResult(task, FileStatus.FAILED, error=describe(exc))
+            log.warning("file_failed", file=task.rel_path, error=result.error)
+        result.seconds = time.monotonic() - started
+        if result.ok:
+            self.counters.files_done += 1
+            self.counters.bytes_done += result.size
+        else:
+            self.counters.files_failed += 1
+        return result
+
+    async def _reuse(self, task: FileTask, final: Path) -> FileResult | None:
+        """A file verified by an earlier run is kept; without a journal entry it is re-checked."""
+        if not final.exists():
+            return None
+        if entry := self.journal.lookup(task.rel_path, final):
+            if task.size is None or entry.size == task.size:
+                return FileResult(task, FileStatus.REUSED, size=entry.size, sha256=entry.sha256, rows=entry.rows)
+        try:
+            size, sha, rows = await anyio.to_thread.run_sync(self._verify_existing, task, final, limiter=self.disk)
+        except IntegrityError as exc:
+            log.warning("existing_file_invalid", file=task.rel_path, error=str(exc))
+            return None  # fetch it again; the rename replaces it only once verified
+        self._record(task, final, size, sha, rows)
+        return FileResult(task, FileStatus.REUSED, size=size, sha256=sha, rows=rows)
+
+    def _verify_existing(self, task: FileTask, final: Path) -> tuple[int, str, int | None]:
+        size = final.stat().st_size
+        if task.size is not None and size != task.size:
+            raise IntegrityError(f"size {size} on disk, {task.size} listed")
+        rows = parquet_rows(final) if task.is_parquet and self.export.verify_parquet else None
+        return size, file_digest(final).hex(), rows
+
+    async def _download(self, task: FileTask, final: Path) -> FileResult:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part_path = final.with_name(final.name + ".part")
+        fd = os.open(part_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            offset, hasher = await anyio.to_thread.run_sync(_resume_prefix, fd, task, limiter=self.disk)
+            if offset:
+                log.info("resuming", file=task.rel_path, offset=offset)
+            part = self._part_file(fd, offset, hasher, part_path)
+            xfer = Transfer(task, part, task.size)
+            try:
+                await self._fill(xfer)
+                await part.flush()
+            finally:
+                if isinstance(part, AiofilesPartFile):
+                    await part.close()
+            sha = part.hasher.hexdigest()
+            rows = await anyio.to_thread.run_sync(self._verify_part, xfer, part_path, sha, limiter=self.disk)
+        except IntegrityError:
+            os.close(fd)
+            part_path.unlink(missing_ok=True)  # bad bytes are not worth resuming from
+            raise
+        except BaseException:
+            os.close(fd)  # keep the .part: the next attempt or run resumes from it
+            raise
+        os.close(fd)
+        os.replace(part_path, final)
+        self._record(task, final, xfer.part.offset, sha, rows)
+        return FileResult(task, FileStatus.DOWNLOADED, size=xfer.part.offset, sha256=sha, rows=rows,
+                          bytes_fetched=xfer.fetched, requests=xfer.requests)
+
+    def _part_file(self, fd: int, offset: int, hasher, part_path: Path) -> PartFile:
+        if self.export.write_strategy == "aiofiles":
+            return AiofilesPartFile(fd, offset, hasher, self.export.write_buffer, self.disk, path=part_path)
+        return PartFile(fd, offset, hasher, self.export.write_buffer, self.disk)
+
+    async def _fill(self, xfer: Transfer) -> None:
+        """Request segments until the file is complete, resuming after every failure."""
+        failures_in_a_row = 0
+        failures = 0
+        while not xfer.complete:
+            await self.policy.pacer.wait()
+            before = xfer.part.offset
+            try:
+                done = await self._fetch_segment(xfer)
+            except Exception as exc:
+                await xfer.part.flush()  # keep what arrived: the next request resumes after it
+                if isinstance(exc, FileChanged):
+                    self.counters.restarts += 1
+                    log.warning("restarting_file", file=xfer.task.rel_path, reason=str(exc))
+                    await xfer.part.restart()
+                    xfer.size = xfer.task.size
+                failures += 1
+                failures_in_a_row = 0 if xfer.part.offset > before else failures_in_a_row + 1
+                if not is_retryable(exc) or failures_in_a_row >= self.export.max_attempts or failures >= self.export.max_file_attempts:
+                    raise
+                delay = self.policy.delay_for(exc, max(1, failures_in_a_row))
+                self.policy.retries += 1
+                log.info("segment_retry", file=xfer.task.rel_path, offset=xfer.part.offset, delay_s=round(delay, 2), error=describe(exc))
+                await anyio.sleep(delay)
+                continue
+            if done and xfer.size is None:
+                xfer.size = xfer.part.offset  # unknown length: the body's end is the file's end
+
+    async def _fetch_segment(self, xfer: Transfer) -> bool:
+        """One request from the current offset. True when the server says the file ended."""
+        start = xfer.part.offset
+        headers = {"Accept-Encoding": "identity"}
+        ranged = not (start == 0 and (xfer.size is None or xfer.size <= self.planner.next_size()))
+        if ranged:
+            end = "" if xfer.size is None else str(min(xfer.size, start + self.planner.next_size()) - 1)
+            headers["Range"] = f"bytes={start}-{end}"
+        xfer.requests += 1
+        self.counters.requests += 1
+        async with self.client.request("GET", xfer.task.url, headers=headers, auto_decompress=False) as resp:
+            if resp.status == 416 and xfer.size is not None and start >= xfer.size:
+                return True
+            if resp.status == 416:
+                raise FileChanged(f"416 for bytes {start}- of a {xfer.size}-byte file: the file changed")
+            await raise_for_status(resp)
+            if resp.status not in (200, 206):
+                raise PlatformError(resp.status, "unexpected status for a file download", url=xfer.task.url)
+            skip, expected, total = self._plan_body(xfer, resp, ranged, start)
+            if total is not None:
+                if xfer.size is None:
+                    xfer.size = total
+                elif total != xfer.size:
+                    raise FileChanged(f"the server now reports {total} bytes, the listing said {xfer.size}")
+            xfer.claims += digest_claims(resp.headers, full_body=resp.status == 200)
+            t0 = time.monotonic()
+            received = await self._stream(xfer, resp, skip)
+            self.planner.observe(received, time.monotonic() - t0)
+        if expected is not None and received < expected:
+            raise TransferError(f"body ended after {received} of {expected} bytes")
+        return not ranged or (xfer.size is not None and xfer.part.offset >= xfer.size)
+
+    def _plan_body(self, xfer: Transfer, resp, ranged: bool, start: int) -> tuple[int, int | None, int | None]:
+        """(bytes to skip, body length expected, file total) for this response."""
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        if resp.status == 206:
+            first, last, total = parse_content_range(resp.headers.get("Content-Range"))
+            if first > start:
+                raise TransferError(f"server sent bytes from {first}, we need {start}")
+            return start - first, last - first + 1, total
+        # 200: the whole file. If we asked for a range from the middle it was ignored.
+        if ranged and start > 0:
+            raise FileChanged("the server ignored our Range and sent the whole file")
+        return 0, expected, expected
+
+    async def _stream(self, xfer: Transfer, resp, skip: int) -> int:
+        """The hot loop: append chunks, flush when the buffer is full. Returns body bytes read."""
+        part, counters = xfer.part, self.counters
+        limit = xfer.size
+        received = 0
+        check_magic = part.offset == 0 and xfer.task.is_parquet
+        async for chunk, _ in resp.content.iter_chunks():
+            received += len(chunk)
+            if skip:
+                if len(chunk) <= skip:
+                    skip -= len(chunk)
+                    continue
+                chunk, skip = chunk[skip:], 0
+            if check_magic:
+                if not chunk.startswith(PARQUET_MAGIC[: len(chunk)]):
+                    raise TransferError(f"the body is not parquet data (Content-Type {resp.headers.get('Content-Type')})")
+                check_magic = False
+            if limit is not None and part.offset + len(chunk) > limit:
+                raise FileChanged("the server sent more bytes than the file has")
+            counters.bytes_fetched += len(chunk)
+            xfer.fetched += len(chunk)
+            if part.add(chunk):
+                await part.flush()
+        return received
+
+    def _verify_part(self, xfer: Transfer, part_path: Path, sha: str) -> int | None:
+        """Everything that must hold before the rename; raises IntegrityError."""
+        size = os.fstat(xfer.part.fd).st_size
+        if size != xfer.part.offset:
+            raise IntegrityError(f"{part_path.name}: {size} bytes on disk, {xfer.part.offset} received")
+        if xfer.task.size is not None and size != xfer.task.size:
+            raise IntegrityError(f"{xfer.task.name}: {size} bytes, the listing said {xfer.task.size}")
+        check_digests(part_path, sha, xfer.claims)
+        rows = None
+        if xfer.task.is_parquet and self.export.verify_parquet:
+            rows = parquet_rows(part_path, deep=self.export.deep_verify)
+        if self.export.fsync:
+            os.fsync(xfer.part.fd)
+        return rows
+
+    def _record(self, task: FileTask, final: Path, size: int, sha: str, rows: int | None) -> None:
+        self.journal.record(Verified(task.rel_path, size, sha, rows, final.stat().st_mtime_ns))
+
+
+def _resume_prefix(fd: int, task: FileTask) -> tuple[int, hashlib._Hash]:
+    """Bytes already in the .part and their hash (the hash state is never saved, so re-hash)."""
+    hasher = hashlib.sha256()
+    length = os.fstat(fd).st_size
+    if length and task.size is not None and length > task.size:
+        length = 0
+    if length and task.is_parquet and os.pread(fd, 4, 0) != PARQUET_MAGIC:
+        length = 0  # not the start of a parquet file: do not build on it
+    if length == 0:
+        os.ftruncate(fd, 0)
+        return 0, hasher
+    offset = 0
+    while offset < length:
+        block = os.pread(fd, min(_PREFIX_BLOCK, length - offset), offset)
+        if not block:
+            break
+        hasher.update(block)
+        offset += len(block)
+    os.ftruncate(fd, offset)
+    return offset, hasher

@@ -1,0 +1,66 @@
+"""Exception hierarchy, so callers can catch failures by meaning (httpx-style).
+
+ExportError
+├── ConfigError              bad or missing configuration: exit 2, nothing attempted
+├── CredentialsRejected      IMS or the gateway refused our credentials: exit 3
+├── PlatformError            the platform answered with an error status
+│   ├── NotFound             404: unknown dataset, batch or file
+│   └── RetryableStatus      429/5xx: worth another try (Throttled for 429/503)
+│       └── Throttled
+├── TransferError            the connection failed or the body was cut short: retryable
+├── IntegrityError           bytes on disk do not match what the platform promised
+└── UnsafeNameError          a server-sent name would escape the output directory
+"""
+
+from __future__ import annotations
+
+
+class ExportError(Exception):
+    """Base of every error aep-export raises on purpose."""
+
+
+class ConfigError(ExportError):
+    """Configuration is missing or invalid; nothing has been attempted."""
+
+
+class CredentialsRejected(ExportError):
+    """IMS or the gateway refused the credentials (never includes the secret itself)."""
+
+
+class PlatformError(ExportError):
+    """The platform answered with an HTTP error status."""
+
+    def __init__(self, status: int, message: str, *, error_code: str | None = None, url: str = ""):
+        self.status = status
+        self.error_code = error_code
+        self.url = url
+        code = f" {error_code}" if error_code else ""
+        super().__init__(f"HTTP {status}{code}: {message}" + (f" ({url})" if url else ""))
+
+
+class NotFound(PlatformError):
+    """404: the dataset, batch or file does not exist (or is not visible to us)."""
+
+
+class RetryableStatus(PlatformError):
+    """A status worth retrying (500, 502, 503, 504, 429)."""
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None, **kw):
+        super().__init__(status, message, **kw)
+        self.retry_after = retry_after
+
+
+class Throttled(RetryableStatus):
+    """429 or 503: the gateway asks us to slow down; the whole pool backs off."""
+
+
+class TransferError(ExportError):
+    """Connection reset, timeout or a body shorter than announced: retry/resume."""
+
+
+class IntegrityError(ExportError):
+    """Downloaded bytes fail a check (size, digest, parquet footer, record count)."""
+
+
+class UnsafeNameError(ExportError):
+    """A name sent by the server would write outside the output directory."""

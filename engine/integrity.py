@@ -1,0 +1,133 @@
+"""Checks that prove a file is what the platform promised: size, digests, parquet footer, rows."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from .errors import IntegrityError
+
+PARQUET_MAGIC = b"PAR1"
+_HASH_BLOCK = 4 << 20
+# RFC 9530 names -> hashlib names; RFC 3230 "Digest" uses the same words in other case.
+_ALGORITHMS = {"sha-256": "sha256", "sha-512": "sha512", "md5": "md5", "sha": "sha1"}
+_SF_DICT_ITEM = re.compile(r"\s*([A-Za-z0-9_\-]+)\s*=\s*:([A-Za-z0-9+/=]+):\s*")
+
+
+@dataclass(frozen=True)
+class DigestClaim:
+    """A server's statement about the whole file's digest, e.g. from Repr-Digest."""
+
+    algorithm: str  # hashlib name
+    digest: bytes
+    header: str
+
+
+def digest_claims(headers: Mapping[str, str], *, full_body: bool) -> list[DigestClaim]:
+    """Digests the server sent that describe the whole file.
+
+    Repr-Digest always describes the whole representation; Content-Digest, Digest and
+    Content-MD5 describe this body, so they only count when the body is the whole file.
+    """
+    claims = _parse_sf_digests(headers.get("Repr-Digest"), "Repr-Digest")
+    if full_body:
+        claims += _parse_sf_digests(headers.get("Content-Digest"), "Content-Digest")
+        claims += _parse_legacy_digest(headers.get("Digest"))
+        if md5 := headers.get("Content-MD5"):
+            claims += _decoded("md5", md5.strip(), "Content-MD5")
+    return claims
+
+
+def _parse_sf_digests(value: str | None, header: str) -> list[DigestClaim]:
+    if not value:
+        return []
+    claims = []
+    for item in value.split(","):
+        if m := _SF_DICT_ITEM.fullmatch(item):
+            claims += _decoded(m.group(1).lower(), m.group(2), header)
+    return claims
+
+
+def _parse_legacy_digest(value: str | None) -> list[DigestClaim]:
+    if not value:
+        return []
+    claims = []
+    for item in value.split(","):
+        algo, sep, b64 = item.strip().partition("=")
+        if sep:
+            claims += _decoded(algo.lower(), b64.strip(), "Digest")
+    return claims
+
+
+def _decoded(algo: str, b64: str, header: str) -> list[DigestClaim]:
+    name = _ALGORITHMS.get(algo)
+    if name is None:
+        return []
+    try:
+        return [DigestClaim(name, base64.b64decode(b64, validate=True), header)]
+    except ValueError:
+        return []
+
+
+def check_digests(path: Path, sha256_hex: str, claims: list[DigestClaim]) -> None:
+    """Compare every claim; sha-256 uses the streaming hash, others re-read the file (rare)."""
+    computed: dict[str, bytes] = {"sha256": bytes.fromhex(sha256_hex)}
+    for claim in claims:
+        if claim.algorithm not in computed:
+            computed[claim.algorithm] = file_digest(path, claim.algorithm)
+        if computed[claim.algorithm] != claim.digest:
+            raise IntegrityError(f"{claim.header} {claim.algorithm} does not match the bytes received")
+
+
+def file_digest(path: Path, algorithm: str = "sha256", limit: int | None = None) -> bytes:
+    """Digest of a file (or of its first `limit` bytes) in large blocks."""
+    h = hashlib.new(algorithm)
+    remaining = limit
+    with path.open("rb") as fh:
+        while remaining is None or remaining > 0:
+            block = fh.read(_HASH_BLOCK if remaining is None else min(_HASH_BLOCK, remaining))
+            if not block:
+                break
+            h.update(block)
+            if remaining is not None:
+                remaining -= len(block)
+    return h.digest()
+
+
+def parquet_rows(path: Path, *, deep: bool = False) -> int:
+    """Row count from the footer, after checking both magic markers; deep reads every page."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+            fh.seek(-4, 2)
+            tail = fh.read(4)
+    except OSError as exc:
+        raise IntegrityError(f"cannot read {path.name}: {exc}") from exc
+    if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+        raise IntegrityError(f"{path.name} is not a parquet file (magic bytes missing)")
+    try:
+        rows = pq.read_metadata(path).num_rows
+        if deep:
+            pq.read_table(path, page_checksum_verification=True)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise IntegrityError(f"{path.name}: parquet footer unreadable: {exc}") from exc
+    return rows
+
+
+def expected_record_count(batch: Mapping[str, Any]) -> int | None:
+    """Record count the Catalog states for a batch, in either metrics form; None if unknown."""
+    metrics = batch.get("metrics") if isinstance(batch.get("metrics"), Mapping) else {}
+    for source, key in ((metrics, "outputRecordCount"), (metrics, "recordsWritten"), (batch, "recordCount")):
+        value = source.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return int(value)
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+    return None

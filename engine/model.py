@@ -1,0 +1,96 @@
+"""The one model of a download that discovery, the pool, resume, verification and the report share."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """A batch to export: the id its files are listed under, and what the Catalog says of it."""
+
+    dataset_id: str
+    batch_id: str
+    catalog: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    expected_records: int | None = None
+    source: str = "dataset"  # or "audience:<export job id>"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.dataset_id, self.batch_id
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One file of a batch: where to get it, what size to expect, and where it goes on disk."""
+
+    batch: BatchRef
+    dataset_file_id: str
+    name: str
+    url: str
+    size: int | None
+    rel_path: str  # relative to out_dir, already checked to stay inside it
+
+    @property
+    def rel_in_batch(self) -> str:
+        """Path relative to the batch folder (what SHA256SUMS and the manifest list)."""
+        return f"{self.dataset_file_id}/{self.name}"
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.name.endswith(".parquet")
+
+
+class FileStatus(str, Enum):
+    DOWNLOADED = "downloaded"
+    REUSED = "reused"  # verified by an earlier run, not fetched again
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class FileResult:
+    task: FileTask
+    status: FileStatus
+    size: int = 0
+    sha256: str | None = None
+    rows: int | None = None
+    bytes_fetched: int = 0
+    requests: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (FileStatus.DOWNLOADED, FileStatus.REUSED)
+
+
+@dataclass
+class Counters:
+    """Run-wide live counters (read by the progress display; only ever added to)."""
+
+    files_total: int = 0  # discovered so far
+    bytes_total: int = 0  # known sizes of the files discovered so far
+    bytes_fetched: int = 0
+    bytes_done: int = 0  # bytes of files finished (downloaded or reused)
+    files_done: int = 0
+    files_failed: int = 0
+    requests: int = 0
+    restarts: int = 0
+
+
+@dataclass
+class Timer:
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def batch_dir(out_dir: Path, batch: BatchRef) -> Path:
+    return out_dir / batch.dataset_id / batch.batch_id

@@ -1,0 +1,199 @@
+"""What a run leaves behind: per batch _manifest.json, SHA256SUMS and _SUCCESS; report.json; a summary.
+
+_SUCCESS is written last and only when every file of the batch is verified and the rows add up,
+so a consumer can trust a batch folder that has it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .discovery import Listing
+from .model import BatchRef, FileResult, FileStatus, batch_dir
+
+MANIFEST = "_manifest.json"
+SUMS = "SHA256SUMS"
+SUCCESS = "_SUCCESS"
+REPORT = "report.json"
+
+
+@dataclass
+class BatchOutcome:
+    batch: BatchRef
+    started: float = field(default_factory=time.monotonic)
+    results: list[FileResult] = field(default_factory=list)
+    listing: Listing | None = None  # set once the listing is complete
+    status: str = "running"
+    errors: list[str] = field(default_factory=list)
+    records_found: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def all_in(self) -> bool:
+        return self.listing is not None and len(self.results) >= self.listing.files
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.size for r in self.results if r.ok)
+
+
+@dataclass
+class DatasetOutcome:
+    dataset_id: str
+    source: str = "dataset"
+    status: str = "running"
+    error: str | None = None
+    batches: list[BatchOutcome] = field(default_factory=list)
+
+
+def finalize_batch(out_dir: Path, outcome: BatchOutcome) -> None:
+    """Write the manifest and SHA256SUMS, check record counts, and mark success. Blocking I/O."""
+    outcome.seconds = time.monotonic() - outcome.started
+    folder = batch_dir(out_dir, outcome.batch)
+    folder.mkdir(parents=True, exist_ok=True)
+    ok_files = sorted((r for r in outcome.results if r.ok), key=lambda r: r.task.rel_in_batch)
+    errors = [f"{r.task.rel_in_batch}: {r.error or r.status.value}" for r in outcome.results if not r.ok]
+    assert outcome.listing is not None
+    errors += [f"{name}: refused: {why}" for name, why in outcome.listing.refused]
+    outcome.records_found = _records(ok_files)
+    expected = outcome.batch.expected_records
+    if not errors and expected is not None and outcome.records_found is not None and outcome.records_found != expected:
+        errors.append(f"record count mismatch: the batch states {expected} records, the parquet files hold {outcome.records_found}")
+    outcome.errors = errors
+    cancelled = any(r.status is FileStatus.CANCELLED for r in outcome.results)
+    outcome.status = "ok" if not errors else "cancelled" if cancelled else "failed"
+
+    _atomic_write(folder / SUMS, "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files))
+    _atomic_write(folder / MANIFEST, json.dumps(_manifest(outcome, ok_files), indent=2) + "\n")
+    success = folder / SUCCESS
+    if outcome.status == "ok":
+        _atomic_write(success, "")
+    else:
+        success.unlink(missing_ok=True)
+
+
+def _records(files: list[FileResult]) -> int | None:
+    """Sum of parquet rows, or None when some file has no row count (not parquet, or unchecked)."""
+    if not files or any(r.rows is None for r in files):
+        return None
+    return sum(r.rows or 0 for r in files)
+
+
+def _manifest(outcome: BatchOutcome, files: list[FileResult]) -> dict[str, Any]:
+    b = outcome.batch
+    listing = outcome.listing
+    return {
+        "dataset_id": b.dataset_id,
+        "batch_id": b.batch_id,
+        "source": b.source,
+        "status": outcome.status,
+        "batch": b.catalog,  # the Catalog object as the platform sent it (metadata and metrics)
+        "records_expected": b.expected_records,
+        "records_found": outcome.records_found,
+        "files": [
+            {"path": r.task.rel_in_batch, "dataSetFileId": r.task.dataset_file_id, "name": r.task.name,
+             "size": r.size, "sha256": r.sha256, "rows": r.rows}
+            for r in files
+        ],
+        "skipped": listing.skipped if listing else [],
+        "errors": outcome.errors,
+        "written_at": _now(),
+    }
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class RunOutcome:
+    started_at: str = field(default_factory=_now)
+    started: float = field(default_factory=time.monotonic)
+    datasets: list[DatasetOutcome] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    exit_code: int = 0
+    status: str = "running"
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def batches(self) -> list[BatchOutcome]:
+        """Each batch once, even when two sources (dataset and audience) share it."""
+        return list({id(b): b for d in self.datasets for b in d.batches}.values())
+
+
+def write_report(out_dir: Path, run: RunOutcome) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    body = {
+        "tool": "aep-export",
+        "started_at": run.started_at,
+        "finished_at": _now(),
+        "duration_s": round(time.monotonic() - run.started, 3),
+        "status": run.status,
+        "exit_code": run.exit_code,
+        "totals": run.totals,
+        "datasets": [
+            {
+                "dataset_id": d.dataset_id,
+                "source": d.source,
+                "status": d.status,
+                "error": d.error,
+                "batches": [
+                    {
+                        "batch_id": b.batch.batch_id,
+                        "status": b.status,
+                        "files": sum(1 for r in b.results if r.ok),
+                        "files_failed": sum(1 for r in b.results if not r.ok) + (len(b.listing.refused) if b.listing else 0),
+                        "files_reused": sum(1 for r in b.results if r.status is FileStatus.REUSED),
+                        "bytes": b.bytes,
+                        "bytes_fetched": sum(r.bytes_fetched for r in b.results),
+                        "records_expected": b.batch.expected_records,
+                        "records_found": b.records_found,
+                        "seconds": round(b.seconds, 3),
+                        "errors": b.errors,
+                    }
+                    for b in d.batches
+                ],
+            }
+            for d in run.datasets
+        ],
+        "errors": run.errors,
+    }
+    path = out_dir / REPORT
+    _atomic_write(path, json.dumps(body, indent=2) + "\n")
+    return path
+
+
+def summary_rows(run: RunOutcome) -> list[tuple[str, str, str, str, str, str]]:
+    rows = []
+    for d in run.datasets:
+        label = d.dataset_id if d.source == "dataset" else f"{d.dataset_id} ({d.source})"
+        if not d.batches:
+            rows.append((label, "-", d.status, "0", "0 B", d.error or ""))
+        for b in d.batches:
+            note = b.errors[0] if b.errors else ""
+            if len(b.errors) > 1:
+                note += f" (+{len(b.errors) - 1} more)"
+            rows.append((label, b.batch.batch_id, b.status, str(sum(1 for r in b.results if r.ok)), human_bytes(b.bytes), note))
+    return rows
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

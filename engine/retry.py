@@ -1,0 +1,114 @@
+"""The one place for failure policy: what is retryable, how long to wait, and pool-wide back-off.
+
+Back-off is exponential with full jitter (AWS architecture blog), capped. A throttling answer
+(429/503) pauses the *whole* pool through the shared Pacer, unlike aria2 which aborts on 429 or
+per-task retries that keep hammering a throttled gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import aiohttp
+import structlog
+
+from .errors import RetryableStatus, Throttled, TransferError
+
+log = structlog.get_logger("aep_export.retry")
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+THROTTLE_STATUSES = frozenset({429, 503})
+MAX_RETRY_AFTER = 600.0  # never sleep longer than this on a server's word
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Connection errors, timeouts, cut bodies and 429/5xx are worth another try; 4xx are not."""
+    return isinstance(
+        exc,
+        RetryableStatus | TransferError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | asyncio.TimeoutError,
+    )
+
+
+@dataclass
+class Pacer:
+    """Shared gate: when the gateway throttles, every request waits until the pause is over."""
+
+    throttled_count: int = 0
+    _resume_at: float = 0.0
+
+    def throttle(self, seconds: float) -> None:
+        self.throttled_count += 1
+        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+    async def wait(self) -> None:
+        while (delay := self._resume_at - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 8
+    base: float = 0.5
+    cap: float = 30.0
+    pacer: Pacer = field(default_factory=Pacer)
+    rng: random.Random = field(default_factory=random.Random)
+    retries: int = 0  # counted for the run report
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
+        return self.rng.uniform(0, min(self.cap, self.base * (2**attempt)))
+
+    def delay_for(self, exc: BaseException, attempt: int) -> float:
+        """Honour Retry-After when the server gave one; throttling pauses the whole pool."""
+        delay = self.backoff(attempt)
+        if isinstance(exc, RetryableStatus) and exc.retry_after is not None:
+            delay = max(exc.retry_after, 0.0)
+        if isinstance(exc, Throttled):
+            # At least a small pause so a throttle without Retry-After still slows everyone.
+            delay = max(delay, self.base)
+            self.pacer.throttle(delay)
+        return delay
+
+    async def run(self, fn: Callable[[], Awaitable[T]], *, what: str) -> T:
+        """Call fn until it succeeds, a non-retryable error occurs, or attempts run out."""
+        attempt = 0
+        while True:
+            await self.pacer.wait()
+            try:
+                return await fn()
+            except Exception as exc:
+                attempt += 1
+                if not is_retryable(exc) or attempt >= self.max_attempts:
+                    raise
+                delay = self.delay_for(exc, attempt)
+                self.retries += 1
+                log.info("retrying", what=what, attempt=attempt, delay_s=round(delay, 2), error=describe(exc))
+                await asyncio.sleep(delay)
+
+
+def describe(exc: BaseException) -> str:
+    """Short, secret-free text for logs and reports."""
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, RetryableStatus | TransferError) else text

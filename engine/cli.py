@@ -173,6 +173,8 @@ def print_summary(run: RunOutcome, out_dir: Path) -> None:
     t = run.totals
     console = Console(width=max(120, Console().width))
     console.print(table)
+    for error in run.errors:
+        console.print(f"error: {error}")
     console.print(
         f"{t.get('files', 0)} files ({t.get('files_downloaded', 0)} downloaded, {t.get('files_reused', 0)} already verified), "
         f"{human_bytes(t.get('bytes', 0))}; {t.get('files_failed', 0)} failed; {t.get('retries', 0)} retries; "

@@ -9,8 +9,10 @@ Only a fully verified file is renamed to its final name, so a final name is neve
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import re
 import time
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ import structlog
 
 from .client import PlatformClient, raise_for_status
 from .config import ExportSettings
-from .errors import CredentialsRejected, IntegrityError, PlatformError, TransferError
+from .errors import CredentialsRejected, DiskFull, IntegrityError, PlatformError, TransferError
 from .integrity import PARQUET_MAGIC, DigestClaim, check_digests, digest_claims, file_digest, parquet_rows
 from .model import Counters, FileResult, FileStatus, FileTask
 from .paths import contained
@@ -190,8 +192,12 @@ class Downloader:
         final = contained(self.out_dir, task.rel_path)
         try:
             result = await self._reuse(task, final) or await self._download(task, final)
-        except CredentialsRejected:
+        except (CredentialsRejected, DiskFull):
             raise  # fatal for the whole run, not for this file
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DiskFull(f"no space left in {self.out_dir} while writing {task.rel_path}; partial files are kept: free space and rerun to resume") from None
         except Exception as exc:
             result = FileResult(task, FileStatus.FAILED, error=describe(exc))
             log.warning("file_failed", file=task.rel_path, error=result.error)
@@ -227,6 +233,7 @@ class Downloader:
 
     async def _download(self, task: FileTask, final: Path) -> FileResult:
         final.parent.mkdir(parents=True, exist_ok=True)
+        _ensure_space(final, task)
         part_path = final.with_name(final.name + ".part")
         fd = os.open(part_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -377,6 +384,19 @@ class Downloader:
 
     def _record(self, task: FileTask, final: Path, size: int, sha: str, rows: int | None) -> None:
         self.journal.record(Verified(task.rel_path, size, sha, rows, final.stat().st_mtime_ns))
+
+
+def _ensure_space(final: Path, task: FileTask) -> None:
+    """Refuse to start a file that cannot fit, instead of failing half-way."""
+    if task.size is None:
+        return
+    part = final.with_name(final.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    folder = final.parent
+    free = shutil.disk_usage(folder).free
+    if free < task.size - have:
+        raise DiskFull(f"{task.rel_path} needs {task.size - have} more bytes but {free} are free in {folder}; "
+                       "free space and rerun to resume")
 
 
 def _resume_prefix(fd: int, task: FileTask) -> tuple[int, hashlib._Hash]:

@@ -9,6 +9,7 @@ ExportError
 │       └── Throttled
 ├── TransferError            the connection failed or the body was cut short: retryable
 ├── IntegrityError           bytes on disk do not match what the platform promised
+├── DiskFull                 the output volume is full: the run stops, partial work is kept
 └── UnsafeNameError          a server-sent name would escape the output directory
 """
 
@@ -60,6 +61,10 @@ class TransferError(ExportError):
 
 class IntegrityError(ExportError):
     """Downloaded bytes fail a check (size, digest, parquet footer, record count)."""
+
+
+class DiskFull(ExportError):
+    """No space left in the output directory; .part files are kept so a rerun resumes."""
 
 
 class UnsafeNameError(ExportError):

@@ -21,7 +21,7 @@ from .client import PlatformClient, make_session
 from .config import DatasetSettings, Settings
 from .discovery import Discovery
 from .download import Downloader
-from .errors import CredentialsRejected, ExportError
+from .errors import CredentialsRejected, DiskFull, ExportError
 from .logs import register_secret
 from .progress import show_progress
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
@@ -168,7 +168,7 @@ class Exporter:
         log.error("dataset_failed", dataset=outcome.dataset_id, error=outcome.error)
 
     def _abort(self, exc: BaseException) -> None:
-        """Credentials stopped working: nothing else can succeed."""
+        """Credentials stopped working or the disk is full: nothing else can succeed."""
         self._fatal = exc
         if self._scope is not None:
             self._scope.cancel()
@@ -184,7 +184,7 @@ class Exporter:
                 except anyio.get_cancelled_exc_class():
                     bo.results.append(FileResult(task, FileStatus.CANCELLED, error="interrupted"))
                     raise
-                except CredentialsRejected as exc:
+                except (CredentialsRejected, DiskFull) as exc:
                     bo.results.append(FileResult(task, FileStatus.FAILED, error=describe(exc)))
                     self._abort(exc)
                     return
@@ -217,7 +217,10 @@ class Exporter:
                 d.status = "ok" if d.batches and all(b.status == "ok" for b in d.batches) else ("cancelled" if self._interrupted else "failed")
                 if d.status == "ok" and not d.batches:
                     d.status = "failed"
-        if self._fatal is not None:
+        if isinstance(self._fatal, DiskFull):
+            run.errors.append(str(self._fatal))
+            run.exit_code, run.status = EXIT_FAILED, "disk_full"
+        elif self._fatal is not None:
             run.errors.append(describe(self._fatal))
             run.exit_code, run.status = EXIT_CREDENTIALS, "credentials_rejected"
         elif self._interrupted is not None:

@@ -36,6 +36,7 @@ log = structlog.get_logger("aep_export.download")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _IOV_MAX = 512  # stay well below the kernel's IOV_MAX (1024) per pwritev
 _PREFIX_BLOCK = 4 << 20
+INTEGRITY_REFETCHES = 2  # a file whose bytes fail verification is fetched again this often
 
 
 class FileChanged(TransferError):
@@ -191,7 +192,7 @@ class Downloader:
         started = time.monotonic()
         final = contained(self.out_dir, task.rel_path)
         try:
-            result = await self._reuse(task, final) or await self._download(task, final)
+            result = await self._reuse(task, final) or await self._download_verified(task, final)
         except (CredentialsRejected, DiskFull):
             raise  # fatal for the whole run, not for this file
         except OSError as exc:
@@ -230,6 +231,18 @@ class Downloader:
             raise IntegrityError(f"size {size} on disk, {task.size} listed")
         rows = parquet_rows(final) if task.is_parquet and self.export.verify_parquet else None
         return size, file_digest(final).hex(), rows
+
+    async def _download_verified(self, task: FileTask, final: Path) -> FileResult:
+        """Download; bytes that fail verification (corrupted in transit) are fetched afresh."""
+        for attempt in range(INTEGRITY_REFETCHES + 1):
+            try:
+                return await self._download(task, final)
+            except IntegrityError as exc:
+                if attempt == INTEGRITY_REFETCHES:
+                    raise
+                self.counters.restarts += 1
+                log.warning("refetching_after_integrity_failure", file=task.rel_path, error=str(exc))
+        raise AssertionError("unreachable")
 
     async def _download(self, task: FileTask, final: Path) -> FileResult:
         final.parent.mkdir(parents=True, exist_ok=True)

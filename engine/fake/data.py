@@ -7,7 +7,6 @@ temp+rename) and served from disk, so multi-GiB datasets are possible.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import hashlib
@@ -144,10 +143,13 @@ def _hex(n: int, *parts: Any) -> str:
     return _h(*parts).hex()[:n]
 
 
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
 def _ulid(*parts: Any) -> str:
-    # Catalog batch ids look like ULIDs: 26 chars of Crockford base32, upper case
-    raw = base64.b32encode(_h(*parts)).decode().rstrip("=")
-    return ("01" + raw)[:26].upper()
+    # Catalog batch ids look like ULIDs: 26 chars of Crockford base32, starting "01"
+    n = int.from_bytes(_h(*parts)[:16], "big")
+    return "01" + "".join(CROCKFORD[(n >> (5 * i)) & 31] for i in range(24))
 
 
 def _uuid(*parts: Any) -> str:

@@ -37,10 +37,6 @@ class Faults:
     send_digest: bool = False  # full 200 downloads carry Repr-Digest: sha-256=:b64:
     max_faults_per_key: int = 2  # failing faults per request key, so retries succeed
 
-    def any_body_faults(self) -> bool:
-        """True if streaming needs the slow (chunked, inspectable) path."""
-        return bool(self.p_reset or self.response_limit_s or self.bandwidth_bps or self.p_corrupt)
-
 
 def unit(seed: int, kind: str, method: str, target: str, range_start: int | None, seen: int) -> float:
     """Deterministic uniform [0,1) for one fault decision."""

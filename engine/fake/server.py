@@ -717,6 +717,7 @@ class FakePlatform:
             await resp.write_eof()
             return resp
         if corrupt_at < 0 and cut_after < 0 and not fl.bandwidth_bps and not fl.response_limit_s:
+            # no body fault for this response: zero-copy fast path
             sent = await self._sendfile(request, resp, part.path, start, length, key)
         else:
             sent = await self._send_chunks(request, resp, part.path, start, length, corrupt_at, cut_after, key)
@@ -814,12 +815,14 @@ class FakePlatform:
         return job
 
     def _job_status(self, job: ExportJob) -> str:
-        if job.cancelled or not job.batch_key:
-            return "FAILED" if job.polls >= self.cfg.job_polls_to_success or job.cancelled else \
-                ("NEW" if job.polls == 0 else "PROCESSING")
+        """NEW until first polled, PROCESSING for a few polls, then SUCCEEDED (FAILED if no batch)."""
+        if job.cancelled:
+            return "FAILED"
         if job.polls == 0:
             return "NEW"
-        return "SUCCEEDED" if job.polls >= self.cfg.job_polls_to_success else "PROCESSING"
+        if job.polls < self.cfg.job_polls_to_success:
+            return "PROCESSING"
+        return "SUCCEEDED" if job.batch_key else "FAILED"
 
     def _job_obj(self, job: ExportJob) -> dict[str, Any]:
         status = self._job_status(job)

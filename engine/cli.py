@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from rich.console import Console
-from rich.table import Table
-
 from . import logs
 from .config import ENV_PREFIX, Settings, load_settings
 from .errors import ConfigError, CredentialsRejected
@@ -101,6 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from .fake import FakeConfig, FakePlatform
 
     console = Console(stderr=True)
@@ -123,7 +122,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         platform.stop()
 
 
-def _demo_proof(platform: Any, out: Path, console: Console) -> None:
+def _demo_proof(platform: Any, out: Path, console: Any) -> None:
     """Compare what landed on disk with what the fake platform serves, byte for byte (by SHA-256)."""
     from .integrity import file_digest
 
@@ -165,6 +164,9 @@ def export(settings: Settings, *, live: bool) -> int:
 
 
 def print_summary(run: RunOutcome, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"aep-export: {run.status}", title_justify="left")
     for col in ("dataset", "batch", "status", "files", "bytes", "note"):
         table.add_column(col, overflow="fold")

@@ -190,16 +190,15 @@ class Downloader:
 
     async def fetch(self, task: FileTask) -> FileResult:
         started = time.monotonic()
-        final = contained(self.out_dir, task.rel_path)
         try:
+            final = contained(self.out_dir, task.rel_path)
             result = await self._reuse(task, final) or await self._download_verified(task, final)
         except (CredentialsRejected, DiskFull):
             raise  # fatal for the whole run, not for this file
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            raise DiskFull(f"no space left in {self.out_dir} while writing {task.rel_path}; partial files are kept: free space and rerun to resume") from None
         except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(f"no space left in {self.out_dir} while writing {task.rel_path}; "
+                               "partial files are kept: free space and rerun to resume") from None
             result = FileResult(task, FileStatus.FAILED, error=describe(exc))
             log.warning("file_failed", file=task.rel_path, error=result.error)
         result.seconds = time.monotonic() - started

@@ -7,10 +7,6 @@ import time
 
 import anyio
 import structlog
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
-
 from .model import Counters
 from .report import human_bytes
 
@@ -51,6 +47,10 @@ async def show_progress(counters: Counters, *, live: bool, interval: float = 10.
     """Runs until cancelled."""
     meter = RateMeter()
     if live:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
         console = Console(file=sys.stderr)
         with Live(Text(""), console=console, refresh_per_second=4, transient=True, redirect_stderr=True) as view:
             while True:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .discovery import Listing
+from .errors import UnsafeNameError
 from .model import BatchRef, FileResult, FileStatus, batch_dir
 
 MANIFEST = "_manifest.json"
@@ -55,7 +56,11 @@ class DatasetOutcome:
 def finalize_batch(out_dir: Path, outcome: BatchOutcome) -> None:
     """Write the manifest and SHA256SUMS, check record counts, and mark success. Blocking I/O."""
     outcome.seconds = time.monotonic() - outcome.started
-    folder = batch_dir(out_dir, outcome.batch)
+    try:
+        folder = batch_dir(out_dir, outcome.batch)
+    except UnsafeNameError as exc:
+        outcome.status, outcome.errors = "failed", [str(exc)]
+        return  # nothing may be written there
     folder.mkdir(parents=True, exist_ok=True)
     ok_files = sorted((r for r in outcome.results if r.ok), key=lambda r: r.task.rel_in_batch)
     errors = [f"{r.task.rel_in_batch}: {r.error or r.status.value}" for r in outcome.results if not r.ok]

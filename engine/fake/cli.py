@@ -8,10 +8,12 @@ import dataclasses
 import json
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import PRESETS, FakeConfig
-from .server import FakePlatform
+if TYPE_CHECKING:
+    from .config import FakeConfig
+
+from .presets import PRESETS
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -63,6 +65,8 @@ FAULT_FLAGS = {
 
 
 def config_from_args(args: argparse.Namespace) -> FakeConfig:
+    from .config import FakeConfig
+
     cfg = FakeConfig.preset(args.preset, seed=args.seed)
     specs = list(cfg.datasets)
     if args.datasets:
@@ -92,6 +96,8 @@ async def serve(cfg: FakeConfig, host: str, port: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    from .server import FakePlatform
+
     async with FakePlatform(cfg, host=host, port=port) as fp:
         sys.stdout.write(json.dumps(fp.info()) + "\n")
         sys.stdout.flush()

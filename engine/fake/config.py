@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .data import DatasetSpec
 from .faults import Faults
+from .presets import PRESETS  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -86,4 +87,3 @@ class FakeConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
-PRESETS = ("demo", "small", "lan", "wan", "big", "chaos")

@@ -225,11 +225,18 @@ class Downloader:
         return FileResult(task, FileStatus.REUSED, size=size, sha256=sha, rows=rows)
 
     def _verify_existing(self, task: FileTask, final: Path) -> tuple[int, str, int | None]:
+        """Keep a file from an earlier run only if it still has the digest that run verified."""
         size = final.stat().st_size
         if task.size is not None and size != task.size:
             raise IntegrityError(f"size {size} on disk, {task.size} listed")
+        recorded = self.journal.recorded_sha256(task.rel_path) or _sums_entry(final, task)
+        if recorded is None:
+            raise IntegrityError("no digest recorded by an earlier run to check it against")
+        sha = file_digest(final).hex()
+        if sha != recorded:
+            raise IntegrityError("SHA-256 differs from the one recorded when it was verified")
         rows = parquet_rows(final) if task.is_parquet and self.export.verify_parquet else None
-        return size, file_digest(final).hex(), rows
+        return size, sha, rows
 
     async def _download_verified(self, task: FileTask, final: Path) -> FileResult:
         """Download; bytes that fail verification (corrupted in transit) are fetched afresh."""
@@ -396,6 +403,20 @@ class Downloader:
 
     def _record(self, task: FileTask, final: Path, size: int, sha: str, rows: int | None) -> None:
         self.journal.record(Verified(task.rel_path, size, sha, rows, final.stat().st_mtime_ns))
+
+
+def _sums_entry(final: Path, task: FileTask) -> str | None:
+    """The file's line in its batch's SHA256SUMS (written by an earlier run), if any."""
+    batch_folder = final.parents[len(Path(task.rel_in_batch).parts) - 1]
+    try:
+        text = (batch_folder / "SHA256SUMS").read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        digest, sep, name = line.partition("  ")
+        if sep and name == task.rel_in_batch:
+            return digest
+    return None
 
 
 def _ensure_space(final: Path, task: FileTask) -> None:

@@ -217,9 +217,8 @@ class Exporter:
                     bo.status = "cancelled" if self._interrupted else "failed"
                 else:
                     finalize_batch(self.out_dir, bo)  # writes what is verified; no _SUCCESS if incomplete
-                    if not bo.all_in:
-                        bo.status = "cancelled" if self._interrupted else "failed"
-                        bo.errors.append(f"{bo.listing.files - len(bo.results)} files not attempted")
+                    if self._interrupted and bo.status == "failed":
+                        bo.status = "cancelled"
         for d in run.datasets:
             if d.status not in ("failed",):
                 d.status = "ok" if d.batches and all(b.status == "ok" for b in d.batches) else ("cancelled" if self._interrupted else "failed")

@@ -66,6 +66,8 @@ def finalize_batch(out_dir: Path, outcome: BatchOutcome) -> None:
     errors = [f"{r.task.rel_in_batch}: {r.error or r.status.value}" for r in outcome.results if not r.ok]
     assert outcome.listing is not None
     errors += [f"{name}: refused: {why}" for name, why in outcome.listing.refused]
+    if missing := outcome.listing.files - len(outcome.results):
+        errors.append(f"{missing} files not attempted")
     outcome.records_found = _records(ok_files)
     expected = outcome.batch.expected_records
     if not errors and expected is not None and outcome.records_found is not None and outcome.records_found != expected:

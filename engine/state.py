@@ -55,6 +55,11 @@ class Journal:
             return None
         return entry if (st.st_size, st.st_mtime_ns) == (entry.size, entry.mtime_ns) else None
 
+    def recorded_sha256(self, rel_path: str) -> str | None:
+        """The digest an earlier run verified for this path, whatever happened to the file since."""
+        entry = self._entries.get(rel_path)
+        return entry.sha256 if entry else None
+
     def record(self, entry: Verified) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -209,12 +209,12 @@ async def test_downloads_start_before_discovery_ends(tmp_path: Path, make_fake) 
         resp = await original(request)
         body = json.loads(resp.body)
         last = isinstance(body, dict) and "next" not in body.get("_links", {})
-        events.append("last-page" if last else "page")
         if last:
             try:
                 await asyncio.wait_for(download_seen.wait(), timeout=5)
             except TimeoutError:
                 events.append("timeout")
+        events.append("last-page" if last else "page")  # recorded when the page is released
         return resp
 
     fp.h_files = h_files  # routes are bound when the server starts

@@ -9,7 +9,6 @@ is complete and its last file is in.
 from __future__ import annotations
 
 import signal
-import threading
 from functools import partial
 from dataclasses import dataclass, field
 
@@ -23,7 +22,6 @@ from .config import DatasetSettings, Settings
 from .discovery import Discovery
 from .download import Downloader
 from .errors import CredentialsRejected, DiskFull, ExportError
-from .integrity import warm_up
 from .logs import register_secret
 from .progress import show_progress
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
@@ -68,9 +66,6 @@ class Exporter:
                 self.client = PlatformClient(self.settings, session, tokens, self.policy)
                 self.discovery = Discovery(self.client, ex.created_client)
                 self.downloader = Downloader(self.client, ex, self.journal, self.policy, self.counters)
-                if ex.verify_parquet:
-                    # Overlap pyarrow's import with the token exchange and the first listings.
-                    threading.Thread(target=warm_up, name="warm-pyarrow", daemon=True).start()
                 await tokens.token()  # bad credentials: fail before anything is attempted
                 with anyio.CancelScope() as self._scope:
                     await self._pool()

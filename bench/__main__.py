@@ -1,0 +1,114 @@
+"""`python -m bench [--quick] [--profiles ...] [--json PATH] [--reps N] [--tools ...]`
+
+Per profile: start the fake platform process, let every tool download the same files, alternating
+tools within each repetition, and report medians plus engine/peer and engine/limit ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .profiles import PROFILES, Profile, build
+from .runner import Variant, log, run_profile, summarize
+from .tools import TOOLS
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small data, 2 repetitions (under two minutes warm)")
+    p.add_argument("--profiles", nargs="+", choices=PROFILES, default=list(PROFILES), metavar="P",
+                   help=f"profiles to run (default: all of {' '.join(PROFILES)})")
+    p.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS), metavar="T",
+                   help=f"tools to compare (default: {' '.join(TOOLS)})")
+    p.add_argument("--reps", type=int, help="repetitions per tool (default: quick 2, full 5)")
+    p.add_argument("--concurrency", "-C", type=int, default=16, help="connections for the engine and every peer")
+    p.add_argument("--json", type=Path, default=report.DEFAULT_JSON, help="results file (a PNG chart goes next to it)")
+    return p.parse_args(argv)
+
+
+def limit_for(profile: Profile, samples: dict[str, list[dict[str, Any]]], concurrency: int) -> tuple[float | None, str]:
+    if profile.limit_kind == "disk":
+        runs = samples.get("dd") or []
+        if not runs:
+            return None, "dd not measured"
+        mbs = sorted(r["mb_s"] for r in runs)[len(runs) // 2]
+        return round(mbs, 1), "raw disk write of the same bytes: dd bs=1M conv=fdatasync (median)"
+    if profile.limit_kind == "network" and profile.cap_bps:
+        return round(concurrency * profile.cap_bps / 1e6, 1), f"{concurrency} connections x {profile.cap_bps / 1e6:g} MB/s cap"
+    return None, "request bound: no byte-rate limit; compare files/s"
+
+
+def ratios(tools: dict[str, Any], limit: float | None, figure: str) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    eng = tools.get("engine")
+    if not eng or eng.get("skipped"):
+        return out
+    for name, t in tools.items():
+        if name == "engine" or t.get("skipped"):
+            continue
+        # a ratio against a peer that did not produce correct files is not a comparison
+        out[f"engine/{name}"] = round(eng[figure] / t[figure], 3) if t["ok"] and t[figure] else None
+    if limit:
+        out["engine/limit"] = round(eng["mb_s"] / limit, 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    reps = args.reps or (2 if args.quick else 5)
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    t_start = time.perf_counter()
+    results: dict[str, Any] = {"profiles": {}, "machine": report.machine(), "command": command.strip(),
+                               "quick": args.quick, "reps": reps, "concurrency": args.concurrency}
+    previous = report.load_json(args.json) or {}
+    if "memory" in previous:  # measured by `python -m bench.memory`; kept until re-measured
+        results["memory"] = previous["memory"]
+    for name in args.profiles:
+        profile = build(name, args.quick)
+        log(f"[{name}] {profile.description}")
+        variants = [Variant(t, t) for t in args.tools]
+        if profile.limit_kind == "disk":
+            variants.append(Variant("dd", "dd"))
+        t0 = time.perf_counter()
+        try:
+            raw = run_profile(profile, variants, reps=reps, concurrency=args.concurrency)
+        except Exception as exc:  # noqa: BLE001 - one broken profile must not lose the others
+            log(f"[{name}] FAILED: {exc!r}")
+            results["profiles"][name] = {"limit_mb_s": None, "tools": {}, "ratios": {}, "error": repr(exc),
+                                         "description": profile.description}
+            continue
+        tools: dict[str, Any] = {}
+        for t in args.tools:
+            if t in raw["notes"]:
+                tools[t] = {"mb_s": None, "files_s": None, "cpu_s_per_gib": None, "peak_rss_mib": None,
+                            "ok": None, "skipped": raw["notes"][t]}
+            else:
+                tools[t] = summarize(raw["samples"][t], raw["bytes"], raw["files"])
+        limit, note = limit_for(profile, raw["samples"], args.concurrency)
+        entry: dict[str, Any] = {
+            "limit_mb_s": limit, "limit_note": note, "tools": tools,
+            "ratios": ratios(tools, limit, profile.figure), "figure": profile.figure,
+            "description": profile.description, "fake_args": profile.fake_args,
+            "bytes": raw["bytes"], "files": raw["files"], "seconds": round(time.perf_counter() - t0, 1),
+        }
+        if "dd" in raw["samples"]:
+            entry["dd_runs"] = raw["samples"]["dd"]
+        results["profiles"][name] = entry
+    results["seconds"] = round(time.perf_counter() - t_start, 1)
+    print(report.table(results))
+    report.write_json(results, args.json)
+    png = report.chart(results, args.json.with_suffix(".png"))
+    print(f"\nresults: {args.json}" + (f"; chart: {png}" if png else "") + f"; {results['seconds']:.0f}s in all")
+    ok = all(p.get("tools", {}).get("engine", {}).get("ok") is not False and "error" not in p
+             for p in results["profiles"].values())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Benchmark profiles: fake-platform arguments (data + faults), limits and engine settings.
+
+Sizes: (quick, full). Data is generated once by the fake into its cache directory
+($TMPDIR/aep-fake-cache/<hash of the data spec>) and reused by later runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MiB = 1 << 20
+PROFILES = ("lan", "wan", "small", "chaos", "big")
+
+WAN_DELAY_S = 0.05  # first-byte latency on every request
+WAN_CAP_BPS = 4e6  # per-connection (per-response) bandwidth cap, bytes/s
+BIG_LIMIT_S = (1.0, 2.0)  # gateway response-time limit in the big profile (quick, full)
+
+
+@dataclass
+class Profile:
+    name: str
+    description: str
+    fake_args: list[str]
+    limit_kind: str  # "disk" (dd), "network" (connections x cap) or "none"
+    figure: str = "mb_s"  # the figure that matters for this profile's ratios
+    cap_bps: float | None = None
+    export_overrides: dict[str, object] = field(default_factory=dict)
+    fresh_fake_per_run: bool = False  # restart the fake before each run (fresh fault counters)
+    timeout_s: float = 300.0  # per tool run
+    start_timeout_s: float = 900.0  # fake start, including first-time data generation
+
+
+def build(name: str, quick: bool) -> Profile:
+    q = quick
+    wan = ["--first-byte-delay", str(WAN_DELAY_S), "--bandwidth", str(WAN_CAP_BPS)]
+    if name == "lan":
+        files, mb = (16, 16) if q else (32, 32)  # 256 MiB / 1 GiB
+        return Profile(name, f"no throttling, {files} x {mb} MiB: CPU and disk bound",
+                       ["--preset", "lan", "--files-per-batch", str(files), "--file-mb", str(mb)],
+                       limit_kind="disk", timeout_s=120 if q else 600)
+    if name == "wan":
+        files, mb = (16, 1) if q else (64, 2)  # 16 MiB / 128 MiB
+        return Profile(name, f"{WAN_DELAY_S * 1000:.0f} ms first byte, {WAN_CAP_BPS / 1e6:g} MB/s per connection, "
+                       f"{files} x {mb} MiB", ["--preset", "lan", "--files-per-batch", str(files), "--file-mb", str(mb), *wan],
+                       limit_kind="network", cap_bps=WAN_CAP_BPS, timeout_s=120 if q else 600)
+    if name == "small":
+        n = 100 if q else 500
+        return Profile(name, f"{n} datasets x 2 parts of ~20 KiB: request bound",
+                       ["--preset", "small", "--datasets", str(n), "--files-per-batch", "2", "--file-mb", "0.02"],
+                       limit_kind="none", figure="files_s", timeout_s=120 if q else 600)
+    if name == "chaos":
+        files, mb = (16, 1) if q else (32, 2)
+        faults = ["--fault-429", "0.05", "--retry-after", "1", "--fault-5xx", "0.05", "--fault-error-body", "0.03",
+                  "--fault-reset", "0.05", "--short-ranges", "0.2", "--ignore-range", "0.1", "--fault-corrupt", "0.03",
+                  "--send-digest",
+                  # no per-key cap on failing faults: every run sees the same fault rates whatever ran before
+                  "--max-faults-per-key", "1000"]
+        return Profile(name, f"wan + 429/5xx/error bodies/resets/short ranges/ignored ranges/corruption, {files} x {mb} MiB",
+                       ["--preset", "lan", "--files-per-batch", str(files), "--file-mb", str(mb), *wan, *faults],
+                       limit_kind="network", cap_bps=WAN_CAP_BPS,
+                       # full runs restart the fake before each run, so every tool meets the identical
+                       # seeded fault sequence; quick runs share one fake (same rates, other draws)
+                       fresh_fake_per_run=not q,
+                       timeout_s=120 if q else 600)
+    if name == "big":
+        files, mb = (4, 6) if q else (4, 64)  # 24 MiB / 256 MiB
+        limit_s = BIG_LIMIT_S[0] if q else BIG_LIMIT_S[1]  # one response carries <= 4 / 8 MB
+        return Profile(name, f"{files} x {mb} MiB, {limit_s:g} s response limit at {WAN_CAP_BPS / 1e6:g} MB/s "
+                       "per connection: ranges required",
+                       ["--preset", "lan", "--files-per-batch", str(files), "--file-mb", str(mb),
+                        "--bandwidth", str(WAN_CAP_BPS), "--response-limit", str(limit_s)],
+                       limit_kind="network", cap_bps=WAN_CAP_BPS,
+                       export_overrides={"response_time_limit": limit_s}, timeout_s=120 if q else 900)
+    raise ValueError(f"unknown profile {name!r}; choose from {PROFILES}")

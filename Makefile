@@ -9,6 +9,7 @@ $(BIN)/aep-export: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m compileall -q engine bench  # bytecode even where PYTHONDONTWRITEBYTECODE is set
 	touch $@
 
 install: $(BIN)/aep-export

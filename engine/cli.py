@@ -98,12 +98,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from .fake import FakeConfig, FakePlatform
 
-    console = Console(stderr=True)
-    console.print("[bold]aep-export demo[/]: starting the embedded fake platform (generating parquet on first use)…")
+    say("aep-export demo: starting the embedded fake platform (generating parquet on first use)…")
     platform = FakePlatform.run_in_thread(FakeConfig.demo())
     try:
         settings = Settings.model_validate({
@@ -113,16 +110,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "datasets": [{"id": d} for d in platform.dataset_ids],
             "audiences": [{"export_job_id": j} for j in platform.export_job_ids],
         })
-        console.print(f"fake platform at {platform.url}; exporting {len(platform.dataset_ids)} datasets "
-                      f"and {len(platform.export_job_ids)} audience export job(s) into {args.out}/")
+        say(f"fake platform at {platform.url}; exporting {len(platform.dataset_ids)} datasets "
+            f"and {len(platform.export_job_ids)} audience export job(s) into {args.out}/")
         code = export(settings, live=_live(args))
-        _demo_proof(platform, args.out, console)
+        _demo_proof(platform, args.out)
         return code
     finally:
         platform.stop()
 
 
-def _demo_proof(platform: Any, out: Path, console: Any) -> None:
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _demo_proof(platform: Any, out: Path) -> None:
     """Compare what landed on disk with what the fake platform serves, byte for byte (by SHA-256)."""
     from .integrity import file_digest
 
@@ -130,10 +131,10 @@ def _demo_proof(platform: Any, out: Path, console: Any) -> None:
     mismatched = [e for e in expected if e.name.endswith(".parquet") and _exported_digest(out, e, file_digest) != e.sha256]
     total = sum(1 for e in expected if e.name.endswith(".parquet"))
     if mismatched:
-        console.print(f"[red]{len(mismatched)} of {total} files differ from the source[/]")
+        print(f"{len(mismatched)} of {total} files DIFFER from the source")
     else:
-        console.print(f"[green]all {total} files are byte-identical to the source[/]; check any batch with: "
-                      f"cd {out}/<dataset>/<batch> && sha256sum -c SHA256SUMS")
+        print(f"all {total} files are byte-identical to the source; check any batch with: "
+              f"cd {out}/<dataset>/<batch> && sha256sum -c SHA256SUMS")
 
 
 def _exported_digest(out: Path, e: Any, file_digest: Any) -> str | None:
@@ -164,20 +165,20 @@ def export(settings: Settings, *, live: bool) -> int:
 
 
 def print_summary(run: RunOutcome, out_dir: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"aep-export: {run.status}", title_justify="left")
-    for col in ("dataset", "batch", "status", "files", "bytes", "note"):
-        table.add_column(col, overflow="fold")
-    for row in summary_rows(run):
-        table.add_row(*row)
-    t = run.totals
-    console = Console(width=max(120, Console().width))
-    console.print(table)
+    """A plain table on stdout (readable in a terminal and in a container log alike)."""
+    header = ("dataset", "batch", "status", "files", "bytes", "note")
+    rows = [header, *summary_rows(run)]
+    widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
+    print(f"aep-export: {run.status}")
+    for i, row in enumerate(rows):
+        cells = [cell.ljust(w) if j != 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells + [row[-1]]).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths) + "  ----")
     for error in run.errors:
-        console.print(f"error: {error}")
-    console.print(
+        print(f"error: {error}")
+    t = run.totals
+    print(
         f"{t.get('files', 0)} files ({t.get('files_downloaded', 0)} downloaded, {t.get('files_reused', 0)} already verified), "
         f"{human_bytes(t.get('bytes', 0))}; {t.get('files_failed', 0)} failed; {t.get('retries', 0)} retries; "
         f"report: {out_dir / REPORT}; exit {run.exit_code}"

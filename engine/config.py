@@ -76,7 +76,7 @@ class AuthSettings(_Section):
 class ExportSettings(_Section):
     out_dir: Path = Path("exports")
     concurrency: int = Field(16, ge=1, le=256, description="parallel downloads (connections)")
-    discovery_concurrency: int = Field(4, ge=1, le=64, description="datasets discovered at once")
+    discovery_concurrency: int = Field(16, ge=1, le=64, description="datasets discovered at once")
     created_client: str | None = Field(None, description="Catalog createdClient filter, e.g. acp_foundation_push")
     connect_timeout: float = Field(30.0, gt=0)
     read_timeout: float = Field(60.0, gt=0, description="idle timeout between body reads")

@@ -99,13 +99,24 @@ class PartFile:
         return self._pending >= self._limit or len(self._chunks) >= _IOV_MAX
 
     async def flush(self) -> None:
+        if self._chunks:
+            # Not cancellable: the thread must finish with the fd before anyone closes it.
+            await anyio.to_thread.run_sync(self.flush_sync, limiter=self._limiter)
+
+    def flush_sync(self) -> None:
+        """Hash and write what is buffered (in a worker thread; the loop is not touching it)."""
         if not self._chunks:
             return
         chunks, at = self._chunks, self._disk_offset
         self._chunks, self._pending = [], 0
         self._disk_offset = self.offset
-        # Not cancellable: the thread must finish with the fd before anyone closes it.
-        await anyio.to_thread.run_sync(_hash_and_write, self.fd, self.hasher, chunks, at, limiter=self._limiter)
+        _hash_and_write(self.fd, self.hasher, chunks, at)
+
+    def close(self) -> None:
+        """Close the fd once; later calls do nothing (its number may belong to another file by then)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
     async def restart(self) -> None:
         """Throw away everything: the server's file is not the one we started."""
@@ -153,9 +164,10 @@ class AiofilesPartFile(PartFile):
         self._disk_offset = self.offset
         await self._fh.flush()
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._fh is not None:
             await self._fh.close()
+            self._fh = None
 
 
 @dataclass
@@ -187,6 +199,7 @@ class Downloader:
         self.planner = SegmentPlanner(target_s=export.response_time_limit * 0.5)
         # Disk work gets its own thread budget so hashing/writes cannot starve other to_thread users.
         self.disk = anyio.CapacityLimiter(max(4, min(export.concurrency, 16)))
+        self._folders: set[Path] = set()  # folders already created this run
 
     async def fetch(self, task: FileTask) -> FileResult:
         started = time.monotonic()
@@ -251,36 +264,52 @@ class Downloader:
         raise AssertionError("unreachable")
 
     async def _download(self, task: FileTask, final: Path) -> FileResult:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        _ensure_space(final, task)
+        # Disk work happens in two coarse thread calls per file (open, finish), never on the loop.
         part_path = final.with_name(final.name + ".part")
-        fd = os.open(part_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd, offset, hasher = await anyio.to_thread.run_sync(self._open_part, task, final, part_path, limiter=self.disk)
+        part = self._part_file(fd, offset, hasher, part_path)
         try:
-            offset, hasher = await anyio.to_thread.run_sync(_resume_prefix, fd, task, limiter=self.disk)
             if offset:
                 log.info("resuming", file=task.rel_path, offset=offset)
-            part = self._part_file(fd, offset, hasher, part_path)
             xfer = Transfer(task, part, task.size)
-            try:
-                await self._fill(xfer)
+            await self._fill(xfer)
+            if isinstance(part, AiofilesPartFile):
                 await part.flush()
-            finally:
-                if isinstance(part, AiofilesPartFile):
-                    await part.close()
-            sha = part.hasher.hexdigest()
-            rows = await anyio.to_thread.run_sync(self._verify_part, xfer, part_path, sha, limiter=self.disk)
+                await part.aclose()
+            sha, rows = await anyio.to_thread.run_sync(self._finish_part, xfer, part_path, final, limiter=self.disk)
         except IntegrityError:
-            os.close(fd)
+            part.close()
             part_path.unlink(missing_ok=True)  # bad bytes are not worth resuming from
             raise
         except BaseException:
-            os.close(fd)  # keep the .part: the next attempt or run resumes from it
+            part.close()  # keep the .part: the next attempt or run resumes from it
             raise
-        os.close(fd)
-        os.replace(part_path, final)
         self._record(task, final, xfer.part.offset, sha, rows)
         return FileResult(task, FileStatus.DOWNLOADED, size=xfer.part.offset, sha256=sha, rows=rows,
                           bytes_fetched=xfer.fetched, requests=xfer.requests)
+
+    def _open_part(self, task: FileTask, final: Path, part_path: Path) -> tuple[int, int, hashlib._Hash]:
+        """Create the folder, check free space, open the .part and re-hash any prefix to resume from."""
+        if final.parent not in self._folders:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(final.parent)
+        _ensure_space(final, task)
+        fd = os.open(part_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            offset, hasher = _resume_prefix(fd, task)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, offset, hasher
+
+    def _finish_part(self, xfer: Transfer, part_path: Path, final: Path) -> tuple[str, int | None]:
+        """Last write, every check, fsync, then the atomic rename. Closes the fd on success."""
+        xfer.part.flush_sync()
+        sha = xfer.part.hasher.hexdigest()
+        rows = self._verify_part(xfer, part_path, sha)
+        xfer.part.close()
+        os.replace(part_path, final)
+        return sha, rows
 
     def _part_file(self, fd: int, offset: int, hasher, part_path: Path) -> PartFile:
         if self.export.write_strategy == "aiofiles":

@@ -197,7 +197,7 @@ class Exporter:
     async def _maybe_finalize(self, bo: BatchOutcome) -> None:
         if bo.all_in and bo.status == "running":
             bo.status = "finalizing"
-            await anyio.to_thread.run_sync(finalize_batch, self.out_dir, bo)
+            await anyio.to_thread.run_sync(partial(finalize_batch, self.out_dir, bo, durable=self.settings.export.fsync))
             log.info("batch_done", dataset=bo.batch.dataset_id, batch=bo.batch.batch_id, status=bo.status,
                      files=len(bo.results), records=bo.records_found, errors=bo.errors[:3])
 
@@ -211,7 +211,7 @@ class Exporter:
                     bo.errors.append("listing incomplete")
                     bo.status = "cancelled" if self._interrupted else "failed"
                 else:
-                    finalize_batch(self.out_dir, bo)  # writes what is verified; no _SUCCESS if incomplete
+                    finalize_batch(self.out_dir, bo, durable=self.settings.export.fsync)  # writes what is verified; no _SUCCESS if incomplete
                     if self._interrupted and bo.status == "failed":
                         bo.status = "cancelled"
         for d in run.datasets:

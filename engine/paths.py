@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import unicodedata
 from pathlib import Path, PurePosixPath
@@ -37,9 +38,23 @@ def safe_relative(name: str, what: str = "file name") -> str:
 
 
 def contained(root: Path, rel: str) -> Path:
-    """root/rel, proven (after resolving symlinks) to stay below root."""
-    root_real = Path(os.path.realpath(root))
-    target = Path(os.path.realpath(root_real / rel))
-    if target != root_real and root_real not in target.parents:
-        raise UnsafeNameError(f"{rel!r} resolves outside the output directory")
+    """root/rel, proven (after resolving symlinks) to stay below root.
+
+    The folder part is resolved once per run and cached (thousands of parts share a few
+    folders); the last component is opened with O_NOFOLLOW by the writer, so it cannot be a
+    symlink either.
+    """
+    folder, _, name = rel.rpartition("/")
+    base = _resolved_folder(str(root), folder)
+    if name in ("", ".", ".."):
+        raise UnsafeNameError(f"{rel!r} is not a file name")
+    return Path(base, name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved_folder(root: str, folder: str) -> str:
+    root_real = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(root_real, folder)) if folder else root_real
+    if target != root_real and not target.startswith(root_real.rstrip(os.sep) + os.sep):
+        raise UnsafeNameError(f"{folder!r} resolves outside the output directory")
     return target

@@ -7,6 +7,7 @@ import time
 
 import anyio
 import structlog
+
 from .model import Counters
 from .report import human_bytes
 
@@ -31,31 +32,33 @@ class RateMeter:
 
 
 def status_line(c: Counters, rate: float) -> str:
-    remaining = max(0, c.bytes_total - c.bytes_done - _in_flight(c))
+    """e.g. '1.2 GiB / 3.4 GiB · 120/380 files · 85.1 MiB/s · ETA 27s · 2 failed'."""
+    done = min(c.bytes_total, c.bytes_done + _in_flight(c))
+    remaining = max(0, c.bytes_total - done)
     eta = f"{remaining / rate:,.0f}s" if rate > 0 and remaining else "-"
     failed = f" · {c.files_failed} failed" if c.files_failed else ""
-    return (f"{human_bytes(c.bytes_done + _in_flight(c))} / {human_bytes(c.bytes_total)} · "
-            f"{c.files_done}/{c.files_total} files · {human_bytes(rate)}/s · ETA {eta}{failed}")
+    return (f"{human_bytes(done)} / {human_bytes(c.bytes_total)} · {c.files_done}/{c.files_total} files · "
+            f"{human_bytes(rate)}/s · ETA {eta}{failed}")
 
 
 def _in_flight(c: Counters) -> int:
-    # bytes_fetched counts every received byte (also re-sent ones); close enough for a display
-    return max(0, min(c.bytes_fetched, c.bytes_total) - c.bytes_done) if c.bytes_fetched else 0
+    """Bytes received for files not finished yet (approximate: re-sent bytes count too)."""
+    return max(0, c.bytes_fetched - c.bytes_done) if c.bytes_fetched else 0
 
 
 async def show_progress(counters: Counters, *, live: bool, interval: float = 10.0) -> None:
-    """Runs until cancelled."""
+    """Runs until cancelled. On a terminal: one line redrawn in place on stderr."""
     meter = RateMeter()
     if live:
-        from rich.console import Console
-        from rich.live import Live
-        from rich.text import Text
-
-        console = Console(file=sys.stderr)
-        with Live(Text(""), console=console, refresh_per_second=4, transient=True, redirect_stderr=True) as view:
+        try:
             while True:
-                view.update(Text("⬇ " + status_line(counters, meter.sample(counters.bytes_fetched))))
+                line = status_line(counters, meter.sample(counters.bytes_fetched))
+                sys.stderr.write("\r\x1b[2K⬇ " + line)
+                sys.stderr.flush()
                 await anyio.sleep(0.25)
+        finally:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
     while True:
         await anyio.sleep(interval)
         rate = meter.sample(counters.bytes_fetched)

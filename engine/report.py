@@ -53,7 +53,7 @@ class DatasetOutcome:
     batches: list[BatchOutcome] = field(default_factory=list)
 
 
-def finalize_batch(out_dir: Path, outcome: BatchOutcome) -> None:
+def finalize_batch(out_dir: Path, outcome: BatchOutcome, *, durable: bool = True) -> None:
     """Write the manifest and SHA256SUMS, check record counts, and mark success. Blocking I/O."""
     outcome.seconds = time.monotonic() - outcome.started
     try:
@@ -76,11 +76,11 @@ def finalize_batch(out_dir: Path, outcome: BatchOutcome) -> None:
     cancelled = any(r.status is FileStatus.CANCELLED for r in outcome.results)
     outcome.status = "ok" if not errors else "cancelled" if cancelled else "failed"
 
-    _atomic_write(folder / SUMS, "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files))
-    _atomic_write(folder / MANIFEST, json.dumps(_manifest(outcome, ok_files), indent=2) + "\n")
+    _atomic_write(folder / SUMS, "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files), durable)
+    _atomic_write(folder / MANIFEST, json.dumps(_manifest(outcome, ok_files), indent=2) + "\n", durable)
     success = folder / SUCCESS
     if outcome.status == "ok":
-        _atomic_write(success, "")
+        _atomic_write(success, "", durable)
     else:
         success.unlink(missing_ok=True)
 
@@ -114,12 +114,13 @@ def _manifest(outcome: BatchOutcome, files: list[FileResult]) -> dict[str, Any]:
     }
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, text: str, durable: bool = True) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 

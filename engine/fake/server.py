@@ -165,6 +165,7 @@ class FakePlatform:
         data_dir = Path(self.cfg.data_dir) if self.cfg.data_dir else default_data_dir(self.cfg.seed, self.cfg.datasets)
         self.model = Model(self.cfg.seed, self.cfg.datasets, data_dir)
         self.faults_engine = FaultEngine(self.cfg.seed, self.cfg.faults)
+        self._objs_by_dataset: dict[str, list[dict[str, Any]]] | None = None  # Catalog objects, built once
         self.stats = FakeStats(faults=self.faults_engine.injected)
         self._tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._jobs: dict[int, ExportJob] = {}
@@ -469,7 +470,7 @@ class FakePlatform:
         start = int_param(request, "start", 0, 0, None) if "start" in q else int_param(request, "offset", 0, 0, None)
         if start is None:
             return problem(400, "BadRequestError", "Invalid start: must be a non-negative integer")
-        objs = [self._batch_obj(b) for b in self.model.batches_by_key.values()]
+        objs = self._batch_objs(q.get("dataSet"))
         try:
             objs = [o for o in objs if self._match_batch(o, q)]
         except ValueError as exc:
@@ -477,6 +478,16 @@ class FakePlatform:
         objs = self._order(objs, q.get("orderBy") or q.get("sort"))
         page = objs[start:start + limit]
         return self._catalog_json({o["id"]: self._project(o, q.get("properties")) for o in page})
+
+    def _batch_objs(self, dataset_filter: str | None) -> list[dict[str, Any]]:
+        """Catalog objects (built once: batches never change), narrowed by a plain dataSet filter."""
+        if self._objs_by_dataset is None:
+            self._objs_by_dataset = {}
+            for b in self.model.batches_by_key.values():
+                self._objs_by_dataset.setdefault(b.dataset.id, []).append(self._batch_obj(b))
+        if dataset_filter and not dataset_filter.startswith("!"):
+            return [o for ds in dataset_filter.split(",") for o in self._objs_by_dataset.get(ds.strip(), [])]
+        return [o for objs in self._objs_by_dataset.values() for o in objs]
 
     @staticmethod
     def _catalog_json(body: Any, status: int = 200) -> web.Response:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiofiles
+import aiohttp
 import anyio
 import structlog
 
@@ -198,6 +199,9 @@ class Downloader:
         self.counters = counters
         self.planner = SegmentPlanner(target_s=export.response_time_limit * 0.5)
         # Disk work gets its own thread budget so hashing/writes cannot starve other to_thread users.
+        # The one concurrency policy: `concurrency` requests on the wire at once. Workers take a
+        # slot per request only, so a file being verified, fsynced or renamed holds no connection.
+        self.slots = anyio.Semaphore(export.concurrency)
         self.disk = anyio.CapacityLimiter(max(4, min(export.concurrency, 16)))
         self._folders: set[Path] = set()  # folders already created this run
 
@@ -324,7 +328,8 @@ class Downloader:
             await self.policy.pacer.wait()
             before = xfer.part.offset
             try:
-                done = await self._fetch_segment(xfer)
+                async with self.slots:
+                    done = await self._fetch_segment(xfer)
             except Exception as exc:
                 await xfer.part.flush()  # keep what arrived: the next request resumes after it
                 if isinstance(exc, FileChanged):
@@ -332,8 +337,15 @@ class Downloader:
                     log.warning("restarting_file", file=xfer.task.rel_path, reason=str(exc))
                     await xfer.part.restart()
                     xfer.size = xfer.task.size
+                elif xfer.part.offset > before and isinstance(exc, TransferError | aiohttp.ClientError | TimeoutError):
+                    # Cut mid-body after progress (the gateway's response-time limit, a reset):
+                    # the expected case for large files, so carry on from here at once.
+                    self.counters.continuations += 1
+                    failures_in_a_row = 0
+                    log.debug("continuing", file=xfer.task.rel_path, offset=xfer.part.offset, cause=describe(exc))
+                    continue
                 failures += 1
-                failures_in_a_row = 0 if xfer.part.offset > before else failures_in_a_row + 1
+                failures_in_a_row += 1
                 if not is_retryable(exc) or failures_in_a_row >= self.export.max_attempts or failures >= self.export.max_file_attempts:
                     raise
                 delay = self.policy.delay_for(exc, max(1, failures_in_a_row))
@@ -369,9 +381,11 @@ class Downloader:
                 elif total != xfer.size:
                     raise FileChanged(f"the server now reports {total} bytes, the listing said {xfer.size}")
             xfer.claims += digest_claims(resp.headers, full_body=resp.status == 200)
-            t0 = time.monotonic()
-            received = await self._stream(xfer, resp, skip)
-            self.planner.observe(received, time.monotonic() - t0)
+            t0, fetched = time.monotonic(), xfer.fetched
+            try:
+                received = await self._stream(xfer, resp, skip)
+            finally:  # a cut response still tells us the connection's rate
+                self.planner.observe(xfer.fetched - fetched, time.monotonic() - t0)
         if expected is not None and received < expected:
             raise TransferError(f"body ended after {received} of {expected} bytes")
         return not ranged or (xfer.size is not None and xfer.part.offset >= xfer.size)

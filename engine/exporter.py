@@ -91,7 +91,9 @@ class Exporter:
                 for aud in self.settings.audiences:
                     tg.start_soon(self._produce_audience, aud.export_job_id, aud.wait_timeout, send.clone(), limiter)
             async with anyio.create_task_group() as workers:
-                for _ in range(ex.concurrency):
+                # Twice as many workers as connection slots (Downloader.slots): while one file is
+                # being verified and renamed, another already uses its connection.
+                for _ in range(ex.concurrency * 2):
                     workers.start_soon(self._work, receive.clone())
                 receive.close()
             tg.cancel_scope.cancel()  # all work done: stop the signal watcher and progress
@@ -246,5 +248,6 @@ class Exporter:
             "retries": self.policy.retries,
             "throttled": self.policy.pacer.throttled_count,
             "restarts": c.restarts,
+            "continuations": c.continuations,
         }
         write_report(self.out_dir, run)

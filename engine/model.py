@@ -80,7 +80,8 @@ class Counters:
     files_done: int = 0
     files_failed: int = 0
     requests: int = 0
-    restarts: int = 0
+    restarts: int = 0  # files started over (changed on the server, corrupted in transit)
+    continuations: int = 0  # responses cut after progress and simply continued
 
 
 @dataclass

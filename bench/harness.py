@@ -7,7 +7,6 @@ can kill exactly what we started and nothing else.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from engine.integrity import file_digest
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -254,11 +255,7 @@ def discover(fake: Fake, headers: dict[str, str]) -> list[RemoteFile]:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path).hex()
 
 
 def check_outputs(out_dir: Path, expected: list[ExpectedFile]) -> tuple[int, list[str]]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextvars
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from .errors import ConfigError
@@ -22,21 +22,23 @@ DEFAULT_SCOPES = ["openid", "AdobeID", "read_organizations", "additional_info.pr
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_file", default=None)
 
 
+def _http_url(v: str) -> str:
+    if not v.startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL such as https://platform.adobe.io")
+    return v.rstrip("/")
+
+
+HttpUrlText = Annotated[str, AfterValidator(_http_url)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class PlatformSettings(_Section):
-    url: str = "https://platform.adobe.io"
+    url: HttpUrlText = "https://platform.adobe.io"
     org_id: str
     sandbox: str = "prod"
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, v: str) -> str:
-        if not v.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL such as https://platform.adobe.io")
-        return v.rstrip("/")
 
     @field_validator("org_id")
     @classmethod
@@ -56,15 +58,8 @@ class AuthSettings(_Section):
     client_id: str
     client_secret: SecretStr = SecretStr("")
     access_token: SecretStr = SecretStr("")
-    ims_url: str = "https://ims-na1.adobelogin.com"
+    ims_url: HttpUrlText = "https://ims-na1.adobelogin.com"
     scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
-
-    @field_validator("ims_url")
-    @classmethod
-    def _http_url(cls, v: str) -> str:
-        if not v.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL such as https://ims-na1.adobelogin.com")
-        return v.rstrip("/")
 
     @model_validator(mode="after")
     def _some_credential(self) -> AuthSettings:

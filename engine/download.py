@@ -15,6 +15,7 @@ import os
 import shutil
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,8 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _IOV_MAX = 512  # stay well below the kernel's IOV_MAX (1024) per pwritev
 _PREFIX_BLOCK = 4 << 20
 INTEGRITY_REFETCHES = 2  # a file whose bytes fail verification is fetched again this often
+SPLIT_MIN = 4 << 20  # parallel ranges are at least this large
+MAX_WAYS = 8  # ranges of one file at once
 
 
 class FileChanged(TransferError):
@@ -82,10 +85,11 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None]:
 class PartFile:
     """The .part file being filled: offset, running hash, and the coalescing write buffer."""
 
-    def __init__(self, fd: int, offset: int, hasher: hashlib._Hash, buffer_limit: int, limiter: anyio.CapacityLimiter):
+    def __init__(self, fd: int, offset: int, hasher: hashlib._Hash | None, buffer_limit: int, limiter: anyio.CapacityLimiter):
         self.fd = fd
         self.offset = offset  # bytes accepted (buffered or on disk)
         self.hasher = hasher
+        self.unhashed_from: int | None = None  # bytes from here on were written by parallel ranges
         self._limit = buffer_limit
         self._limiter = limiter
         self._chunks: list[bytes] = []
@@ -125,11 +129,22 @@ class PartFile:
         await anyio.to_thread.run_sync(os.ftruncate, self.fd, 0, limiter=self._limiter)
         self.offset = self._disk_offset = 0
         self.hasher = hashlib.sha256()
+        self.unhashed_from = None
 
 
-def _hash_and_write(fd: int, hasher: hashlib._Hash, chunks: list[bytes], offset: int) -> None:
-    for chunk in chunks:
-        hasher.update(chunk)  # releases the GIL for large buffers
+class RangeSink(PartFile):
+    """One of several ranges of a file fetched in parallel: positional writes, no running hash
+    (the finish step hashes these bytes from disk, in order)."""
+
+    def __init__(self, fd: int, start: int, stop: int, buffer_limit: int, limiter: anyio.CapacityLimiter):
+        super().__init__(fd, start, None, buffer_limit, limiter)
+        self.stop = stop  # exclusive end of this range
+
+
+def _hash_and_write(fd: int, hasher: hashlib._Hash | None, chunks: list[bytes], offset: int) -> None:
+    if hasher is not None:
+        for chunk in chunks:
+            hasher.update(chunk)  # releases the GIL for large buffers
     total = sum(map(len, chunks))
     written = os.pwritev(fd, chunks, offset)
     if written < total:  # short write (rare): finish from a joined copy
@@ -178,6 +193,7 @@ class Transfer:
     task: FileTask
     part: PartFile
     size: int | None
+    part_path: Path
     claims: list[DigestClaim] = field(default_factory=list)
     requests: int = 0
     fetched: int = 0
@@ -202,6 +218,8 @@ class Downloader:
         # The one concurrency policy: `concurrency` requests on the wire at once. Workers take a
         # slot per request only, so a file being verified, fsynced or renamed holds no connection.
         self.slots = anyio.Semaphore(export.concurrency)
+        # Set by the coordinator: True when no file waits for a worker (then large files split).
+        self.queue_idle: Callable[[], bool] = lambda: False
         self.disk = anyio.CapacityLimiter(max(4, min(export.concurrency, 16)))
         self._folders: set[Path] = set()  # folders already created this run
 
@@ -275,7 +293,7 @@ class Downloader:
         try:
             if offset:
                 log.info("resuming", file=task.rel_path, offset=offset)
-            xfer = Transfer(task, part, task.size)
+            xfer = Transfer(task, part, task.size, part_path)
             await self._fill(xfer)
             if isinstance(part, AiofilesPartFile):
                 await part.flush()
@@ -300,7 +318,7 @@ class Downloader:
         _ensure_space(final, task)
         fd = os.open(part_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
-            offset, hasher = _resume_prefix(fd, task)
+            offset, hasher = _resume_prefix(fd, task, part_path)
         except BaseException:
             os.close(fd)
             raise
@@ -308,11 +326,15 @@ class Downloader:
 
     def _finish_part(self, xfer: Transfer, part_path: Path, final: Path) -> tuple[str, int | None]:
         """Last write, every check, fsync, then the atomic rename. Closes the fd on success."""
-        xfer.part.flush_sync()
-        sha = xfer.part.hasher.hexdigest()
+        part = xfer.part
+        part.flush_sync()
+        if part.unhashed_from is not None:  # bytes written by parallel ranges, hashed in order now
+            _hash_from_disk(part.fd, part.hasher, part.unhashed_from, part.offset)
+        sha = part.hasher.hexdigest()
         rows = self._verify_part(xfer, part_path, sha)
         xfer.part.close()
         os.replace(part_path, final)
+        _split_marker(part_path).unlink(missing_ok=True)
         return sha, rows
 
     def _part_file(self, fd: int, offset: int, hasher, part_path: Path) -> PartFile:
@@ -328,14 +350,18 @@ class Downloader:
             await self.policy.pacer.wait()
             before = xfer.part.offset
             try:
+                if (ways := self._parallel_ways(xfer)) > 1:
+                    await self._fill_parallel(xfer, ways)
+                    continue
                 async with self.slots:
-                    done = await self._fetch_segment(xfer)
+                    done = await self._fetch_segment(xfer, xfer.part, xfer.size)
             except Exception as exc:
                 await xfer.part.flush()  # keep what arrived: the next request resumes after it
                 if isinstance(exc, FileChanged):
                     self.counters.restarts += 1
                     log.warning("restarting_file", file=xfer.task.rel_path, reason=str(exc))
                     await xfer.part.restart()
+                    _split_marker(xfer.part_path).unlink(missing_ok=True)
                     xfer.size = xfer.task.size
                 elif xfer.part.offset > before and isinstance(exc, TransferError | aiohttp.ClientError | TimeoutError):
                     # Cut mid-body after progress (the gateway's response-time limit, a reset):
@@ -356,13 +382,72 @@ class Downloader:
             if done and xfer.size is None:
                 xfer.size = xfer.part.offset  # unknown length: the body's end is the file's end
 
-    async def _fetch_segment(self, xfer: Transfer) -> bool:
-        """One request from the current offset. True when the server says the file ended."""
-        start = xfer.part.offset
+    def _parallel_ways(self, xfer: Transfer) -> int:
+        """How many ranges to fetch this file in at once: >1 only when connections would idle."""
+        if xfer.size is None or not self.queue_idle():
+            return 1
+        remaining = xfer.size - xfer.part.offset
+        return max(1, min(self.slots.value, MAX_WAYS, remaining // SPLIT_MIN))
+
+    async def _fill_parallel(self, xfer: Transfer, ways: int) -> None:
+        """Fetch the rest of the file as `ways` ranges at once, written in place.
+
+        The marker file records the hashed prefix first, so a crash in this phase resumes from
+        there; the finish step hashes the ranges from disk, in order.
+        """
+        part = xfer.part
+        await part.flush()
+        start, size = part.offset, xfer.size
+        assert size is not None
+        await anyio.to_thread.run_sync(_split_marker(xfer.part_path).write_text, str(start), limiter=self.disk)
+        step = -(-(size - start) // ways)
+        sinks = [RangeSink(part.fd, a, min(size, a + step), self.export.write_buffer, self.disk)
+                 for a in range(start, size, step)]
+        log.info("parallel_ranges", file=xfer.task.rel_path, ways=len(sinks), offset=start)
+        self.counters.split_files += 1
+        errors: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+            for sink in sinks:
+                tg.start_soon(self._fill_range, xfer, sink, errors, tg.cancel_scope)
+        if errors:
+            raise errors[0]
+        part.unhashed_from = start
+        part.offset = part._disk_offset = size
+
+    async def _fill_range(self, xfer: Transfer, sink: RangeSink, errors: list[Exception], scope: anyio.CancelScope) -> None:
+        failures = 0
+        try:
+            while sink.offset < sink.stop:
+                await self.policy.pacer.wait()
+                before = sink.offset
+                try:
+                    async with self.slots:
+                        await self._fetch_segment(xfer, sink, sink.stop)
+                except Exception as exc:
+                    await sink.flush()
+                    if isinstance(exc, FileChanged) or not is_retryable(exc):
+                        raise
+                    if sink.offset > before:
+                        self.counters.continuations += 1
+                        continue
+                    failures += 1
+                    if failures >= self.export.max_attempts:
+                        raise
+                    self.policy.retries += 1
+                    await anyio.sleep(self.policy.delay_for(exc, failures))
+            await sink.flush()
+        except Exception as exc:
+            errors.append(exc)
+            scope.cancel()  # one range failing fails the phase; the file retries from its prefix
+
+    async def _fetch_segment(self, xfer: Transfer, sink: PartFile, stop: int | None) -> bool:
+        """One request from the sink's offset up to `stop` (exclusive; None = unknown end).
+        True when the server says the file ended."""
+        start = sink.offset
         headers = {"Accept-Encoding": "identity"}
-        ranged = not (start == 0 and (xfer.size is None or xfer.size <= self.planner.next_size()))
+        ranged = isinstance(sink, RangeSink) or not (start == 0 and (stop is None or stop <= self.planner.next_size()))
         if ranged:
-            end = "" if xfer.size is None else str(min(xfer.size, start + self.planner.next_size()) - 1)
+            end = "" if stop is None else str(min(stop, start + self.planner.next_size()) - 1)
             headers["Range"] = f"bytes={start}-{end}"
         xfer.requests += 1
         self.counters.requests += 1
@@ -383,12 +468,12 @@ class Downloader:
             xfer.claims += digest_claims(resp.headers, full_body=resp.status == 200)
             t0, fetched = time.monotonic(), xfer.fetched
             try:
-                received = await self._stream(xfer, resp, skip)
+                received = await self._stream(xfer, sink, resp, skip, stop)
             finally:  # a cut response still tells us the connection's rate
                 self.planner.observe(xfer.fetched - fetched, time.monotonic() - t0)
-        if expected is not None and received < expected:
+        if received is not None and expected is not None and received < expected:
             raise TransferError(f"body ended after {received} of {expected} bytes")
-        return not ranged or (xfer.size is not None and xfer.part.offset >= xfer.size)
+        return not ranged or (stop is not None and sink.offset >= stop)
 
     def _plan_body(self, xfer: Transfer, resp, ranged: bool, start: int) -> tuple[int, int | None, int | None]:
         """(bytes to skip, body length expected, file total) for this response."""
@@ -404,12 +489,14 @@ class Downloader:
             raise FileChanged("the server ignored our Range and sent the whole file")
         return 0, expected, expected
 
-    async def _stream(self, xfer: Transfer, resp, skip: int) -> int:
-        """The hot loop: append chunks, flush when the buffer is full. Returns body bytes read."""
-        part, counters = xfer.part, self.counters
-        limit = xfer.size
+    async def _stream(self, xfer: Transfer, part: PartFile, resp, skip: int, limit: int | None) -> int | None:
+        """The hot loop: append chunks, flush when the buffer is full.
+
+        Returns body bytes read, or None when a range's end was reached before the body's."""
+        counters = self.counters
         received = 0
         check_magic = part.offset == 0 and xfer.task.is_parquet
+        in_range = isinstance(part, RangeSink)
         async for chunk, _ in resp.content.iter_chunks():
             received += len(chunk)
             if skip:
@@ -422,7 +509,14 @@ class Downloader:
                     raise TransferError(f"the body is not parquet data (Content-Type {resp.headers.get('Content-Type')})")
                 check_magic = False
             if limit is not None and part.offset + len(chunk) > limit:
-                raise FileChanged("the server sent more bytes than the file has")
+                if not in_range:
+                    raise FileChanged("the server sent more bytes than the file has")
+                chunk = chunk[: limit - part.offset]  # more than this range needs: stop here
+                counters.bytes_fetched += len(chunk)
+                xfer.fetched += len(chunk)
+                part.add(chunk)
+                await part.flush()
+                return None
             counters.bytes_fetched += len(chunk)
             xfer.fetched += len(chunk)
             if part.add(chunk):
@@ -475,10 +569,33 @@ def _ensure_space(final: Path, task: FileTask) -> None:
                        "free space and rerun to resume")
 
 
-def _resume_prefix(fd: int, task: FileTask) -> tuple[int, hashlib._Hash]:
+def _split_marker(part_path: Path) -> Path:
+    """Present while parallel ranges fill a .part: holds the length of its contiguous prefix."""
+    return part_path.with_name(part_path.name + ".split")
+
+
+def _hash_from_disk(fd: int, hasher: hashlib._Hash, start: int, end: int) -> None:
+    offset = start
+    while offset < end:
+        block = os.pread(fd, min(_PREFIX_BLOCK, end - offset), offset)
+        if not block:
+            raise IntegrityError(f"file ended at {offset} while hashing, {end} expected")
+        hasher.update(block)
+        offset += len(block)
+
+
+def _resume_prefix(fd: int, task: FileTask, part_path: Path) -> tuple[int, hashlib._Hash]:
     """Bytes already in the .part and their hash (the hash state is never saved, so re-hash)."""
     hasher = hashlib.sha256()
     length = os.fstat(fd).st_size
+    marker = _split_marker(part_path)
+    if marker.exists():  # a parallel phase was interrupted: only its prefix is contiguous
+        try:
+            length = min(length, int(marker.read_text() or 0))
+        except ValueError:
+            length = 0
+        os.ftruncate(fd, length)
+        marker.unlink()
     if length and task.size is not None and length > task.size:
         length = 0
     if length and task.is_parquet and os.pread(fd, 4, 0) != PARQUET_MAGIC:

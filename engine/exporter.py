@@ -90,6 +90,11 @@ class Exporter:
                     tg.start_soon(self._produce_dataset, ds, send.clone(), limiter)
                 for aud in self.settings.audiences:
                     tg.start_soon(self._produce_audience, aud.export_job_id, aud.wait_timeout, send.clone(), limiter)
+            def queue_idle() -> bool:
+                stats = receive.statistics()
+                return stats.current_buffer_used == 0 and stats.open_send_streams == 0
+
+            self.downloader.queue_idle = queue_idle
             async with anyio.create_task_group() as workers:
                 # Twice as many workers as connection slots (Downloader.slots): while one file is
                 # being verified and renamed, another already uses its connection.
@@ -249,5 +254,6 @@ class Exporter:
             "throttled": self.policy.pacer.throttled_count,
             "restarts": c.restarts,
             "continuations": c.continuations,
+            "split_files": c.split_files,
         }
         write_report(self.out_dir, run)

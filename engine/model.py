@@ -82,6 +82,7 @@ class Counters:
     requests: int = 0
     restarts: int = 0  # files started over (changed on the server, corrupted in transit)
     continuations: int = 0  # responses cut after progress and simply continued
+    split_files: int = 0  # files fetched as several ranges at once (connections were idle)
 
 
 @dataclass

@@ -246,3 +246,40 @@ def test_no_secret_in_any_output_at_debug_level(tmp_path):
     for secret in [fp.client_secret, *tokens]:
         assert all(secret not in t for t in texts), "a secret leaked into output"
     assert os.environ.get("AEP_EXPORT_AUTH__CLIENT_SECRET") is None
+
+
+# -- several ranges of one large file at once ----------------------------------------------------
+
+
+async def test_a_lone_large_file_is_fetched_as_parallel_ranges_exactly(tmp_path):
+    faults = Faults(bandwidth_bps=4e6, response_limit_s=0.5, p_reset=0.1, p_short_range=0.2, p_5xx=0.05)
+    cfg = FakeConfig(seed=12, faults=faults, datasets=[DatasetSpec(files_per_dataset_file=1, file_mb=20)])
+    async with FakePlatform(cfg) as fp:
+        run = await Exporter(settings_for(fp, tmp_path / "out", response_time_limit=0.5), handle_signals=False).execute()
+    assert run.exit_code == 0, [b.errors for b in run.batches()]
+    assert run.totals["split_files"] == 1  # the idle connections helped the one file
+    assert mismatches(fp, tmp_path / "out") == []
+    assert not list((tmp_path / "out").rglob("*.split")) and leftovers(tmp_path / "out") == []
+
+
+def test_sigkill_during_parallel_ranges_then_rerun(tmp_path):
+    cfg = FakeConfig(seed=13, faults=Faults(bandwidth_bps=3e6), datasets=[DatasetSpec(files_per_dataset_file=1, file_mb=24)])
+    fp = FakePlatform.run_in_thread(cfg)
+    try:
+        out = tmp_path / "out"
+        config = write_config(fp, tmp_path / "c.toml", out, concurrency=4)
+        proc = start_cli(config)
+        deadline = time.monotonic() + 20
+        while not list(out.rglob("*.split")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # ranges are now being written past the hashed prefix
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert list(out.rglob("*.split")), "the kill did not land in the parallel phase"
+        rerun = subprocess.run([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
+                               capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert mismatches(fp.platform, out) == []
+        assert not list(out.rglob("*.split")) and leftovers(out) == []
+    finally:
+        fp.stop()

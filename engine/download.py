@@ -220,6 +220,7 @@ class Downloader:
         self.slots = anyio.Semaphore(export.concurrency)
         # Set by the coordinator: True when no file waits for a worker (then large files split).
         self.queue_idle: Callable[[], bool] = lambda: False
+        self.files_in_flight = 0  # files between open and finish (for the fair share of connections)
         self.disk = anyio.CapacityLimiter(max(4, min(export.concurrency, 16)))
         self._folders: set[Path] = set()  # folders already created this run
 
@@ -294,7 +295,11 @@ class Downloader:
             if offset:
                 log.info("resuming", file=task.rel_path, offset=offset)
             xfer = Transfer(task, part, task.size, part_path)
-            await self._fill(xfer)
+            self.files_in_flight += 1
+            try:
+                await self._fill(xfer)
+            finally:
+                self.files_in_flight -= 1
             if isinstance(part, AiofilesPartFile):
                 await part.flush()
                 await part.aclose()
@@ -355,6 +360,8 @@ class Downloader:
                     continue
                 async with self.slots:
                     done = await self._fetch_segment(xfer, xfer.part, xfer.size)
+                if not (done or xfer.complete):
+                    await xfer.part.flush()  # hold no buffered bytes while waiting for the next slot
             except Exception as exc:
                 await xfer.part.flush()  # keep what arrived: the next request resumes after it
                 if isinstance(exc, FileChanged):
@@ -387,7 +394,8 @@ class Downloader:
         if xfer.size is None or not self.queue_idle():
             return 1
         remaining = xfer.size - xfer.part.offset
-        return max(1, min(self.slots.value, MAX_WAYS, remaining // SPLIT_MIN))
+        fair_share = self.export.concurrency // max(1, self.files_in_flight)
+        return max(1, min(fair_share, MAX_WAYS, remaining // SPLIT_MIN))
 
     async def _fill_parallel(self, xfer: Transfer, ways: int) -> None:
         """Fetch the rest of the file as `ways` ranges at once, written in place.
@@ -423,6 +431,7 @@ class Downloader:
                 try:
                     async with self.slots:
                         await self._fetch_segment(xfer, sink, sink.stop)
+                    await sink.flush()
                 except Exception as exc:
                     await sink.flush()
                     if isinstance(exc, FileChanged) or not is_retryable(exc):

@@ -8,6 +8,7 @@ failed (report.json says what); 2 usage or configuration error, nothing attempte
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -159,7 +160,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def export(settings: Settings, *, live: bool) -> int:
     exporter = Exporter(settings, live_progress=live)
-    run = anyio.run(exporter.execute)
+    use_uvloop = settings.export.event_loop == "uvloop"
+    if use_uvloop and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError("export.event_loop = \"uvloop\" but uvloop is not installed (pip install uvloop)")
+    run = anyio.run(exporter.execute, backend_options={"use_uvloop": use_uvloop})
     print_summary(run, settings.export.out_dir)
     return run.exit_code
 

@@ -80,11 +80,12 @@ class ExportSettings(_Section):
     max_file_attempts: int = Field(12, ge=1, le=1000, description="failed requests a file may cost in all")
     backoff_base: float = Field(0.5, ge=0)
     backoff_cap: float = Field(30.0, gt=0)
-    write_buffer: int = Field(4 << 20, ge=64 << 10, le=64 << 20, description="bytes coalesced per disk write")
+    write_buffer: int = Field(2 << 20, ge=64 << 10, le=64 << 20, description="bytes coalesced per disk write")
     write_strategy: Literal["coalesced", "aiofiles"] = Field(
         "coalesced", description="coalesced: batched pwritev off the loop (measured faster); aiofiles: one call per chunk"
     )
     fsync: bool = Field(True, description="fsync each file before its rename (durable across power loss)")
+    event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="uvloop if installed (pip install uvloop)")
     verify_parquet: bool = True
     deep_verify: bool = Field(False, description="also read every parquet page (checks page CRCs)")
 

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             variants.append(Variant("dd", "dd"))
         t0 = time.perf_counter()
         try:
-            raw = run_profile(profile, variants, reps=reps, concurrency=args.concurrency)
+            profile_reps = args.reps or (profile.quick_reps or reps if args.quick else reps)
+            raw = run_profile(profile, variants, reps=profile_reps, concurrency=args.concurrency)
         except Exception as exc:  # noqa: BLE001 - one broken profile must not lose the others
             log(f"[{name}] FAILED: {exc!r}")
             results["profiles"][name] = {"limit_mb_s": None, "tools": {}, "ratios": {}, "error": repr(exc),

@@ -27,6 +27,7 @@ class Profile:
     export_overrides: dict[str, object] = field(default_factory=dict)
     fresh_fake_per_run: bool = False  # restart the fake before each run (fresh fault counters)
     naive_files: int | None = None  # measure the sequential naive client on this many files only
+    quick_reps: int | None = None  # repetitions under --quick when the default (2) would not fit two minutes
     timeout_s: float = 300.0  # per tool run
     start_timeout_s: float = 900.0  # fake start, including first-time data generation
 
@@ -47,7 +48,7 @@ def build(name: str, quick: bool) -> Profile:
         return Profile(name, f"{WAN_DELAY_S * 1000:.0f} ms first byte, {WAN_CAP_BPS / 1e6:g} MB/s per connection, "
                        f"{wan_files} x {wan_mb} MiB", ["--preset", "lan", "--files-per-batch", str(wan_files),
                                                        "--file-mb", str(wan_mb), *wan],
-                       limit_kind="network", cap_bps=WAN_CAP_BPS, naive_files=4 if q else 8,
+                       limit_kind="network", cap_bps=WAN_CAP_BPS, naive_files=2 if q else 8, quick_reps=1,
                        timeout_s=120 if q else 600)
     if name == "small":
         n = 100 if q else 500
@@ -60,21 +61,23 @@ def build(name: str, quick: bool) -> Profile:
                   "--send-digest",
                   # no per-key cap on failing faults: every run sees the same fault rates whatever ran before
                   "--max-faults-per-key", "1000"]
-        return Profile(name, f"the wan workload plus 429/5xx/error bodies/resets/short ranges/ignored ranges/corruption, "
-                       f"{wan_files} x {wan_mb} MiB",
-                       ["--preset", "lan", "--files-per-batch", str(wan_files), "--file-mb", str(wan_mb), *wan, *faults],
-                       limit_kind="network", cap_bps=WAN_CAP_BPS, naive_files=4 if q else 8,
+        # full: exactly the wan workload; quick: half its files (compare MB/s with wan's)
+        files = wan_files // 2 if q else wan_files
+        return Profile(name, f"the wan profile plus 429/5xx/error bodies/resets/short ranges/ignored ranges/corruption, "
+                       f"{files} x {wan_mb} MiB",
+                       ["--preset", "lan", "--files-per-batch", str(files), "--file-mb", str(wan_mb), *wan, *faults],
+                       limit_kind="network", cap_bps=WAN_CAP_BPS, naive_files=2 if q else 8, quick_reps=1,
                        # full runs restart the fake before each run, so every tool meets the identical
                        # seeded fault sequence; quick runs share one fake (same rates, other draws)
                        fresh_fake_per_run=not q,
                        timeout_s=120 if q else 600)
     if name == "big":
-        files, mb = (4, 6) if q else (4, 64)  # 24 MiB / 256 MiB
+        files, mb = (4, 16) if q else (4, 64)  # 64 MiB / 256 MiB
         limit_s = BIG_LIMIT_S[0] if q else BIG_LIMIT_S[1]  # one response carries <= 4 / 8 MB
         return Profile(name, f"{files} x {mb} MiB, {limit_s:g} s response limit at {WAN_CAP_BPS / 1e6:g} MB/s "
                        "per connection: ranges required",
                        ["--preset", "lan", "--files-per-batch", str(files), "--file-mb", str(mb),
                         "--bandwidth", str(WAN_CAP_BPS), "--response-limit", str(limit_s)],
-                       limit_kind="network", cap_bps=WAN_CAP_BPS,
+                       limit_kind="network", cap_bps=WAN_CAP_BPS, naive_files=1, quick_reps=1,
                        export_overrides={"response_time_limit": limit_s}, timeout_s=120 if q else 900)
     raise ValueError(f"unknown profile {name!r}; choose from {PROFILES}")

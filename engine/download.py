@@ -39,7 +39,7 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _IOV_MAX = 512  # stay well below the kernel's IOV_MAX (1024) per pwritev
 _PREFIX_BLOCK = 4 << 20
 INTEGRITY_REFETCHES = 2  # a file whose bytes fail verification is fetched again this often
-SPLIT_MIN = 4 << 20  # parallel ranges are at least this large
+SPLIT_MIN = 2 << 20  # parallel ranges are at least this large
 MAX_WAYS = 8  # ranges of one file at once
 
 

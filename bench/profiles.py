@@ -36,7 +36,7 @@ def build(name: str, quick: bool) -> Profile:
     q = quick
     wan = ["--first-byte-delay", str(WAN_DELAY_S), "--bandwidth", str(WAN_CAP_BPS)]
     if name == "lan":
-        files, mb = (16, 32) if q else (32, 64)  # 512 MiB / 2 GiB
+        files, mb = (16, 24) if q else (32, 64)  # 384 MiB / 2 GiB
         return Profile(name, f"no throttling, {files} x {mb} MiB: CPU and disk bound",
                        ["--preset", "lan", "--files-per-batch", str(files), "--file-mb", str(mb)],
                        limit_kind="disk", timeout_s=120 if q else 600)

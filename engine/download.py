@@ -469,6 +469,13 @@ class Downloader:
             if resp.status not in (200, 206):
                 raise PlatformError(resp.status, "unexpected status for a file download", url=xfer.task.url)
             skip, expected, total = self._plan_body(xfer, resp, ranged, start)
+            if skip and resp.status == 200 and not isinstance(sink, RangeSink):
+                # Range ignored: start the file over, from this very body (no new request).
+                log.info("range_ignored_starting_over", file=xfer.task.rel_path, offset=start)
+                self.counters.restarts += 1
+                await sink.restart()
+                _split_marker(xfer.part_path).unlink(missing_ok=True)
+                skip = 0
             if total is not None:
                 if xfer.size is None:
                     xfer.size = total
@@ -493,10 +500,12 @@ class Downloader:
             if first > start:
                 raise TransferError(f"server sent bytes from {first}, we need {start}")
             return start - first, last - first + 1, total
-        # 200: the whole file. If we asked for a range from the middle it was ignored.
+        # 200: the whole file; if we asked for a range from the middle, the server ignored it.
+        # The caller starts the file over from this body (or, for one of several parallel
+        # ranges, skips to its start). A total unlike the listing still means the file changed.
         if ranged and start > 0:
-            raise FileChanged("the server ignored our Range and sent the whole file")
-        return 0, expected, expected
+            self.counters.ignored_ranges += 1
+        return (start if ranged else 0), expected, expected
 
     async def _stream(self, xfer: Transfer, part: PartFile, resp, skip: int, limit: int | None) -> int | None:
         """The hot loop: append chunks, flush when the buffer is full.

@@ -255,5 +255,6 @@ class Exporter:
             "restarts": c.restarts,
             "continuations": c.continuations,
             "split_files": c.split_files,
+            "ignored_ranges": c.ignored_ranges,
         }
         write_report(self.out_dir, run)

@@ -283,3 +283,17 @@ def test_sigkill_during_parallel_ranges_then_rerun(tmp_path):
         assert not list(out.rglob("*.split")) and leftovers(out) == []
     finally:
         fp.stop()
+
+
+async def test_a_200_to_a_ranged_resume_starts_the_file_over_from_that_body(tmp_path):
+    # Every file is reset mid-body once; the ranged resume is then answered with the whole file.
+    cfg = FakeConfig(seed=14, faults=Faults(p_reset=1.0, max_faults_per_key=1, ignore_range=True),
+                     datasets=[DatasetSpec(files_per_dataset_file=3, rows_per_file=20000)])
+    async with FakePlatform(cfg) as fp:
+        run = await Exporter(settings_for(fp, tmp_path / "out", concurrency=3), handle_signals=False).execute()
+        resets, ignored = fp.stats.faults["reset"], fp.stats.faults["ignore_range"]
+    assert resets >= 3 and ignored >= 3
+    assert run.exit_code == 0, [b.errors for b in run.batches()]
+    # every ignored Range started its file over from that very body (no request thrown away)
+    assert run.totals["ignored_ranges"] == ignored == run.totals["restarts"]
+    assert mismatches(fp, tmp_path / "out") == []

@@ -39,11 +39,19 @@ def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+_live_line = False  # a progress line is being redrawn on the terminal
+
+
+def set_live_line(active: bool) -> None:
+    global _live_line
+    _live_line = active
+
+
 class _CurrentStderr:
-    """Writes to whatever sys.stderr is now, so a live progress display can wrap it."""
+    """Writes to whatever sys.stderr is now; clears a live progress line first (it is redrawn)."""
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        return sys.stderr.write("\r\x1b[2K" + text if _live_line else text)
 
     def flush(self) -> None:
         sys.stderr.flush()

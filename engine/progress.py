@@ -8,6 +8,7 @@ import time
 import anyio
 import structlog
 
+from .logs import set_live_line
 from .model import Counters
 from .report import human_bytes
 
@@ -50,6 +51,7 @@ async def show_progress(counters: Counters, *, live: bool, interval: float = 10.
     """Runs until cancelled. On a terminal: one line redrawn in place on stderr."""
     meter = RateMeter()
     if live:
+        set_live_line(True)
         try:
             while True:
                 line = status_line(counters, meter.sample(counters.bytes_fetched))
@@ -57,6 +59,7 @@ async def show_progress(counters: Counters, *, live: bool, interval: float = 10.
                 sys.stderr.flush()
                 await anyio.sleep(0.25)
         finally:
+            set_live_line(False)
             sys.stderr.write("\r\x1b[2K")
             sys.stderr.flush()
     while True:

@@ -12,14 +12,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiofiles
 import aiohttp
 import anyio
 import structlog
@@ -29,6 +27,15 @@ from .config import ExportSettings
 from .errors import CredentialsRejected, DiskFull, IntegrityError, PlatformError, TransferError
 from .integrity import PARQUET_MAGIC, DigestClaim, check_digests, digest_claims, file_digest, parquet_rows
 from .model import Counters, FileResult, FileStatus, FileTask
+from .partfile import (
+    AiofilesPartFile,
+    PartFile,
+    RangeSink,
+    ensure_space,
+    hash_from_disk,
+    resume_prefix,
+    split_marker,
+)
 from .paths import contained
 from .retry import RetryPolicy, describe, is_retryable
 from .state import Journal, Verified
@@ -36,8 +43,6 @@ from .state import Journal, Verified
 log = structlog.get_logger("aep_export.download")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-_IOV_MAX = 512  # stay well below the kernel's IOV_MAX (1024) per pwritev
-_PREFIX_BLOCK = 4 << 20
 INTEGRITY_REFETCHES = 2  # a file whose bytes fail verification is fetched again this often
 SPLIT_MIN = 2 << 20  # parallel ranges are at least this large
 MAX_WAYS = 8  # ranges of one file at once
@@ -80,110 +85,6 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None]:
     if end < start or (total is not None and end >= total):
         raise TransferError(f"inconsistent Content-Range {value!r}")
     return start, end, total
-
-
-class PartFile:
-    """The .part file being filled: offset, running hash, and the coalescing write buffer."""
-
-    def __init__(self, fd: int, offset: int, hasher: hashlib._Hash | None, buffer_limit: int, limiter: anyio.CapacityLimiter):
-        self.fd = fd
-        self.offset = offset  # bytes accepted (buffered or on disk)
-        self.hasher = hasher
-        self.unhashed_from: int | None = None  # bytes from here on were written by parallel ranges
-        self._limit = buffer_limit
-        self._limiter = limiter
-        self._chunks: list[bytes] = []
-        self._pending = 0
-        self._disk_offset = offset
-
-    def add(self, chunk: bytes) -> bool:
-        """Accept a chunk; True when the buffer should be flushed."""
-        self._chunks.append(chunk)
-        self._pending += len(chunk)
-        self.offset += len(chunk)
-        return self._pending >= self._limit or len(self._chunks) >= _IOV_MAX
-
-    async def flush(self) -> None:
-        if self._chunks:
-            # Not cancellable: the thread must finish with the fd before anyone closes it.
-            await anyio.to_thread.run_sync(self.flush_sync, limiter=self._limiter)
-
-    def flush_sync(self) -> None:
-        """Hash and write what is buffered (in a worker thread; the loop is not touching it)."""
-        if not self._chunks:
-            return
-        chunks, at = self._chunks, self._disk_offset
-        self._chunks, self._pending = [], 0
-        self._disk_offset = self.offset
-        _hash_and_write(self.fd, self.hasher, chunks, at)
-
-    def close(self) -> None:
-        """Close the fd once; later calls do nothing (its number may belong to another file by then)."""
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
-
-    async def restart(self) -> None:
-        """Throw away everything: the server's file is not the one we started."""
-        self._chunks, self._pending = [], 0
-        await anyio.to_thread.run_sync(os.ftruncate, self.fd, 0, limiter=self._limiter)
-        self.offset = self._disk_offset = 0
-        self.hasher = hashlib.sha256()
-        self.unhashed_from = None
-
-
-class RangeSink(PartFile):
-    """One of several ranges of a file fetched in parallel: positional writes, no running hash
-    (the finish step hashes these bytes from disk, in order)."""
-
-    def __init__(self, fd: int, start: int, stop: int, buffer_limit: int, limiter: anyio.CapacityLimiter):
-        super().__init__(fd, start, None, buffer_limit, limiter)
-        self.stop = stop  # exclusive end of this range
-
-
-def _hash_and_write(fd: int, hasher: hashlib._Hash | None, chunks: list[bytes], offset: int) -> None:
-    if hasher is not None:
-        for chunk in chunks:
-            hasher.update(chunk)  # releases the GIL for large buffers
-    total = sum(map(len, chunks))
-    written = os.pwritev(fd, chunks, offset)
-    if written < total:  # short write (rare): finish from a joined copy
-        data = memoryview(b"".join(chunks))
-        while written < total:
-            written += os.pwrite(fd, data[written:], offset + written)
-
-
-class AiofilesPartFile(PartFile):
-    """The alternative write strategy: one aiofiles call per received chunk, hashed on the loop.
-
-    Kept for the write-strategy benchmark (bench/write_strategy.py); 'coalesced' is the default.
-    """
-
-    def __init__(self, *args, path: Path, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._path = path
-        self._fh = None
-
-    def add(self, chunk: bytes) -> bool:
-        self._chunks.append(chunk)
-        self.offset += len(chunk)
-        return True
-
-    async def flush(self) -> None:
-        if self._fh is None:
-            self._fh = await aiofiles.open(self._path, "r+b")
-        await self._fh.seek(self._disk_offset)
-        for chunk in self._chunks:
-            self.hasher.update(chunk)
-            await self._fh.write(chunk)
-        self._chunks = []
-        self._disk_offset = self.offset
-        await self._fh.flush()
-
-    async def aclose(self) -> None:
-        if self._fh is not None:
-            await self._fh.close()
-            self._fh = None
 
 
 @dataclass
@@ -320,10 +221,10 @@ class Downloader:
         if final.parent not in self._folders:
             final.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(final.parent)
-        _ensure_space(final, task)
+        ensure_space(final, task)
         fd = os.open(part_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
-            offset, hasher = _resume_prefix(fd, task, part_path)
+            offset, hasher = resume_prefix(fd, task, part_path)
         except BaseException:
             os.close(fd)
             raise
@@ -334,12 +235,12 @@ class Downloader:
         part = xfer.part
         part.flush_sync()
         if part.unhashed_from is not None:  # bytes written by parallel ranges, hashed in order now
-            _hash_from_disk(part.fd, part.hasher, part.unhashed_from, part.offset)
+            hash_from_disk(part.fd, part.hasher, part.unhashed_from, part.offset)
         sha = part.hasher.hexdigest()
         rows = self._verify_part(xfer, part_path, sha)
         xfer.part.close()
         os.replace(part_path, final)
-        _split_marker(part_path).unlink(missing_ok=True)
+        split_marker(part_path).unlink(missing_ok=True)
         return sha, rows
 
     def _part_file(self, fd: int, offset: int, hasher, part_path: Path) -> PartFile:
@@ -368,7 +269,7 @@ class Downloader:
                     self.counters.restarts += 1
                     log.warning("restarting_file", file=xfer.task.rel_path, reason=str(exc))
                     await xfer.part.restart()
-                    _split_marker(xfer.part_path).unlink(missing_ok=True)
+                    split_marker(xfer.part_path).unlink(missing_ok=True)
                     xfer.size = xfer.task.size
                 elif xfer.part.offset > before and isinstance(exc, TransferError | aiohttp.ClientError | TimeoutError):
                     # Cut mid-body after progress (the gateway's response-time limit, a reset):
@@ -407,7 +308,7 @@ class Downloader:
         await part.flush()
         start, size = part.offset, xfer.size
         assert size is not None
-        await anyio.to_thread.run_sync(_split_marker(xfer.part_path).write_text, str(start), limiter=self.disk)
+        await anyio.to_thread.run_sync(split_marker(xfer.part_path).write_text, str(start), limiter=self.disk)
         step = -(-(size - start) // ways)
         sinks = [RangeSink(part.fd, a, min(size, a + step), self.export.write_buffer, self.disk)
                  for a in range(start, size, step)]
@@ -474,7 +375,7 @@ class Downloader:
                 log.info("range_ignored_starting_over", file=xfer.task.rel_path, offset=start)
                 self.counters.restarts += 1
                 await sink.restart()
-                _split_marker(xfer.part_path).unlink(missing_ok=True)
+                split_marker(xfer.part_path).unlink(missing_ok=True)
                 skip = 0
             if total is not None:
                 if xfer.size is None:
@@ -574,59 +475,3 @@ def _sums_entry(final: Path, task: FileTask) -> str | None:
     return None
 
 
-def _ensure_space(final: Path, task: FileTask) -> None:
-    """Refuse to start a file that cannot fit, instead of failing half-way."""
-    if task.size is None:
-        return
-    part = final.with_name(final.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    folder = final.parent
-    free = shutil.disk_usage(folder).free
-    if free < task.size - have:
-        raise DiskFull(f"{task.rel_path} needs {task.size - have} more bytes but {free} are free in {folder}; "
-                       "free space and rerun to resume")
-
-
-def _split_marker(part_path: Path) -> Path:
-    """Present while parallel ranges fill a .part: holds the length of its contiguous prefix."""
-    return part_path.with_name(part_path.name + ".split")
-
-
-def _hash_from_disk(fd: int, hasher: hashlib._Hash, start: int, end: int) -> None:
-    offset = start
-    while offset < end:
-        block = os.pread(fd, min(_PREFIX_BLOCK, end - offset), offset)
-        if not block:
-            raise IntegrityError(f"file ended at {offset} while hashing, {end} expected")
-        hasher.update(block)
-        offset += len(block)
-
-
-def _resume_prefix(fd: int, task: FileTask, part_path: Path) -> tuple[int, hashlib._Hash]:
-    """Bytes already in the .part and their hash (the hash state is never saved, so re-hash)."""
-    hasher = hashlib.sha256()
-    length = os.fstat(fd).st_size
-    marker = _split_marker(part_path)
-    if marker.exists():  # a parallel phase was interrupted: only its prefix is contiguous
-        try:
-            length = min(length, int(marker.read_text() or 0))
-        except ValueError:
-            length = 0
-        os.ftruncate(fd, length)
-        marker.unlink()
-    if length and task.size is not None and length > task.size:
-        length = 0
-    if length and task.is_parquet and os.pread(fd, 4, 0) != PARQUET_MAGIC:
-        length = 0  # not the start of a parquet file: do not build on it
-    if length == 0:
-        os.ftruncate(fd, 0)
-        return 0, hasher
-    offset = 0
-    while offset < length:
-        block = os.pread(fd, min(_PREFIX_BLOCK, length - offset), offset)
-        if not block:
-            break
-        hasher.update(block)
-        offset += len(block)
-    os.ftruncate(fd, offset)
-    return offset, hasher

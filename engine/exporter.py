@@ -24,7 +24,7 @@ from .download import Downloader
 from .errors import CredentialsRejected, DiskFull, ExportError
 from .logs import register_secret
 from .progress import show_progress
-from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
+from .model import Counters, FileResult, FileStatus, FileTask
 from .report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, write_report
 from .retry import RetryPolicy, describe
 from .state import Journal

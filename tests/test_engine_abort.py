@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 
 from conftest import read_manifest, read_report, run_export, settings_for

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import files_under, read_report, run_cli, settings_for, run_export, toml_config
 from engine.exporter import EXIT_CREDENTIALS
-from engine.fake import FakeConfig, FakePlatform
+from engine.fake import FakeConfig
 
 WRONG_SECRET = "wrong-Secret-7f3a9c2e51"
 BAD_TOKEN = "bad-static-token-4c1d8e77a0"

@@ -124,12 +124,12 @@ async def test_stale_token_is_replaced_after_401(tmp_path):
 
 
 async def test_disk_full_stops_cleanly_and_keeps_partial_work(tmp_path, monkeypatch):
-    from engine import download
+    from engine import partfile
 
     class Usage:
         free = 10_000  # bytes: smaller than any part
 
-    monkeypatch.setattr(download.shutil, "disk_usage", lambda _p: Usage)
+    monkeypatch.setattr(partfile.shutil, "disk_usage", lambda _p: Usage)
     cfg = FakeConfig(seed=1, datasets=[DatasetSpec(files_per_dataset_file=3, rows_per_file=3000)])
     async with FakePlatform(cfg) as fp:
         run = await Exporter(settings_for(fp, tmp_path / "out"), handle_signals=False).execute()

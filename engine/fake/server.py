@@ -12,7 +12,6 @@ import base64
 import email.utils
 import hashlib
 import hmac
-import json
 import math
 import re
 import secrets

@@ -282,10 +282,7 @@ class Downloader:
                 failures_in_a_row += 1
                 if not is_retryable(exc) or failures_in_a_row >= self.export.max_attempts or failures >= self.export.max_file_attempts:
                     raise
-                delay = self.policy.delay_for(exc, max(1, failures_in_a_row))
-                self.policy.retries += 1
-                log.info("segment_retry", file=xfer.task.rel_path, offset=xfer.part.offset, delay_s=round(delay, 2), error=describe(exc))
-                await anyio.sleep(delay)
+                await self.policy.pause(exc, failures_in_a_row, file=xfer.task.rel_path, offset=xfer.part.offset)
                 continue
             if done and xfer.size is None:
                 xfer.size = xfer.part.offset  # unknown length: the body's end is the file's end
@@ -343,8 +340,7 @@ class Downloader:
                     failures += 1
                     if failures >= self.export.max_attempts:
                         raise
-                    self.policy.retries += 1
-                    await anyio.sleep(self.policy.delay_for(exc, failures))
+                    await self.policy.pause(exc, failures, file=xfer.task.rel_path, offset=sink.offset)
             await sink.flush()
         except Exception as exc:
             errors.append(exc)

@@ -224,8 +224,6 @@ class Exporter:
         for d in run.datasets:
             if d.status not in ("failed",):
                 d.status = "ok" if d.batches and all(b.status == "ok" for b in d.batches) else ("cancelled" if self._interrupted else "failed")
-                if d.status == "ok" and not d.batches:
-                    d.status = "failed"
         if isinstance(self._fatal, DiskFull):
             run.errors.append(str(self._fatal))
             run.exit_code, run.status = EXIT_FAILED, "disk_full"

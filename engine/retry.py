@@ -91,6 +91,13 @@ class RetryPolicy:
             self.pacer.throttle(delay)
         return delay
 
+    async def pause(self, exc: BaseException, attempt: int, **context: object) -> None:
+        """Count a retry and wait before it (Retry-After, jittered back-off, pool throttle)."""
+        delay = self.delay_for(exc, attempt)
+        self.retries += 1
+        log.info("retrying", attempt=attempt, delay_s=round(delay, 2), error=describe(exc), **context)
+        await asyncio.sleep(delay)
+
     async def run(self, fn: Callable[[], Awaitable[T]], *, what: str) -> T:
         """Call fn until it succeeds, a non-retryable error occurs, or attempts run out."""
         attempt = 0
@@ -102,10 +109,7 @@ class RetryPolicy:
                 attempt += 1
                 if not is_retryable(exc) or attempt >= self.max_attempts:
                     raise
-                delay = self.delay_for(exc, attempt)
-                self.retries += 1
-                log.info("retrying", what=what, attempt=attempt, delay_s=round(delay, 2), error=describe(exc))
-                await asyncio.sleep(delay)
+                await self.pause(exc, attempt, what=what)
 
 
 def describe(exc: BaseException) -> str:

@@ -32,7 +32,7 @@ def cli_export(tmp_path_factory: pytest.TempPathFactory, fake_data_root: Path):
         env = clean_env(AEP_EXPORT_AUTH__CLIENT_SECRET=fp.client_secret, AEP_EXPORT_EXPORT__CONCURRENCY="0")
         proc = run_cli("run", "--config", str(base / "config.toml"), "--json-logs", "--log-level", "debug",
                        "--no-progress", "--concurrency", "2", cwd=base, env=env)
-        yield fp, base, out, proc, list(fp._tokens)
+        yield fp, base, out, proc, fp.issued_tokens
     finally:
         fp.stop()
 

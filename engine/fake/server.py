@@ -206,6 +206,11 @@ class FakePlatform:
         return self.cfg.static_token
 
     @property
+    def issued_tokens(self) -> list[str]:
+        """Every access token IMS has handed out (tests check none leaks into output)."""
+        return list(self._tokens)
+
+    @property
     def dataset_ids(self) -> list[str]:
         return list(self.model.datasets)
 

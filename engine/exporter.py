@@ -19,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .auth import TokenProvider
 from .client import PlatformClient, make_session
 from .config import DatasetSettings, Settings
-from .discovery import Discovery
+from .discovery import Discovery, LatestBatches
 from .download import Downloader
 from .errors import CredentialsRejected, DiskFull, ExportError
 from .logs import register_secret
@@ -65,6 +65,7 @@ class Exporter:
                 tokens = TokenProvider(self.settings.auth, session, self.policy)
                 self.client = PlatformClient(self.settings, session, tokens, self.policy)
                 self.discovery = Discovery(self.client, ex.created_client)
+                self.latest = LatestBatches(self.discovery, [ds.id for ds in self.settings.datasets if not ds.batch])
                 self.downloader = Downloader(self.client, ex, self.journal, self.policy, self.counters)
                 await tokens.token()  # bad credentials: fail before anything is attempted
                 with anyio.CancelScope() as self._scope:
@@ -121,7 +122,7 @@ class Exporter:
                 if ds.batch:
                     key, obj = ds.batch, await self.discovery.batch(ds.batch)
                 else:
-                    key, obj = await self.discovery.latest_successful_batch(ds.id)
+                    key, obj = await self.latest.latest(ds.id)
                 await self._export_batch(outcome, ds.id, key, obj, "dataset", send)
             except Exception as exc:
                 self._dataset_failed(outcome, exc)

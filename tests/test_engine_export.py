@@ -237,3 +237,40 @@ async def test_many_datasets_are_discovered_concurrently_with_downloads(tmp_path
         # every file fetched exactly once
         assert {k: v for k, v in fp.stats.bytes_by_file.items()} == {
             f"{e.dataset_file_id}/{e.name}": e.size for e in fp.expected_files()}
+
+
+async def test_many_datasets_cost_one_catalog_query_per_group(tmp_path: Path, make_fake) -> None:
+    """30 datasets (each with a newer failed and a processing batch): 2 grouped Catalog queries, right batches."""
+    from engine.discovery import CATALOG_GROUP
+
+    n = CATALOG_GROUP + 5
+    async with make_fake(FakeConfig.small(n_datasets=n, files=1, rows=20, seed=47)) as fp:
+        out = tmp_path / "out"
+        run = await run_export(settings_for(fp, out))
+        assert run.exit_code == EXIT_OK, read_report(out)
+        assert_files_match(out, fp.expected_files())
+        assert fp.stats.requests["catalog.batches"] == 2
+        assert fp.stats.requests["catalog.dataSet"] == 0
+
+
+async def test_datasets_left_out_of_a_grouped_answer_are_asked_one_by_one(tmp_path: Path, make_fake,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group answer truncated to 2 batches (as by the 100 limit): the rest fall back, outcome unchanged."""
+    import engine.discovery
+
+    monkeypatch.setattr(engine.discovery, "CATALOG_MAX_LIMIT", 2)
+    n = 8
+    async with make_fake(FakeConfig.small(n_datasets=n, files=1, rows=20, seed=48)) as fp:
+        unknown = "0" * 24
+        out = tmp_path / "out"
+        run = await run_export(settings_for(fp, out, datasets=[*fp.dataset_ids, unknown]))
+        assert run.exit_code == EXIT_FAILED  # the unknown dataset, alone
+        assert_files_match(out, fp.expected_files())
+        # the grouped answer holds the 2 newest downloadable batches: their datasets are covered
+        done = sorted((b for b in fp.model.batches_by_key.values() if b.status in ("success", "active")),
+                      key=lambda b: (b.created, b.key), reverse=True)
+        covered = {b.dataset.id for b in done[:2]}
+        # 1 grouped query, one per dataset left out, and the unknown one's unfiltered retry
+        assert fp.stats.requests["catalog.batches"] == 1 + (n + 1 - len(covered)) + 1
+        failed = [d for d in read_report(out)["datasets"] if d["status"] == "failed"]
+        assert [d["dataset_id"] for d in failed] == [unknown]

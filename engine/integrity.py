@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
-import io
 import re
 import struct
 from collections.abc import Mapping
@@ -14,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import IntegrityError
+from .footer import FooterError, footer_counts
 
 PARQUET_MAGIC = b"PAR1"
 _HASH_BLOCK = 4 << 20
@@ -102,25 +101,7 @@ def file_digest(path: Path, algorithm: str = "sha256", limit: int | None = None)
     return h.digest()
 
 
-# The part of parquet.thrift (apache/parquet-format) the footer check needs; the decoder skips
-# every other field. Reading the footer this way costs ~25 MB less RSS than importing pyarrow
-# (~90 MB), which is kept for the deep page check only.
-_FOOTER_IDL = """
-struct RowGroup { 2: required i64 total_byte_size; 3: required i64 num_rows; }
-struct SchemaElement { 4: required string name; 5: optional i32 num_children; }
-struct FileMetaData {
-  1: required i32 version; 2: required list<SchemaElement> schema; 3: required i64 num_rows;
-  4: required list<RowGroup> row_groups; 6: optional string created_by;
-}
-"""
 _MAX_FOOTER = 256 << 20
-
-
-@functools.cache
-def _footer_types() -> Any:
-    import thriftpy2
-
-    return thriftpy2.load_fp(io.StringIO(_FOOTER_IDL), module_name="parquet_footer_thrift")
 
 
 def parquet_rows(path: Path, *, deep: bool = False) -> int:
@@ -138,9 +119,6 @@ def parquet_rows(path: Path, *, deep: bool = False) -> int:
 
 
 def _footer_rows(path: Path) -> int:
-    from thriftpy2.protocol import TCompactProtocolFactory
-    from thriftpy2.utils import deserialize
-
     try:
         with path.open("rb") as fh:
             size = fh.seek(0, 2)
@@ -159,15 +137,15 @@ def _footer_rows(path: Path) -> int:
     except OSError as exc:
         raise IntegrityError(f"cannot read {path.name}: {exc}") from exc
     try:
-        meta = deserialize(_footer_types().FileMetaData(), raw, TCompactProtocolFactory())
-    except Exception as exc:  # any decoding failure means a damaged footer
+        meta = footer_counts(raw)
+    except FooterError as exc:
         raise IntegrityError(f"{path.name}: parquet footer unreadable: {exc}") from exc
-    groups = meta.row_groups or []
-    if meta.num_rows is None or meta.num_rows < 0 or not meta.schema:
+    if meta.num_rows is None or meta.num_rows < 0 or not meta.schema_elements:
         raise IntegrityError(f"{path.name}: parquet footer incomplete")
-    if sum(g.num_rows or 0 for g in groups) != meta.num_rows:
-        raise IntegrityError(f"{path.name}: row groups hold {sum(g.num_rows or 0 for g in groups)} rows, the footer says {meta.num_rows}")
-    return int(meta.num_rows)
+    in_groups = sum(rows or 0 for rows in meta.row_group_rows)
+    if in_groups != meta.num_rows:
+        raise IntegrityError(f"{path.name}: row groups hold {in_groups} rows, the footer says {meta.num_rows}")
+    return meta.num_rows
 
 
 def expected_record_count(batch: Mapping[str, Any]) -> int | None:

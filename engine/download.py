@@ -46,6 +46,7 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 INTEGRITY_REFETCHES = 2  # a file whose bytes fail verification is fetched again this often
 SPLIT_MIN = 2 << 20  # parallel ranges are at least this large
 MAX_WAYS = 8  # ranges of one file at once
+TAIL_MIN = 1 << 20  # a running file's tail is shared only if both halves are at least this large
 
 
 class FileChanged(TransferError):
@@ -88,6 +89,17 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None]:
 
 
 @dataclass
+class TailRange:
+    """The end of a running file, fetched by a connection that had nothing left to start."""
+
+    sink: RangeSink
+    start: int
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)  # compared and hashed by identity (kept in a set while streaming)
 class Transfer:
     """Per-file download state shared by the segment requests."""
 
@@ -98,6 +110,8 @@ class Transfer:
     claims: list[DigestClaim] = field(default_factory=list)
     requests: int = 0
     fetched: int = 0
+    tails: list[TailRange] = field(default_factory=list)  # ranges after part.stop, fetched by helpers
+    split_marked: bool = False
 
     @property
     def complete(self) -> bool:
@@ -122,6 +136,7 @@ class Downloader:
         # Set by the coordinator: True when no file waits for a worker (then large files split).
         self.queue_idle: Callable[[], bool] = lambda: False
         self.files_in_flight = 0  # files between open and finish (for the fair share of connections)
+        self._streams: set[Transfer] = set()  # files streaming as one response (their tails can be shared)
         self.disk = anyio.CapacityLimiter(max(4, min(export.concurrency, 16)))
         self._folders: set[Path] = set()  # folders already created this run
 
@@ -250,6 +265,13 @@ class Downloader:
 
     async def _fill(self, xfer: Transfer) -> None:
         """Request segments until the file is complete, resuming after every failure."""
+        try:
+            await self._fill_stream(xfer)
+        except BaseException:
+            await self._drop_tails(xfer)  # no helper may write into the .part once we give up on it
+            raise
+
+    async def _fill_stream(self, xfer: Transfer) -> None:
         failures_in_a_row = 0
         failures = 0
         while not xfer.complete:
@@ -260,12 +282,16 @@ class Downloader:
                     await self._fill_parallel(xfer, ways)
                     continue
                 async with self.slots:
-                    done = await self._fetch_segment(xfer, xfer.part, xfer.size)
+                    done = await self._fetch_segment(xfer, xfer.part, xfer.size if xfer.part.stop is None else xfer.part.stop)
+                if xfer.tails and xfer.part.offset >= xfer.part.stop:
+                    await self._join_tails(xfer)
+                    continue
                 if not (done or xfer.complete):
                     await xfer.part.flush()  # hold no buffered bytes while waiting for the next slot
             except Exception as exc:
                 await xfer.part.flush()  # keep what arrived: the next request resumes after it
                 if isinstance(exc, FileChanged):
+                    await self._drop_tails(xfer)
                     self.counters.restarts += 1
                     log.warning("restarting_file", file=xfer.task.rel_path, reason=str(exc))
                     await xfer.part.restart()
@@ -289,7 +315,7 @@ class Downloader:
 
     def _parallel_ways(self, xfer: Transfer) -> int:
         """How many ranges to fetch this file in at once: >1 only when connections would idle."""
-        if xfer.size is None or not self.queue_idle():
+        if xfer.size is None or xfer.tails or not self.queue_idle():
             return 1
         remaining = xfer.size - xfer.part.offset
         fair_share = self.export.concurrency // max(1, self.files_in_flight)
@@ -346,6 +372,74 @@ class Downloader:
             errors.append(exc)
             scope.cancel()  # one range failing fails the phase; the file retries from its prefix
 
+    # -- tail sharing: the end of a run ----------------------------------------------------
+
+    async def help_tail(self) -> None:
+        """Called by a worker with no file left to start. While a connection is free, take the
+        second half of the largest remaining single stream and fetch it as a range (aria2's
+        dynamic split), so the last files of a run do not leave connections idle."""
+        while self.slots.value > 0 and (xfer := self._tail_victim()) is not None:
+            await self._take_tail(xfer)
+
+    def _tail_victim(self) -> Transfer | None:
+        best, most = None, 2 * TAIL_MIN - 1  # each half must be worth a request of its own
+        for xfer in self._streams:
+            end = xfer.size if xfer.part.stop is None else xfer.part.stop
+            if end is not None and end - xfer.part.offset > most:
+                best, most = xfer, end - xfer.part.offset
+        return best
+
+    async def _take_tail(self, xfer: Transfer) -> None:
+        part = xfer.part
+        end = xfer.size if part.stop is None else part.stop
+        assert end is not None
+        mid = part.offset + (end - part.offset) // 2
+        part.stop = mid  # no await since reading part.offset: the stream is still before mid
+        tail = TailRange(RangeSink(part.fd, mid, end, self.export.write_buffer, self.disk), start=mid)
+        xfer.tails.append(tail)
+        self.counters.tail_splits += 1
+        log.info("tail_split", file=xfer.task.rel_path, offset=mid, bytes=end - mid)
+        errors: list[Exception] = []
+        try:
+            with tail.scope:
+                if not xfer.split_marked:
+                    # From now on the .part is not one contiguous prefix: a crash resumes from the
+                    # bytes already flushed, which are written before this marker.
+                    xfer.split_marked = True
+                    await anyio.to_thread.run_sync(split_marker(xfer.part_path).write_text, str(part._disk_offset),
+                                                   limiter=self.disk)
+                await self._fill_range(xfer, tail.sink, errors, tail.scope)
+            tail.error = errors[0] if errors else None
+        except BaseException as exc:
+            tail.error = exc
+            raise
+        finally:
+            tail.done.set()
+
+    async def _join_tails(self, xfer: Transfer) -> None:
+        """The main stream reached the tails: once they are all in, the file is complete."""
+        part = xfer.part
+        tails = sorted(xfer.tails, key=lambda t: t.start)
+        for tail in tails:
+            await tail.done.wait()
+        xfer.tails.clear()
+        part.stop = None
+        if any(t.error is not None or t.sink.offset < t.sink.stop for t in tails):
+            log.warning("tail_range_failed", file=xfer.task.rel_path, offset=part.offset)
+            return  # the main stream fetches the rest itself, over whatever the tails wrote
+        part.unhashed_from = part.offset  # hashed from disk, in order, by the finish step
+        part.offset = part._disk_offset = tails[-1].sink.stop
+
+    async def _drop_tails(self, xfer: Transfer) -> None:
+        """Stop every helper of this file and wait until none can write into its .part."""
+        with anyio.CancelScope(shield=True):
+            for tail in xfer.tails:
+                tail.scope.cancel()
+            for tail in xfer.tails:
+                await tail.done.wait()
+        xfer.tails.clear()
+        xfer.part.stop = None
+
     async def _fetch_segment(self, xfer: Transfer, sink: PartFile, stop: int | None) -> bool:
         """One request from the sink's offset up to `stop` (exclusive; None = unknown end).
         True when the server says the file ended."""
@@ -380,9 +474,13 @@ class Downloader:
                     raise FileChanged(f"the server now reports {total} bytes, the listing said {xfer.size}")
             xfer.claims += digest_claims(resp.headers, full_body=resp.status == 200)
             t0, fetched = time.monotonic(), xfer.fetched
+            main = not isinstance(sink, RangeSink)
+            if main and xfer.size is not None:
+                self._streams.add(xfer)
             try:
                 received = await self._stream(xfer, sink, resp, skip, stop)
             finally:  # a cut response still tells us the connection's rate
+                self._streams.discard(xfer)
                 self.planner.observe(xfer.fetched - fetched, time.monotonic() - t0)
         if received is not None and expected is not None and received < expected:
             raise TransferError(f"body ended after {received} of {expected} bytes")
@@ -423,8 +521,10 @@ class Downloader:
                 if not chunk.startswith(PARQUET_MAGIC[: len(chunk)]):
                     raise TransferError(f"the body is not parquet data (Content-Type {resp.headers.get('Content-Type')})")
                 check_magic = False
+            if part.stop is not None:
+                limit = part.stop  # a range's end, or where a helper took over this file's tail
             if limit is not None and part.offset + len(chunk) > limit:
-                if not in_range:
+                if not in_range and part.stop is None:
                     raise FileChanged("the server sent more bytes than the file has")
                 chunk = chunk[: limit - part.offset]  # more than this range needs: stop here
                 counters.bytes_fetched += len(chunk)

@@ -201,6 +201,7 @@ class Exporter:
                     result = FileResult(task, FileStatus.FAILED, error=describe(exc))
                 bo.results.append(result)
                 await self._maybe_finalize(bo)
+        await self.downloader.help_tail()  # nothing left to start: lend this connection to a running file
 
     async def _maybe_finalize(self, bo: BatchOutcome) -> None:
         if bo.all_in and bo.status == "running":
@@ -254,6 +255,7 @@ class Exporter:
             "restarts": c.restarts,
             "continuations": c.continuations,
             "split_files": c.split_files,
+            "tail_splits": c.tail_splits,
             "ignored_ranges": c.ignored_ranges,
         }
         write_report(self.out_dir, run)

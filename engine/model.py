@@ -83,6 +83,7 @@ class Counters:
     restarts: int = 0  # files started over (changed on the server, corrupted in transit)
     continuations: int = 0  # responses cut after progress and simply continued
     split_files: int = 0  # files fetched as several ranges at once (connections were idle)
+    tail_splits: int = 0  # second halves of running files taken over by idle connections
     ignored_ranges: int = 0  # 200 answers to a ranged request: skipped to our offset
 
 

@@ -31,6 +31,7 @@ class PartFile:
         self.offset = offset  # bytes accepted (buffered or on disk)
         self.hasher = hasher
         self.unhashed_from: int | None = None  # bytes from here on were written by parallel ranges
+        self.stop: int | None = None  # where this stream ends early: an idle connection took the rest
         self._limit = buffer_limit
         self._limiter = limiter
         self._chunks: list[bytes] = []

@@ -144,12 +144,13 @@ async def test_disk_full_stops_cleanly_and_keeps_partial_work(tmp_path, monkeypa
 # -- process-level: SIGKILL at random points, SIGTERM/SIGINT ---------------------------------
 
 
-def write_config(fp, path: Path, out: Path, concurrency: int = 4) -> Path:
+def write_config(fp, path: Path, out: Path, concurrency: int = 4, discovery_concurrency: int = 16) -> Path:
     datasets = "\n".join(f'[[datasets]]\nid = "{d}"\n' for d in fp.dataset_ids)
     path.write_text(
         f'[platform]\nurl = "{fp.url}"\norg_id = "{fp.org_id}"\nsandbox = "{fp.sandbox}"\n'
         f'[auth]\nclient_id = "{fp.client_id}"\nclient_secret = "{fp.client_secret}"\nims_url = "{fp.ims_url}"\n'
-        f'[export]\nout_dir = "{out}"\nconcurrency = {concurrency}\nbackoff_base = 0.05\n' + datasets
+        f'[export]\nout_dir = "{out}"\nconcurrency = {concurrency}\nbackoff_base = 0.05\n'
+        f'discovery_concurrency = {discovery_concurrency}\n' + datasets
     )
     return path
 
@@ -275,6 +276,51 @@ def test_sigkill_during_parallel_ranges_then_rerun(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         assert list(out.rglob("*.split")), "the kill did not land in the parallel phase"
+        rerun = subprocess.run([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
+                               capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert mismatches(fp.platform, out) == []
+        assert not list(out.rglob("*.split")) and leftovers(out) == []
+    finally:
+        fp.stop()
+
+
+def _big_then_small(seed: int, faults: Faults, big_mb: float = 12) -> FakeConfig:
+    """One big file listed first, then ten small ones: with 2 connections the big file starts
+    as a single stream (more files are waiting), and the small ones are done long before it."""
+    return FakeConfig(seed=seed, faults=faults, datasets=[
+        DatasetSpec(files_per_dataset_file=1, file_mb=big_mb, batches=1, failed_batch=False, processing_batch=False),
+        DatasetSpec(files_per_dataset_file=10, file_mb=0.3, batches=1, failed_batch=False, processing_batch=False)])
+
+
+async def test_an_idle_connection_takes_over_the_tail_of_a_running_file(tmp_path):
+    cfg = _big_then_small(15, Faults(bandwidth_bps=4e6))
+    async with FakePlatform(cfg) as fp:
+        run = await Exporter(settings_for(fp, tmp_path / "out", concurrency=2, discovery_concurrency=1),
+                             handle_signals=False).execute()
+        sent = dict(fp.stats.bytes_by_file)
+    assert run.exit_code == 0, [b.errors for b in run.batches()]
+    assert run.totals["split_files"] == 0 and run.totals["tail_splits"] >= 1
+    assert mismatches(fp, tmp_path / "out") == []
+    assert not list((tmp_path / "out").rglob("*.split")) and leftovers(tmp_path / "out") == []
+    big = max(fp.expected_files(), key=lambda e: e.size)
+    # the main stream stops where the tail begins: little is sent twice
+    assert sent[f"{big.dataset_file_id}/{big.name}"] <= big.size * 1.1
+
+
+def test_sigkill_while_a_tail_is_shared_then_rerun(tmp_path):
+    fp = FakePlatform.run_in_thread(_big_then_small(16, Faults(bandwidth_bps=3e6), big_mb=24))
+    try:
+        out = tmp_path / "out"
+        config = write_config(fp, tmp_path / "c.toml", out, concurrency=2, discovery_concurrency=1)
+        proc = start_cli(config)
+        deadline = time.monotonic() + 20
+        while not list(out.rglob("*.split")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the tail is now being written past the hashed prefix (seconds more to go)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert list(out.rglob("*.split")), "the kill did not land while the tail was shared"
         rerun = subprocess.run([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
                                capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr[-2000:]

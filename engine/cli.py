@@ -12,7 +12,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from . import logs
@@ -58,6 +58,19 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--json-logs", dest="json_logs", action="store_true", default=None, help="JSON lines (default when stdout is not a terminal)")
     fmt.add_argument("--console-logs", dest="json_logs", action="store_false", help="readable console logs")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+
+
+def entry() -> NoReturn:
+    """Console entry point: run, flush and leave without tearing the interpreter down.
+
+    By the time main() returns every file is closed and fsynced; what is left is freeing the
+    objects of ~400 modules, ~0.1 s measured (strace: from the summary's last write to
+    exit_group), which short runs and schedulers polling exit codes need not wait for.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

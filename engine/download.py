@@ -291,11 +291,8 @@ class Downloader:
             except Exception as exc:
                 await xfer.part.flush()  # keep what arrived: the next request resumes after it
                 if isinstance(exc, FileChanged):
-                    await self._drop_tails(xfer)
-                    self.counters.restarts += 1
                     log.warning("restarting_file", file=xfer.task.rel_path, reason=str(exc))
-                    await xfer.part.restart()
-                    split_marker(xfer.part_path).unlink(missing_ok=True)
+                    await self._start_over(xfer)
                     xfer.size = xfer.task.size
                 elif xfer.part.offset > before and isinstance(exc, TransferError | aiohttp.ClientError | TimeoutError):
                     # Cut mid-body after progress (the gateway's response-time limit, a reset):
@@ -430,6 +427,14 @@ class Downloader:
         part.unhashed_from = part.offset  # hashed from disk, in order, by the finish step
         part.offset = part._disk_offset = tails[-1].sink.stop
 
+    async def _start_over(self, xfer: Transfer) -> None:
+        """Throw the .part away: no helper may still write into it, and it is one prefix again."""
+        await self._drop_tails(xfer)
+        self.counters.restarts += 1
+        await xfer.part.restart()
+        split_marker(xfer.part_path).unlink(missing_ok=True)
+        xfer.split_marked = False
+
     async def _drop_tails(self, xfer: Transfer) -> None:
         """Stop every helper of this file and wait until none can write into its .part."""
         with anyio.CancelScope(shield=True):
@@ -463,9 +468,8 @@ class Downloader:
             if skip and resp.status == 200 and not isinstance(sink, RangeSink):
                 # Range ignored: start the file over, from this very body (no new request).
                 log.info("range_ignored_starting_over", file=xfer.task.rel_path, offset=start)
-                self.counters.restarts += 1
-                await sink.restart()
-                split_marker(xfer.part_path).unlink(missing_ok=True)
+                await self._start_over(xfer)
+                stop = xfer.size  # the whole file now, not where a dropped tail began
                 skip = 0
             if total is not None:
                 if xfer.size is None:

@@ -308,6 +308,23 @@ async def test_an_idle_connection_takes_over_the_tail_of_a_running_file(tmp_path
     assert sent[f"{big.dataset_file_id}/{big.name}"] <= big.size * 1.1
 
 
+async def test_shared_tails_under_resets_ignored_and_short_ranges_stay_exact(tmp_path):
+    """A reset main stream resumes with a Range; when that is answered with the whole file, the
+    file starts over, and any helper still writing its tail must be stopped first."""
+    faults = Faults(bandwidth_bps=4e6, p_reset=0.3, ignore_range=0.5, p_short_range=0.2, send_digest=True,
+                    max_faults_per_key=6)
+    cfg = _big_then_small(18, faults)
+    async with FakePlatform(cfg) as fp:
+        run = await Exporter(settings_for(fp, tmp_path / "out", concurrency=2, discovery_concurrency=1),
+                             handle_signals=False).execute()
+        injected = dict(fp.stats.faults)
+    assert run.exit_code == 0, [b.errors for b in run.batches()]
+    assert injected.get("reset", 0) >= 1 and injected.get("ignore_range", 0) >= 1, injected
+    assert run.totals["tail_splits"] >= 1 and run.totals["restarts"] >= 1, run.totals
+    assert mismatches(fp, tmp_path / "out") == []
+    assert not list((tmp_path / "out").rglob("*.split")) and leftovers(tmp_path / "out") == []
+
+
 def test_sigkill_while_a_tail_is_shared_then_rerun(tmp_path):
     fp = FakePlatform.run_in_thread(_big_then_small(16, Faults(bandwidth_bps=3e6), big_mb=24))
     try:

@@ -250,7 +250,8 @@ class Downloader:
         part = xfer.part
         part.flush_sync()
         if part.unhashed_from is not None:  # bytes written by parallel ranges, hashed in order now
-            hash_from_disk(part.fd, part.hasher, part.unhashed_from, part.offset)
+            if (ended := hash_from_disk(part.fd, part.hasher, part.unhashed_from, part.offset)) < part.offset:
+                raise IntegrityError(f"{part_path.name} ended at {ended} while hashing, {part.offset} expected")
         sha = part.hasher.hexdigest()
         rows = self._verify_part(xfer, part_path, sha)
         xfer.part.close()

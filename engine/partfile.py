@@ -15,12 +15,12 @@ from pathlib import Path
 import aiofiles
 import anyio
 
-from .errors import DiskFull, IntegrityError
+from .errors import DiskFull
 from .integrity import PARQUET_MAGIC
 from .model import FileTask
 
 _IOV_MAX = 512  # stay well below the kernel's IOV_MAX (1024) per pwritev
-_PREFIX_BLOCK = 4 << 20
+_HASH_BLOCK = 1 << 20  # one reused buffer per file being re-hashed: bounded memory at any concurrency
 
 
 class PartFile:
@@ -146,14 +146,18 @@ def split_marker(part_path: Path) -> Path:
     return part_path.with_name(part_path.name + ".split")
 
 
-def hash_from_disk(fd: int, hasher: hashlib._Hash, start: int, end: int) -> None:
+def hash_from_disk(fd: int, hasher: hashlib._Hash, start: int, end: int) -> int:
+    """Feed bytes [start, end) of the file to the hasher; returns where the file ended (<= end)."""
+    buf = bytearray(min(_HASH_BLOCK, max(0, end - start)))
+    view = memoryview(buf)
     offset = start
     while offset < end:
-        block = os.pread(fd, min(_PREFIX_BLOCK, end - offset), offset)
-        if not block:
-            raise IntegrityError(f"file ended at {offset} while hashing, {end} expected")
-        hasher.update(block)
-        offset += len(block)
+        n = os.preadv(fd, [view[: min(len(buf), end - offset)]], offset)
+        if n == 0:
+            break
+        hasher.update(view[:n])
+        offset += n
+    return offset
 
 
 def resume_prefix(fd: int, task: FileTask, part_path: Path) -> tuple[int, hashlib._Hash]:
@@ -175,12 +179,6 @@ def resume_prefix(fd: int, task: FileTask, part_path: Path) -> tuple[int, hashli
     if length == 0:
         os.ftruncate(fd, 0)
         return 0, hasher
-    offset = 0
-    while offset < length:
-        block = os.pread(fd, min(_PREFIX_BLOCK, length - offset), offset)
-        if not block:
-            break
-        hasher.update(block)
-        offset += len(block)
+    offset = hash_from_disk(fd, hasher, 0, length)
     os.ftruncate(fd, offset)
     return offset, hasher

@@ -267,22 +267,27 @@ def test_sigkill_during_parallel_ranges_then_rerun(tmp_path):
     fp = FakePlatform.run_in_thread(cfg)
     try:
         out = tmp_path / "out"
-        config = write_config(fp, tmp_path / "c.toml", out, concurrency=4)
-        proc = start_cli(config)
-        deadline = time.monotonic() + 20
-        while not list(out.rglob("*.split")) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.5)  # ranges are now being written past the hashed prefix
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
-        assert list(out.rglob("*.split")), "the kill did not land in the parallel phase"
-        rerun = subprocess.run([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
-                               capture_output=True, text=True, timeout=120)
-        assert rerun.returncode == 0, rerun.stderr[-2000:]
-        assert mismatches(fp.platform, out) == []
-        assert not list(out.rglob("*.split")) and leftovers(out) == []
+        _kill_while_split_then_rerun(fp, write_config(fp, tmp_path / "c.toml", out, concurrency=4), out)
     finally:
         fp.stop()
+
+
+def _kill_while_split_then_rerun(fp, config: Path, out: Path) -> None:
+    """SIGKILL 0.5 s after a .part.split marker appears (bytes are then being written past the
+    hashed prefix, with seconds more to go); the rerun must finish every file exactly."""
+    proc = start_cli(config)
+    deadline = time.monotonic() + 20
+    while not list(out.rglob("*.split")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert list(out.rglob("*.split")), "the kill did not land while the file was split"
+    rerun = subprocess.run([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
+                           capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert mismatches(fp.platform, out) == []
+    assert not list(out.rglob("*.split")) and leftovers(out) == []
 
 
 def _big_then_small(seed: int, faults: Faults, big_mb: float = 12) -> FakeConfig:
@@ -329,20 +334,7 @@ def test_sigkill_while_a_tail_is_shared_then_rerun(tmp_path):
     fp = FakePlatform.run_in_thread(_big_then_small(16, Faults(bandwidth_bps=3e6), big_mb=24))
     try:
         out = tmp_path / "out"
-        config = write_config(fp, tmp_path / "c.toml", out, concurrency=2, discovery_concurrency=1)
-        proc = start_cli(config)
-        deadline = time.monotonic() + 20
-        while not list(out.rglob("*.split")) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.5)  # the tail is now being written past the hashed prefix (seconds more to go)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
-        assert list(out.rglob("*.split")), "the kill did not land while the tail was shared"
-        rerun = subprocess.run([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
-                               capture_output=True, text=True, timeout=120)
-        assert rerun.returncode == 0, rerun.stderr[-2000:]
-        assert mismatches(fp.platform, out) == []
-        assert not list(out.rglob("*.split")) and leftovers(out) == []
+        _kill_while_split_then_rerun(fp, write_config(fp, tmp_path / "c.toml", out, concurrency=2, discovery_concurrency=1), out)
     finally:
         fp.stop()
 

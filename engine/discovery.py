@@ -60,9 +60,7 @@ class Discovery:
 
     async def latest_successful_batch(self, dataset_id: str) -> tuple[str, dict[str, Any]]:
         """The newest batch whose status is success/active: (Catalog key, batch object)."""
-        params = {"dataSet": dataset_id, "status": "success,active", "orderBy": "desc:created", "limit": "1"}
-        if self.created_client:
-            params["createdClient"] = self.created_client
+        params = self._newest_downloadable_query(dataset_id, limit=1)
         found = _downloadable(await self.client.get_json(f"{CATALOG}/batches", params))
         if not found:
             # Some servers may not OR a comma list: look at recent batches and filter here.
@@ -81,10 +79,7 @@ class Discovery:
         at all, or a server that does not OR the list) are left out: the caller asks for them one
         by one with `latest_successful_batch`.
         """
-        params = {"dataSet": ",".join(dataset_ids), "status": "success,active", "orderBy": "desc:created",
-                  "limit": str(CATALOG_MAX_LIMIT)}
-        if self.created_client:
-            params["createdClient"] = self.created_client
+        params = self._newest_downloadable_query(",".join(dataset_ids), limit=CATALOG_MAX_LIMIT)
         wanted = set(dataset_ids)
         newest: dict[str, tuple[str, dict[str, Any]]] = {}
         for key, obj in _downloadable(await self.client.get_json(f"{CATALOG}/batches", params)):
@@ -92,6 +87,12 @@ class Discovery:
                 if ds in wanted and ds not in newest:
                     newest[ds] = (key, obj)
         return newest
+
+    def _newest_downloadable_query(self, datasets: str, limit: int) -> dict[str, str]:
+        params = {"dataSet": datasets, "status": "success,active", "orderBy": "desc:created", "limit": str(limit)}
+        if self.created_client:
+            params["createdClient"] = self.created_client
+        return params
 
     async def batch(self, batch_id: str) -> dict[str, Any]:
         body = await self.client.get_json(f"{CATALOG}/batches/{batch_id}")

@@ -25,14 +25,13 @@ import structlog
 from .client import PlatformClient, raise_for_status
 from .config import ExportSettings
 from .errors import CredentialsRejected, DiskFull, IntegrityError, PlatformError, TransferError
-from .integrity import PARQUET_MAGIC, DigestClaim, check_digests, digest_claims, file_digest, parquet_rows
+from .integrity import PARQUET_MAGIC, DigestClaim, check_digests, digest_claims, file_digest, hash_from_disk, parquet_rows
 from .model import Counters, FileResult, FileStatus, FileTask
 from .partfile import (
     AiofilesPartFile,
     PartFile,
     RangeSink,
     ensure_space,
-    hash_from_disk,
     resume_prefix,
     split_marker,
 )
@@ -112,6 +111,11 @@ class Transfer:
     fetched: int = 0
     tails: list[TailRange] = field(default_factory=list)  # ranges after part.stop, fetched by helpers
     split_marked: bool = False
+
+    @property
+    def stream_end(self) -> int | None:
+        """Where the main stream ends: the file's end, or where a helper took over its tail."""
+        return self.size if self.part.stop is None else self.part.stop
 
     @property
     def complete(self) -> bool:
@@ -283,7 +287,7 @@ class Downloader:
                     await self._fill_parallel(xfer, ways)
                     continue
                 async with self.slots:
-                    done = await self._fetch_segment(xfer, xfer.part, xfer.size if xfer.part.stop is None else xfer.part.stop)
+                    done = await self._fetch_segment(xfer, xfer.part, xfer.stream_end)
                 if xfer.tails and xfer.part.offset >= xfer.part.stop:
                     await self._join_tails(xfer)
                     continue
@@ -329,7 +333,7 @@ class Downloader:
         await part.flush()
         start, size = part.offset, xfer.size
         assert size is not None
-        await anyio.to_thread.run_sync(split_marker(xfer.part_path).write_text, str(start), limiter=self.disk)
+        await self._mark_split(xfer, start)
         step = -(-(size - start) // ways)
         sinks = [RangeSink(part.fd, a, min(size, a + step), self.export.write_buffer, self.disk)
                  for a in range(start, size, step)]
@@ -382,14 +386,14 @@ class Downloader:
     def _tail_victim(self) -> Transfer | None:
         best, most = None, 2 * TAIL_MIN - 1  # each half must be worth a request of its own
         for xfer in self._streams:
-            end = xfer.size if xfer.part.stop is None else xfer.part.stop
+            end = xfer.stream_end
             if end is not None and end - xfer.part.offset > most:
                 best, most = xfer, end - xfer.part.offset
         return best
 
     async def _take_tail(self, xfer: Transfer) -> None:
         part = xfer.part
-        end = xfer.size if part.stop is None else part.stop
+        end = xfer.stream_end
         assert end is not None
         mid = part.offset + (end - part.offset) // 2
         part.stop = mid  # no await since reading part.offset: the stream is still before mid
@@ -400,12 +404,7 @@ class Downloader:
         errors: list[Exception] = []
         try:
             with tail.scope:
-                if not xfer.split_marked:
-                    # From now on the .part is not one contiguous prefix: a crash resumes from the
-                    # bytes already flushed, which are written before this marker.
-                    xfer.split_marked = True
-                    await anyio.to_thread.run_sync(split_marker(xfer.part_path).write_text, str(part._disk_offset),
-                                                   limiter=self.disk)
+                await self._mark_split(xfer, part._disk_offset)
                 await self._fill_range(xfer, tail.sink, errors, tail.scope)
             tail.error = errors[0] if errors else None
         except BaseException as exc:
@@ -413,6 +412,13 @@ class Downloader:
             raise
         finally:
             tail.done.set()
+
+    async def _mark_split(self, xfer: Transfer, prefix: int) -> None:
+        """From now on the .part is not one contiguous prefix: record the flushed prefix a crash
+        resumes from, before any byte beyond it is written (once: an earlier marker is smaller)."""
+        if not xfer.split_marked:
+            xfer.split_marked = True
+            await anyio.to_thread.run_sync(split_marker(xfer.part_path).write_text, str(prefix), limiter=self.disk)
 
     async def _join_tails(self, xfer: Transfer) -> None:
         """The main stream reached the tails: once they are all in, the file is complete."""

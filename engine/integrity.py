@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import struct
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from .errors import IntegrityError
 from .footer import FooterError, footer_counts
 
 PARQUET_MAGIC = b"PAR1"
-_HASH_BLOCK = 4 << 20
+_HASH_BLOCK = 1 << 20  # one reused buffer per file being hashed: bounded memory at any concurrency
 # RFC 9530 names -> hashlib names; RFC 3230 "Digest" uses the same words in other case.
 _ALGORITHMS = {"sha-256": "sha256", "sha-512": "sha512", "md5": "md5", "sha": "sha1"}
 _SF_DICT_ITEM = re.compile(r"\s*([A-Za-z0-9_\-]+)\s*=\s*:([A-Za-z0-9+/=]+):\s*")
@@ -87,18 +88,25 @@ def check_digests(path: Path, sha256_hex: str, claims: list[DigestClaim]) -> Non
 
 
 def file_digest(path: Path, algorithm: str = "sha256", limit: int | None = None) -> bytes:
-    """Digest of a file (or of its first `limit` bytes) in large blocks."""
+    """Digest of a file (or of its first `limit` bytes)."""
     h = hashlib.new(algorithm)
-    remaining = limit
     with path.open("rb") as fh:
-        while remaining is None or remaining > 0:
-            block = fh.read(_HASH_BLOCK if remaining is None else min(_HASH_BLOCK, remaining))
-            if not block:
-                break
-            h.update(block)
-            if remaining is not None:
-                remaining -= len(block)
+        hash_from_disk(fh.fileno(), h, 0, os.fstat(fh.fileno()).st_size if limit is None else limit)
     return h.digest()
+
+
+def hash_from_disk(fd: int, hasher: Any, start: int, end: int) -> int:
+    """Feed bytes [start, end) of the file to the hasher; returns where the file ended (<= end)."""
+    buf = bytearray(min(_HASH_BLOCK, max(0, end - start)))
+    view = memoryview(buf)
+    offset = start
+    while offset < end:
+        n = os.preadv(fd, [view[: min(len(buf), end - offset)]], offset)
+        if n == 0:
+            break
+        hasher.update(view[:n])
+        offset += n
+    return offset
 
 
 _MAX_FOOTER = 256 << 20

@@ -16,11 +16,10 @@ import aiofiles
 import anyio
 
 from .errors import DiskFull
-from .integrity import PARQUET_MAGIC
+from .integrity import PARQUET_MAGIC, hash_from_disk
 from .model import FileTask
 
 _IOV_MAX = 512  # stay well below the kernel's IOV_MAX (1024) per pwritev
-_HASH_BLOCK = 1 << 20  # one reused buffer per file being re-hashed: bounded memory at any concurrency
 
 
 class PartFile:
@@ -144,20 +143,6 @@ def ensure_space(final: Path, task: FileTask) -> None:
 def split_marker(part_path: Path) -> Path:
     """Present while parallel ranges fill a .part: holds the length of its contiguous prefix."""
     return part_path.with_name(part_path.name + ".split")
-
-
-def hash_from_disk(fd: int, hasher: hashlib._Hash, start: int, end: int) -> int:
-    """Feed bytes [start, end) of the file to the hasher; returns where the file ended (<= end)."""
-    buf = bytearray(min(_HASH_BLOCK, max(0, end - start)))
-    view = memoryview(buf)
-    offset = start
-    while offset < end:
-        n = os.preadv(fd, [view[: min(len(buf), end - offset)]], offset)
-        if n == 0:
-            break
-        hasher.update(view[:n])
-        offset += n
-    return offset
 
 
 def resume_prefix(fd: int, task: FileTask, part_path: Path) -> tuple[int, hashlib._Hash]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.integrity import file_digest
+from engine.checks.integrity import file_digest
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -19,7 +19,7 @@ from . import logs
 from .config import ENV_PREFIX, Settings, load_settings
 from .errors import ConfigError, CredentialsRejected
 from .exporter import EXIT_CREDENTIALS, EXIT_USAGE, Exporter
-from .report import REPORT, RunOutcome, human_bytes, summary_rows
+from .output.report import REPORT, RunOutcome, human_bytes, summary_rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +139,7 @@ def say(text: str) -> None:
 
 def _demo_proof(platform: Any, out: Path) -> None:
     """Compare what landed on disk with what the fake platform serves, byte for byte (by SHA-256)."""
-    from .integrity import file_digest
+    from .checks.integrity import file_digest
 
     expected = platform.expected_files()
     mismatched = [e for e in expected if e.name.endswith(".parquet") and _exported_digest(out, e, file_digest) != e.sha256]
@@ -157,7 +157,7 @@ def _exported_digest(out: Path, e: Any, file_digest: Any) -> str | None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify_export
+    from .output.verify import verify_export
 
     if not args.dir.is_dir():
         raise ConfigError(f"{args.dir} is not a directory")

@@ -16,18 +16,18 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .auth import TokenProvider
-from .client import PlatformClient, make_session
+from .platform.auth import TokenProvider
+from .platform.client import PlatformClient, make_session
 from .config import DatasetSettings, Settings
-from .discovery import Discovery, LatestBatches
-from .download import Downloader
+from .platform.discovery import Discovery, LatestBatches
+from .transfer.download import Downloader
 from .errors import CredentialsRejected, DiskFull, ExportError
 from .logs import register_secret
 from .progress import show_progress
 from .model import Counters, FileResult, FileStatus, FileTask
-from .report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, write_report
+from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, write_report
 from .retry import RetryPolicy, describe
-from .state import Journal
+from .output.journal import Journal
 
 log = structlog.get_logger("aep_export")
 

@@ -98,6 +98,6 @@ class Timer:
 
 def batch_dir(out_dir: Path, batch: BatchRef) -> Path:
     """The batch folder, proven to stay inside out_dir (a symlinked folder cannot redirect it)."""
-    from .paths import contained
+    from .output.paths import contained
 
     return contained(out_dir, f"{batch.dataset_id}/{batch.batch_id}")

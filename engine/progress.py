@@ -10,7 +10,7 @@ import structlog
 
 from .logs import set_live_line
 from .model import Counters
-from .report import human_bytes
+from .output.report import human_bytes
 
 log = structlog.get_logger("aep_export.progress")
 

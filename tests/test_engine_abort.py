@@ -11,8 +11,8 @@ from conftest import read_manifest, read_report, run_export, settings_for
 from engine.exporter import EXIT_CREDENTIALS
 from engine.fake import FakeConfig
 from engine.fake.server import gw_error
-from engine.report import SUCCESS
-from engine.verify import verify_export
+from engine.output.report import SUCCESS
+from engine.output.verify import verify_export
 
 
 def _revoke_on_first_download(fp, listings_needed: int):

@@ -18,7 +18,7 @@ from conftest import (
 from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.data import ExpectedFile
-from engine.report import SUCCESS
+from engine.output.report import SUCCESS
 
 # One org holding every variant the fake offers (tiny parquet, small pages).
 VARIANTS = {
@@ -241,7 +241,7 @@ async def test_many_datasets_are_discovered_concurrently_with_downloads(tmp_path
 
 async def test_many_datasets_cost_one_catalog_query_per_group(tmp_path: Path, make_fake) -> None:
     """30 datasets (each with a newer failed and a processing batch): 2 grouped Catalog queries, right batches."""
-    from engine.discovery import CATALOG_GROUP
+    from engine.platform.discovery import CATALOG_GROUP
 
     n = CATALOG_GROUP + 5
     async with make_fake(FakeConfig.small(n_datasets=n, files=1, rows=20, seed=47)) as fp:
@@ -256,9 +256,9 @@ async def test_many_datasets_cost_one_catalog_query_per_group(tmp_path: Path, ma
 async def test_datasets_left_out_of_a_grouped_answer_are_asked_one_by_one(tmp_path: Path, make_fake,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A group answer truncated to 2 batches (as by the 100 limit): the rest fall back, outcome unchanged."""
-    import engine.discovery
+    import engine.platform.discovery
 
-    monkeypatch.setattr(engine.discovery, "CATALOG_MAX_LIMIT", 2)
+    monkeypatch.setattr(engine.platform.discovery, "CATALOG_MAX_LIMIT", 2)
     n = 8
     async with make_fake(FakeConfig.small(n_datasets=n, files=1, rows=20, seed=48)) as fp:
         unknown = "0" * 24

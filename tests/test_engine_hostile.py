@@ -9,7 +9,7 @@ from conftest import assert_files_match, files_under, read_manifest, read_report
 from engine.exporter import EXIT_FAILED
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.data import HOSTILE_NAMES
-from engine.report import SUCCESS
+from engine.output.report import SUCCESS
 
 
 async def test_hostile_names_refused_others_exported(tmp_path: Path, make_fake) -> None:

@@ -13,7 +13,7 @@ from conftest import (
 )
 from engine.exporter import EXIT_OK
 from engine.fake import FakeConfig
-from engine.report import SUCCESS
+from engine.output.report import SUCCESS
 
 
 def _cfg() -> FakeConfig:

@@ -13,17 +13,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.auth import TokenProvider
-from engine.client import PlatformClient, make_session
+from engine.platform.auth import TokenProvider
+from engine.platform.client import PlatformClient, make_session
 from engine.config import Settings
-from engine.discovery import Discovery
-from engine.download import parse_content_range
+from engine.platform.discovery import Discovery
+from engine.transfer.download import parse_content_range
 from engine.errors import (
     CredentialsRejected, IntegrityError, NotFound, PlatformError, RetryableStatus, Throttled, TransferError,
     UnsafeNameError,
 )
-from engine.integrity import DigestClaim, check_digests, digest_claims, expected_record_count
-from engine.paths import contained, safe_component, safe_relative
+from engine.checks.integrity import DigestClaim, check_digests, digest_claims, expected_record_count
+from engine.output.paths import contained, safe_component, safe_relative
 from engine.retry import MAX_RETRY_AFTER, RetryPolicy, is_retryable, parse_retry_after
 
 # ----------------------------------------------------------------------------- Retry-After

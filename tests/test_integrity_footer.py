@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.errors import IntegrityError
-from engine.integrity import parquet_rows
+from engine.checks.integrity import parquet_rows
 
 
 @pytest.fixture(scope="module")

@@ -123,7 +123,7 @@ async def test_stale_token_is_replaced_after_401(tmp_path):
 
 
 async def test_disk_full_stops_cleanly_and_keeps_partial_work(tmp_path, monkeypatch):
-    from engine import partfile
+    from engine.transfer import partfile
 
     class Usage:
         free = 10_000  # bytes: smaller than any part

@@ -17,10 +17,10 @@ from typing import Any
 import structlog
 
 from .client import PlatformClient
-from .errors import ExportError, NotFound, UnsafeNameError
-from .integrity import expected_record_count
-from .model import BatchRef, FileTask
-from .paths import safe_component, safe_relative
+from ..errors import ExportError, NotFound, UnsafeNameError
+from ..checks.integrity import expected_record_count
+from ..model import BatchRef, FileTask
+from ..output.paths import safe_component, safe_relative
 
 log = structlog.get_logger("aep_export.discovery")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import aiofiles
 import anyio
 
-from .errors import DiskFull
-from .integrity import PARQUET_MAGIC, hash_from_disk
-from .model import FileTask
+from ..errors import DiskFull
+from ..checks.integrity import PARQUET_MAGIC, hash_from_disk
+from ..model import FileTask
 
 _IOV_MAX = 512  # stay well below the kernel's IOV_MAX (1024) per pwritev
 

@@ -22,11 +22,11 @@ import aiohttp
 import anyio
 import structlog
 
-from .client import PlatformClient, raise_for_status
-from .config import ExportSettings
-from .errors import CredentialsRejected, DiskFull, IntegrityError, PlatformError, TransferError
-from .integrity import PARQUET_MAGIC, DigestClaim, check_digests, digest_claims, file_digest, hash_from_disk, parquet_rows
-from .model import Counters, FileResult, FileStatus, FileTask
+from ..platform.client import PlatformClient, raise_for_status
+from ..config import ExportSettings
+from ..errors import CredentialsRejected, DiskFull, IntegrityError, PlatformError, TransferError
+from ..checks.integrity import PARQUET_MAGIC, DigestClaim, check_digests, digest_claims, file_digest, hash_from_disk, parquet_rows
+from ..model import Counters, FileResult, FileStatus, FileTask
 from .partfile import (
     AiofilesPartFile,
     PartFile,
@@ -35,9 +35,9 @@ from .partfile import (
     resume_prefix,
     split_marker,
 )
-from .paths import contained
-from .retry import RetryPolicy, describe, is_retryable
-from .state import Journal, Verified
+from ..output.paths import contained
+from ..retry import RetryPolicy, describe, is_retryable
+from ..output.journal import Journal, Verified
 
 log = structlog.get_logger("aep_export.download")
 

@@ -7,7 +7,7 @@ import os
 import unicodedata
 from pathlib import Path, PurePosixPath
 
-from .errors import UnsafeNameError
+from ..errors import UnsafeNameError
 
 _MAX_COMPONENT = 255
 

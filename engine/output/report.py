@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .discovery import Listing
-from .errors import UnsafeNameError
-from .model import BatchRef, FileResult, FileStatus, batch_dir
+from ..platform.discovery import Listing
+from ..errors import UnsafeNameError
+from ..model import BatchRef, FileResult, FileStatus, batch_dir
 
 MANIFEST = "_manifest.json"
 SUMS = "SHA256SUMS"

@@ -12,10 +12,10 @@ import time
 import aiohttp
 import structlog
 
-from .config import AuthSettings, PlatformSettings
-from .errors import CredentialsRejected, RetryableStatus, TransferError
-from .logs import register_secret
-from .retry import RetryPolicy, parse_retry_after
+from ..config import AuthSettings, PlatformSettings
+from ..errors import CredentialsRejected, RetryableStatus, TransferError
+from ..logs import register_secret
+from ..retry import RetryPolicy, parse_retry_after
 
 log = structlog.get_logger("aep_export.auth")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError
+from ..errors import IntegrityError
 from .footer import FooterError, footer_counts
 
 PARQUET_MAGIC = b"PAR1"

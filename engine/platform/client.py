@@ -15,9 +15,9 @@ import aiohttp
 from yarl import URL
 
 from .auth import TokenProvider
-from .config import Settings
-from .errors import CredentialsRejected, NotFound, PlatformError, RetryableStatus, Throttled, TransferError
-from .retry import RETRYABLE_STATUSES, THROTTLE_STATUSES, RetryPolicy, parse_retry_after
+from ..config import Settings
+from ..errors import CredentialsRejected, NotFound, PlatformError, RetryableStatus, Throttled, TransferError
+from ..retry import RETRYABLE_STATUSES, THROTTLE_STATUSES, RetryPolicy, parse_retry_after
 
 MAX_REDIRECTS = 5
 _ERROR_BODY_LIMIT = 64 << 10

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import IntegrityError
-from .integrity import file_digest, parquet_rows
+from ..errors import IntegrityError
+from ..checks.integrity import file_digest, parquet_rows
 from .report import MANIFEST, SUCCESS, SUMS
 
 

@@ -1,0 +1,238 @@
+"""Catalog: batches, dataSets and lastBatches, with the documented filters and paging (aep-api.md §3)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .data import Batch, Dataset
+from .http import int_param, problem
+
+
+class CatalogApi:
+    """Catalog routes (a mixin of FakePlatform)."""
+
+    def _batch_obj(self, b: Batch) -> dict[str, Any]:
+        ds = b.dataset
+        obj: dict[str, Any] = {
+            "id": b.key, "externalId": b.key, "status": b.status,
+            "tags": {"acp_enableErrorDiagnostics": ["false"]},
+            "relatedObjects": [{"type": "dataSet", "id": ds.id}],
+            "inputFormat": {"format": "parquet"},
+            "imsOrg": self.cfg.org_id, "sandboxId": self._sandbox_id(),
+            "created": b.created, "updated": b.created + 10_000,
+            "createdClient": ds.spec.created_client,
+            "createdUser": "sensei_exp_customerai@AdobeID",
+            "updatedUser": "acp_foundation_dataTracker@AdobeID", "version": "1.0.5",
+        }
+        if b.key != b.data_id:
+            obj["relatedObjects"].append({"type": "batch", "id": b.data_id})
+        if b.status in ("success", "active"):
+            obj.update(started=b.created + 300, completed=b.created + 9_000, metrics=self._metrics(b))
+            preds = [p.key for p in ds.batches if p.index < b.index and p.status in ("success", "active")]
+            if preds:
+                day = time.strftime("%Y-%m-%d", time.gmtime(b.created / 1000))
+                obj["replay"] = {"predecessors": preds[-1:], "reason": f"Replacing for {day}",
+                                 "predecessorListingType": "IMMEDIATE"}
+        elif b.status == "failed":
+            obj.update(started=b.created + 300, completed=b.created + 5_000,
+                       failedBatchLocation=f"adl://fake.azuredatalakestore.net/failed/{b.key}",
+                       errors=[{"code": "INGEST-1212-400", "description": "Scoring job failed", "rows": []}])
+        return obj
+
+    def _metrics(self, b: Batch) -> dict[str, Any]:
+        parts = [p for _, p in b.parts if not p.is_marker]
+        rows, size = sum(p.rows for p in parts), sum(p.size for p in parts)
+        if b.dataset.spec.metrics_form == "old":
+            return {"recordsRead": rows, "recordsWritten": rows, "recordsFailed": 0,
+                    "avgNumExecutorsPerTask": 4, "startTime": b.created + 300,
+                    "endTime": b.created + 9_000, "inputSizeInKb": math.ceil(size / 1024)}
+        return {"partitionCount": len(b.files), "outputByteSize": size, "inputFileCount": -1,
+                "inputByteSize": size, "outputRecordCount": rows, "outputFileCount": len(parts),
+                "inputRecordCount": rows, "failedRecordCount": 0}
+
+    def _sandbox_id(self) -> str:
+        h = hashlib.sha256(f"{self.cfg.org_id}/{self.cfg.sandbox}".encode()).hexdigest()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+    async def h_batches(self, request: web.Request) -> web.Response:
+        q = request.query
+        limit = int_param(request, "limit", 20, 1, 100)
+        if limit is None:
+            return problem(400, "BadRequestError", "Invalid limit: the limit must be between 1 and 100")
+        start = int_param(request, "start", 0, 0, None) if "start" in q else int_param(request, "offset", 0, 0, None)
+        if start is None:
+            return problem(400, "BadRequestError", "Invalid start: must be a non-negative integer")
+        objs = self._batch_objs(q.get("dataSet"))
+        try:
+            objs = [o for o in objs if self._match_batch(o, q)]
+        except ValueError as exc:
+            return problem(400, "BadRequestError", str(exc))
+        objs = self._order(objs, q.get("orderBy") or q.get("sort"))
+        page = objs[start:start + limit]
+        return self._catalog_json({o["id"]: self._project(o, q.get("properties")) for o in page})
+
+    def _batch_objs(self, dataset_filter: str | None) -> list[dict[str, Any]]:
+        """Catalog objects (built once: batches never change), narrowed by a plain dataSet filter."""
+        if self._objs_by_dataset is None:
+            self._objs_by_dataset = {}
+            for b in self.model.batches_by_key.values():
+                self._objs_by_dataset.setdefault(b.dataset.id, []).append(self._batch_obj(b))
+        if dataset_filter and not dataset_filter.startswith("!"):
+            return [o for ds in dataset_filter.split(",") for o in self._objs_by_dataset.get(ds.strip(), [])]
+        return [o for objs in self._objs_by_dataset.values() for o in objs]
+
+    @staticmethod
+    def _catalog_json(body: Any, status: int = 200) -> web.Response:
+        return web.json_response(body, status=status)
+
+    def _match_batch(self, o: dict[str, Any], q: Any) -> bool:
+        special = {"limit", "start", "offset", "orderBy", "sort", "properties", "property"}
+        for k, v in q.items():
+            if k in special:
+                continue
+            if k == "dataSet":
+                vals = [r["id"] for r in o["relatedObjects"] if r["type"] == "dataSet"]
+                if not _simple_match(vals, v):
+                    return False
+            elif k in ("createdAfter", "createdBefore"):
+                t = _int_or_raise(k, v)
+                if (k == "createdAfter" and not o["created"] > t) or (k == "createdBefore" and not o["created"] < t):
+                    return False
+            elif k in o and not isinstance(o[k], (dict, list)):
+                if not _simple_match([o[k]], v):
+                    return False
+        return all(_property_match(o, expr) for expr in q.getall("property", []))
+
+    @staticmethod
+    def _order(objs: list[dict[str, Any]], spec: str | None) -> list[dict[str, Any]]:
+        direction, fields = "asc", ["created"]
+        if spec:
+            if ":" in spec:
+                direction, _, rest = spec.partition(":")
+                fields = rest.split(",")
+            else:
+                fields = spec.split(",")
+        return sorted(objs, key=lambda o: tuple(_sort_key(o.get(f)) for f in fields) + (o["id"],),
+                      reverse=direction.strip().lower() == "desc")
+
+    @staticmethod
+    def _project(o: dict[str, Any], properties: str | None) -> dict[str, Any]:
+        if not properties:
+            return o
+        keep = {p.strip() for p in properties.split(",")}
+        return {k: v for k, v in o.items() if k in keep}
+
+    async def h_batch(self, request: web.Request) -> web.Response:
+        b = self.model.batches_by_key.get(request.match_info["id"])
+        if b is None:
+            return problem(404, "NotFoundError", f"Batch {request.match_info['id']} not found")
+        return self._catalog_json({b.key: self._project(self._batch_obj(b), request.query.get("properties"))})
+
+    def _dataset_obj(self, ds: Dataset) -> dict[str, Any]:
+        last = max(ds.batches, key=lambda b: b.created) if ds.batches else None
+        ok = ds.latest_success
+        return {
+            "id": ds.id, "name": ds.name, "description": "Fake Customer AI output dataset",
+            "imsOrg": self.cfg.org_id, "sandboxId": self._sandbox_id(),
+            "schemaRef": {"id": f"https://ns.adobe.com/fake/schemas/{ds.id}",
+                          "contentType": "application/vnd.adobe.xed+json;version=1"},
+            "tags": {"adobe/pqs/table": [f"customer_ai_scores_{ds.index}"]},
+            "viewId": ds.view_id, "files": f"@/dataSetFiles?dataSetId={ds.id}",
+            "lastBatchId": last.key if last else None, "lastBatchStatus": last.status if last else None,
+            "lastSuccessfulBatch": ok.key if ok else None,
+            "created": ds.created, "updated": last.created if last else ds.created, "version": "1.0.0",
+            "createdClient": ds.spec.created_client,
+            "fileDescription": {"persisted": True, "containerFormat": "parquet", "format": "parquet"},
+        }
+
+    async def h_dataset(self, request: web.Request) -> web.Response:
+        ds = self.model.datasets.get(request.match_info["id"])
+        if ds is None:
+            return problem(404, "NotFoundError", f"Dataset {request.match_info['id']} not found")
+        return self._catalog_json({ds.id: self._project(self._dataset_obj(ds), request.query.get("properties"))})
+
+    async def h_datasets(self, request: web.Request) -> web.Response:
+        limit = int_param(request, "limit", 20, 1, 100)
+        start = int_param(request, "start", 0, 0, None)
+        if limit is None or start is None:
+            return problem(400, "BadRequestError", "Invalid limit/start: limit must be between 1 and 100")
+        objs = [self._dataset_obj(d) for d in self.model.datasets.values()][start:start + limit]
+        return self._catalog_json({o["id"]: self._project(o, request.query.get("properties")) for o in objs})
+
+    async def h_last_batches(self, request: web.Request) -> web.Response:
+        out: dict[str, Any] = {}
+        for ds_id in filter(None, request.query.get("dataSetId", "").split(",")):
+            ds = self.model.datasets.get(ds_id)
+            if ds is None or not ds.batches:
+                continue
+            last = max(ds.batches, key=lambda b: b.created)
+            failed = [b for b in ds.batches if b.status == "failed"]
+            out[ds.id] = {"lastBatchId": last.key, "lastBatchStatus": last.status,
+                          "lastSuccessfulBatchId": ds.latest_success.key if ds.latest_success else None,
+                          "lastFailedBatchId": failed[-1].key if failed else None,
+                          "imsOrg": self.cfg.org_id, "sandboxId": self._sandbox_id(),
+                          "created": ds.created, "updated": last.created}
+        return self._catalog_json(out)
+
+
+def _simple_match(values: list[Any], spec: str) -> bool:
+    """`{prop}=v1,v2` matches any; `{prop}=!v1,v2` matches none."""
+    neg = spec.startswith("!")
+    wanted = {w.strip() for w in spec.lstrip("!").split(",")}
+    hit = any(str(v) in wanted for v in values)
+    return not hit if neg else hit
+
+
+def _int_or_raise(name: str, v: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"{name} must be an epoch time in milliseconds") from None
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    if isinstance(v, (int, float)):
+        return (0, v)
+    return (1, "" if v is None else str(v))
+
+
+_PROP_RE = re.compile(r"^(!?)([A-Za-z_][\w]*)\s*(==|!=|>=|<=|>|<|~)?\s*(.*)$")
+
+
+def _cmp_value(v: Any) -> tuple[Any, ...]:
+    s = str(v)
+    try:
+        return (0, float(s))
+    except ValueError:
+        pass
+    if re.fullmatch(r"\d+(\.\d+)*", s):
+        return (1, tuple(int(x) for x in s.split(".")))
+    return (2, s)
+
+
+def _property_match(o: dict[str, Any], expr: str) -> bool:
+    """Catalog `property=` syntax (filter-data.md), top-level fields only."""
+    m = _PROP_RE.match(expr)
+    if not m:
+        raise ValueError(f"Invalid property filter: {expr}")
+    neg, name, op, val = m.groups()
+    if op is None:
+        return (name in o) != bool(neg)
+    if name not in o:
+        return False
+    cur = o[name]
+    if op == "~":
+        return re.search(val, str(cur)) is not None
+    if op == "==":
+        return str(cur) == val
+    if op == "!=":
+        return str(cur) != val
+    a, b = _cmp_value(cur), _cmp_value(val)
+    return {">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b}[op]
+

@@ -8,6 +8,8 @@ ExportError
 │   └── RetryableStatus      429/5xx: worth another try (Throttled for 429/503)
 │       └── Throttled
 ├── TransferError            the connection failed or the body was cut short: retryable
+├── FileChanged              the server's file is not the one we started: start it over
+├── NotYet                   a polled state is not reached yet (export job, batch): poll again
 ├── IntegrityError           bytes on disk do not match what the platform promised
 ├── DiskFull                 the output volume is full: the run stops, partial work is kept
 └── UnsafeNameError          a server-sent name would escape the output directory
@@ -57,6 +59,14 @@ class Throttled(RetryableStatus):
 
 class TransferError(ExportError):
     """Connection reset, timeout or a body shorter than announced: retry/resume."""
+
+
+class FileChanged(ExportError):
+    """The total size changed, or the server sent more bytes than the file has: start over."""
+
+
+class NotYet(ExportError):
+    """What we wait for (an export job, a batch) is not ready yet; the retry loop polls again."""
 
 
 class IntegrityError(ExportError):

@@ -21,6 +21,8 @@ from .platform.client import PlatformClient, make_session
 from .config import DatasetSettings, Settings
 from .platform.discovery import Discovery, LatestBatches
 from .transfer.download import Downloader
+from .transfer.scheduler import Scheduler
+from .output.local import LocalDestination
 from .errors import CredentialsRejected, DiskFull, ExportError
 from .logs import register_secret
 from .progress import show_progress
@@ -66,7 +68,9 @@ class Exporter:
                 self.client = PlatformClient(self.settings, session, tokens, self.policy)
                 self.discovery = Discovery(self.client, ex.created_client)
                 self.latest = LatestBatches(self.discovery, [ds.id for ds in self.settings.datasets if not ds.batch])
-                self.downloader = Downloader(self.client, ex, self.journal, self.policy, self.counters)
+                self.scheduler = Scheduler(ex)
+                destination = LocalDestination(ex, self.journal, self.scheduler.disk)
+                self.downloader = Downloader(self.client, ex, destination, self.policy, self.counters, self.scheduler)
                 await tokens.token()  # bad credentials: fail before anything is attempted
                 with anyio.CancelScope() as self._scope:
                     await self._pool()
@@ -81,7 +85,7 @@ class Exporter:
     async def _pool(self) -> None:
         ex = self.settings.export
         send, receive = anyio.create_memory_object_stream[FileTask](max_buffer_size=ex.concurrency * 4)
-        limiter = anyio.CapacityLimiter(ex.discovery_concurrency)
+        limiter = self.scheduler.discovery
         async with anyio.create_task_group() as tg:
             if self.handle_signals:
                 tg.start_soon(self._watch_signals, tg.cancel_scope)
@@ -95,11 +99,9 @@ class Exporter:
                 stats = receive.statistics()
                 return stats.current_buffer_used == 0 and stats.open_send_streams == 0
 
-            self.downloader.queue_idle = queue_idle
+            self.scheduler.queue_idle = queue_idle
             async with anyio.create_task_group() as workers:
-                # Twice as many workers as connection slots (Downloader.slots): while one file is
-                # being verified and renamed, another already uses its connection.
-                for _ in range(ex.concurrency * 2):
+                for _ in range(self.scheduler.workers):
                     workers.start_soon(self._work, receive.clone())
                 receive.close()
             tg.cancel_scope.cancel()  # all work done: stop the signal watcher and progress
@@ -201,7 +203,6 @@ class Exporter:
                     result = FileResult(task, FileStatus.FAILED, error=describe(exc))
                 bo.results.append(result)
                 await self._maybe_finalize(bo)
-        await self.downloader.help_tail()  # nothing left to start: lend this connection to a running file
 
     async def _maybe_finalize(self, bo: BatchOutcome) -> None:
         if bo.all_in and bo.status == "running":
@@ -253,7 +254,7 @@ class Exporter:
             "retries": self.policy.retries,
             "throttled": self.policy.pacer.throttled_count,
             "restarts": c.restarts,
-            "continuations": c.continuations,
+            "continuations": self.policy.continuations,
             "split_files": c.split_files,
             "tail_splits": c.tail_splits,
             "ignored_ranges": c.ignored_ranges,

@@ -81,9 +81,8 @@ class Counters:
     files_failed: int = 0
     requests: int = 0
     restarts: int = 0  # files started over (changed on the server, corrupted in transit)
-    continuations: int = 0  # responses cut after progress and simply continued
-    split_files: int = 0  # files fetched as several ranges at once (connections were idle)
-    tail_splits: int = 0  # second halves of running files taken over by idle connections
+    split_files: int = 0  # files that got a second stream at least once (connections were idle)
+    tail_splits: int = 0  # streams added to running files: a free connection took half of a range
     ignored_ranges: int = 0  # 200 answers to a ranged request: skipped to our offset
 
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 import aiohttp
 import structlog
 
-from .errors import RetryableStatus, Throttled, TransferError
+from .errors import NotYet, RetryableStatus, Throttled, TransferError
 
 log = structlog.get_logger("aep_export.retry")
 T = TypeVar("T")
@@ -47,7 +47,7 @@ def is_retryable(exc: BaseException) -> bool:
     """Connection errors, timeouts, cut bodies and 429/5xx are worth another try; 4xx are not."""
     return isinstance(
         exc,
-        RetryableStatus | TransferError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | asyncio.TimeoutError,
+        RetryableStatus | TransferError | NotYet | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | asyncio.TimeoutError,
     )
 
 
@@ -75,6 +75,7 @@ class RetryPolicy:
     pacer: Pacer = field(default_factory=Pacer)
     rng: random.Random = field(default_factory=random.Random)
     retries: int = 0  # counted for the run report
+    continuations: int = 0  # failures after progress, continued at once
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
@@ -98,18 +99,64 @@ class RetryPolicy:
         log.info("retrying", attempt=attempt, delay_s=round(delay, 2), error=describe(exc), **context)
         await asyncio.sleep(delay)
 
-    async def run(self, fn: Callable[[], Awaitable[T]], *, what: str) -> T:
-        """Call fn until it succeeds, a non-retryable error occurs, or attempts run out."""
-        attempt = 0
+    async def run(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        progress: Callable[[], int] | None = None,
+        budget: Budget | None = None,
+        deadline: float | None = None,
+    ) -> T:
+        """The one retry loop: call fn until it succeeds, fails for good, or runs out of tries.
+
+        - progress: a failure after progress (a response cut by the gateway's time limit, a
+          reset mid-body) continues at once, without back-off, and resets the count;
+        - budget: failures shared by every request of one file (all its streams);
+        - deadline: poll until this monotonic time instead of counting attempts (fn raises
+          NotYet while the awaited state is not reached).
+        """
+        failures = 0
         while True:
             await self.pacer.wait()
+            mark = progress() if progress is not None else 0
             try:
                 return await fn()
             except Exception as exc:
-                attempt += 1
-                if not is_retryable(exc) or attempt >= self.max_attempts:
+                if not is_retryable(exc):
                     raise
-                await self.pause(exc, attempt, what=what)
+                if progress is not None and progress() != mark:
+                    self.continuations += 1
+                    failures = 0
+                    log.debug("continuing", what=what, offset=progress(), cause=describe(exc))
+                    continue
+                failures += 1
+                if budget is not None and budget.spend():
+                    raise
+                if deadline is None and failures >= self.max_attempts:
+                    raise
+                if deadline is not None and time.monotonic() + self.delay_preview(exc, failures) > deadline:
+                    raise
+                await self.pause(exc, failures, what=what)
+
+    def delay_preview(self, exc: BaseException, attempt: int) -> float:
+        """The longest this retry may wait (to give up before a deadline instead of after it)."""
+        if isinstance(exc, RetryableStatus) and exc.retry_after is not None:
+            return exc.retry_after
+        return min(self.cap, self.base * (2**attempt))
+
+
+@dataclass
+class Budget:
+    """Failed requests one file may cost in all, across its streams and restarts."""
+
+    limit: int
+    spent: int = 0
+
+    def spend(self) -> bool:
+        """Count one failure; True when the budget is exhausted."""
+        self.spent += 1
+        return self.spent >= self.limit
 
 
 def describe(exc: BaseException) -> str:

@@ -17,12 +17,12 @@ from engine.platform.auth import TokenProvider
 from engine.platform.client import PlatformClient, make_session
 from engine.config import Settings
 from engine.platform.discovery import Discovery
-from engine.transfer.download import parse_content_range
+from engine.transfer.fetcher import parse_content_range
 from engine.errors import (
     CredentialsRejected, IntegrityError, NotFound, PlatformError, RetryableStatus, Throttled, TransferError,
     UnsafeNameError,
 )
-from engine.checks.integrity import DigestClaim, check_digests, digest_claims, expected_record_count
+from engine.checks.integrity import DigestClaim, check_digests, digest_claims, expected_record_count, file_digest
 from engine.output.paths import contained, safe_component, safe_relative
 from engine.retry import MAX_RETRY_AFTER, RetryPolicy, is_retryable, parse_retry_after
 
@@ -246,11 +246,14 @@ def test_check_digests(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(BODY)
     good = digest_claims({"Repr-Digest": f"sha-256=:{_b64(SHA256)}:", "Content-MD5": _b64(MD5)}, full_body=True)
-    check_digests(path, SHA256.hex(), good)
+    def digest_of(algorithm: str) -> bytes:
+        return file_digest(path, algorithm)
+
+    check_digests(SHA256.hex(), good, digest_of)
     with pytest.raises(IntegrityError):
-        check_digests(path, SHA256.hex(), [DigestClaim("md5", hashlib.md5(b"other").digest(), "Content-MD5")])
+        check_digests(SHA256.hex(), [DigestClaim("md5", hashlib.md5(b"other").digest(), "Content-MD5")], digest_of)
     with pytest.raises(IntegrityError):
-        check_digests(path, hashlib.sha256(b"other").hexdigest(), good)
+        check_digests(hashlib.sha256(b"other").hexdigest(), good, digest_of)
 
 
 # ----------------------------------------------------------------------------- listing paging

@@ -7,7 +7,7 @@ import hashlib
 import os
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,12 +77,12 @@ def _decoded(algo: str, b64: str, header: str) -> list[DigestClaim]:
         return []
 
 
-def check_digests(path: Path, sha256_hex: str, claims: list[DigestClaim]) -> None:
+def check_digests(sha256_hex: str, claims: list[DigestClaim], digest_of: Callable[[str], bytes]) -> None:
     """Compare every claim; sha-256 uses the streaming hash, others re-read the file (rare)."""
     computed: dict[str, bytes] = {"sha256": bytes.fromhex(sha256_hex)}
     for claim in claims:
         if claim.algorithm not in computed:
-            computed[claim.algorithm] = file_digest(path, claim.algorithm)
+            computed[claim.algorithm] = digest_of(claim.algorithm)
         if computed[claim.algorithm] != claim.digest:
             raise IntegrityError(f"{claim.header} {claim.algorithm} does not match the bytes received")
 
@@ -129,30 +129,32 @@ def parquet_rows(path: Path, *, deep: bool = False) -> int:
 def _footer_rows(path: Path) -> int:
     try:
         with path.open("rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(0)
-            head = fh.read(4)
-            if size < 12 or head != PARQUET_MAGIC:
-                raise IntegrityError(f"{path.name} is not a parquet file (magic bytes missing)")
-            fh.seek(size - 8)
-            length, tail = struct.unpack("<I4s", fh.read(8))
-            if tail != PARQUET_MAGIC:
-                raise IntegrityError(f"{path.name} is not a parquet file (magic bytes missing)")
-            if not 0 < length <= min(size - 12, _MAX_FOOTER):
-                raise IntegrityError(f"{path.name}: footer length {length} does not fit a {size}-byte file")
-            fh.seek(size - 8 - length)
-            raw = fh.read(length)
+            fd = fh.fileno()
+            return footer_rows(lambda offset, n: os.pread(fd, n, offset), os.fstat(fd).st_size, path.name)
     except OSError as exc:
         raise IntegrityError(f"cannot read {path.name}: {exc}") from exc
+
+
+def footer_rows(read_at: Callable[[int, int], bytes], size: int, name: str) -> int:
+    """Row count from a parquet file's footer, read through `read_at(offset, n)` (any storage):
+    both magic markers, a footer that fits, and row groups that add up to the stated rows."""
+    if size < 12 or read_at(0, 4) != PARQUET_MAGIC:
+        raise IntegrityError(f"{name} is not a parquet file (magic bytes missing)")
+    length, tail = struct.unpack("<I4s", read_at(size - 8, 8))
+    if tail != PARQUET_MAGIC:
+        raise IntegrityError(f"{name} is not a parquet file (magic bytes missing)")
+    if not 0 < length <= min(size - 12, _MAX_FOOTER):
+        raise IntegrityError(f"{name}: footer length {length} does not fit a {size}-byte file")
+    raw = read_at(size - 8 - length, length)
     try:
         meta = footer_counts(raw)
     except FooterError as exc:
-        raise IntegrityError(f"{path.name}: parquet footer unreadable: {exc}") from exc
+        raise IntegrityError(f"{name}: parquet footer unreadable: {exc}") from exc
     if meta.num_rows is None or meta.num_rows < 0 or not meta.schema_elements:
-        raise IntegrityError(f"{path.name}: parquet footer incomplete")
+        raise IntegrityError(f"{name}: parquet footer incomplete")
     in_groups = sum(rows or 0 for rows in meta.row_group_rows)
     if in_groups != meta.num_rows:
-        raise IntegrityError(f"{path.name}: row groups hold {in_groups} rows, the footer says {meta.num_rows}")
+        raise IntegrityError(f"{name}: row groups hold {in_groups} rows, the footer says {meta.num_rows}")
     return meta.num_rows
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class Journal:
         self.path = out_dir / STATE_DIR / JOURNAL
         self._entries: dict[str, Verified] = {}
         self._fh = None
+        self._lock = threading.Lock()  # commits record from worker threads
 
     def load(self) -> None:
         """Read earlier runs' lines; a torn last line (crash mid-append) is ignored."""
@@ -61,12 +63,14 @@ class Journal:
         return entry.sha256 if entry else None
 
     def record(self, entry: Verified) -> None:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
-        self._fh.write(json.dumps(asdict(entry), separators=(",", ":")) + "\n")
-        self._fh.flush()
-        self._entries[entry.path] = entry
+        line = json.dumps(asdict(entry), separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+            self._fh.write(line)
+            self._fh.flush()
+            self._entries[entry.path] = entry
 
     def close(self) -> None:
         if self._fh is not None:

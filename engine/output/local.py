@@ -1,0 +1,333 @@
+"""The local folder as a destination: `<final>.part` filled in place, `<final>.part.ctl` beside it.
+
+The control file lists the byte ranges the .part holds, rewritten atomically (temp + rename) so a
+cut write leaves the previous state readable; it is created before the first byte is written, so
+a .part without one comes from an older version (a contiguous prefix, or the prefix a
+`.part.split` marker records). With `export.fsync`, the .part is fdatasync'ed before each control
+write, so the control file never claims bytes a power loss could take back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+import anyio
+import structlog
+
+from ..checks.integrity import PARQUET_MAGIC, file_digest, hash_from_disk, parquet_rows
+from ..config import ExportSettings
+from ..errors import DiskFull, IntegrityError
+from ..model import FileTask
+from ..transfer.pieces import Download
+from ..transfer.ranges import RangeSet
+from .destination import Check, Existing
+from .journal import Journal, Verified
+from .paths import contained
+from .report import SUMS
+
+log = structlog.get_logger("aep_export.output")
+
+CONTROL_VERSION = 1
+CONTROL_INTERVAL = 0.5  # seconds between control writes of one file (plus one at every close)
+PIECE = 1 << 20  # splits between streams land on multiples of this
+_IOV_MAX = 512  # chunks per pwritev, well below the kernel's IOV_MAX (1024)
+
+
+def part_path(final: Path) -> Path:
+    return final.with_name(final.name + ".part")
+
+
+def control_path(final: Path) -> Path:
+    return final.with_name(final.name + ".part.ctl")
+
+
+def legacy_split_marker(final: Path) -> Path:
+    """Written by versions before the control file: the contiguous prefix of a split .part."""
+    return final.with_name(final.name + ".part.split")
+
+
+class LocalDestination:
+    def __init__(self, export: ExportSettings, journal: Journal, disk: anyio.CapacityLimiter):
+        self.export = export
+        self.out_dir = export.out_dir
+        self.journal = journal
+        self.disk = disk
+        self._folders: set[Path] = set()  # folders already created this run
+
+    async def existing(self, task: FileTask) -> Existing | None:
+        """A file verified by an earlier run is kept; without a journal entry it is re-checked."""
+        final = contained(self.out_dir, task.rel_path)
+        if not final.exists():
+            return None
+        if (entry := self.journal.lookup(task.rel_path, final)) and task.size in (None, entry.size):
+            return Existing(entry.size, entry.sha256, entry.rows)
+        try:
+            found = await anyio.to_thread.run_sync(self._verify_existing, task, final, limiter=self.disk)
+        except IntegrityError as exc:
+            log.warning("existing_file_invalid", file=task.rel_path, error=str(exc))
+            return None  # fetch it again; the commit replaces it only once verified
+        self.record(task, found.size, found.sha256, found.rows)
+        return found
+
+    def _verify_existing(self, task: FileTask, final: Path) -> Existing:
+        """Keep a file from an earlier run only if it still has the digest that run verified."""
+        size = final.stat().st_size
+        if task.size is not None and size != task.size:
+            raise IntegrityError(f"size {size} on disk, {task.size} listed")
+        recorded = self.journal.recorded_sha256(task.rel_path) or _sums_entry(final, task)
+        if recorded is None:
+            raise IntegrityError("no digest recorded by an earlier run to check it against")
+        sha = file_digest(final).hex()
+        if sha != recorded:
+            raise IntegrityError("SHA-256 differs from the one recorded when it was verified")
+        rows = parquet_rows(final) if task.is_parquet and self.export.verify_parquet else None
+        return Existing(size, sha, rows)
+
+    async def open(self, task: FileTask) -> LocalTarget:
+        final = contained(self.out_dir, task.rel_path)
+        fd, held = await anyio.to_thread.run_sync(self._open_sync, task, final, limiter=self.disk)
+        return LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task))
+
+    def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet]:
+        """Create the folder, check free space, open the .part and read what it holds."""
+        if final.parent not in self._folders:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(final.parent)
+        _ensure_space(final, task)
+        fd = os.open(part_path(final), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            held = _held_ranges(fd, final, task)
+            _write_control(final, task.size, held.as_list())  # before any byte: see the docstring
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, held
+
+    def record(self, task: FileTask, size: int, sha256: str, rows: int | None) -> None:
+        final = contained(self.out_dir, task.rel_path)
+        self._record_at(task, size, sha256, rows, final.stat().st_mtime_ns)
+
+    def _record_at(self, task: FileTask, size: int, sha256: str, rows: int | None, mtime_ns: int) -> None:
+        self.journal.record(Verified(task.rel_path, size, sha256, rows, mtime_ns))
+
+
+class LocalTarget:
+    """A .part filled by positional writes, one thread hop per flush (write + hash together)."""
+
+    piece_size = PIECE
+
+    def __init__(self, final: Path, fd: int, held: RangeSet, export: ExportSettings, disk: anyio.CapacityLimiter,
+                 record: Callable[[int, str, int | None, int], None]):
+        self.final = final
+        self._record = record  # (size, sha256, rows, mtime_ns) into the journal
+        self.fd = fd
+        self.held = held
+        self._durable = export.fsync
+        self._disk = disk
+        self._saved_at = time.monotonic()
+        self._save_lock = threading.Lock()
+        self._aio: Any = None  # the aiofiles handle, for write_strategy = "aiofiles"
+        self._use_aiofiles = export.write_strategy == "aiofiles"
+
+    async def flush(self, offset: int, chunks: list[bytes], download: Download) -> None:
+        if self._use_aiofiles:
+            await self._flush_aiofiles(offset, chunks)
+            await anyio.to_thread.run_sync(download.written, offset, chunks, self.read_into, limiter=self._disk)
+            return
+        # Not cancellable: the thread must be done with the fd before anyone closes it.
+        await anyio.to_thread.run_sync(self._flush_sync, offset, chunks, download, limiter=self._disk)
+
+    def _flush_sync(self, offset: int, chunks: list[bytes], download: Download) -> None:
+        _pwrite_all(self.fd, chunks, offset)
+        download.written(offset, chunks, self.read_into)
+
+    async def _flush_aiofiles(self, offset: int, chunks: list[bytes]) -> None:
+        """The alternative write strategy: one aiofiles call per chunk (bench/write_strategy.py)."""
+        if self._aio is None:
+            self._aio = await aiofiles.open(part_path(self.final), "r+b")
+        await self._aio.seek(offset)
+        for chunk in chunks:
+            await self._aio.write(chunk)
+        await self._aio.flush()
+
+    async def checkpoint(self, download: Download, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._saved_at < CONTROL_INTERVAL:
+            return
+        self._saved_at = now
+        await anyio.to_thread.run_sync(self._save_sync, download, limiter=self._disk)
+
+    def _save_sync(self, download: Download) -> None:
+        with self._save_lock:  # the later snapshot is always the one written last
+            if self.fd < 0:
+                return
+            if self._durable:
+                os.fdatasync(self.fd)
+            _write_control(self.final, download.size, download.snapshot())
+
+    def read_into(self, start: int, end: int, hasher: Any) -> int:
+        return hash_from_disk(self.fd, hasher, start, end)
+
+    async def restart(self) -> None:
+        await anyio.to_thread.run_sync(self._restart_sync, limiter=self._disk)
+
+    def _restart_sync(self) -> None:
+        with self._save_lock:
+            os.ftruncate(self.fd, 0)
+            _write_control(self.final, None, [])
+        self.held = RangeSet()
+
+    async def commit(self, download: Download, check: Check) -> int | None:
+        await self._close_aiofiles()
+        return await anyio.to_thread.run_sync(self._commit_sync, download, check, limiter=self._disk)
+
+    def _commit_sync(self, download: Download, check: Check) -> int | None:
+        view = _LocalView(self.fd, part_path(self.final))
+        rows = check(view)
+        if self._durable:
+            os.fsync(self.fd)
+        # Journal first, then the rename (which keeps the mtime): a kill between the two leaves a
+        # .part the rerun commits again; the other order would leave a final file with no digest.
+        self._record(view.size, download.digest(), rows, os.fstat(self.fd).st_mtime_ns)
+        self._close_fd()
+        os.replace(part_path(self.final), self.final)
+        control_path(self.final).unlink(missing_ok=True)
+        return rows
+
+    async def discard(self) -> None:
+        await self._close_aiofiles()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._discard_sync, limiter=self._disk)
+
+    def _discard_sync(self) -> None:
+        with self._save_lock:
+            self._close_fd()
+        part_path(self.final).unlink(missing_ok=True)
+        control_path(self.final).unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        await self._close_aiofiles()
+        with self._save_lock:
+            self._close_fd()
+
+    async def _close_aiofiles(self) -> None:
+        if self._aio is not None:
+            aio, self._aio = self._aio, None
+            await aio.close()
+
+    def _close_fd(self) -> None:
+        """Close once; later calls do nothing (the number may belong to another file by then)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+class _LocalView:
+    def __init__(self, fd: int, path: Path):
+        self._fd = fd
+        self.path = path
+        self.size = os.fstat(fd).st_size
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        return os.pread(self._fd, n, offset)
+
+    def digest(self, algorithm: str) -> bytes:
+        return file_digest(self.path, algorithm)
+
+
+# -- the .part and its control file ------------------------------------------------------------
+
+
+def _held_ranges(fd: int, final: Path, task: FileTask) -> RangeSet:
+    """What an earlier run left in the .part, after sanity checks; nothing if they fail."""
+    length = os.fstat(fd).st_size
+    held = _read_control(final, task, length)
+    if held is None:  # a .part from an older version: a contiguous prefix
+        prefix = length
+        marker = legacy_split_marker(final)
+        if marker.exists():
+            try:
+                prefix = min(length, int(marker.read_text() or 0))
+            except ValueError:
+                prefix = 0
+            marker.unlink()
+        held = RangeSet([(0, prefix)])
+    if (task.size is not None and held.last_end > task.size) or held.last_end > length:
+        held = RangeSet()
+    if held.covers(0, 4) and task.is_parquet and os.pread(fd, 4, 0) != PARQUET_MAGIC:
+        held = RangeSet()  # not the start of a parquet file: do not build on it
+    if not held.total:
+        os.ftruncate(fd, 0)
+    return held
+
+
+def _read_control(final: Path, task: FileTask, length: int) -> RangeSet | None:
+    try:
+        state = json.loads(control_path(final).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return RangeSet()  # unreadable: trust nothing
+    if not isinstance(state, dict) or state.get("v") != CONTROL_VERSION:
+        return RangeSet()
+    if state.get("size") is not None and task.size is not None and state["size"] != task.size:
+        return RangeSet()  # listed with another size: another file
+    try:
+        return RangeSet((int(a), int(b)) for a, b in state.get("done", []))
+    except (TypeError, ValueError):
+        return RangeSet()
+
+
+def _write_control(final: Path, size: int | None, done: list[list[int]]) -> None:
+    path = control_path(final)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"v": CONTROL_VERSION, "size": size, "done": done}, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def _pwrite_all(fd: int, chunks: list[bytes], offset: int) -> None:
+    for i in range(0, len(chunks), _IOV_MAX):
+        batch = chunks[i:i + _IOV_MAX]
+        total = sum(map(len, batch))
+        written = os.pwritev(fd, batch, offset)
+        if written < total:  # short write (rare): finish from a joined copy
+            data = memoryview(b"".join(batch))
+            while written < total:
+                written += os.pwrite(fd, data[written:], offset + written)
+        offset += total
+
+
+def _ensure_space(final: Path, task: FileTask) -> None:
+    """Refuse to start a file that cannot fit, instead of failing half-way."""
+    if task.size is None:
+        return
+    part = part_path(final)
+    have = part.stat().st_size if part.exists() else 0
+    free = shutil.disk_usage(final.parent).free
+    if free < task.size - have:
+        raise DiskFull(f"{task.rel_path} needs {task.size - have} more bytes but {free} are free in {final.parent}; "
+                       "free space and rerun to resume")
+
+
+def _sums_entry(final: Path, task: FileTask) -> str | None:
+    """The file's line in its batch's checksum list (written by an earlier run), if any."""
+    batch_folder = final.parents[len(Path(task.rel_in_batch).parts) - 1]
+    try:
+        text = (batch_folder / SUMS).read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        digest, sep, name = line.partition("  ")
+        if sep and name == task.rel_in_batch:
+            return digest
+    return None

@@ -1,0 +1,264 @@
+"""Filling claims: ranged requests sized to the response-time limit, the hot loop, the buffer.
+
+A stream fills one claim with as many requests as it takes (the retry loop continues a cut
+response at once from the bytes held), then takes the next missing range of its file. Bytes are
+coalesced in a buffer and flushed by size or by age (whichever comes first), so a kill loses at
+most about a second of transfer per connection; the control file follows each flush.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from ..checks.integrity import PARQUET_MAGIC, DigestClaim, digest_claims
+from ..config import ExportSettings
+from ..errors import FileChanged, PlatformError, TransferError
+from ..model import Counters, FileTask
+from ..platform.client import PlatformClient, raise_for_status
+from ..retry import Budget, RetryPolicy
+from .pieces import Claim, Download
+from .scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from ..output.destination import Target
+
+log = structlog.get_logger("aep_export.transfer")
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+FLUSH_AGE = 0.5  # seconds a received byte may wait in memory before it is written
+_IOV_MAX = 512  # chunks per write
+
+
+@dataclass(eq=False)
+class FileJob:
+    """One file's transfer at run time: its model, its target and what its requests cost."""
+
+    task: FileTask
+    download: Download
+    target: Target
+    budget: Budget
+    tg: Any = None  # the task group its streams run in
+    fetched: int = 0
+    requests: int = 0
+    split: bool = False  # another stream joined at least once
+    digests: list[DigestClaim] = field(default_factory=list)
+
+
+@dataclass
+class _Buffer:
+    chunks: list[bytes] = field(default_factory=list)
+    pending: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class SegmentPlanner:
+    """Sizes ranged requests so each finishes in about `target_s` at the measured per-connection rate."""
+
+    target_s: float
+    minimum: int = 1 << 20
+    maximum: int = 1 << 30
+    initial: int = 64 << 20
+    rate: float | None = None  # bytes/s per connection, smoothed
+
+    def next_size(self) -> int:
+        if self.rate is None:
+            return self.initial
+        return int(min(self.maximum, max(self.minimum, self.rate * self.target_s)))
+
+    def observe(self, nbytes: int, seconds: float) -> None:
+        if nbytes < (256 << 10) or seconds <= 0:
+            return  # too small to say anything about throughput
+        sample = nbytes / seconds
+        self.rate = sample if self.rate is None else 0.7 * self.rate + 0.3 * sample
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None]:
+    m = _CONTENT_RANGE.fullmatch((value or "").strip())
+    if not m:
+        raise TransferError(f"206 without a usable Content-Range ({value!r})")
+    start, end = int(m.group(1)), int(m.group(2))
+    total = None if m.group(3) == "*" else int(m.group(3))
+    if end < start or (total is not None and end >= total):
+        raise TransferError(f"inconsistent Content-Range {value!r}")
+    return start, end, total
+
+
+class Fetcher:
+    def __init__(self, client: PlatformClient, export: ExportSettings, policy: RetryPolicy, counters: Counters,
+                 scheduler: Scheduler):
+        self.client = client
+        self.policy = policy
+        self.counters = counters
+        self.scheduler = scheduler
+        self.planner = SegmentPlanner(target_s=export.response_time_limit * 0.5)
+        self.buffer_limit = export.write_buffer
+
+    async def run_stream(self, job: FileJob, claim: Claim | None, *, holds_connection: bool = False) -> None:
+        """One connection's work for a file: its claim, then whatever is left unclaimed."""
+        while claim is not None:
+            try:
+                await self._fill(job, claim, holds_connection)
+            finally:
+                job.download.release(claim)
+            holds_connection = False
+            claim = job.download.next_claim()
+
+    async def _fill(self, job: FileJob, claim: Claim, holds_connection: bool) -> None:
+        buf = _Buffer()
+        held = [holds_connection]
+
+        async def attempt() -> None:
+            if held[0]:  # a helper starts with the connection it was given
+                held[0] = False
+                try:
+                    await self._segment(job, claim, buf)
+                finally:
+                    self.scheduler.connections.release()
+            else:
+                async with self.scheduler.connections:
+                    await self._segment(job, claim, buf)
+
+        try:
+            while claim.stop is None or claim.pos < claim.stop:
+                await self.policy.run(attempt, what=job.task.rel_path, progress=lambda: claim.pos, budget=job.budget)
+        finally:
+            if held[0]:
+                self.scheduler.connections.release()
+
+    async def _segment(self, job: FileJob, claim: Claim, buf: _Buffer) -> None:
+        """One request from the claim's position to its end (or a response-limit-sized part)."""
+        start, size = claim.pos, job.download.size
+        headers = {"Accept-Encoding": "identity"}
+        ranged = not (start == 0 and claim.stop == size and (size is None or size <= self.planner.next_size()))
+        if ranged:
+            end = "" if claim.stop is None else str(min(claim.stop, start + self.planner.next_size()) - 1)
+            headers["Range"] = f"bytes={start}-{end}"
+        job.requests += 1
+        self.counters.requests += 1
+        async with self.client.request("GET", job.task.url, headers=headers, auto_decompress=False) as resp:
+            plan = await self._accept(job, claim, resp, ranged, start)
+            if plan is None:
+                return
+            skip, expected = plan
+            t0, before = time.monotonic(), job.fetched
+            try:
+                received = await self._pump(job, claim, buf, resp, skip)
+            finally:
+                await self._flush(job, claim, buf)
+                self.planner.observe(job.fetched - before, time.monotonic() - t0)
+        if received is not None and expected is not None and received < expected:
+            raise TransferError(f"body ended after {received} of {expected} bytes")
+        if received is not None and claim.stop is None:  # unknown length: the body's end is the file's
+            job.download.size = claim.stop = claim.pos
+
+    async def _pump(self, job: FileJob, claim: Claim, buf: _Buffer, resp: Any, skip: int) -> int | None:
+        """The hot loop. Returns the body bytes read, or None when the claim ended first."""
+        limit = self.buffer_limit
+        received = 0
+        async for chunk, _ in resp.content.iter_chunks():
+            received += len(chunk)
+            if skip:
+                if len(chunk) <= skip:
+                    skip -= len(chunk)
+                    continue
+                chunk, skip = chunk[skip:], 0
+            stop = claim.stop  # a helper may have taken the rest of this claim meanwhile
+            if stop is not None and claim.pos + len(chunk) >= stop:
+                if claim.pos + len(chunk) > stop == job.download.size:
+                    raise FileChanged("the server sent more bytes than the file has")
+                self._take(job, claim, buf, chunk[: stop - claim.pos])
+                return None
+            self._take(job, claim, buf, chunk)
+            if buf.pending >= limit or len(buf.chunks) >= _IOV_MAX or time.monotonic() - buf.since >= FLUSH_AGE:
+                await self._flush(job, claim, buf)
+        return received
+
+    def _take(self, job: FileJob, claim: Claim, buf: _Buffer, chunk: bytes) -> None:
+        n = len(chunk)
+        buf.chunks.append(chunk)
+        buf.pending += n
+        claim.pos += n
+        job.fetched += n
+        self.counters.bytes_fetched += n
+
+    async def _flush(self, job: FileJob, claim: Claim, buf: _Buffer) -> None:
+        """Write the buffer, extend the hash, persist progress; then maybe lend connections."""
+        if buf.chunks:
+            chunks, offset = buf.chunks, claim.flushed
+            buf.chunks, buf.pending = [], 0
+            if offset == 0 and job.task.is_parquet and not _head(chunks).startswith(PARQUET_MAGIC):
+                raise TransferError("the body is not parquet data (an error page?)")
+            with anyio.CancelScope(shield=True):  # what arrived is kept, even when cancelled
+                await job.target.flush(offset, chunks, job.download)
+                claim.flushed = offset + sum(map(len, chunks))
+                await job.target.checkpoint(job.download)
+        buf.since = time.monotonic()
+        for helper in self.scheduler.helpers_for(job.download):
+            log.info("stream_added", file=job.task.rel_path, offset=helper.pos, bytes=helper.remaining)
+            self.counters.split_files += not job.split
+            self.counters.tail_splits += 1
+            job.split = True
+            job.tg.start_soon(partial(self.run_stream, job, helper, holds_connection=True))
+
+    async def _accept(self, job: FileJob, claim: Claim, resp: Any, ranged: bool, start: int) -> tuple[int, int | None] | None:
+        """Check a response against the claim: (body bytes to skip, body length), or None when
+        the server says there is nothing at this offset because the file ended."""
+        download = job.download
+        if resp.status == 416:
+            if download.size is not None and start >= download.size:
+                claim.stop = claim.pos
+                return None
+            raise FileChanged(f"416 for bytes {start}- of a {download.size}-byte file: the file changed")
+        await raise_for_status(resp)
+        if resp.status not in (200, 206):
+            raise PlatformError(resp.status, "unexpected status for a file download", url=job.task.url)
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        if resp.status == 206:
+            first, last, total = parse_content_range(resp.headers.get("Content-Range"))
+            if first > start:
+                raise TransferError(f"server sent bytes from {first}, we need {start}")
+            skip, expected = start - first, last - first + 1
+        else:  # the whole file, whatever we asked for
+            total, skip = expected, (start if ranged else 0)
+        if total is not None:
+            if download.size is None:
+                download.size = total
+                claim.stop = total if claim.stop is None else claim.stop
+            elif total != download.size:
+                raise FileChanged(f"the server now reports {total} bytes, the listing said {download.size}")
+        if skip and resp.status == 200:
+            skip = await self._range_ignored(job, claim)
+        job.digests += digest_claims(resp.headers, full_body=resp.status == 200)
+        return skip, expected
+
+    async def _range_ignored(self, job: FileJob, claim: Claim) -> int:
+        """A 200 to a ranged request: the whole file is coming. A lone stream starts the file over
+        from this very body (no request thrown away); one of several skips to its own start."""
+        self.counters.ignored_ranges += 1
+        if job.download.claims != [claim]:
+            return claim.pos
+        log.info("range_ignored_starting_over", file=job.task.rel_path, offset=claim.pos)
+        self.counters.restarts += 1
+        await job.target.restart()
+        job.download.restart(job.download.size)
+        claim.pos = claim.flushed = 0
+        claim.stop = job.download.size
+        return 0
+
+
+def _head(chunks: list[bytes], n: int = 4) -> bytes:
+    head = b""
+    for chunk in chunks:
+        head += chunk[: n - len(head)]
+        if len(head) >= n:
+            break
+    return head

@@ -134,3 +134,60 @@ async def test_leftover_part_file_is_resumed_or_replaced(tmp_path: Path, make_fa
         # resumed: the first half was not fetched again
         assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] <= victim.size - len(src) // 2
         assert os.path.getsize(final) == victim.size
+
+
+async def test_a_part_held_whole_is_committed_without_a_request(tmp_path: Path, make_fake) -> None:
+    """The state a kill between the journal entry and the rename leaves: the rerun re-checks the
+    held bytes and commits them; nothing is fetched."""
+    async with make_fake(_cfg()) as fp:
+        out = tmp_path / "out"
+        victim = fp.expected_files()[0]
+        final = expected_path(out, victim)
+        final.parent.mkdir(parents=True)
+        final.with_name(final.name + ".part").write_bytes(victim.source_path.read_bytes())
+        final.with_name(final.name + ".part.ctl").write_text(
+            f'{{"v":1,"size":{victim.size},"done":[[0,{victim.size}]]}}')
+
+        run = await run_export(settings_for(fp, out))
+
+        assert run.exit_code == EXIT_OK
+        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] == 0
+        assert_files_match(out, fp.expected_files())
+        assert not list(out.rglob("*.part*"))
+
+
+async def test_held_ranges_are_kept_and_only_the_gaps_fetched(tmp_path: Path, make_fake) -> None:
+    """A .part holding two ranges (parallel streams when the run died): only the rest is fetched."""
+    async with make_fake(FakeConfig.small(n_datasets=1, files=1, rows=40000, seed=52)) as fp:
+        out = tmp_path / "out"
+        victim = fp.expected_files()[0]
+        src = victim.source_path.read_bytes()
+        a, b, c = len(src) // 4, len(src) // 2, 3 * len(src) // 4
+        final = expected_path(out, victim)
+        final.parent.mkdir(parents=True)
+        held = bytearray(len(src))
+        held[:a], held[b:c] = src[:a], src[b:c]
+        final.with_name(final.name + ".part").write_bytes(bytes(held[:c]))
+        final.with_name(final.name + ".part.ctl").write_text(f'{{"v":1,"size":{len(src)},"done":[[0,{a}],[{b},{c}]]}}')
+
+        run = await run_export(settings_for(fp, out))
+
+        assert run.exit_code == EXIT_OK
+        assert_files_match(out, fp.expected_files())
+        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] == (b - a) + (len(src) - c)
+
+
+async def test_a_control_file_that_claims_more_than_the_part_holds_is_not_trusted(tmp_path: Path, make_fake) -> None:
+    async with make_fake(_cfg()) as fp:
+        out = tmp_path / "out"
+        victim = fp.expected_files()[0]
+        final = expected_path(out, victim)
+        final.parent.mkdir(parents=True)
+        final.with_name(final.name + ".part").write_bytes(victim.source_path.read_bytes()[:100])
+        final.with_name(final.name + ".part.ctl").write_text(f'{{"v":1,"size":{victim.size},"done":[[0,{victim.size}]]}}')
+
+        run = await run_export(settings_for(fp, out))
+
+        assert run.exit_code == EXIT_OK
+        assert_files_match(out, fp.expected_files())
+        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] == victim.size

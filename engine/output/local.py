@@ -1,15 +1,12 @@
-"""The local folder as a destination: `<final>.part` filled in place, `<final>.part.ctl` beside it.
+"""The local folder as a destination: `<final>.part` filled in place, its control file beside it
+(output/control.py), renamed to its final name once verified.
 
-The control file lists the byte ranges the .part holds, rewritten atomically (temp + rename) so a
-cut write leaves the previous state readable; it is created before the first byte is written, so
-a .part without one comes from an older version (a contiguous prefix, or the prefix a
-`.part.split` marker records). With `export.fsync`, the .part is fdatasync'ed before each control
-write, so the control file never claims bytes a power loss could take back.
+With `export.fsync`, the .part is fdatasync'ed before each control write, so the control file
+never claims bytes a power loss could take back.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -23,12 +20,13 @@ import aiofiles
 import anyio
 import structlog
 
-from ..checks.integrity import PARQUET_MAGIC, file_digest, hash_from_disk, parquet_rows
+from ..checks.integrity import file_digest, hash_from_disk, parquet_rows
 from ..config import ExportSettings
 from ..errors import DiskFull, IntegrityError
 from ..model import FileTask
 from ..transfer.pieces import Download
 from ..transfer.ranges import RangeSet
+from .control import control_path, held_ranges, part_path, write_control
 from .destination import Check, Existing
 from .journal import Journal, Verified
 from .paths import contained
@@ -36,23 +34,9 @@ from .report import SUMS
 
 log = structlog.get_logger("aep_export.output")
 
-CONTROL_VERSION = 1
 CONTROL_INTERVAL = 0.5  # seconds between control writes of one file (plus one at every close)
 PIECE = 1 << 20  # splits between streams land on multiples of this
 _IOV_MAX = 512  # chunks per pwritev, well below the kernel's IOV_MAX (1024)
-
-
-def part_path(final: Path) -> Path:
-    return final.with_name(final.name + ".part")
-
-
-def control_path(final: Path) -> Path:
-    return final.with_name(final.name + ".part.ctl")
-
-
-def legacy_split_marker(final: Path) -> Path:
-    """Written by versions before the control file: the contiguous prefix of a split .part."""
-    return final.with_name(final.name + ".part.split")
 
 
 class LocalDestination:
@@ -105,8 +89,8 @@ class LocalDestination:
         _ensure_space(final, task)
         fd = os.open(part_path(final), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
-            held = _held_ranges(fd, final, task)
-            _write_control(final, task.size, held.as_list())  # before any byte: see the docstring
+            held = held_ranges(fd, final, task)
+            write_control(final, task.size, held.as_list())  # before any byte: see the docstring
         except BaseException:
             os.close(fd)
             raise
@@ -172,7 +156,7 @@ class LocalTarget:
                 return
             if self._durable:
                 os.fdatasync(self.fd)
-            _write_control(self.final, download.size, download.snapshot())
+            write_control(self.final, download.size, download.snapshot())
 
     def read_into(self, start: int, end: int, hasher: Any) -> int:
         return hash_from_disk(self.fd, hasher, start, end)
@@ -183,7 +167,7 @@ class LocalTarget:
     def _restart_sync(self) -> None:
         with self._save_lock:
             os.ftruncate(self.fd, 0)
-            _write_control(self.final, None, [])
+            write_control(self.final, None, [])
         self.held = RangeSet()
 
     async def commit(self, download: Download, check: Check) -> int | None:
@@ -242,57 +226,6 @@ class _LocalView:
 
     def digest(self, algorithm: str) -> bytes:
         return file_digest(self.path, algorithm)
-
-
-# -- the .part and its control file ------------------------------------------------------------
-
-
-def _held_ranges(fd: int, final: Path, task: FileTask) -> RangeSet:
-    """What an earlier run left in the .part, after sanity checks; nothing if they fail."""
-    length = os.fstat(fd).st_size
-    held = _read_control(final, task, length)
-    if held is None:  # a .part from an older version: a contiguous prefix
-        prefix = length
-        marker = legacy_split_marker(final)
-        if marker.exists():
-            try:
-                prefix = min(length, int(marker.read_text() or 0))
-            except ValueError:
-                prefix = 0
-            marker.unlink()
-        held = RangeSet([(0, prefix)])
-    if (task.size is not None and held.last_end > task.size) or held.last_end > length:
-        held = RangeSet()
-    if held.covers(0, 4) and task.is_parquet and os.pread(fd, 4, 0) != PARQUET_MAGIC:
-        held = RangeSet()  # not the start of a parquet file: do not build on it
-    if not held.total:
-        os.ftruncate(fd, 0)
-    return held
-
-
-def _read_control(final: Path, task: FileTask, length: int) -> RangeSet | None:
-    try:
-        state = json.loads(control_path(final).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return RangeSet()  # unreadable: trust nothing
-    if not isinstance(state, dict) or state.get("v") != CONTROL_VERSION:
-        return RangeSet()
-    if state.get("size") is not None and task.size is not None and state["size"] != task.size:
-        return RangeSet()  # listed with another size: another file
-    try:
-        return RangeSet((int(a), int(b)) for a, b in state.get("done", []))
-    except (TypeError, ValueError):
-        return RangeSet()
-
-
-def _write_control(final: Path, size: int | None, done: list[list[int]]) -> None:
-    path = control_path(final)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps({"v": CONTROL_VERSION, "size": size, "done": done}, separators=(",", ":")))
-    os.replace(tmp, path)
 
 
 def _pwrite_all(fd: int, chunks: list[bytes], offset: int) -> None:

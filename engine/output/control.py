@@ -1,0 +1,80 @@
+"""The control file beside a `.part`: which byte ranges it holds (aria2's `.aria2`, in JSON).
+
+`<final>.part.ctl` is rewritten atomically (temp + rename), so a cut write leaves the previous
+state readable. It is created before the first byte is written, so a .part without one comes from
+a version before it: then the .part is a contiguous prefix (or the prefix a `.part.split` marker
+records). Whatever it says is checked against the .part before a byte of it is trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..checks.integrity import PARQUET_MAGIC
+from ..model import FileTask
+from ..transfer.ranges import RangeSet
+
+CONTROL_VERSION = 1
+
+
+def part_path(final: Path) -> Path:
+    return final.with_name(final.name + ".part")
+
+
+def control_path(final: Path) -> Path:
+    return final.with_name(final.name + ".part.ctl")
+
+
+def legacy_split_marker(final: Path) -> Path:
+    """Written by versions before the control file: the contiguous prefix of a split .part."""
+    return final.with_name(final.name + ".part.split")
+
+
+def held_ranges(fd: int, final: Path, task: FileTask) -> RangeSet:
+    """What an earlier run left in the .part, after sanity checks; nothing if they fail."""
+    length = os.fstat(fd).st_size
+    held = _read_control(final, task)
+    if held is None:  # a .part from an older version: a contiguous prefix
+        prefix = length
+        marker = legacy_split_marker(final)
+        if marker.exists():
+            try:
+                prefix = min(length, int(marker.read_text() or 0))
+            except ValueError:
+                prefix = 0
+            marker.unlink()
+        held = RangeSet([(0, prefix)])
+    if (task.size is not None and held.last_end > task.size) or held.last_end > length:
+        held = RangeSet()
+    if held.covers(0, 4) and task.is_parquet and os.pread(fd, 4, 0) != PARQUET_MAGIC:
+        held = RangeSet()  # not the start of a parquet file: do not build on it
+    if not held.total:
+        os.ftruncate(fd, 0)
+    return held
+
+
+def _read_control(final: Path, task: FileTask) -> RangeSet | None:
+    try:
+        state = json.loads(control_path(final).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return RangeSet()  # unreadable: trust nothing
+    if not isinstance(state, dict) or state.get("v") != CONTROL_VERSION:
+        return RangeSet()
+    if state.get("size") is not None and task.size is not None and state["size"] != task.size:
+        return RangeSet()  # listed with another size: another file
+    try:
+        return RangeSet((int(a), int(b)) for a, b in state.get("done", []))
+    except (TypeError, ValueError):
+        return RangeSet()
+
+
+def write_control(final: Path, size: int | None, done: list[list[int]]) -> None:
+    path = control_path(final)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"v": CONTROL_VERSION, "size": size, "done": done}, separators=(",", ":")))
+    os.replace(tmp, path)

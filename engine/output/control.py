@@ -1,9 +1,11 @@
 """The control file beside a `.part`: which byte ranges it holds (aria2's `.aria2`, in JSON).
 
 `<final>.part.ctl` is rewritten atomically (temp + rename), so a cut write leaves the previous
-state readable. It is created before the first byte is written, so a .part without one comes from
-a version before it: then the .part is a contiguous prefix (or the prefix a `.part.split` marker
-records). Whatever it says is checked against the .part before a byte of it is trusted.
+state readable. A .part without one is a contiguous prefix: one stream appending to it in order
+needs no control file (small files never get one), and one is written before a second stream may
+write past the prefix. A `.part.split` marker (versions before the control file) records the
+prefix of a .part that was split. Whatever a control file says is checked against the .part
+before a byte of it is trusted.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def held_ranges(fd: int, final: Path, task: FileTask) -> RangeSet:
         held = RangeSet()  # not the start of a parquet file: do not build on it
     if not held.total:
         os.ftruncate(fd, 0)
+        control_path(final).unlink(missing_ok=True)  # an empty .part needs none (see above)
     return held
 
 

@@ -90,7 +90,6 @@ class LocalDestination:
         fd = os.open(part_path(final), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             held = held_ranges(fd, final, task)
-            write_control(final, task.size, held.as_list())  # before any byte: see the docstring
         except BaseException:
             os.close(fd)
             raise

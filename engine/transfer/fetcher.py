@@ -201,7 +201,11 @@ class Fetcher:
                 claim.flushed = offset + sum(map(len, chunks))
                 await job.target.checkpoint(job.download)
         buf.since = time.monotonic()
-        for helper in self.scheduler.helpers_for(job.download):
+        helpers = self.scheduler.helpers_for(job.download)
+        if helpers:  # from now on bytes land past the held prefix: the control file must say so
+            with anyio.CancelScope(shield=True):
+                await job.target.checkpoint(job.download, force=True)
+        for helper in helpers:
             log.info("stream_added", file=job.task.rel_path, offset=helper.pos, bytes=helper.remaining)
             self.counters.split_files += not job.split
             self.counters.tail_splits += 1

@@ -124,9 +124,17 @@ class Downloader:
                 await job.target.restart()
                 job.download.restart(job.task.size)
                 continue
+            finally:
+                self._return_handed(job)
             if job.download.complete:
                 return
             raise TransferError(f"{job.task.rel_path}: streams ended with bytes still missing")
+
+    def _return_handed(self, job: FileJob) -> None:
+        """Connections given to helper streams that were cancelled before they ever ran."""
+        for _ in range(job.handed):
+            self.scheduler.connections.release()
+        job.handed = 0
 
     def _check(self, job: FileJob, view: FileView) -> int | None:
         """Everything that must hold before the commit (in a worker thread); raises IntegrityError."""

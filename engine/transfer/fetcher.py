@@ -48,6 +48,7 @@ class FileJob:
     fetched: int = 0
     requests: int = 0
     split: bool = False  # another stream joined at least once
+    handed: int = 0  # connections given to helpers that have not started yet (returned if they never do)
     digests: list[DigestClaim] = field(default_factory=list)
 
 
@@ -103,6 +104,8 @@ class Fetcher:
 
     async def run_stream(self, job: FileJob, claim: Claim | None, *, holds_connection: bool = False) -> None:
         """One connection's work for a file: its claim, then whatever is left unclaimed."""
+        if holds_connection:
+            job.handed -= 1  # this stream owns the connection now (no await before this line)
         while claim is not None:
             try:
                 await self._fill(job, claim, holds_connection)
@@ -210,6 +213,7 @@ class Fetcher:
             self.counters.split_files += not job.split
             self.counters.tail_splits += 1
             job.split = True
+            job.handed += 1
             job.tg.start_soon(partial(self.run_stream, job, helper, holds_connection=True))
 
     async def _accept(self, job: FileJob, claim: Claim, resp: Any, ranged: bool, start: int) -> tuple[int, int | None] | None:

@@ -3,13 +3,15 @@
 py-spy samples the engine from outside (no code change, every thread: the event loop and the
 threads that hash and write), writes a speedscope profile beside the results JSON and this module
 reads it back into a table: for each function the seconds it ran itself (self) and with its callees
-(total), divided by the files and by the GiB of the run. Idle threads are not sampled, so seconds
-here are busy thread-seconds (close to CPU seconds), not wall time.
+(total), divided by the files and by the GiB of the run. Samples of a thread blocked in a wait
+(a pool thread waiting for work, the event loop in select) are left out and summed as `idle_s`,
+so the seconds here are busy thread-seconds (close to CPU seconds), not wall time.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from collections import defaultdict
@@ -19,6 +21,8 @@ from typing import Any
 GiB = 1 << 30
 RATE_HZ = 250  # samples per second (py-spy's default is 100; runs here last a few seconds)
 IMPORT_FRAMES = ("_find_and_load", "_call_with_frames_removed")  # importlib: the fixed start-up cost
+# innermost frames of a thread that waits rather than works (py-spy samples some of them as active)
+IDLE_LEAVES = (("threading.py", ".wait"), ("selectors.py", ".select"), ("queue.py", "Queue.get"))
 TOP = 15
 
 
@@ -34,14 +38,32 @@ def py_spy_prefix(exe: str, out: Path) -> list[str]:
             "--output", str(out), "--"]
 
 
+def short_path(file: str) -> str:
+    """engine/transfer/download.py, aiohttp/streams.py, asyncio/tasks.py: the part that names the module."""
+    if "/site-packages/" in file:
+        return file.rsplit("/site-packages/", 1)[1]
+    m = re.search(r"/lib/python3[.0-9]*/(.+)$", file)
+    if m:
+        return m.group(1)
+    if "/engine/" in file:
+        return "engine/" + file.rsplit("/engine/", 1)[1]
+    return file
+
+
 def frame_label(frame: dict[str, Any]) -> str:
-    file = str(frame.get("file") or "?")
-    for marker in ("/engine/", "/site-packages/", "/lib/python3"):
-        if marker in file:  # short, stable names: engine/transfer/download.py, aiohttp/streams.py
-            file = file.split(marker, 1)[1] if marker != "/engine/" else "engine/" + file.split(marker, 1)[1]
-            break
     line = frame.get("line")
-    return f"{frame.get('name', '?')} ({file}{':' + str(line) if line else ''})"
+    return f"{frame.get('name', '?')} ({short_path(str(frame.get('file') or '?'))}{':' + str(line) if line else ''})"
+
+
+def is_idle(frame: dict[str, Any]) -> bool:
+    file, name = str(frame.get("file") or ""), str(frame.get("name") or "")
+    return any(file.endswith(f) and name.endswith(n) for f, n in IDLE_LEAVES)
+
+
+def thread_name(profile_name: str) -> str:
+    """py-spy names a profile `Thread 1234 "AnyIO worker thread"`; the quoted part groups threads."""
+    m = re.search(r'"(.*)"', profile_name)
+    return (m.group(1) if m else profile_name) or "(unnamed)"
 
 
 def summarize(doc: dict[str, Any], files: int, nbytes: int, top: int = TOP) -> dict[str, Any]:
@@ -55,14 +77,18 @@ def summarize(doc: dict[str, Any], files: int, nbytes: int, top: int = TOP) -> d
     frames = doc["shared"]["frames"]
     labels = [frame_label(f) for f in frames]
     is_import = [f.get("name") in IMPORT_FRAMES for f in frames]
+    idle_leaf = [is_idle(f) for f in frames]
     self_s: dict[str, float] = defaultdict(float)
     total_s: dict[str, float] = defaultdict(float)
-    threads: dict[str, float] = {}
-    sampled = imports = 0.0
+    threads: dict[str, dict[str, float]] = {}
+    sampled = imports = idle = 0.0
     for prof in doc.get("profiles", []):
         busy = 0.0
         for stack, weight in zip(prof.get("samples", []), prof.get("weights", [])):
             if not stack:
+                continue
+            if idle_leaf[stack[-1]]:
+                idle += weight
                 continue
             busy += weight
             self_s[labels[stack[-1]]] += weight
@@ -70,7 +96,9 @@ def summarize(doc: dict[str, Any], files: int, nbytes: int, top: int = TOP) -> d
                 total_s[label] += weight
             if any(is_import[i] for i in stack):
                 imports += weight
-        threads[prof.get("name", "?")] = round(busy, 3)
+        group = threads.setdefault(thread_name(prof.get("name", "")), {"threads": 0, "busy_s": 0.0})
+        group["threads"] += 1
+        group["busy_s"] = round(group["busy_s"] + busy, 3)
         sampled += busy
     per_file = 1000.0 / files if files else None  # ms per file
     per_gib = GiB / nbytes if nbytes else None  # s per GiB
@@ -82,7 +110,8 @@ def summarize(doc: dict[str, Any], files: int, nbytes: int, top: int = TOP) -> d
                  "s_per_gib": round(table[k] * per_gib, 3) if per_gib else None} for k, _ in ranked]
 
     return {
-        "sampled_s": round(sampled, 3), "imports_s": round(imports, 3), "files": files, "bytes": nbytes,
+        "sampled_s": round(sampled, 3), "idle_s": round(idle, 3), "imports_s": round(imports, 3),
+        "files": files, "bytes": nbytes,
         "rate_hz": RATE_HZ, "threads": threads,
         "top_self": rows(self_s),  # ms_per_file / s_per_gib computed from self_s
         "top_total_engine": rows(total_s, only="engine/"),  # ... and from total_s here
@@ -98,7 +127,8 @@ def table(name: str, summary: dict[str, Any]) -> str:
     lines = [f"\n== {name}: engine profile {summary.get('file', '')}",
              f"   {summary['sampled_s']:.2f} busy thread-s sampled at {summary['rate_hz']} Hz over "
              f"{summary['files']} files, {summary['bytes'] / GiB:.3f} GiB; imports {summary['imports_s']:.2f} s "
-             f"(fixed per run); threads: " + ", ".join(f"{k} {v:.2f}s" for k, v in summary["threads"].items())]
+             f"(fixed per run); threads: " + ", ".join(f"{k} x{v['threads']} {v['busy_s']:.2f}s"
+                                                        for k, v in summary["threads"].items())]
     for key, what in (("top_self", "self"), ("top_total_engine", "total, engine/ functions")):
         lines.append(f"   {'function (' + what + ')':<72} {'self s':>7} {'total s':>7} {'ms/file':>8} {'s/GiB':>7}")
         for r in summary[key]:

@@ -76,6 +76,34 @@ def ratios(tools: dict[str, Any], limit: float | None, figure: str) -> dict[str,
     return out
 
 
+def profile_entry(profile: Profile, raw: dict[str, Any], tool_names: list[str], concurrency: int,
+                  quick: bool) -> dict[str, Any]:
+    """A profile's results: medians per tool (peers with their discovery), limit, ratios, discovery."""
+    tools: dict[str, Any] = {}
+    for t in tool_names:
+        if t in raw["notes"]:
+            tools[t] = {"mb_s": None, "files_s": None, "cpu_s_per_gib": None, "peak_rss_mib": None,
+                        "ok": None, "skipped": raw["notes"][t]}
+        else:
+            tools[t] = summarize(raw["samples"][t], raw["bytes"], raw["files"])
+    limit, note = limit_for(profile, raw["samples"], concurrency)
+    entry: dict[str, Any] = {
+        "limit_mb_s": limit, "limit_note": note, "tools": tools,
+        "ratios": ratios(tools, limit, profile.figure), "figure": profile.figure,
+        "description": profile.description, "fake_args": profile.fake_args,
+        "bytes": raw["bytes"], "files": raw["files"],
+        "discovery": discovery_figures(tools, concurrency),
+    }
+    if profile.name == "skew" and profile.cap_bps:
+        entry["one_connection_per_file_mb_s"] = round(one_connection_bound(
+            SKEW[0] if quick else SKEW[1], concurrency, profile.cap_bps), 1)
+    if "dd" in raw["samples"]:
+        entry["dd_runs"] = raw["samples"]["dd"]
+    if "engine_profile" in raw:
+        entry["engine_profile"] = raw["engine_profile"]
+    return entry
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     reps = args.reps or (2 if args.quick else 5)
@@ -103,28 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             results["profiles"][name] = {"limit_mb_s": None, "tools": {}, "ratios": {}, "error": repr(exc),
                                          "description": profile.description}
             continue
-        tools: dict[str, Any] = {}
-        for t in args.tools:
-            if t in raw["notes"]:
-                tools[t] = {"mb_s": None, "files_s": None, "cpu_s_per_gib": None, "peak_rss_mib": None,
-                            "ok": None, "skipped": raw["notes"][t]}
-            else:
-                tools[t] = summarize(raw["samples"][t], raw["bytes"], raw["files"])
-        limit, note = limit_for(profile, raw["samples"], args.concurrency)
-        entry: dict[str, Any] = {
-            "limit_mb_s": limit, "limit_note": note, "tools": tools,
-            "ratios": ratios(tools, limit, profile.figure), "figure": profile.figure,
-            "description": profile.description, "fake_args": profile.fake_args,
-            "bytes": raw["bytes"], "files": raw["files"], "seconds": round(time.perf_counter() - t0, 1),
-            "discovery": discovery_figures(tools, args.concurrency),
-        }
-        if name == "skew" and profile.cap_bps:
-            entry["one_connection_per_file_mb_s"] = round(one_connection_bound(
-                SKEW[0] if args.quick else SKEW[1], args.concurrency, profile.cap_bps), 1)
-        if "dd" in raw["samples"]:
-            entry["dd_runs"] = raw["samples"]["dd"]
-        if "engine_profile" in raw:
-            entry["engine_profile"] = raw["engine_profile"]
+        entry = profile_entry(profile, raw, args.tools, args.concurrency, args.quick)
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
         results["profiles"][name] = entry
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     print(report.table(results))

@@ -135,19 +135,23 @@ def _curl_quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def run_curl(ctx: RunContext) -> RunResult:
+def curl_config(files: list[RemoteFile], headers: dict[str, str], out_dir: Path, resume: bool = False) -> str:
     """One curl operation per file (separated by `next`): url, output and the 4 headers each."""
     lines: list[str] = []
-    for i, f in enumerate(ctx.files):
+    for i, f in enumerate(files):
         if i:
             lines.append("next")
-        lines += [f"url = {_curl_quote(f.url)}", f"output = {_curl_quote(str(ctx.out_dir / f.rel_path))}",
+        lines += [f"url = {_curl_quote(f.url)}", f"output = {_curl_quote(str(out_dir / f.rel_path))}",
                   "create-dirs", "fail", "retry = 5"]
-        if ctx.resume:
-            lines.append('continue-at = "-"')  # per operation: from the bytes already on disk
-        lines += [f"header = {_curl_quote(f'{k}: {v}')}" for k, v in ctx.headers.items()]
+        if resume:
+            lines.append('continue-at = "-"')  # per operation (`next` resets it): from the bytes on disk
+        lines += [f"header = {_curl_quote(f'{k}: {v}')}" for k, v in headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_curl(ctx: RunContext) -> RunResult:
     conf = ctx.work_dir / "curl.config"
-    conf.write_text("\n".join(lines) + "\n")
+    conf.write_text(curl_config(ctx.files, ctx.headers, ctx.out_dir, ctx.resume))
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     # --parallel-immediate: open the C connections at once. Without it curl waits to see whether new
     # transfers can share (multiplex) a connection, which HTTP/1.1 never allows: with 50 ms to first

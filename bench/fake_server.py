@@ -63,8 +63,12 @@ async def serve(argv: list[str]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with FakePlatform(cfg, host=args.host, port=args.port) as fp:
+
+        async def bytes_sent(_request: web.Request) -> web.Response:
+            return web.json_response(counters(fp.stats))
+
         app = web.Application()
-        app.router.add_get("/bytes", lambda _request: web.json_response(counters(fp.stats)))
+        app.router.add_get("/bytes", bytes_sent)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

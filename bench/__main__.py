@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--profiles ...] [--json PATH] [--reps N] [--tools ...]`
+"""`python -m bench [--quick] [--profiles ...] [--json PATH] [--reps N] [--tools ...] [--profile-engine]`
 
 Per profile: start the fake platform process, let every tool download the same files, alternating
 tools within each repetition, and report medians plus engine/peer and engine/limit ratios.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from . import report
-from .profiles import PROFILES, Profile, build
+from . import profiling, report
+from .profiles import PROFILES, SKEW, Profile, build, one_connection_bound
 from .runner import Variant, log, run_profile, summarize
 from .tools import TOOLS
 
@@ -29,6 +30,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, help="repetitions per tool (default: quick 2, full 5)")
     p.add_argument("--concurrency", "-C", type=int, default=16, help="connections for the engine and every peer")
     p.add_argument("--json", type=Path, default=report.DEFAULT_JSON, help="results file (a PNG chart goes next to it)")
+    p.add_argument("--profile-engine", action="store_true",
+                   help="after the measured runs of each profile, one more engine run under py-spy: a speedscope "
+                        "profile beside the JSON (<json stem>.<profile>.speedscope.json) and its top costs per "
+                        "file and per GiB")
     return p.parse_args(argv)
 
 
@@ -44,6 +49,18 @@ def limit_for(profile: Profile, samples: dict[str, list[dict[str, Any]]], concur
     return None, "request bound: no byte-rate limit; compare files/s"
 
 
+def discovery_figures(tools: dict[str, Any], concurrency: int) -> dict[str, Any] | None:
+    """The peers' discovery as a figure of its own: median of every full listing the harness timed."""
+    runs = [d for t in tools.values() for s in t.get("runs", []) for d in s.get("discoveries_s") or []]
+    requests = [s["discovery_requests"] / len(s["discoveries_s"]) for t in tools.values()
+                for s in t.get("runs", []) if s.get("discoveries_s")]
+    if not runs:
+        return None
+    return {"median_s": round(statistics.median(runs), 3), "min_s": round(min(runs), 3), "n": len(runs),
+            "requests": round(statistics.median(requests)), "concurrency": concurrency,
+            "note": "added to every peer's wall time (and its CPU to theirs); the engine's own is inside its run"}
+
+
 def ratios(tools: dict[str, Any], limit: float | None, figure: str) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     eng = tools.get("engine")
@@ -57,6 +74,34 @@ def ratios(tools: dict[str, Any], limit: float | None, figure: str) -> dict[str,
     if limit:
         out["engine/limit"] = round(eng["mb_s"] / limit, 3)
     return out
+
+
+def profile_entry(profile: Profile, raw: dict[str, Any], tool_names: list[str], concurrency: int,
+                  quick: bool) -> dict[str, Any]:
+    """A profile's results: medians per tool (peers with their discovery), limit, ratios, discovery."""
+    tools: dict[str, Any] = {}
+    for t in tool_names:
+        if t in raw["notes"]:
+            tools[t] = {"mb_s": None, "files_s": None, "cpu_s_per_gib": None, "peak_rss_mib": None,
+                        "ok": None, "skipped": raw["notes"][t]}
+        else:
+            tools[t] = summarize(raw["samples"][t], raw["bytes"], raw["files"])
+    limit, note = limit_for(profile, raw["samples"], concurrency)
+    entry: dict[str, Any] = {
+        "limit_mb_s": limit, "limit_note": note, "tools": tools,
+        "ratios": ratios(tools, limit, profile.figure), "figure": profile.figure,
+        "description": profile.description, "fake_args": profile.fake_args,
+        "bytes": raw["bytes"], "files": raw["files"],
+        "discovery": discovery_figures(tools, concurrency),
+    }
+    if profile.name == "skew" and profile.cap_bps:
+        entry["one_connection_per_file_mb_s"] = round(one_connection_bound(
+            SKEW[0] if quick else SKEW[1], concurrency, profile.cap_bps), 1)
+    if "dd" in raw["samples"]:
+        entry["dd_runs"] = raw["samples"]["dd"]
+    if "engine_profile" in raw:
+        entry["engine_profile"] = raw["engine_profile"]
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,38 +121,30 @@ def main(argv: list[str] | None = None) -> int:
         if profile.limit_kind == "disk":
             variants.append(Variant("dd", "dd"))
         t0 = time.perf_counter()
+        speedscope = args.json.with_name(f"{args.json.stem}.{name}.speedscope.json") if args.profile_engine else None
         try:
             profile_reps = args.reps or (profile.quick_reps or reps if args.quick else reps)
-            raw = run_profile(profile, variants, reps=profile_reps, concurrency=args.concurrency)
+            raw = run_profile(profile, variants, reps=profile_reps, concurrency=args.concurrency,
+                              profile_out=speedscope)
         except Exception as exc:  # noqa: BLE001 - one broken profile must not lose the others
             log(f"[{name}] FAILED: {exc!r}")
             results["profiles"][name] = {"limit_mb_s": None, "tools": {}, "ratios": {}, "error": repr(exc),
                                          "description": profile.description}
             continue
-        tools: dict[str, Any] = {}
-        for t in args.tools:
-            if t in raw["notes"]:
-                tools[t] = {"mb_s": None, "files_s": None, "cpu_s_per_gib": None, "peak_rss_mib": None,
-                            "ok": None, "skipped": raw["notes"][t]}
-            else:
-                tools[t] = summarize(raw["samples"][t], raw["bytes"], raw["files"])
-        limit, note = limit_for(profile, raw["samples"], args.concurrency)
-        entry: dict[str, Any] = {
-            "limit_mb_s": limit, "limit_note": note, "tools": tools,
-            "ratios": ratios(tools, limit, profile.figure), "figure": profile.figure,
-            "description": profile.description, "fake_args": profile.fake_args,
-            "bytes": raw["bytes"], "files": raw["files"], "seconds": round(time.perf_counter() - t0, 1),
-        }
-        if "dd" in raw["samples"]:
-            entry["dd_runs"] = raw["samples"]["dd"]
+        entry = profile_entry(profile, raw, args.tools, args.concurrency, args.quick)
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
         results["profiles"][name] = entry
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     print(report.table(results))
+    for name, p in results["profiles"].items():
+        prof = p.get("engine_profile")
+        if prof:
+            print(f"\n== {name}: engine profile FAILED: {prof['error']}" if "error" in prof else profiling.table(name, prof))
     report.write_json(results, args.json)
     png = report.chart(results, args.json.with_suffix(".png"))
     print(f"\nresults: {args.json}" + (f"; chart: {png}" if png else "") + f"; {results['seconds']:.0f}s in all")
     ok = all(p.get("tools", {}).get("engine", {}).get("ok") is not False and "error" not in p
-             for p in results["profiles"].values())
+             and "error" not in (p.get("engine_profile") or {}) for p in results["profiles"].values())
     return 0 if ok else 1
 
 

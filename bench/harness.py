@@ -6,7 +6,6 @@ can kill exactly what we started and nothing else.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -16,13 +15,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from engine.checks.integrity import file_digest
 
@@ -45,6 +42,7 @@ class RunResult:
     peak_rss_mib: float
     timed_out: bool = False
     stderr_tail: str = ""
+    interrupted: bool = False  # killed with SIGKILL on the caller's request (see run_measured)
 
 
 def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
@@ -55,8 +53,12 @@ def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
 
 
 def run_measured(argv: list[str], *, timeout: float, cwd: Path | None = None, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None) -> RunResult:
-    """Run argv to completion (or kill it after `timeout`), measured with wait4 by bench/measure.py."""
+                 log_dir: Path | None = None, interrupt: Callable[[], bool] | None = None) -> RunResult:
+    """Run argv to completion (or kill it after `timeout`), measured with wait4 by bench/measure.py.
+
+    `interrupt`, if given, is polled every 10 ms while the tool runs; once it returns true the tool
+    is killed with SIGKILL (through the launcher, which still reports its rusage).
+    """
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="aep-bench-log-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path, res_path = log_dir / "stdout.log", log_dir / "stderr.log", log_dir / "rusage.json"
@@ -66,7 +68,7 @@ def run_measured(argv: list[str], *, timeout: float, cwd: Path | None = None, en
         proc = subprocess.Popen([*launcher, *argv], cwd=cwd or REPO, env=env, stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            proc.wait(timeout=timeout + 30)  # the launcher enforces `timeout` itself; this is the backstop
+            _wait(proc, timeout + 30, interrupt)  # the launcher enforces `timeout` itself; this is the backstop
         except subprocess.TimeoutExpired:
             _kill_group(proc.pid)
             proc.wait()
@@ -82,7 +84,24 @@ def run_measured(argv: list[str], *, timeout: float, cwd: Path | None = None, en
                          timed_out=True, stderr_tail=tail or f"launcher exit {proc.returncode}")
     return RunResult(argv=argv, rc=None if res["timed_out"] else res["rc"], wall_s=res["wall_s"],
                      cpu_s=res["utime"] + res["stime"], peak_rss_mib=res["maxrss_kib"] / 1024.0,
-                     timed_out=res["timed_out"], stderr_tail=tail)
+                     timed_out=res["timed_out"], stderr_tail=tail, interrupted=res.get("interrupted", False))
+
+
+def _wait(proc: subprocess.Popen, timeout: float, interrupt: Callable[[], bool] | None) -> None:
+    if interrupt is None:
+        proc.wait(timeout=timeout)
+        return
+    deadline, sent = time.monotonic() + timeout, False
+    while True:
+        try:
+            proc.wait(timeout=0.01)
+            return
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                raise
+        if not sent and interrupt():
+            sent = True
+            proc.send_signal(signal.SIGUSR1)  # the launcher kills the tool with SIGKILL
 
 
 # ----------------------------------------------------------------------------- fake platform
@@ -127,6 +146,11 @@ class Fake:
     def total_bytes(self) -> int:
         return sum(e.size for e in self.expected)
 
+    def counters(self) -> dict[str, Any]:
+        """The fake's live download counters: {"bytes_sent": N, "bytes_by_file": {"<dsf id>/<name>": N}}."""
+        with urllib.request.urlopen(self.info["stats_url"] + "/bytes", timeout=10) as r:
+            return json.loads(r.read())
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -142,10 +166,13 @@ class Fake:
 
 
 def start_fake(fake_args: list[str], *, timeout: float = 900.0, log_dir: Path) -> Fake:
-    """Start the fake as a separate process and read its JSON line (generation may take a while)."""
+    """Start the fake as a separate process and read its JSON line (generation may take a while).
+
+    The process is `python -m bench.fake_server`: the product's fake platform plus a stats port.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "fake.stderr.log"
-    argv = [PYTHON, "-m", "engine", "fake-platform", "--port", "0", *fake_args]
+    argv = [PYTHON, "-m", "bench.fake_server", "--port", "0", *fake_args]
     err = open(log, "wb")
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                             start_new_session=True)
@@ -174,81 +201,15 @@ def expected_files(fake_args: list[str], data_dir: Path) -> list[ExpectedFile]:
     generated, materialize() only reads its manifest (sizes and sha256s) and generates nothing.
     """
     sys.path.insert(0, str(REPO))
-    from engine.fake import cli as fake_cli
     from engine.fake.data import Model
 
-    p = argparse.ArgumentParser()
-    fake_cli.configure(p)
-    cfg = fake_cli.config_from_args(p.parse_args(["--port", "0", *fake_args]))
+    from .fake_server import config_from_argv
+
+    cfg, _ = config_from_argv(["--port", "0", *fake_args])
     model = Model(cfg.seed, cfg.datasets, data_dir)
     model.materialize()
     return [ExpectedFile(e.dataset_id, e.batch_id, e.dataset_file_id, e.name, e.size, e.sha256)
             for e in model.expected_files()]
-
-
-# ----------------------------------------------------------------------------- discovery for the peers
-
-
-def _http(req: urllib.request.Request, tries: int = 8) -> bytes:
-    """A small retrying fetch (the chaos profile throttles and fails listings too)."""
-    for attempt in range(tries):
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code not in (429, 500, 502, 503, 504) or attempt == tries - 1:
-                raise
-            wait = float(exc.headers.get("Retry-After", "0") or 0) if (exc.headers.get("Retry-After") or "").isdigit() else 0.3
-            time.sleep(min(max(wait, 0.2), 5))
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.3)
-    raise AssertionError("unreachable")
-
-
-def get_token(fake: Fake) -> str:
-    body = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": fake.info["client_id"],
-                                   "client_secret": fake.info["client_secret"], "scope": "openid,AdobeID"}).encode()
-    req = urllib.request.Request(fake.info["ims_url"] + "/ims/token/v3", data=body, method="POST",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
-    return json.loads(_http(req))["access_token"]
-
-
-def gateway_headers(fake: Fake, token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", "x-api-key": fake.info["client_id"],
-            "x-gw-ims-org-id": fake.info["org_id"], "x-sandbox-name": fake.info["sandbox"]}
-
-
-def discover(fake: Fake, headers: dict[str, str]) -> list[RemoteFile]:
-    """Part URLs of every expected file, from the fake's listing endpoint (paged), as peers would get them.
-
-    Which batch is the latest successful one comes from the data model (peers get that for free).
-    """
-    by_dsf: dict[str, dict[str, ExpectedFile]] = {}
-    for e in fake.expected:
-        by_dsf.setdefault(e.dataset_file_id, {})[e.name] = e
-
-    def list_dsf(dsf_id: str) -> list[RemoteFile]:
-        url: str | None = f"{fake.url}{EXPORT}/files/{urllib.parse.quote(dsf_id)}"
-        out: list[RemoteFile] = []
-        while url:
-            body = json.loads(_http(urllib.request.Request(url, headers=headers)))
-            items = body if isinstance(body, list) else body.get("data", [])
-            for it in items:
-                e = by_dsf[dsf_id].get(it.get("name", ""))
-                if e is not None:
-                    out.append(RemoteFile(it["_links"]["self"]["href"], e.rel_path, e.size))
-            url = None if isinstance(body, list) else (body.get("_links", {}).get("next") or {}).get("href")
-            if url and url.startswith("/"):
-                url = fake.url + url
-        return out
-
-    with ThreadPoolExecutor(8) as pool:
-        files = [f for chunk in pool.map(list_dsf, list(by_dsf)) for f in chunk]
-    if len(files) != len(fake.expected):
-        raise RuntimeError(f"discovery found {len(files)} of {len(fake.expected)} expected files")
-    return files
 
 
 # ----------------------------------------------------------------------------- checks and disk

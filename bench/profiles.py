@@ -6,10 +6,11 @@ Sizes: (quick, full). Data is generated once by the fake into its cache director
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 MiB = 1 << 20
-PROFILES = ("lan", "wan", "small", "chaos", "big")
+PROFILES = ("lan", "wan", "small", "chaos", "big", "skew", "resume")
 
 WAN_DELAY_S = 0.05  # first-byte latency on every request
 WAN_CAP_BPS = 4e6  # per-connection (per-response) bandwidth cap, bytes/s
@@ -30,6 +31,33 @@ class Profile:
     quick_reps: int | None = None  # repetitions under --quick when the default (2) would not fit two minutes
     timeout_s: float = 300.0  # per tool run
     start_timeout_s: float = 900.0  # fake start, including first-time data generation
+    resume: bool = False  # every run is killed (kill -9) at half the bytes, then run again
+    skip_tools: dict[str, str] = field(default_factory=dict)  # tool -> why it is not measured here
+
+
+# skew: one export whose part sizes spread unevenly, as Spark output of a skewed key does: a few large
+# parts among many small ones. The fake gives every part of a dataset one size, so the spread is
+# composed of datasets (DatasetSpec fields), the large ones between the small ones in listing order.
+# (parts, MiB per part) per dataset: quick / full
+SKEW = (
+    [(24, 0.25), (2, 24), (6, 4), (24, 0.25)],  # 56 parts, 84 MiB; the 2 largest are 57% of it
+    [(48, 1), (4, 96), (12, 16), (48, 1)],  # 112 parts, 672 MiB; the 4 largest are 57% of it
+)
+# resume: every part in flight at once, so the kill lands mid-file for every tool
+RESUME = ((16, 8), (16, 32))  # 128 MiB / 512 MiB
+
+
+def skew_args(layout: list[tuple[int, float]]) -> list[str]:
+    specs = [{"files_per_dataset_file": n, "file_mb": mb} for n, mb in layout]
+    return ["--preset", "lan", "--datasets-json", json.dumps(specs, separators=(",", ":"))]
+
+
+def one_connection_bound(layout: list[tuple[int, float]], concurrency: int, cap_bps: float) -> float:
+    """MB/s bound for a tool that fetches each part on one connection: the largest part at the cap,
+    or all bytes over every connection, whichever takes longer."""
+    total = sum(n * mb * MiB for n, mb in layout)
+    largest = max(mb for _, mb in layout) * MiB
+    return total / max(total / (concurrency * cap_bps), largest / cap_bps) / 1e6
 
 
 def build(name: str, quick: bool) -> Profile:
@@ -80,4 +108,22 @@ def build(name: str, quick: bool) -> Profile:
                         "--bandwidth", str(WAN_CAP_BPS), "--response-limit", str(limit_s)],
                        limit_kind="network", cap_bps=WAN_CAP_BPS, naive_files=1, quick_reps=1,
                        export_overrides={"response_time_limit": limit_s}, timeout_s=120 if q else 900)
+    no_naive = "sequential by design: one connection at the cap, so its rate is known (wan) and its time here is sum(size)/cap"
+    if name == "skew":
+        layout = SKEW[0] if q else SKEW[1]
+        total = sum(n * mb for n, mb in layout)
+        return Profile(name, f"{sum(n for n, _ in layout)} parts, {total:g} MiB, sizes "
+                       + " + ".join(f"{n}x{mb:g}" for n, mb in layout)
+                       + f" MiB, {WAN_DELAY_S * 1000:.0f} ms first byte, {WAN_CAP_BPS / 1e6:g} MB/s per connection",
+                       [*skew_args(layout), *wan], limit_kind="network", cap_bps=WAN_CAP_BPS, quick_reps=1,
+                       skip_tools={"naive": no_naive}, timeout_s=120 if q else 600)
+    if name == "resume":
+        files, mb = RESUME[0] if q else RESUME[1]
+        return Profile(name, f"{files} x {mb} MiB, {WAN_DELAY_S * 1000:.0f} ms first byte, {WAN_CAP_BPS / 1e6:g} MB/s "
+                       "per connection, killed (kill -9) "
+                       "at half the bytes, then the same command again",
+                       ["--preset", "lan", "--files-per-batch", str(files), "--file-mb", str(mb), *wan],
+                       limit_kind="network", cap_bps=WAN_CAP_BPS, quick_reps=1, resume=True,
+                       skip_tools={"naive": "no resume: a rerun fetches everything again"},
+                       timeout_s=120 if q else 600)
     raise ValueError(f"unknown profile {name!r}; choose from {PROFILES}")

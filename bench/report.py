@@ -63,8 +63,9 @@ def _f(v: Any, nd: int = 1) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
+    """Per profile: the limit, one row per tool, the ratios. A peer's figures include its discovery
+    (the `disc s` column); the engine's discovery is inside its own run."""
     lines = []
-    hdr = f"{'profile':<7} {'tool':<8} {'MB/s':>8} {'files/s':>9} {'CPU s/GiB':>10} {'RSS MiB':>8} {'ok':>4}"
     for name, p in results["profiles"].items():
         lines.append("")
         lim = p.get("limit_mb_s")
@@ -74,13 +75,27 @@ def table(results: dict[str, Any]) -> str:
             continue
         lines.append(f"   {p.get('files')} files, {p.get('bytes', 0) / 2**20:.1f} MiB; limit "
                      f"{_f(lim) + ' MB/s' if lim else 'n/a'} ({p.get('limit_note', '')})")
+        if p.get("one_connection_per_file_mb_s"):
+            lines.append(f"   one connection per file cannot beat {p['one_connection_per_file_mb_s']:.1f} MB/s "
+                         "(the largest part at the per-connection cap)")
+        disc = p.get("discovery")
+        if disc:
+            lines.append(f"   peers' discovery: {disc['median_s']:.2f} s median ({disc['requests']} requests on "
+                         f"{disc['concurrency']} threads), added to each peer's time")
+        resumed = any("refetched_bytes" in t for t in p["tools"].values())
+        hdr = (f"{'profile':<7} {'tool':<10} {'MB/s':>8} {'files/s':>9} {'disc s':>7} {'CPU s/GiB':>10} "
+               f"{'RSS MiB':>8} {'ok':>4}" + (f" {'refetched MiB':>14}" if resumed else ""))
         lines.append(hdr)
         for tool, t in p["tools"].items():
             if t.get("skipped"):
-                lines.append(f"{name:<7} {tool:<8} {'skipped: ' + t['skipped']}")
+                lines.append(f"{name:<7} {tool:<10} {'skipped: ' + t['skipped']}")
                 continue
-            lines.append(f"{name:<7} {tool:<8} {_f(t['mb_s']):>8} {_f(t['files_s']):>9} "
-                         f"{_f(t['cpu_s_per_gib'], 2):>10} {_f(t['peak_rss_mib']):>8} {_f(t['ok']):>4}")
+            row = (f"{name:<7} {tool:<10} {_f(t['mb_s']):>8} {_f(t['files_s']):>9} {_f(t.get('discovery_s'), 2):>7} "
+                   f"{_f(t['cpu_s_per_gib'], 2):>10} {_f(t['peak_rss_mib']):>8} {_f(t['ok']):>4}")
+            if resumed:
+                refetched = t.get("refetched_bytes")
+                row += f" {_f(None if refetched is None else refetched / 2**20, 2):>14}"
+            lines.append(row)
         ratios = ", ".join(f"{k} {_f(v, 2)}" for k, v in p.get("ratios", {}).items())
         lines.append(f"   ratios ({p.get('figure', 'mb_s')}): {ratios}")
     return "\n".join(lines)

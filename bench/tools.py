@@ -1,7 +1,9 @@
 """One function per tool. Each downloads every expected file into `out_dir` and returns a RunResult.
 
-The engine does its own discovery (its time includes it); the peers get the part URLs and the
-gateway headers from the harness for free.
+The engine does its own discovery inside its run. The peers get the part URLs and the gateway
+headers from the harness's discovery (bench/discovery.py), whose time the runner adds to theirs.
+`aria2c-sha` is aria2c handed every file's SHA-256, so it verifies like the engine; `aria2c` is the
+same command without them (it verifies nothing), kept for reference.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Callable
 
 from .harness import PYTHON, REPO, Fake, RemoteFile, RunResult, run_measured
 
-TOOLS = ("engine", "aria2c", "curl", "naive")
+TOOLS = ("engine", "aria2c-sha", "aria2c", "curl", "naive")
+PEERS = tuple(t for t in TOOLS if t != "engine")
+EXECUTABLE = {"aria2c": "aria2c", "aria2c-sha": "aria2c", "curl": "curl"}
 
 
 @dataclass
@@ -27,12 +31,17 @@ class RunContext:
     concurrency: int
     timeout: float
     export_overrides: dict[str, object] = field(default_factory=dict)  # extra [export] keys for the engine
+    sha256: dict[Path, str] = field(default_factory=dict)  # rel_path -> hex digest (aria2c-sha)
+    resume: bool = False  # the resume profile: the same command runs twice over one out_dir
+    interrupt: Callable[[], bool] | None = None  # polled while the tool runs: true -> kill -9
+    prefix: list[str] = field(default_factory=list)  # engine only: runs it under this (the profiler)
 
 
 def available(tool: str) -> str | None:
     """None when the tool can run, else a note saying why not."""
-    if tool in ("aria2c", "curl") and shutil.which(tool) is None:
-        return f"{tool} not installed (not on PATH): skipped"
+    exe = EXECUTABLE.get(tool)
+    if exe and shutil.which(exe) is None:
+        return f"{exe} not installed (not on PATH): skipped"
     return None
 
 
@@ -65,27 +74,58 @@ def engine_config(ctx: RunContext) -> str:
 def run_engine(ctx: RunContext) -> RunResult:
     cfg = ctx.work_dir / "engine.toml"
     cfg.write_text(engine_config(ctx))
-    argv = [PYTHON, "-m", "engine", "run", "--config", str(cfg), "--out", str(ctx.out_dir), "--json-logs", "--no-progress"]
-    return run_measured(argv, timeout=ctx.timeout, cwd=REPO, log_dir=ctx.work_dir / "logs")
+    argv = [*ctx.prefix, PYTHON, "-m", "engine", "run", "--config", str(cfg), "--out", str(ctx.out_dir),
+            "--json-logs", "--no-progress"]
+    return _run(ctx, argv, cwd=REPO)
+
+
+def _run(ctx: RunContext, argv: list[str], cwd: Path | None = None) -> RunResult:
+    # logs beside the output: a resumed run's second invocation must not overwrite the first's
+    logs = ctx.work_dir / ("logs" if not (ctx.work_dir / "logs").exists() else "logs-rerun")
+    return run_measured(argv, timeout=ctx.timeout, cwd=cwd, log_dir=logs, interrupt=ctx.interrupt)
 
 
 # ----------------------------------------------------------------------------- aria2c
 
 
-def run_aria2c(ctx: RunContext) -> RunResult:
+def aria2c_input(files: list[RemoteFile], headers: dict[str, str], out_dir: Path,
+                 sha256: dict[Path, str] | None = None) -> str:
+    """aria2c's `-i` file: one entry per part; with `sha256`, a `checksum=sha-256=<hex>` line each."""
     lines = []
-    for f in ctx.files:
+    for f in files:
         lines.append(f.url)
-        lines += [f"  header={k}: {v}" for k, v in ctx.headers.items()]
-        lines += [f"  dir={ctx.out_dir / f.rel_path.parent}", f"  out={f.rel_path.name}"]
-    inp = ctx.work_dir / "aria2c.input"
-    inp.write_text("\n".join(lines) + "\n")
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    c = str(ctx.concurrency)
+        lines += [f"  header={k}: {v}" for k, v in headers.items()]
+        lines += [f"  dir={out_dir / f.rel_path.parent}", f"  out={f.rel_path.name}"]
+        if sha256 is not None:
+            lines.append(f"  checksum=sha-256={sha256[f.rel_path]}")  # KeyError: a file without a digest
+    return "\n".join(lines) + "\n"
+
+
+def aria2c_argv(inp: Path, concurrency: int, resume: bool) -> list[str]:
+    c = str(concurrency)
     argv = ["aria2c", "-i", str(inp), "-j", c, "-x", "1", "-s", "1", "--file-allocation=none",
             "--console-log-level=warn", "--summary-interval=0", "--max-tries=5", "--retry-wait=1",
             "--auto-file-renaming=false", "--allow-overwrite=true", "--show-console-readout=false"]
-    return run_measured(argv, timeout=ctx.timeout, log_dir=ctx.work_dir / "logs")
+    if resume:
+        # its control file (.aria2) saved every second instead of every 60 s, and --continue: the
+        # best aria2c can do after a kill -9 (with the default it restarts every file from zero)
+        argv += ["--continue=true", "--auto-save-interval=1"]
+    return argv
+
+
+def _aria2c(ctx: RunContext, verify: bool) -> RunResult:
+    inp = ctx.work_dir / "aria2c.input"
+    inp.write_text(aria2c_input(ctx.files, ctx.headers, ctx.out_dir, ctx.sha256 if verify else None))
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    return _run(ctx, aria2c_argv(inp, ctx.concurrency, ctx.resume))
+
+
+def run_aria2c(ctx: RunContext) -> RunResult:
+    return _aria2c(ctx, verify=False)
+
+
+def run_aria2c_sha(ctx: RunContext) -> RunResult:
+    return _aria2c(ctx, verify=True)
 
 
 # ----------------------------------------------------------------------------- curl
@@ -95,21 +135,30 @@ def _curl_quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def run_curl(ctx: RunContext) -> RunResult:
+def curl_config(files: list[RemoteFile], headers: dict[str, str], out_dir: Path, resume: bool = False) -> str:
     """One curl operation per file (separated by `next`): url, output and the 4 headers each."""
     lines: list[str] = []
-    for i, f in enumerate(ctx.files):
+    for i, f in enumerate(files):
         if i:
             lines.append("next")
-        lines += [f"url = {_curl_quote(f.url)}", f"output = {_curl_quote(str(ctx.out_dir / f.rel_path))}",
+        lines += [f"url = {_curl_quote(f.url)}", f"output = {_curl_quote(str(out_dir / f.rel_path))}",
                   "create-dirs", "fail", "retry = 5"]
-        lines += [f"header = {_curl_quote(f'{k}: {v}')}" for k, v in ctx.headers.items()]
+        if resume:
+            lines.append('continue-at = "-"')  # per operation (`next` resets it): from the bytes on disk
+        lines += [f"header = {_curl_quote(f'{k}: {v}')}" for k, v in headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_curl(ctx: RunContext) -> RunResult:
     conf = ctx.work_dir / "curl.config"
-    conf.write_text("\n".join(lines) + "\n")
+    conf.write_text(curl_config(ctx.files, ctx.headers, ctx.out_dir, ctx.resume))
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    argv = ["curl", "-sS", "--fail", "--retry", "5", "--parallel", "--parallel-max", str(ctx.concurrency),
-            "--config", str(conf)]
-    return run_measured(argv, timeout=ctx.timeout, log_dir=ctx.work_dir / "logs")
+    # --parallel-immediate: open the C connections at once. Without it curl waits to see whether new
+    # transfers can share (multiplex) a connection, which HTTP/1.1 never allows: with 50 ms to first
+    # byte that halved curl's rate on a 16 x 8 MiB wan-like export
+    argv = ["curl", "-sS", "--fail", "--retry", "5", "--parallel", "--parallel-immediate",
+            "--parallel-max", str(ctx.concurrency), "--config", str(conf)]
+    return _run(ctx, argv)
 
 
 # ----------------------------------------------------------------------------- naive
@@ -121,9 +170,9 @@ def run_naive(ctx: RunContext) -> RunResult:
     lst = ctx.work_dir / "naive.json"
     lst.write_text(json.dumps(spec))
     argv = [PYTHON, "-m", "bench.naive_client", str(lst)]
-    return run_measured(argv, timeout=ctx.timeout, cwd=REPO, log_dir=ctx.work_dir / "logs")
+    return _run(ctx, argv, cwd=REPO)
 
 
 RUNNERS: dict[str, Callable[[RunContext], RunResult]] = {
-    "engine": run_engine, "aria2c": run_aria2c, "curl": run_curl, "naive": run_naive,
+    "engine": run_engine, "aria2c-sha": run_aria2c_sha, "aria2c": run_aria2c, "curl": run_curl, "naive": run_naive,
 }

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import profiling, report
+from . import profiling, refs, report
 from .profiles import PROFILES, SKEW, Profile, build, one_connection_bound
 from .runner import Variant, log, run_profile, summarize
 from .tools import TOOLS
@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, help="repetitions per tool (default: quick 2, full 5)")
     p.add_argument("--concurrency", "-C", type=int, default=16, help="connections for the engine and every peer")
     p.add_argument("--json", type=Path, default=report.DEFAULT_JSON, help="results file (a PNG chart goes next to it)")
+    p.add_argument("--engine-ref", nargs="+", default=[], metavar="REF",
+                   help="also run the engine as of these git commits (e.g. HEAD~3), as tools named engine@REF, "
+                        "alternating with the others: a before/after in one run")
     p.add_argument("--profile-engine", action="store_true",
                    help="after the measured runs of each profile, one more engine run under py-spy: a speedscope "
                         "profile beside the JSON (<json stem>.<profile>.speedscope.json) and its top costs per "
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = build(name, args.quick)
         log(f"[{name}] {profile.description}")
         variants = [Variant(t, t) for t in args.tools]
+        variants += [Variant(f"engine@{ref}", "engine", repo=refs.checkout(ref)) for ref in args.engine_ref]
         if profile.limit_kind == "disk":
             variants.append(Variant("dd", "dd"))
         t0 = time.perf_counter()
@@ -131,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             results["profiles"][name] = {"limit_mb_s": None, "tools": {}, "ratios": {}, "error": repr(exc),
                                          "description": profile.description}
             continue
-        entry = profile_entry(profile, raw, args.tools, args.concurrency, args.quick)
+        labels = [v.label for v in variants if v.tool != "dd"]
+        entry = profile_entry(profile, raw, labels, args.concurrency, args.quick)
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         results["profiles"][name] = entry
     results["seconds"] = round(time.perf_counter() - t_start, 1)

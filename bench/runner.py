@@ -26,6 +26,7 @@ class Variant:
     label: str  # the name it is reported under
     tool: str  # a key of tools.RUNNERS, or "dd" (disk limit)
     export_overrides: dict[str, object] = field(default_factory=dict)
+    repo: Path | None = None  # engine only: run the engine from this source tree (another commit)
 
 
 def log(msg: str) -> None:
@@ -121,7 +122,7 @@ def _one_run(profile: Profile, v: Variant, session: FakeSession, root: Path, con
     peer = v.tool != "engine"
     ctx = RunContext(fake=fake, files=[], headers={}, out_dir=out, work_dir=work, concurrency=concurrency,
                      timeout=profile.timeout_s, export_overrides={**profile.export_overrides, **v.export_overrides},
-                     sha256=session.sha256, resume=profile.resume)
+                     sha256=session.sha256, resume=profile.resume, repo=v.repo)
     found: list[discovery.PeerDiscovery] = []
 
     def once(interrupt: Any) -> harness.RunResult:

@@ -35,6 +35,7 @@ class RunContext:
     resume: bool = False  # the resume profile: the same command runs twice over one out_dir
     interrupt: Callable[[], bool] | None = None  # polled while the tool runs: true -> kill -9
     prefix: list[str] = field(default_factory=list)  # engine only: runs it under this (the profiler)
+    repo: Path | None = None  # engine only: the source tree to run it from (default: this checkout)
 
 
 def available(tool: str) -> str | None:
@@ -76,7 +77,7 @@ def run_engine(ctx: RunContext) -> RunResult:
     cfg.write_text(engine_config(ctx))
     argv = [*ctx.prefix, PYTHON, "-m", "engine", "run", "--config", str(cfg), "--out", str(ctx.out_dir),
             "--json-logs", "--no-progress"]
-    return _run(ctx, argv, cwd=REPO)
+    return _run(ctx, argv, cwd=ctx.repo or REPO)  # `python -m engine` imports the tree it runs in
 
 
 def _run(ctx: RunContext, argv: list[str], cwd: Path | None = None) -> RunResult:

@@ -90,11 +90,7 @@ class Downloader:
             if target.held.total:
                 log.info("resuming", file=task.rel_path, held=target.held.total, ranges=len(target.held))
                 await anyio.to_thread.run_sync(download.hash_held_prefix, target.read_into, limiter=self.scheduler.disk)
-            self.scheduler.files_in_flight += 1
-            try:
-                await self._fill(job)
-            finally:
-                self.scheduler.files_in_flight -= 1
+            await self._fill(job)
             rows = await target.commit(download, partial(self._check, job))
         except IntegrityError:
             await target.discard()  # bad bytes are not worth resuming from
@@ -114,6 +110,7 @@ class Downloader:
             try:
                 async with anyio.create_task_group() as tg:
                     job.tg = tg
+                    self.scheduler.jobs.add(job)
                     tg.start_soon(self.fetcher.run_stream, job, job.download.next_claim())
             except BaseExceptionGroup as group:
                 error = _first_error(group)
@@ -125,6 +122,7 @@ class Downloader:
                 job.download.restart(job.task.size)
                 continue
             finally:
+                self.scheduler.jobs.discard(job)  # no await since the group ended: none was lent more
                 self._return_handed(job)
             if job.download.complete:
                 return

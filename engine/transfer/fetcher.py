@@ -106,6 +106,12 @@ class Fetcher:
         """One connection's work for a file: its claim, then whatever is left unclaimed."""
         if holds_connection:
             job.handed -= 1  # this stream owns the connection now (no await before this line)
+            try:  # it may write past the held prefix: the control file must say so first
+                with anyio.CancelScope(shield=True):
+                    await job.target.checkpoint(job.download, force=True)
+            except BaseException:
+                self.scheduler.connections.release()
+                raise
         while claim is not None:
             try:
                 await self._fill(job, claim, holds_connection)
@@ -113,6 +119,7 @@ class Fetcher:
                 job.download.release(claim)
             holds_connection = False
             claim = job.download.next_claim()
+        await self.lend()  # this connection is free: the largest range still being fetched can use it
 
     async def _fill(self, job: FileJob, claim: Claim, holds_connection: bool) -> None:
         buf = _Buffer()
@@ -193,7 +200,7 @@ class Fetcher:
         self.counters.bytes_fetched += n
 
     async def _flush(self, job: FileJob, claim: Claim, buf: _Buffer) -> None:
-        """Write the buffer, extend the hash, persist progress; then maybe lend connections."""
+        """Write the buffer, extend the hash, persist progress; then lend free connections."""
         if buf.chunks:
             chunks, offset = buf.chunks, claim.flushed
             buf.chunks, buf.pending = [], 0
@@ -204,17 +211,18 @@ class Fetcher:
                 claim.flushed = offset + sum(map(len, chunks))
                 await job.target.checkpoint(job.download)
         buf.since = time.monotonic()
-        helpers = self.scheduler.helpers_for(job.download)
-        if helpers:  # from now on bytes land past the held prefix: the control file must say so
-            with anyio.CancelScope(shield=True):
-                await job.target.checkpoint(job.download, force=True)
-        for helper in helpers:
-            log.info("stream_added", file=job.task.rel_path, offset=helper.pos, bytes=helper.remaining)
+        await self.lend()
+
+    async def lend(self) -> None:
+        """Start a stream for each piece of work the scheduler gives free connections (at once:
+        a job the scheduler lists still has its task group)."""
+        for job, claim in self.scheduler.lend():
+            log.info("stream_added", file=job.task.rel_path, offset=claim.pos, bytes=claim.remaining)
             self.counters.split_files += not job.split
             self.counters.tail_splits += 1
             job.split = True
             job.handed += 1
-            job.tg.start_soon(partial(self.run_stream, job, helper, holds_connection=True))
+            job.tg.start_soon(partial(self.run_stream, job, claim, holds_connection=True))
 
     async def _accept(self, job: FileJob, claim: Claim, resp: Any, ranged: bool, start: int) -> tuple[int, int | None] | None:
         """Check a response against the claim: (body bytes to skip, body length), or None when

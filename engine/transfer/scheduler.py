@@ -12,10 +12,11 @@ import anyio
 from ..config import ExportSettings
 
 if TYPE_CHECKING:
-    from .pieces import Claim, Download
+    from .fetcher import FileJob
+    from .pieces import Claim
 
 SPLIT_MIN = 1 << 20  # each side of a split is at least this: worth a request of its own
-MAX_WAYS = 8  # streams of one file at once
+MAX_WAYS = 16  # streams of one file at once
 
 
 class Scheduler:
@@ -32,21 +33,24 @@ class Scheduler:
         self.discovery = anyio.CapacityLimiter(export.discovery_concurrency)
         # Set by the coordinator: True when no file waits for a worker.
         self.queue_idle: Callable[[], bool] = lambda: False
-        self.files_in_flight = 0
+        self.jobs: set[FileJob] = set()  # files whose streams are running (they can take helpers)
 
-    def helpers_for(self, download: Download) -> list[Claim]:
-        """Claims for extra streams of this file, each with a connection already held (the
-        caller releases it after its first request): only when no file waits for a worker and
-        connections are free; at most a fair share of the connections per file in flight. The
-        same rule splits a large file at the start and shares a running file's tail at the end."""
-        if not self.queue_idle() or self.connections.value == 0:
+    def lend(self) -> list[tuple[FileJob, Claim]]:
+        """Work for free connections, each with the connection already taken (the new stream
+        releases it after its first request): only when no file waits for a worker. Each goes to
+        the largest range still being fetched, anywhere: it is split in two halves of at least
+        SPLIT_MIN. The same rule splits a large file at the start and shares the last files' tails
+        at the end of a run, and it reacts as soon as a connection is free."""
+        if not self.queue_idle():
             return []
-        ways = min(MAX_WAYS, max(1, self.concurrency // max(1, self.files_in_flight)))
-        claims = []
-        while len(download.claims) < ways and self.connections.value > 0:
-            claim = download.split_claim(SPLIT_MIN)
-            if claim is None:
-                break
-            self.connections.acquire_nowait()
-            claims.append(claim)
-        return claims
+        lent: list[tuple[FileJob, Claim]] = []
+        candidates = {job for job in self.jobs if len(job.download.claims) < MAX_WAYS}
+        while self.connections.value > 0 and candidates:
+            job = max(candidates, key=lambda j: max((c.remaining for c in j.download.claims), default=0))
+            claim = job.download.split_claim(SPLIT_MIN)
+            if claim is None or len(job.download.claims) >= MAX_WAYS:
+                candidates.discard(job)
+            if claim is not None:
+                self.connections.acquire_nowait()
+                lent.append((job, claim))
+        return lent

@@ -122,10 +122,10 @@ class Exporter:
             try:
                 selection = await self.selector.select(ds)
                 outcome.dataset_id = selection.dataset_id
-                for r in selection.replaced:  # reported, not exported: a newer chosen batch replaces it
-                    outcome.batches.append(BatchOutcome(BatchRef(selection.dataset_id, r.key, r.obj), status="replaced", errors=[r.note]))
                 for key, obj in selection.batches:
                     await self._export_batch(outcome, selection.dataset_id, key, obj, "dataset", send, alone=len(selection.batches) == 1)
+                for r in selection.replaced:  # reported, not exported: a newer chosen batch replaces it
+                    outcome.batches.append(BatchOutcome(BatchRef(selection.dataset_id, r.key, r.obj), status="replaced", errors=[r.note]))
             except Exception as exc:
                 self._dataset_failed(outcome, exc)
 

@@ -139,7 +139,10 @@ def job_batches(job: dict[str, Any]) -> list[tuple[str, str]]:
     dataset = dest.get("datasetId") or dest.get("dataSetId")
     if not dataset:
         raise ExportError(f"export job {job.get('id')} names no destination dataset")
-    ids = [dest.get("batchId")] + [b.get("batchId") for b in dest.get("batches") or [] if isinstance(b, dict)]
+    per_segment = dest.get("batches") or []
+    if isinstance(per_segment, dict):  # one export-jobs.md example writes a single object, not a list
+        per_segment = [per_segment]
+    ids = [dest.get("batchId")] + [b.get("batchId") for b in per_segment if isinstance(b, dict)]
     batches = [(str(dataset), str(b)) for b in dict.fromkeys(ids) if b]
     if not batches:
         raise ExportError(f"export job {job.get('id')} succeeded but names no batch")

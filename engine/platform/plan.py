@@ -115,12 +115,17 @@ def format_plan(plans: list[EntryPlan]) -> list[str]:
         lines += [f"  would {action}" for action in plan.actions]
         for b in plan.batches:
             size = f"{b.bytes} bytes ({human_bytes(b.bytes)})" + (f", {b.unsized} files of unlisted size" if b.unsized else "")
-            lines.append(f"  batch {b.batch_id}: " + (f"ERROR {b.error}" if b.error else f"{b.files} files, {size}"))
+            lines.append(f"  batch {b.batch_id}: " + (f"ERROR {b.error}" if b.error else f"{_files(b.files)}, {size}"))
         lines += [f"  batch {r.key}: not exported, {r.note}" for r in plan.replaced]
         if plan.left_out:
             lines.append("  left out (not successful): " + ", ".join(f"{n} {s}" for s, n in sorted(plan.left_out.items())))
     batches = [b for p in plans for b in p.batches if b.error is None]
     problems = sum(not p.ok for p in plans)
-    lines.append(f"{len(batches)} batches, {sum(b.files for b in batches)} files, {human_bytes(sum(b.bytes for b in batches))} "
+    lines.append(f"{len(batches)} batch{'' if len(batches) == 1 else 'es'}, {_files(sum(b.files for b in batches))}, "
+                 f"{human_bytes(sum(b.bytes for b in batches))} "
                  f"would be exported" + (f"; {problems} entr{'y' if problems == 1 else 'ies'} with errors" if problems else ""))
     return lines
+
+
+def _files(n: int) -> str:
+    return f"{n} file{'' if n == 1 else 's'}"

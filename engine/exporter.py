@@ -179,10 +179,12 @@ class Exporter:
         outcome.status = "listed"
 
     def _dataset_failed(self, outcome: DatasetOutcome, exc: Exception) -> None:
-        if isinstance(exc, CredentialsRejected | PlatformUnreachable):
-            self._abort(exc)
         outcome.status = "failed"
         outcome.error = describe(exc)
+        if isinstance(exc, CredentialsRejected | PlatformUnreachable):
+            self._abort(exc)
+            if isinstance(exc, PlatformUnreachable):
+                return  # said once for the run, not once per dataset
         log.error("dataset_failed", dataset=outcome.dataset_id, error=outcome.error)
 
     def _abort(self, exc: BaseException) -> None:

@@ -39,6 +39,7 @@ class TokenProvider:
         self._expires_at = float("inf") if self._static else 0.0
         self._refresh_margin = 300.0
         self._lock = asyncio.Lock()
+        self._noticed: set[str] = set()  # IMS already reported as not answering
         self.exchanges = 0
 
     @property
@@ -93,7 +94,8 @@ class TokenProvider:
         # IMS gets the form and nothing else: no gateway header, no redirect followed.
         send = partial(self._session.post, url, data=form, allow_redirects=False)
         try:
-            async with await connecting(send, target=f"IMS {origin_of(url)}", setting="auth.ims_url", policy=self._policy) as resp:
+            async with await connecting(send, target=f"IMS {origin_of(url)}", setting="auth.ims_url", policy=self._policy,
+                                        noticed=self._noticed) as resp:
                 text = await resp.text()
                 if resp.status in (429, 500, 502, 503, 504):
                     raise RetryableStatus(resp.status, "IMS unavailable", retry_after=parse_retry_after(resp.headers.get("Retry-After")), url=url)

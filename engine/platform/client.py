@@ -57,6 +57,7 @@ class PlatformClient:
         self.policy = policy
         self.base = URL(settings.platform.url)
         self.unreachable: PlatformUnreachable | None = None  # set once the platform could not be reached
+        self._noticed: set[str] = set()  # hosts already reported as not answering
 
     def url(self, path_or_url: str) -> URL:
         """Absolute URL for a path on the gateway, or a URL the platform sent (hrefs, next links)."""
@@ -140,7 +141,8 @@ class PlatformClient:
                            allow_redirects=False, auto_decompress=auto_decompress)
             try:
                 resp = await connecting(send, target=f"the gateway {origin_of(url)}" if gateway else str(origin_of(url)),
-                                        setting="platform.url" if gateway else "access to that host", policy=self.policy)
+                                        setting="platform.url" if gateway else "access to that host", policy=self.policy,
+                                        noticed=self._noticed)
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 raise TransferError(f"{method} {url.with_query(None)}: {type(exc).__name__}: {exc}") from exc
             if resp.status not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:

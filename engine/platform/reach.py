@@ -27,13 +27,14 @@ T = TypeVar("T")
 UNREACHABLE_AFTER_S = 15.0
 
 CONNECT_FAILURES = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
-# Certificate problems do not fix themselves: no point in retrying them.
-_HOPELESS = (aiohttp.ClientConnectorCertificateError,)
+# TLS failures (a certificate refused, https spoken to a plain-http port) do not fix themselves.
+_HOPELESS = (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError)
 
 
 async def connecting(send: Callable[[], Awaitable[T]], *, target: str, setting: str, policy: RetryPolicy,
-                     budget: float = UNREACHABLE_AFTER_S) -> T:
-    """`send()`, retried while no connection can be made, for at most `budget` seconds."""
+                     budget: float = UNREACHABLE_AFTER_S, noticed: set[str] | None = None) -> T:
+    """`send()`, retried while no connection can be made, for at most `budget` seconds.
+    The first failure per target in `noticed` is logged once, not once per request."""
     started = time.monotonic()
     attempt = 0
     while True:
@@ -45,7 +46,9 @@ async def connecting(send: Callable[[], Awaitable[T]], *, target: str, setting: 
             elapsed = time.monotonic() - started
             if isinstance(exc, _HOPELESS) or elapsed + delay > budget:
                 raise PlatformUnreachable(_explain(target, setting, exc, attempt, elapsed)) from exc
-            if attempt == 1:
+            if (attempt == 1 and noticed is None) or (noticed is not None and target not in noticed):
+                if noticed is not None:
+                    noticed.add(target)
                 log.warning("cannot_connect", target=target, error=_reason(exc), retrying_for_s=budget)
             await asyncio.sleep(delay)
 

@@ -29,6 +29,7 @@ DEFAULT_SCOPES = ["openid", "AdobeID", "read_organizations", "additional_info.pr
 
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_file", default=None)
 _file_values: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("file_values", default={})
+_environ: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("environ", default=os.environ)
 _DATASET_ID = re.compile(r"[0-9a-fA-F]{24}")
 
 
@@ -234,7 +235,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [
-            init_settings, PlainEnvSource(settings_cls), SettingFilesSource(settings_cls, _file_values.get())]
+            init_settings, PlainEnvSource(settings_cls, _environ.get()), SettingFilesSource(settings_cls, _file_values.get())]
         toml_path = _toml_file.get()
         if toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
@@ -257,7 +258,7 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, en
     files = read_setting_files(environ)
     if path is not None:
         _check_toml(path)
-    tokens = _toml_file.set(path), _file_values.set(files)
+    tokens = _toml_file.set(path), _file_values.set(files), _environ.set(environ)
     try:
         return Settings(**(overrides or {}))
     except ValidationError as exc:
@@ -268,6 +269,7 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, en
     finally:
         _toml_file.reset(tokens[0])
         _file_values.reset(tokens[1])
+        _environ.reset(tokens[2])
 
 
 def _setting_env_names() -> dict[str, str]:

@@ -26,10 +26,15 @@ FILE_SUFFIX = "_FILE"
 
 
 class PlainEnvSource(EnvSettingsSource):
-    """The environment without the *_FILE variables (SettingFilesSource reads those)."""
+    """The given environment without the *_FILE variables (SettingFilesSource reads those)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {k: v for k, v in super()._load_env_vars().items() if not k.upper().endswith(FILE_SUFFIX)}
+        # Names are matched without case, as pydantic-settings does by default.
+        return {k.lower(): v for k, v in self._environ.items() if not k.upper().endswith(FILE_SUFFIX)}
 
 
 class SettingFilesSource(EnvSettingsSource):

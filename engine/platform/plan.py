@@ -62,13 +62,17 @@ async def make_plan(settings: Settings) -> list[EntryPlan]:
         plans = [EntryPlan(ds.label) for ds in settings.datasets] + [EntryPlan(aud.label) for aud in settings.audiences]
         limiter = anyio.CapacityLimiter(ex.discovery_concurrency)
         entries: list[DatasetSettings | AudienceSettings] = [*settings.datasets, *settings.audiences]
+        fatal: list[Exception] = []  # credentials or reachability: the whole check stops on the first
         async with anyio.create_task_group() as tg:
             for entry, plan in zip(entries, plans, strict=True):
-                tg.start_soon(_plan_entry, discovery, selector, entry, plan, limiter)
+                tg.start_soon(_plan_entry, discovery, selector, entry, plan, limiter, fatal, tg.cancel_scope)
+        if fatal:
+            raise fatal[0]
     return plans
 
 
-async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan: EntryPlan, limiter: anyio.CapacityLimiter) -> None:
+async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan: EntryPlan, limiter: anyio.CapacityLimiter,
+                      fatal: list[Exception], scope: anyio.CancelScope) -> None:
     async with limiter:
         try:
             if isinstance(entry, DatasetSettings):
@@ -81,8 +85,9 @@ async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan
                 plan.dataset_id = entry.dataset_id or (found[0][0] if found else None)
             for dataset_id, key, obj in found:
                 plan.batches.append(await _count_files(discovery, dataset_id, key, obj))
-        except (CredentialsRejected, PlatformUnreachable):
-            raise
+        except (CredentialsRejected, PlatformUnreachable) as exc:
+            fatal.append(exc)
+            scope.cancel()
         except Exception as exc:
             plan.error = describe(exc)
 

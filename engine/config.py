@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +25,7 @@ from .config_env import (  # noqa: F401 - CONFIG_ENV and config_path_from_env ar
     CONFIG_ENV, ENV_PREFIX, PlainEnvSource, SettingFilesSource, check_env_names, config_path_from_env, field_of, read_setting_files,
 )
 from .errors import ConfigError
+
 DEFAULT_SCOPES = ["openid", "AdobeID", "read_organizations", "additional_info.projectedProductContext", "session"]
 
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_file", default=None)
@@ -185,9 +186,14 @@ class DatasetSettings(_Section):
 
     def window_ms(self) -> tuple[int | None, int | None]:
         """(createdAfter, createdBefore) for Catalog, both exclusive: since is inclusive, until is not."""
-        after = int(self.since.timestamp() * 1000) - 1 if self.since else None
-        before = int(self.until.timestamp() * 1000) if self.until else None
+        after = _epoch_ms(self.since) - 1 if self.since else None
+        before = _epoch_ms(self.until) if self.until else None
         return after, before
+
+
+def _epoch_ms(when: datetime) -> int:
+    """Exact epoch milliseconds (float timestamps can be off by one at a window's edge)."""
+    return (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 class AudienceSettings(_Section):
@@ -201,7 +207,11 @@ class AudienceSettings(_Section):
     @field_validator("export_job_id", "segment_id", "dataset_id", mode="before")
     @classmethod
     def _as_str(cls, v: Any) -> Any:
-        return str(v).strip() if v is not None and not isinstance(v, bool) else v
+        if v is None or isinstance(v, bool):
+            return v
+        if not str(v).strip():
+            raise ValueError("must not be empty")
+        return str(v).strip()
 
     @model_validator(mode="after")
     def _one_source(self) -> AudienceSettings:

@@ -145,3 +145,10 @@ def test_a_top_level_datasets_list_after_a_table_is_explained(tmp_path: Path, no
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})
     assert "auth.datasets: unknown setting" in str(info.value) and "before the first [section]" in str(info.value)
+
+
+def test_the_example_config_loads_with_the_secret_from_the_environment(no_aep_env) -> None:
+    example = Path(__file__).parent.parent / "config.example.toml"
+    s = load_settings(example, environ={"AEP_EXPORT_AUTH__CLIENT_SECRET": "from-env"})
+    assert [(d.id, d.batches, d.pinned) for d in s.datasets] == [("5cd9146b31dae914b75f654f", "latest", None)]
+    assert s.auth.client_secret.get_secret_value() == "from-env" and s.audiences == []

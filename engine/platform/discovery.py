@@ -9,9 +9,9 @@ selection.py    config entries -> the batches a run exports (used by `run` and b
 from __future__ import annotations
 
 from .audiences import AudienceJobs
-from .catalog import CATALOG, CATALOG_MAX_LIMIT, DOWNLOADABLE, CatalogApi, NoBatch  # noqa: F401 - re-exported
+from .catalog import CatalogApi, NoBatch  # noqa: F401 - re-exported
 from .client import PlatformClient
-from .dataaccess import EXPORT, DataAccessApi, Listing  # noqa: F401 - re-exported (output/report.py)
+from .dataaccess import DataAccessApi, Listing  # noqa: F401 - re-exported (output/report.py)
 from .selection import CATALOG_GROUP, LatestBatches  # noqa: F401 - re-exported
 from ..retry import RetryPolicy
 

@@ -150,3 +150,14 @@ async def test_ims_gets_the_form_and_no_gateway_header(tmp_path: Path, make_fake
     assert not {"authorization", "x-api-key", "x-gw-ims-org-id", "x-sandbox-name"} & seen[0]["headers"]
     assert seen[0]["query"] == {}  # the secret travels in the body, never in a URL that may be logged
     assert seen[0]["form"] == {"grant_type", "client_id", "client_secret", "scope"}
+
+
+def test_the_fake_platform_command_takes_the_link_spelling() -> None:
+    import argparse
+
+    from engine.fake.cli import add_parser, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="cmd"))
+    assert config_from_args(parser.parse_args(["fake-platform", "--links", "documented"])).links == "documented"
+    assert config_from_args(parser.parse_args(["fake-platform"])).links == "request"

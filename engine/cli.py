@@ -1,8 +1,9 @@
-"""Command line: `aep-export run|demo|verify|fake-platform`.
+"""Command line: `aep-export run|check|demo|verify|fake-platform`.
 
 Exit codes (a contract): 0 everything exported and verified; 1 the run finished but something
 failed (report.json says what); 2 usage or configuration error, nothing attempted;
-3 credentials rejected; 130/143 interrupted by SIGINT/SIGTERM (rerun to resume).
+3 credentials rejected; 4 the platform (gateway or IMS) cannot be reached;
+130/143 interrupted by SIGINT/SIGTERM (rerun to resume).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any, NoReturn
 
 import anyio
 from . import logs
-from .config import ENV_PREFIX, Settings, load_settings
-from .errors import ConfigError, CredentialsRejected
-from .exporter import EXIT_CREDENTIALS, EXIT_USAGE, Exporter
+from .config import ENV_PREFIX, Settings, config_path_from_env, load_settings, looks_like_dataset_id
+from .errors import ConfigError, CredentialsRejected, PlatformUnreachable
+from .exporter import EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Exporter
 from .output.report import REPORT, RunOutcome, human_bytes, summary_rows
 
 
@@ -27,14 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="export the datasets a config file lists")
-    run.add_argument("--config", "-c", type=Path, help="TOML file (see config.example.toml); env AEP_EXPORT_* and flags override it")
-    run.add_argument("--out", type=Path, help="output directory (export.out_dir)")
-    run.add_argument("--concurrency", type=int, help="parallel downloads (export.concurrency)")
-    run.add_argument("--dataset", action="append", metavar="ID", help="dataset id to export (repeatable; replaces [[datasets]])")
-    run.add_argument("--org-id", help="platform.org_id")
-    run.add_argument("--sandbox", help="platform.sandbox")
-    run.add_argument("--url", help="platform.url (gateway)")
-    _add_output_flags(run)
+    _add_run_flags(run)
+    run.add_argument("--dry-run", action="store_true", help="print what would be exported (like `check`), download and write nothing")
+    check = sub.add_parser("check", help="check credentials and config against the platform; print what a run would export")
+    _add_run_flags(check)
 
     demo = sub.add_parser("demo", help="export from an embedded fake platform, to see it work")
     demo.add_argument("--out", type=Path, default=Path("demo-export"), help="output directory (default: ./demo-export)")
@@ -50,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     fake_cli.add_parser(sub)
     return parser
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The flags `run` and `check` share: the same config sources, the same overrides."""
+    p.add_argument("--config", "-c", type=Path, help="TOML file (see config.example.toml; default: $AEP_EXPORT_CONFIG); "
+                                                      "env AEP_EXPORT_* and flags override it")
+    p.add_argument("--out", type=Path, help="output directory (export.out_dir)")
+    p.add_argument("--concurrency", type=int, help="parallel downloads (export.concurrency)")
+    p.add_argument("--dataset", action="append", metavar="ID|NAME",
+                   help="dataset to export: an id (24 hex digits) or a name (repeatable; replaces the config's datasets)")
+    p.add_argument("--datasets-file", type=Path, metavar="FILE",
+                   help="datasets to export, one id or name a line (# comments; adds to --dataset, replaces the config's)")
+    p.add_argument("--org-id", help="platform.org_id")
+    p.add_argument("--sandbox", help="platform.sandbox")
+    p.add_argument("--url", help="platform.url (gateway)")
+    _add_output_flags(p)
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -83,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "check":
+            return cmd_check(args)
         if args.command == "demo":
             return cmd_demo(args)
         return cmd_verify(args)
@@ -92,23 +107,63 @@ def main(argv: list[str] | None = None) -> int:
     except CredentialsRejected as exc:
         print(f"aep-export: credentials rejected: {exc}", file=sys.stderr)
         return EXIT_CREDENTIALS
+    except PlatformUnreachable as exc:
+        print(f"aep-export: platform unreachable: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if args.dry_run:
+        return check(settings)
+    return export(settings, live=_live(args))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    return check(settings_from_args(args))
+
+
+def check(settings: Settings) -> int:
+    """Resolve everything a run would export and print it; nothing is downloaded or written."""
+    from .platform.plan import format_plan, make_plan
+
+    plans = anyio.run(make_plan, settings)
+    for line in format_plan(plans):
+        print(line)
+    return EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     _put(overrides, ("export", "out_dir"), args.out)
     _put(overrides, ("export", "concurrency"), args.concurrency)
     _put(overrides, ("platform", "org_id"), args.org_id)
     _put(overrides, ("platform", "sandbox"), args.sandbox)
     _put(overrides, ("platform", "url"), args.url)
-    if args.dataset:
-        overrides["datasets"] = [{"id": d} for d in args.dataset]
-    if args.config is None and not any(k.startswith(ENV_PREFIX) for k in os.environ):
-        raise ConfigError("no configuration: pass --config FILE (see config.example.toml) or set AEP_EXPORT_* variables")
-    settings = load_settings(args.config, overrides)
-    return export(settings, live=_live(args))
+    named = list(args.dataset or []) + (_datasets_file(args.datasets_file) if args.datasets_file else [])
+    if named:
+        overrides["datasets"] = [{"id": d} if looks_like_dataset_id(d) else {"name": d} for d in named]
+    config = args.config or config_path_from_env()
+    if config is None and not any(k.startswith(ENV_PREFIX) for k in os.environ):
+        raise ConfigError("no configuration: pass --config FILE (see config.example.toml), set AEP_EXPORT_CONFIG, "
+                          "or set AEP_EXPORT_* variables")
+    return load_settings(config, overrides)
+
+
+def _datasets_file(path: Path) -> list[str]:
+    """One dataset id or name a line; blank lines and lines starting with # are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"--datasets-file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--datasets-file {path} cannot be read: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+    values = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not values:
+        raise ConfigError(f"--datasets-file {path} lists no dataset (one id or name a line)")
+    return values
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -177,6 +232,9 @@ def export(settings: Settings, *, live: bool) -> int:
     if use_uvloop and importlib.util.find_spec("uvloop") is None:
         raise ConfigError("export.event_loop = \"uvloop\" but uvloop is not installed (pip install uvloop)")
     run = anyio.run(exporter.execute, backend_options={"use_uvloop": use_uvloop})
+    if run.exit_code == EXIT_UNREACHABLE and not run.batches():  # one clear line, no empty table
+        print(f"aep-export: platform unreachable: {run.errors[0] if run.errors else ''}", file=sys.stderr)
+        return run.exit_code
     print_summary(run, settings.export.out_dir)
     return run.exit_code
 

@@ -1,25 +1,42 @@
 """Configuration: TOML file < environment (AEP_EXPORT_..., nested with __) < CLI flags.
 
 The key names are a contract shared with other tools; add keys, never rename them.
-Secrets are SecretStr so they never print in reprs, logs or error messages.
+Secrets are SecretStr so they never print in reprs, logs or error messages. Any setting can
+also come from a file, the way containers hand secrets over: AEP_EXPORT_<SETTING>_FILE=/path.
+An AEP_EXPORT_* variable that names no setting is an error, like an unknown TOML key.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
+import os
+import re
 import tomllib
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
+from .config_env import (  # noqa: F401 - CONFIG_ENV and config_path_from_env are used by the CLI
+    CONFIG_ENV, ENV_PREFIX, PlainEnvSource, SettingFilesSource, check_env_names, config_path_from_env, field_of, read_setting_files,
+)
 from .errors import ConfigError
 
-ENV_PREFIX = "AEP_EXPORT_"
 DEFAULT_SCOPES = ["openid", "AdobeID", "read_organizations", "additional_info.projectedProductContext", "session"]
 
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_file", default=None)
+_file_values: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("file_values", default={})
+_environ: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("environ", default=os.environ)
+_DATASET_ID = re.compile(r"[0-9a-fA-F]{24}")
+
+
+def looks_like_dataset_id(value: str) -> bool:
+    """Catalog dataset ids are 24 hex digits (5cd9146b31dae914b75f654f); anything else is a name."""
+    return bool(_DATASET_ID.fullmatch(value.strip()))
 
 
 def _http_url(v: str) -> str:
@@ -59,7 +76,15 @@ class AuthSettings(_Section):
     client_secret: SecretStr = SecretStr("")
     access_token: SecretStr = SecretStr("")
     ims_url: HttpUrlText = "https://ims-na1.adobelogin.com"
-    scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
+    scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        """IMS takes scopes as one comma-separated list: accept that spelling (or JSON) too."""
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip().startswith("[") else [s.strip() for s in v.split(",") if s.strip()]
+        return v
 
     @model_validator(mode="after")
     def _some_credential(self) -> AuthSettings:
@@ -91,25 +116,114 @@ class ExportSettings(_Section):
 
 
 class DatasetSettings(_Section):
-    id: str
-    batch: str | None = Field(None, description="export this batch instead of the latest successful one")
+    """One dataset and the batches of it to export. A plain string in `datasets = [...]` is an id."""
 
-    @field_validator("id")
+    id: str | None = None
+    name: str | None = Field(None, description="looked up in Catalog: exactly one dataset must have it")
+    batch: str | None = Field(None, description="kept from the first version: the same as batches = [batch]")
+    batches: str | list[str] = Field("latest", description='"latest", "all" or a list of batch ids')
+    since: datetime | None = Field(None, description="only batches created at or after this time")
+    until: datetime | None = Field(None, description="only batches created before this time")
+
+    @model_validator(mode="before")
     @classmethod
-    def _non_empty(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("dataset id must not be empty")
-        return v.strip()
+    def _plain_id(cls, v: Any) -> Any:
+        return {"id": v} if isinstance(v, str) else v
+
+    @field_validator("id", "name", "batch")
+    @classmethod
+    def _non_empty(cls, v: str | None, info: Any) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError(f"dataset {info.field_name} must not be empty")
+        return v.strip() if info.field_name != "name" or v is None else v
+
+    @field_validator("batches", mode="before")
+    @classmethod
+    def _batch_choice(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in ("latest", "all"):
+            raise ValueError('must be "latest", "all" or a list of batch ids')
+        if isinstance(v, list):
+            ids = [str(b).strip() for b in v]
+            if not ids or not all(ids):
+                raise ValueError("a list of batch ids must hold at least one id and no empty one")
+            return list(dict.fromkeys(ids))
+        return v
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _date_is_midnight(cls, v: Any) -> Any:
+        if isinstance(v, date) and not isinstance(v, datetime):
+            return datetime(v.year, v.month, v.day, tzinfo=UTC)
+        return v
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc_when_naive(cls, v: datetime | None) -> datetime | None:
+        return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSettings:
+        if (self.id is None) == (self.name is None):
+            raise ValueError("set either id or name (a dataset name is looked up in Catalog)")
+        if self.batch is not None and self.batches != "latest":
+            raise ValueError("set batch or batches, not both (batch = \"x\" is the same as batches = [\"x\"])")
+        if (self.since or self.until) and self.pinned:
+            raise ValueError("since/until choose among the dataset's batches: they do not apply to pinned batch ids")
+        if self.since and self.until and self.since >= self.until:
+            raise ValueError("since must be earlier than until")
+        return self
+
+    @property
+    def pinned(self) -> list[str] | None:
+        """Batch ids the user named, exported whatever their status."""
+        if self.batch is not None:
+            return [self.batch]
+        return list(self.batches) if isinstance(self.batches, list) else None
+
+    @property
+    def label(self) -> str:
+        return self.id if self.id is not None else f"name:{self.name}"
+
+    def window_ms(self) -> tuple[int | None, int | None]:
+        """(createdAfter, createdBefore) for Catalog, both exclusive: since is inclusive, until is not."""
+        after = _epoch_ms(self.since) - 1 if self.since else None
+        before = _epoch_ms(self.until) if self.until else None
+        return after, before
+
+
+def _epoch_ms(when: datetime) -> int:
+    """Exact epoch milliseconds (float timestamps can be off by one at a window's edge)."""
+    return (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 class AudienceSettings(_Section):
-    export_job_id: str = Field(description="segmentation export job whose batch(es) to export")
-    wait_timeout: float = Field(3600.0, gt=0, description="how long to wait for the job to succeed")
+    """An audience (segment) export: an existing export job, or one this tool starts for a segment."""
 
-    @field_validator("export_job_id", mode="before")
+    export_job_id: str | None = Field(None, description="segmentation export job whose batch(es) to export")
+    segment_id: str | None = Field(None, description="segment to export: a dataset and an export job are created for it")
+    dataset_id: str | None = Field(None, description="with segment_id: export into this (profile union) dataset instead of a new one")
+    wait_timeout: float = Field(3600.0, gt=0, description="how long to wait for the job and its batch to succeed")
+
+    @field_validator("export_job_id", "segment_id", "dataset_id", mode="before")
     @classmethod
-    def _as_str(cls, v: Any) -> str:
-        return str(v)
+    def _as_str(cls, v: Any) -> Any:
+        if v is None or isinstance(v, bool):
+            return v
+        if not str(v).strip():
+            raise ValueError("must not be empty")
+        return str(v).strip()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AudienceSettings:
+        if (self.export_job_id is None) == (self.segment_id is None):
+            raise ValueError("set either export_job_id (a running or finished job) or segment_id (a job is started)")
+        if self.dataset_id is not None and self.segment_id is None:
+            raise ValueError("dataset_id goes with segment_id (an export job already names its dataset)")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"audience:{self.export_job_id}" if self.export_job_id else f"audience:segment:{self.segment_id}"
 
 
 class Settings(BaseSettings):
@@ -130,7 +244,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings, PlainEnvSource(settings_cls, _environ.get()), SettingFilesSource(settings_cls, _file_values.get())]
         toml_path = _toml_file.get()
         if toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
@@ -139,24 +254,43 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _something_to_export(self) -> Settings:
         if not self.datasets and not self.audiences:
-            raise ValueError("nothing to export: add at least one [[datasets]] id (or an [[audiences]] export_job_id)")
+            raise ValueError("nothing to export: add at least one dataset (datasets = [\"id\"] or [[datasets]]) or an [[audiences]] entry")
         return self
 
 
-def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Build Settings from a TOML file, the environment and CLI overrides (highest first).
+def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from a TOML file, the environment (and files it names) and CLI overrides.
 
     Every failure becomes a ConfigError with one readable paragraph naming the settings.
     """
+    environ = os.environ if environ is None else environ
+    check_env_names(environ, _setting_env_names())
+    files = read_setting_files(environ)
     if path is not None:
         _check_toml(path)
-    token = _toml_file.set(path)
+    tokens = _toml_file.set(path), _file_values.set(files), _environ.set(environ)
     try:
         return Settings(**(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
+    except SettingsError as exc:  # a list or section variable that is not JSON
+        raise ConfigError(f"an {ENV_PREFIX}* variable could not be parsed ({field_of(exc)}): lists and sections "
+                          "are JSON there, e.g. AEP_EXPORT_DATASETS='[\"5cd9146b31dae914b75f654f\"]'") from None
     finally:
-        _toml_file.reset(token)
+        _toml_file.reset(tokens[0])
+        _file_values.reset(tokens[1])
+        _environ.reset(tokens[2])
+
+
+def _setting_env_names() -> dict[str, str]:
+    """Every variable that names a setting (upper case) -> the setting's dotted name."""
+    sections = {"platform": PlatformSettings, "auth": AuthSettings, "export": ExportSettings}
+    names = {}
+    for field in Settings.model_fields:
+        names[ENV_PREFIX + field.upper()] = field
+        for sub in sections[field].model_fields if field in sections else ():
+            names[f"{ENV_PREFIX}{field.upper()}__{sub.upper()}"] = f"{field}.{sub}"
+    return names
 
 
 def _check_toml(path: Path) -> None:
@@ -179,6 +313,8 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting (check the spelling against config.example.toml)"
+            if len(err["loc"]) == 2 and err["loc"][1] in ("datasets", "audiences"):
+                msg += f"; in TOML a top-level `{err['loc'][1]} = [...]` must come before the first [section]"
         elif err["type"] == "missing":
             env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"] if not isinstance(p, int))
             msg = f"required but not set (in the config file, or as {env})"

@@ -3,6 +3,7 @@
 ExportError
 ├── ConfigError              bad or missing configuration: exit 2, nothing attempted
 ├── CredentialsRejected      IMS or the gateway refused our credentials: exit 3
+├── PlatformUnreachable      the gateway or IMS cannot be reached (refused, DNS, TLS): exit 4
 ├── PlatformError            the platform answered with an error status
 │   ├── NotFound             404: unknown dataset, batch or file
 │   └── RetryableStatus      429/5xx: worth another try (Throttled for 429/503)
@@ -28,6 +29,14 @@ class ConfigError(ExportError):
 
 class CredentialsRejected(ExportError):
     """IMS or the gateway refused the credentials (never includes the secret itself)."""
+
+
+class PlatformUnreachable(ExportError):
+    """No connection to the gateway or IMS could be made for a while: nothing else can succeed.
+
+    Not a TransferError on purpose: the connection attempts were already retried for a bounded
+    time (engine/platform/reach.py), so callers stop instead of retrying again.
+    """
 
 
 class PlatformError(ExportError):

@@ -18,22 +18,23 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
-from .config import DatasetSettings, Settings
-from .platform.discovery import Discovery, LatestBatches
+from .config import AudienceSettings, DatasetSettings, Settings
+from .platform.discovery import Discovery
+from .platform.selection import Selector
 from .transfer.download import Downloader
 from .transfer.scheduler import Scheduler
 from .output.local import LocalDestination
-from .errors import CredentialsRejected, DiskFull, ExportError
+from .errors import CredentialsRejected, DiskFull, PlatformUnreachable
 from .logs import register_secret
 from .progress import show_progress
-from .model import Counters, FileResult, FileStatus, FileTask
+from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
 from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, write_report
 from .retry import RetryPolicy, describe
 from .output.journal import Journal
 
 log = structlog.get_logger("aep_export")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CREDENTIALS = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CREDENTIALS, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -67,14 +68,14 @@ class Exporter:
                 tokens = TokenProvider(self.settings.auth, session, self.policy)
                 self.client = PlatformClient(self.settings, session, tokens, self.policy)
                 self.discovery = Discovery(self.client, ex.created_client)
-                self.latest = LatestBatches(self.discovery, [ds.id for ds in self.settings.datasets if not ds.batch])
+                self.selector = Selector(self.discovery, self.settings.datasets)
                 self.scheduler = Scheduler(ex)
                 destination = LocalDestination(ex, self.journal, self.scheduler.disk)
                 self.downloader = Downloader(self.client, ex, destination, self.policy, self.counters, self.scheduler)
                 await tokens.token()  # bad credentials: fail before anything is attempted
                 with anyio.CancelScope() as self._scope:
                     await self._pool()
-        except CredentialsRejected as exc:
+        except (CredentialsRejected, PlatformUnreachable) as exc:
             self._fatal = exc
         finally:
             self.journal.close()
@@ -94,7 +95,7 @@ class Exporter:
                 for ds in self.settings.datasets:
                     tg.start_soon(self._produce_dataset, ds, send.clone(), limiter)
                 for aud in self.settings.audiences:
-                    tg.start_soon(self._produce_audience, aud.export_job_id, aud.wait_timeout, send.clone(), limiter)
+                    tg.start_soon(self._produce_audience, aud, send.clone(), limiter)
             def queue_idle() -> bool:
                 stats = receive.statistics()
                 return stats.current_buffer_used == 0 and stats.open_send_streams == 0
@@ -117,40 +118,49 @@ class Exporter:
     # -- producers -------------------------------------------------------------------------
 
     async def _produce_dataset(self, ds: DatasetSettings, send: MemoryObjectSendStream[FileTask], limiter: anyio.CapacityLimiter) -> None:
-        outcome = DatasetOutcome(ds.id)
+        outcome = DatasetOutcome(ds.label)
         self.run.datasets.append(outcome)
         async with send, limiter:
             try:
-                if ds.batch:
-                    key, obj = ds.batch, await self.discovery.batch(ds.batch)
-                else:
-                    key, obj = await self.latest.latest(ds.id)
-                await self._export_batch(outcome, ds.id, key, obj, "dataset", send)
+                selection = await self.selector.select(ds)
+                outcome.dataset_id = selection.dataset_id
+                for key, obj in selection.batches:
+                    await self._export_batch(outcome, selection.dataset_id, key, obj, "dataset", send, alone=len(selection.batches) == 1)
+                for r in selection.replaced:  # reported, not exported: a newer chosen batch replaces it
+                    outcome.batches.append(BatchOutcome(BatchRef(selection.dataset_id, r.key, r.obj), status="replaced", errors=[r.note]))
             except Exception as exc:
                 self._dataset_failed(outcome, exc)
 
-    async def _produce_audience(self, job_id: str, wait: float, send: MemoryObjectSendStream[FileTask], limiter: anyio.CapacityLimiter) -> None:
-        outcome = DatasetOutcome(f"audience:{job_id}", source=f"audience:{job_id}")
+    async def _produce_audience(self, aud: AudienceSettings, send: MemoryObjectSendStream[FileTask], limiter: anyio.CapacityLimiter) -> None:
+        outcome = DatasetOutcome(aud.label, source=aud.label)
+
+        def on_job(job_id: str) -> None:
+            outcome.source = f"audience:{job_id}"
+
         self.run.datasets.append(outcome)
         async with send:
             try:
-                pairs = await self.discovery.audience_batches(job_id, wait)
+                found = await self.discovery.audience_batches(aud, on_job)
                 async with limiter:
-                    for dataset_id, batch_id in pairs:
+                    for dataset_id, key, obj in found:
                         outcome.dataset_id = dataset_id
-                        obj = await self._catalog_or_empty(batch_id)
-                        await self._export_batch(outcome, dataset_id, batch_id, obj, f"audience:{job_id}", send)
+                        await self._export_batch(outcome, dataset_id, key, obj, outcome.source, send)
             except Exception as exc:
                 self._dataset_failed(outcome, exc)
 
-    async def _catalog_or_empty(self, batch_id: str) -> dict:
+    async def _export_batch(self, outcome: DatasetOutcome, dataset_id: str, key: str, obj: dict, source: str,
+                            send: MemoryObjectSendStream[FileTask], alone: bool = True) -> None:
         try:
-            return await self.discovery.batch(batch_id)
-        except ExportError:
-            return {}  # the export job's batch may not be visible in the Catalog yet
-
-    async def _export_batch(self, outcome: DatasetOutcome, dataset_id: str, key: str, obj: dict, source: str, send: MemoryObjectSendStream[FileTask]) -> None:
-        batch, dataset_files = await self.discovery.resolve_batch(dataset_id, key, obj, source)
+            batch, dataset_files = await self.discovery.resolve_batch(dataset_id, key, obj, source)
+        except (CredentialsRejected, PlatformUnreachable):
+            raise
+        except Exception as exc:
+            if alone:
+                raise
+            # One of several chosen batches: it fails alone, the others are still exported.
+            outcome.batches.append(BatchOutcome(BatchRef(dataset_id, key, obj), status="failed", errors=[describe(exc)]))
+            log.error("batch_failed", dataset=dataset_id, batch=key, error=describe(exc))
+            return
         if batch.key in self._batches:
             # Another source already exports this batch (e.g. an audience job's target dataset).
             log.info("batch_already_exporting", dataset=dataset_id, batch=batch.batch_id, source=source)
@@ -171,10 +181,12 @@ class Exporter:
         outcome.status = "listed"
 
     def _dataset_failed(self, outcome: DatasetOutcome, exc: Exception) -> None:
-        if isinstance(exc, CredentialsRejected):
-            self._abort(exc)
         outcome.status = "failed"
         outcome.error = describe(exc)
+        if isinstance(exc, CredentialsRejected | PlatformUnreachable):
+            self._abort(exc)
+            if isinstance(exc, PlatformUnreachable):
+                return  # said once for the run, not once per dataset
         log.error("dataset_failed", dataset=outcome.dataset_id, error=outcome.error)
 
     def _abort(self, exc: BaseException) -> None:
@@ -194,7 +206,7 @@ class Exporter:
                 except anyio.get_cancelled_exc_class():
                     bo.results.append(FileResult(task, FileStatus.CANCELLED, error="interrupted"))
                     raise
-                except (CredentialsRejected, DiskFull) as exc:
+                except (CredentialsRejected, DiskFull, PlatformUnreachable) as exc:
                     bo.results.append(FileResult(task, FileStatus.FAILED, error=describe(exc)))
                     self._abort(exc)
                     return
@@ -226,10 +238,13 @@ class Exporter:
                         bo.status = "cancelled"
         for d in run.datasets:
             if d.status not in ("failed",):
-                d.status = "ok" if d.batches and all(b.status == "ok" for b in d.batches) else ("cancelled" if self._interrupted else "failed")
+                d.status = "ok" if d.batches and all(b.status in ("ok", "replaced") for b in d.batches) else ("cancelled" if self._interrupted else "failed")
         if isinstance(self._fatal, DiskFull):
             run.errors.append(str(self._fatal))
             run.exit_code, run.status = EXIT_FAILED, "disk_full"
+        elif isinstance(self._fatal, PlatformUnreachable):
+            run.errors.append(str(self._fatal))
+            run.exit_code, run.status = EXIT_UNREACHABLE, "unreachable"
         elif self._fatal is not None:
             run.errors.append(describe(self._fatal))
             run.exit_code, run.status = EXIT_CREDENTIALS, "credentials_rejected"

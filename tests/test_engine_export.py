@@ -256,9 +256,9 @@ async def test_many_datasets_cost_one_catalog_query_per_group(tmp_path: Path, ma
 async def test_datasets_left_out_of_a_grouped_answer_are_asked_one_by_one(tmp_path: Path, make_fake,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A group answer truncated to 2 batches (as by the 100 limit): the rest fall back, outcome unchanged."""
-    import engine.platform.discovery
+    import engine.platform.catalog
 
-    monkeypatch.setattr(engine.platform.discovery, "CATALOG_MAX_LIMIT", 2)
+    monkeypatch.setattr(engine.platform.catalog, "CATALOG_MAX_LIMIT", 2)
     n = 8
     async with make_fake(FakeConfig.small(n_datasets=n, files=1, rows=20, seed=48)) as fp:
         unknown = "0" * 24

@@ -36,6 +36,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows-per-file", type=int)
     p.add_argument("--page-size", type=int, help="listing page size (1..100) for every dataset")
     p.add_argument("--data-dir", help="where generated files live (default: cache in $TMPDIR)")
+    p.add_argument("--links", choices=("request", "port", "no_port", "documented"),
+                   help="how hrefs and next links spell scheme://host:port (documented: ':443'-style self "
+                        "links, next links without a port; port-less forms need the default port, e.g. --port 80)")
     f = p.add_argument_group("faults (deterministic, seeded)")
     f.add_argument("--fault-429", type=float, metavar="P")
     f.add_argument("--retry-after", type=float, metavar="S")
@@ -85,7 +88,7 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
     faults = dataclasses.replace(cfg.faults, **{
         field: getattr(args, flag) for flag, field in FAULT_FLAGS.items() if getattr(args, flag) is not None})
     return cfg.replace(datasets=specs, faults=faults, data_dir=args.data_dir,
-                       page_size=args.page_size or cfg.page_size)
+                       page_size=args.page_size or cfg.page_size, links=args.links or cfg.links)
 
 
 async def serve(cfg: FakeConfig, host: str, port: int) -> None:

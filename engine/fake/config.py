@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .data import DatasetSpec
 from .faults import Faults
@@ -24,6 +25,16 @@ class FakeConfig:
     sandbox: str = "prod"
     static_token: str = "aep-fake-static-token"  # always accepted, never expires
     job_polls_to_success: int = 2  # GETs of an export job until it reports SUCCEEDED
+    batch_polls_to_success: int = 0  # GETs of an audience's new batch that answer "loading" first
+    # How hrefs and next links are spelled (aep-api.md §4.1): "request" = from the Host header;
+    # "port" = the port always written (http://127.0.0.1:80/…, like Adobe's ":443" hrefs);
+    # "no_port" = never written; "documented" = self hrefs with the port, next/page links without.
+    # "no_port" and "documented" only make sense on the scheme's default port (80 here).
+    links: Literal["request", "port", "no_port", "documented"] = "request"
+    link_host: str | None = None  # host name written in links (default: the listening address)
+    # Part hrefs point at the second (blob) host, signed: a link to another origin, which must
+    # not receive credentials (the blob host records the headers it gets).
+    foreign_download_links: bool = False
 
     # ------------------------------------------------------------------ presets
 

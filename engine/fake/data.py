@@ -54,12 +54,22 @@ class DatasetSpec:
     nested_children: int = 2  # child dataSetFiles per directory when nested
     metrics_form: Literal["new", "old"] = "new"
     batch_key: Literal["key", "related"] = "key"
-    related_miss: Literal["empty", "404"] = "empty"  # /export/batches/{key}/files when related
+    # /export/batches/{key}/files when related: an empty list, or the error a gateway may give
+    related_miss: Literal["empty", "404", "400", "422"] = "empty"
     success_marker: bool = False  # `_SUCCESS` (length 0) entry in part listings
     status_word: Literal["success", "active"] = "success"
     hostile_names: bool = False  # unsafe part names (traversal, backslash, abs, ctrl)
     created_client: str = "acp_foundation_push"
     audience_job: bool = False  # preconfigure a segmentation export job targeting it
+    # Replay (aep-api.md §3.4): the newest successful batch re-scores the day of the one before
+    # it (created 2 h later, replay.predecessors = [that batch], "Replacing for <day>").
+    replacement: bool = False
+    # Created times of the first batches, in ms after the dataset's creation (else one a day):
+    # several batches in one millisecond test Catalog paging at page edges.
+    created_offsets_ms: tuple[int, ...] = ()
+    # A segment's profile export: the dataset stays out of the Catalog until an export job for
+    # this segment writes its newest batch into a dataset (one created with POST /dataSets).
+    segment_id: str | None = None
 
 
 
@@ -115,6 +125,7 @@ class Batch:
     index: int
     latest: bool = False
     files: list[DataSetFile] = field(default_factory=list)
+    replaces: str | None = None  # Catalog key of the batch this one replaces (replay)
 
     @property
     def parts(self) -> list[tuple[DataSetFile, PartFile]]:
@@ -206,6 +217,10 @@ class Model:
         n_ok = max(spec.batches, 0)
         for b_idx, status in enumerate(statuses):
             ds.batches.append(self._build_batch(ds, b_idx, status, latest=(b_idx == n_ok - 1)))
+        if spec.replacement and n_ok >= 2:
+            newest, replaced = ds.batches[n_ok - 1], ds.batches[n_ok - 2]
+            newest.created = replaced.created + 2 * 3_600_000  # the same day, re-scored
+            newest.replaces = replaced.key
         return ds
 
     def _build_batch(self, ds: Dataset, b_idx: int, status: str, latest: bool) -> Batch:
@@ -215,7 +230,10 @@ class Model:
             data_id = _uuid(self.seed, "batch", ds.id, b_idx)
         else:
             key = data_id = _ulid(self.seed, "batch", ds.id, b_idx)
-        created = ds.created + DAY_MS * (b_idx + 1) + _seed_int(ds.id, b_idx) % 600_000
+        if b_idx < len(spec.created_offsets_ms):
+            created = ds.created + spec.created_offsets_ms[b_idx]
+        else:
+            created = ds.created + DAY_MS * (b_idx + 1) + _seed_int(ds.id, b_idx) % 600_000
         b = Batch(key=key, data_id=data_id, dataset=ds, status=status, created=created,
                   index=b_idx, latest=latest)
         if status in ("success", "active"):

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .data import DataSetFile, Dataset, PartFile
 from .faults import RequestFaultState
-from .http import EXPORT, FAULTS, T0, base_url, content_type_for, gw_error, int_param, parse_range
+from .http import EXPORT, FAULTS, T0, content_type_for, gw_error, int_param, parse_range
 
 CHUNK = 1 << 20
 
@@ -29,20 +29,24 @@ class DataAccessApi:
     async def h_batch_files(self, request: web.Request) -> web.Response:
         bid = request.match_info["id"]
         b = self.model.batches_by_data_id.get(bid)
+        if b is not None and b.dataset.spec.segment_id and b.key not in self._attached:
+            b = None  # a segment's data before any export job wrote it
         if b is None:
             kb = self.model.batches_by_key.get(bid)
-            if kb is not None and kb.dataset.spec.related_miss == "empty":
+            miss = kb.dataset.spec.related_miss if kb is not None else "404"
+            if miss == "empty":
                 return web.json_response({"data": [], "_page": {"limit": 100, "count": 0}})
+            if miss in ("400", "422"):  # how a gateway may answer an id it does not take as a batch id
+                return gw_error(int(miss), miss, f"Invalid batch id: {bid}")
             return gw_error(404, "404", "The requested batch was not found.")
         limit = int_param(request, "limit", self._page_size(b.dataset), 1, None)
         start = int_param(request, "start", 0, 0, None)
         if limit is None or start is None:
             return gw_error(400, "400", "Invalid start/limit: limit must be a positive integer")
         limit = min(limit, 100)
-        base = base_url(request)
-        items = [self._dsf_item(base, f, b.dataset) for f in b.files]
+        items = [self._dsf_item(self.link_base(request), f, b.dataset) for f in b.files]
         path = f"{EXPORT}/batches/{quote(bid)}/files"
-        return web.json_response(_paged(items, start, limit, base + path))
+        return web.json_response(_paged(items, start, limit, self.link_base(request, "next") + path))
 
     def _dsf_item(self, base: str, f: DataSetFile, ds: Dataset) -> dict[str, Any]:
         return {"dataSetFileId": f.id, "dataSetViewId": ds.view_id, "version": "1.0.0",
@@ -50,8 +54,11 @@ class DataAccessApi:
                 "_links": {"self": {"href": f"{base}{EXPORT}/files/{quote(f.id)}"}}}
 
     def _part_item(self, base: str, f: DataSetFile, p: PartFile, ds: Dataset) -> dict[str, Any]:
+        href = f"{base}{EXPORT}/files/{quote(f.id)}?path={quote(p.name, safe='')}"
+        if self.cfg.foreign_download_links:  # a signed link to another host, like a pre-signed blob URL
+            href = f"{self.redirect_url}{EXPORT}/files/{quote(f.id)}?{urlencode({'path': p.name, 'sig': self._sign(f.id, p.name)})}"
         return {"name": p.name, "length": str(p.size) if ds.spec.length_as == "string" else p.size,
-                "_links": {"self": {"href": f"{base}{EXPORT}/files/{quote(f.id)}?path={quote(p.name, safe='')}"}}}
+                "_links": {"self": {"href": href}}}
 
     def _dsf_dataset(self, f: DataSetFile) -> Dataset:
         return self.model.file_batch[f.id].dataset
@@ -68,7 +75,7 @@ class DataAccessApi:
 
     def _listing(self, request: web.Request, f: DataSetFile) -> web.Response:
         ds = self._dsf_dataset(f)
-        base = base_url(request)
+        base = self.link_base(request)
         if f.children:
             items = [(c.id, self._dsf_item(base, c, ds)) for c in f.children]
         else:
@@ -84,7 +91,7 @@ class DataAccessApi:
         keys = [k for k, _ in items]
         first = next((i for i, k in enumerate(keys) if k >= cursor), len(keys)) if cursor else 0
         page = [it for _, it in items[first:first + limit]]
-        url = f"{base}{EXPORT}/files/{quote(f.id)}"
+        url = f"{self.link_base(request, 'next')}{EXPORT}/files/{quote(f.id)}"
         body: dict[str, Any] = {"data": page, "_page": {"limit": limit, "count": len(page)},
                                 "_links": {"page": {"href": f"{url}?start=0&limit={limit}", "templated": True}}}
         if first + limit < len(keys):

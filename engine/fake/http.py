@@ -28,10 +28,6 @@ def problem(status: int, title: str, detail: str, ns: str = "CAT") -> web.Respon
     return web.json_response(body, status=status)
 
 
-def base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
-
-
 def parse_range(value: str | None, total: int) -> tuple[int, int] | str | None:
     """Parse `bytes=a-b`, `bytes=a-`, `bytes=-n`. None = no/ignored range, "416" = unsatisfiable."""
     if not value:

@@ -21,6 +21,8 @@ class ExportJob:
     created_ms: int
     polls: int = 0
     cancelled: bool = False
+    attach_to: str | None = None  # a segment's batch is written into this dataset on success
+    failure: str = "Target dataset not found"  # errors[].msg when it fails
 
 
 
@@ -39,12 +41,27 @@ class SegmentationApi:
                 self._new_job(body, created_ms=ds.created + 500)
 
     def _new_job(self, body: dict[str, Any], created_ms: int) -> ExportJob:
+        """Which batch the job will write. A segment whose export data the fake holds (a dataset
+        with DatasetSpec.segment_id) is written into the destination dataset; a destination that
+        already holds batches (the preconfigured demo job) gives its newest; else the job fails."""
         dest = body.get("destination") or {}
         ds_id = dest.get("datasetId") or dest.get("dataSetId") or ""
-        ds = self.model.datasets.get(ds_id)
-        ok = ds.latest_success if ds else None
-        job = ExportJob(id=self._next_job_id, dataset_id=ds_id, batch_key=ok.key if ok else "",
-                        body=body, created_ms=created_ms)
+        segments = [s.get("segmentId") for s in (body.get("filter") or {}).get("segments") or [] if isinstance(s, dict)]
+        job = ExportJob(id=self._next_job_id, dataset_id=ds_id, batch_key="", body=body, created_ms=created_ms)
+        source = next((d for d in self.model.datasets.values() if d.spec.segment_id and d.spec.segment_id in segments), None)
+        target = self.model.datasets.get(ds_id)
+        if source is not None:
+            batch = source.latest_success
+            if not (ds_id in self._created or (target is not None and not target.spec.segment_id)):
+                job.failure = f"Dataset '{ds_id}' not found"
+            elif batch is None or batch.key in self._attached or any(j.batch_key == batch.key for j in self._jobs.values()):
+                job.failure = f"Segment '{source.spec.segment_id}' has no profiles to export"  # the fake exports each once
+            else:
+                job.batch_key, job.attach_to = batch.key, ds_id
+        elif target is not None and target.latest_success is not None:
+            job.batch_key = target.latest_success.key
+        else:
+            job.failure = f"Segment definition '{segments[0] if segments else ''}' not found"
         self._next_job_id += 1
         self._jobs[job.id] = job
         return job
@@ -62,27 +79,44 @@ class SegmentationApi:
     def _job_obj(self, job: ExportJob) -> dict[str, Any]:
         status = self._job_status(job)
         dest = dict(job.body.get("destination") or {})
-        dest.setdefault("datasetId", job.dataset_id)
-        dest["batchId"] = job.batch_key
+        if "dataSetId" not in dest:
+            dest.setdefault("datasetId", job.dataset_id)
+        dest.setdefault("segmentPerBatch", False)
+        dest["batchId"] = job.batch_key if status != "FAILED" else ""
+        if dest["segmentPerBatch"]:  # one batch per segment, listed in destination.batches[] (§6.3)
+            dest["batches"] = [{"segmentId": s.get("segmentId"), "segmentNs": s.get("segmentNs", "ups"),
+                                "status": s.get("status", ["realized", "existing"]), "batchId": dest["batchId"]}
+                               for s in (job.body.get("filter") or {}).get("segments") or [] if isinstance(s, dict)]
         obj: dict[str, Any] = {
             "id": job.id, "jobType": "BATCH", "destination": dest,
-            "fields": job.body.get("fields"), "schema": job.body.get("schema"),
-            "filter": job.body.get("filter", {}), "mergePolicy": job.body.get("mergePolicy"),
+            "fields": job.body.get("fields", ""), "schema": job.body.get("schema"),
+            "filter": job.body.get("filter", {}),
+            # "If not provided, the export will take the same merge policy as the given segment."
+            "mergePolicy": job.body.get("mergePolicy") or {"id": "timestampOrdered-none-mp", "version": 1},
             "imsOrgId": self.cfg.org_id, "profileInstanceId": "ups", "status": status,
             "requestId": hashlib.sha256(str(job.id).encode()).hexdigest()[:32],
-            "computeGatewayJobId": {"exportJob": _uuid_from(f"e{job.id}"), "pushJob": _uuid_from(f"p{job.id}")},
+            "computeGatewayJobId": {"exportJob": _uuid_from(f"e{job.id}") if job.polls else ""},
             "creationTime": job.created_ms, "updateTime": job.created_ms + 1000 * job.polls,
+            "metrics": self._job_metrics(job, status),
         }
+        if "additionalFields" in job.body:
+            obj["additionalFields"] = job.body["additionalFields"]
+        if status == "FAILED":
+            obj["errors"] = [{"code": "0090000009", "msg": "Cancelled" if job.cancelled else job.failure,
+                              "callStack": "com.adobe.aep.unifiedprofile.common.logging.Logger"}]
+        return obj
+
+    def _job_metrics(self, job: ExportJob, status: str) -> dict[str, Any]:
+        """The documented metrics (export-jobs.md): only a start time while NEW."""
+        start = job.created_ms
+        if status in ("NEW", "PROCESSING"):
+            return {"totalTime": {"startTimeInMs": start}}
+        span = {"startTimeInMs": start, "endTimeInMs": start + 60_000, "totalTimeInMs": 60_000}
+        metrics: dict[str, Any] = {"totalTime": span, "profileExportTime": dict(span)}
         if status == "SUCCEEDED":
             rows = sum(p.rows for _, p in self.model.batches_by_key[job.batch_key].parts)
-            obj["metrics"] = {"totalTime": {"startTimeInMs": job.created_ms, "endTimeInMs": job.created_ms + 60_000,
-                                            "totalTimeInMs": 60_000},
-                              "totalExportedProfileCounter": rows,
-                              "exportedProfileByNamespaceCounter": {"ECID": rows}}
-        if status == "FAILED":
-            obj["errors"] = [{"code": "0090000009", "msg": "Cancelled" if job.cancelled else "Target dataset not found",
-                              "callStack": ""}]
-        return obj
+            metrics.update(totalExportedProfileCounter=rows, exportedProfileByNamespaceCounter={"ECID": rows})
+        return metrics
 
     async def h_job_create(self, request: web.Request) -> web.Response:
         if not request.content_type.startswith("application/json"):
@@ -110,6 +144,8 @@ class SegmentationApi:
         if job is None:
             return problem(404, "NotFoundError", "Export job not found", ns="UPS")
         job.polls += 1
+        if job.attach_to and self._job_status(job) == "SUCCEEDED":
+            self._attached.setdefault(job.batch_key, job.attach_to)  # the batch now exists in that dataset
         return web.json_response(self._job_obj(job))
 
     async def h_job_delete(self, request: web.Request) -> web.Response:

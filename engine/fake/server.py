@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from .catalog import CatalogApi
+from .catalog import CatalogApi, CreatedDataset
 from .config import FakeConfig
 from .data import Batch, ExpectedFile, Model, default_data_dir
 from .dataaccess import DataAccessApi
@@ -77,6 +77,10 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
         self._tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._jobs: dict[int, ExportJob] = {}
         self._next_job_id = 11037
+        self._created: dict[str, CreatedDataset] = {}  # POST /dataSets
+        self._attached: dict[str, str] = {}  # batch key -> dataset an export job wrote it into
+        self._batch_polls: Counter[str] = Counter()  # GET /batches/{id} of attached batches
+        self.hidden_batches: set[str] = set()  # Catalog keys not yet visible (tests: created while paging)
         self._sig_key = hashlib.sha256(f"sig{self.cfg.seed}".encode()).digest()
         self._runners: list[web.AppRunner] = []
         self.url = ""
@@ -120,15 +124,29 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
 
     @property
     def dataset_ids(self) -> list[str]:
-        return list(self.model.datasets)
+        """Datasets visible in the Catalog (a segment's export data is not, until exported)."""
+        return [ds.id for ds in self.model.datasets.values() if not ds.spec.segment_id]
+
+    @property
+    def created_dataset_ids(self) -> list[str]:
+        return list(self._created)
 
     @property
     def export_job_ids(self) -> list[int]:
         return sorted(self._jobs)
 
     def expected_files(self, all_batches: bool = False) -> list[ExpectedFile]:
-        """Parts of each dataset's latest successful batch (all batches if asked)."""
-        return self.model.expected_files(all_batches=all_batches)
+        """Parts of each dataset's latest successful batch (all batches if asked); a segment's
+        batch only once an export job wrote it into a dataset, and under that dataset."""
+        out = []
+        for e in self.model.expected_files(all_batches=all_batches):
+            ds = self.model.datasets[e.dataset_id]
+            if ds.spec.segment_id:
+                if e.catalog_batch_key not in self._attached:
+                    continue
+                e.dataset_id = self._attached[e.catalog_batch_key]
+            out.append(e)
+        return out
 
     def latest_batch(self, dataset_id: str) -> Batch | None:
         return self.model.datasets[dataset_id].latest_success
@@ -150,10 +168,20 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def link_base(self, request: web.Request, rel: str = "self") -> str:
+        """Scheme, host and port as the links of this response spell them (FakeConfig.links)."""
+        style = self.cfg.links
+        if style == "request":
+            return f"{request.scheme}://{request.host}"
+        host = self.cfg.link_host or self.host
+        with_port = style == "port" or (style == "documented" and rel == "self")
+        return f"{request.scheme}://{host}:{self._port}" if with_port else f"{request.scheme}://{host}"
+
     async def start(self) -> FakePlatform:
         await asyncio.to_thread(self.model.materialize)
         main = self._main_app()
         self.url = await self._serve(main, self.host, self.port)
+        self._port = int(self.url.rsplit(":", 1)[1])
         rhost = self._redirect_host_req or loopback_alt_host(self.host)
         self.redirect_url = await self._serve(self._redirect_app(), rhost, 0)
         return self
@@ -195,6 +223,7 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
         r.add_get(f"{CATALOG}/batches", self.h_batches, name="catalog.batches")
         r.add_get(f"{CATALOG}/batches/{{id}}", self.h_batch, name="catalog.batch")
         r.add_get(f"{CATALOG}/dataSets", self.h_datasets, name="catalog.dataSets")
+        r.add_post(f"{CATALOG}/dataSets", self.h_create_dataset, name="catalog.createDataSet")
         r.add_get(f"{CATALOG}/dataSets/{{id}}", self.h_dataset, name="catalog.dataSet")
         r.add_get(f"{CATALOG}/lastBatches", self.h_last_batches, name="catalog.lastBatches")
         r.add_get(f"{EXPORT}/batches/{{id}}/files", self.h_batch_files, name="export.batchFiles")

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
+from typing import Any
 
 import aiohttp
 import structlog
 
+from .origin import origin_of
+from .reach import connecting
 from ..config import AuthSettings, PlatformSettings
 from ..errors import CredentialsRejected, RetryableStatus, TransferError
 from ..logs import register_secret
@@ -35,6 +39,7 @@ class TokenProvider:
         self._expires_at = float("inf") if self._static else 0.0
         self._refresh_margin = 300.0
         self._lock = asyncio.Lock()
+        self._noticed: set[str] = set()  # IMS already reported as not answering
         self.exchanges = 0
 
     @property
@@ -69,13 +74,7 @@ class TokenProvider:
     async def _refresh(self) -> None:
         if not self.can_exchange:
             raise CredentialsRejected("the access token was rejected or expired and no auth.client_secret is set to get a new one")
-        body = await self._policy.run(self._exchange, what="ims token")
-        token = body.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise CredentialsRejected("IMS answered without an access_token")
-        expires_in = float(body.get("expires_in") or 86399)
-        if expires_in > _MS_THRESHOLD:
-            expires_in /= 1000.0
+        token, expires_in = parse_token(await self._policy.run(self._exchange, what="ims token"))
         register_secret(token)
         self._token = token
         self._expires_at = time.monotonic() + expires_in
@@ -92,8 +91,11 @@ class TokenProvider:
             "scope": ",".join(self._auth.scopes),
         }
         url = self._auth.ims_url + TOKEN_PATH
+        # IMS gets the form and nothing else: no gateway header, no redirect followed.
+        send = partial(self._session.post, url, data=form, allow_redirects=False)
         try:
-            async with self._session.post(url, data=form, allow_redirects=False) as resp:
+            async with await connecting(send, target=f"IMS {origin_of(url)}", setting="auth.ims_url", policy=self._policy,
+                                        noticed=self._noticed) as resp:
                 text = await resp.text()
                 if resp.status in (429, 500, 502, 503, 504):
                     raise RetryableStatus(resp.status, "IMS unavailable", retry_after=parse_retry_after(resp.headers.get("Retry-After")), url=url)
@@ -105,6 +107,21 @@ class TokenProvider:
                     raise CredentialsRejected("IMS answered with something that is not JSON") from None
         except aiohttp.ClientConnectionError as exc:
             raise TransferError(f"cannot reach IMS at {self._auth.ims_url}: {exc}") from exc
+
+
+def parse_token(body: Any) -> tuple[str, float]:
+    """(access token, lifetime in seconds) from IMS's answer; the legacy JWT exchange's
+    milliseconds (86399992) are told apart from seconds (86399) by size."""
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        raise CredentialsRejected("IMS answered without an access_token")
+    try:
+        expires_in = float(body.get("expires_in") or 86399)
+    except (TypeError, ValueError):
+        expires_in = 86399.0
+    if expires_in > _MS_THRESHOLD:
+        expires_in /= 1000.0
+    return token, expires_in
 
 
 def _ims_error(text: str) -> str:

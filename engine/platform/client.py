@@ -1,12 +1,14 @@
 """Platform client: one aiohttp session, gateway headers, status mapping, safe redirects.
 
 Redirects are followed by hand so credentials (Authorization, x-api-key, org and sandbox
-headers) are only ever sent to the configured gateway's origin, never to another host.
+headers) are only ever sent to the configured gateway's origin (origin.py: scheme, host and
+effective port), never to another host: not after a redirect, not to a link the platform sent.
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,8 +17,10 @@ import aiohttp
 from yarl import URL
 
 from .auth import TokenProvider
+from .origin import origin_of, same_origin
+from .reach import connecting
 from ..config import Settings
-from ..errors import CredentialsRejected, NotFound, PlatformError, RetryableStatus, Throttled, TransferError
+from ..errors import CredentialsRejected, NotFound, PlatformError, PlatformUnreachable, RetryableStatus, Throttled, TransferError
 from ..retry import RETRYABLE_STATUSES, THROTTLE_STATUSES, RetryPolicy, parse_retry_after
 
 MAX_REDIRECTS = 5
@@ -52,6 +56,8 @@ class PlatformClient:
         self.tokens = tokens
         self.policy = policy
         self.base = URL(settings.platform.url)
+        self.unreachable: PlatformUnreachable | None = None  # set once the platform could not be reached
+        self._noticed: set[str] = set()  # hosts already reported as not answering
 
     def url(self, path_or_url: str) -> URL:
         """Absolute URL for a path on the gateway, or a URL the platform sent (hrefs, next links)."""
@@ -62,7 +68,21 @@ class PlatformClient:
         return await self.policy.run(lambda: self._json_once("GET", path_or_url, params, None), what=f"GET {path_or_url}")
 
     async def post_json(self, path: str, body: Any) -> Any:
-        return await self.policy.run(lambda: self._json_once("POST", path, None, body), what=f"POST {path}")
+        """POST, repeated only when the gateway said it did not take the request (429/503).
+
+        A POST that may have been carried out (another 5xx, a connection cut after sending) is not
+        repeated: creating a dataset or an export job twice is worse than failing that audience.
+        """
+        attempt = 0
+        while True:
+            await self.policy.pacer.wait()
+            try:
+                return await self._json_once("POST", path, None, body)
+            except Throttled as exc:
+                attempt += 1
+                if attempt >= self.policy.max_attempts:
+                    raise
+                await self.policy.pause(exc, attempt, what=f"POST {path}")
 
     async def _json_once(self, method: str, path_or_url: str, params: dict[str, str] | None, body: Any) -> Any:
         async with self.request(method, path_or_url, params=params, json_body=body) as resp:
@@ -85,9 +105,20 @@ class PlatformClient:
         auto_decompress: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One HTTP exchange with gateway headers; refreshes the token once on 401."""
+        if self.unreachable is not None:
+            raise self.unreachable  # the run is stopping: no new connection attempts
         for auth_try in range(2):
-            auth = await self.tokens.headers(self.settings.platform)
-            resp = await self._send_following_redirects(method, self.url(path_or_url), params, {**auth, **(headers or {})}, json_body, auto_decompress)
+            try:
+                auth = await self.tokens.headers(self.settings.platform)
+                resp = await self._send_following_redirects(method, self.url(path_or_url), params, {**auth, **(headers or {})}, json_body, auto_decompress)
+            except PlatformUnreachable as exc:
+                self.unreachable = exc  # the coordinator stops the run on it (exit 4)
+                raise
+            if resp.status in (401, 403) and not same_origin(resp.url, self.base):
+                resp.release()
+                raise PlatformError(resp.status, f"refused by {origin_of(resp.url)}, which is not the gateway's origin "
+                                    f"({origin_of(self.base)}): credentials are only ever sent to the gateway",
+                                    url=str(resp.url.with_query(None)))
             if resp.status == 401 and auth_try == 0:
                 code = await _error_code(resp)
                 resp.release()
@@ -104,12 +135,14 @@ class PlatformClient:
         self, method: str, url: URL, params: dict[str, str] | None, headers: dict[str, str], json_body: Any, auto_decompress: bool
     ) -> aiohttp.ClientResponse:
         for _ in range(MAX_REDIRECTS + 1):
-            hop_headers = headers if url.origin() == self.base.origin() else _without_credentials(headers)
+            gateway = same_origin(url, self.base)
+            hop_headers = headers if gateway else _without_credentials(headers)
+            send = partial(self.session.request, method, url, params=params, headers=hop_headers, json=json_body,
+                           allow_redirects=False, auto_decompress=auto_decompress)
             try:
-                resp = await self.session.request(
-                    method, url, params=params, headers=hop_headers, json=json_body,
-                    allow_redirects=False, auto_decompress=auto_decompress,
-                )
+                resp = await connecting(send, target=f"the gateway {origin_of(url)}" if gateway else str(origin_of(url)),
+                                        setting="platform.url" if gateway else "access to that host", policy=self.policy,
+                                        noticed=self._noticed)
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 raise TransferError(f"{method} {url.with_query(None)}: {type(exc).__name__}: {exc}") from exc
             if resp.status not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
@@ -136,10 +169,17 @@ async def _error_body(resp: aiohttp.ClientResponse) -> tuple[str | None, str]:
         body = json.loads(raw)
     except ValueError:
         return None, (resp.reason or "").strip()
+    return error_fields(body, resp.reason or "")
+
+
+def error_fields(body: Any, reason: str = "") -> tuple[str | None, str]:
+    """(error_code, message) of any documented error shape: the gateway's {error_code, message},
+    the problem shape {type, status, title, detail}, IMS's {error, ...} (its description can echo
+    what was sent, so it is left out)."""
     if not isinstance(body, dict):
-        return None, resp.reason or ""
-    code = body.get("error_code") or body.get("code")
-    message = body.get("message") or body.get("title") or body.get("detail") or resp.reason or ""
+        return None, reason
+    code = body.get("error_code") or body.get("code") or body.get("error")
+    message = body.get("message") or body.get("detail") or body.get("title") or reason
     return (str(code) if code is not None else None), str(message)[:300]
 
 

@@ -16,7 +16,7 @@ import structlog
 
 from ..checks.integrity import check_digests, footer_rows, parquet_rows
 from ..config import ExportSettings
-from ..errors import CredentialsRejected, DiskFull, FileChanged, IntegrityError, TransferError
+from ..errors import CredentialsRejected, DiskFull, FileChanged, IntegrityError, PlatformUnreachable, TransferError
 from ..model import Counters, FileResult, FileStatus, FileTask
 from ..platform.client import PlatformClient
 from ..retry import Budget, RetryPolicy, describe
@@ -48,7 +48,7 @@ class Downloader:
         started = time.monotonic()
         try:
             result = await self._reuse(task) or await self._download_verified(task)
-        except (CredentialsRejected, DiskFull):
+        except (CredentialsRejected, DiskFull, PlatformUnreachable):
             raise  # fatal for the whole run, not for this file
         except Exception as exc:
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -94,9 +94,14 @@ class RetryPolicy:
 
     async def pause(self, exc: BaseException, attempt: int, **context: object) -> None:
         """Count a retry and wait before it (Retry-After, jittered back-off, pool throttle)."""
-        delay = self.delay_for(exc, attempt)
-        self.retries += 1
-        log.info("retrying", attempt=attempt, delay_s=round(delay, 2), error=describe(exc), **context)
+        await self._wait(exc, self.delay_for(exc, attempt), attempt, context)
+
+    async def _wait(self, exc: BaseException, delay: float, attempt: int, context: dict[str, object]) -> None:
+        if isinstance(exc, NotYet):  # polling, not a failure: not counted as a retry
+            log.info("waiting", state=str(exc), next_poll_s=round(delay, 2), **context)
+        else:
+            self.retries += 1
+            log.info("retrying", attempt=attempt, delay_s=round(delay, 2), error=describe(exc), **context)
         await asyncio.sleep(delay)
 
     async def run(
@@ -135,15 +140,10 @@ class RetryPolicy:
                     raise
                 if deadline is None and failures >= self.max_attempts:
                     raise
-                if deadline is not None and time.monotonic() + self.delay_preview(exc, failures) > deadline:
-                    raise
-                await self.pause(exc, failures, what=what)
-
-    def delay_preview(self, exc: BaseException, attempt: int) -> float:
-        """The longest this retry may wait (to give up before a deadline instead of after it)."""
-        if isinstance(exc, RetryableStatus) and exc.retry_after is not None:
-            return exc.retry_after
-        return min(self.cap, self.base * (2**attempt))
+                delay = self.delay_for(exc, failures)
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise  # give up now rather than after the deadline
+                await self._wait(exc, delay, failures, {"what": what})
 
 
 @dataclass

@@ -3,12 +3,11 @@
 From a segment id: create the target dataset (Profile union schema) unless one is given, post
 the export job, poll it to SUCCEEDED, wait for its Catalog batch to reach success; the batch is
 then exported like any other. From an export job id: the same without the first two steps.
-Polls back off with the run's RetryPolicy (its jittered exponential back-off, capped).
+Polls go through the run's one retry loop (RetryPolicy.run with a deadline: jittered back-off, capped).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import structlog
 
 from ..config import AudienceSettings
-from ..errors import ExportError, NotFound
+from ..errors import ExportError, NotFound, NotYet
 
 log = structlog.get_logger("aep_export.audiences")
 
@@ -64,20 +63,19 @@ class AudienceJobs:
         return str(job_id)
 
     async def wait_for_job(self, job_id: str, deadline: float) -> dict[str, Any]:
-        attempt = 0
-        while True:
+        async def poll() -> dict[str, Any]:
             job = await self.client.get_json(f"{SEGMENTATION}/export/jobs/{job_id}")
             status = job_status(job)
             if status == DONE_JOB:
                 return job
             if status in FAILED_JOB:
                 raise AudienceFailed(f"audience export job {job_id} ended {status}{job_failure(job)}")
-            attempt += 1
-            delay = self.policy.backoff(attempt)
-            if time.monotonic() + delay > deadline:
-                raise AudienceFailed(f"audience export job {job_id} is still {status or 'without status'} at its wait_timeout")
-            log.info("waiting_for_export_job", job=job_id, status=status, next_poll_s=round(delay, 2))
-            await asyncio.sleep(delay)
+            raise NotYet(f"audience export job {job_id} is still {status or 'without status'}")
+
+        try:
+            return await self.policy.run(poll, what=f"export job {job_id}", deadline=deadline)
+        except NotYet as exc:
+            raise AudienceFailed(f"{exc} at its wait_timeout") from None
 
     async def audience_plan(self, aud: AudienceSettings) -> AudiencePlan:
         """What a run would do for this audience, creating and starting nothing."""

@@ -10,13 +10,12 @@ by offset with the exact `created=` filter.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import structlog
 
-from ..errors import ExportError, NotFound, PlatformError
+from ..errors import ExportError, NotFound, NotYet, PlatformError
 
 log = structlog.get_logger("aep_export.catalog")
 
@@ -160,8 +159,7 @@ class CatalogApi:
 
     async def wait_until_downloadable(self, batch_id: str, deadline: float, policy: Any) -> dict[str, Any]:
         """Poll the batch until it is success/active; a terminal failure or the deadline ends it."""
-        attempt = 0
-        while True:
+        async def poll() -> dict[str, Any]:
             try:
                 obj = await self.batch(batch_id)
                 status = str(obj.get("status", "")).lower()
@@ -171,12 +169,12 @@ class CatalogApi:
                 return obj
             if status in NEVER_DOWNLOADABLE:
                 raise ExportError(f"batch {batch_id} ended {status}{batch_errors(obj)}")
-            attempt += 1
-            delay = policy.backoff(attempt)
-            if time.monotonic() + delay > deadline:
-                raise ExportError(f"batch {batch_id} is still {status} at the audience's wait_timeout")
-            log.info("waiting_for_batch", batch=batch_id, status=status, next_poll_s=round(delay, 2))
-            await asyncio.sleep(delay)
+            raise NotYet(f"batch {batch_id} is still {status}")
+
+        try:
+            return await policy.run(poll, what=f"batch {batch_id}", deadline=deadline)
+        except NotYet as exc:
+            raise ExportError(f"{exc} at the audience's wait_timeout") from None
 
 
 # -- parsing (every shape of §3) ----------------------------------------------------------

@@ -25,9 +25,10 @@ from .errors import CredentialsRejected, DiskFull, ExportError
 from .logs import register_secret
 from .progress import show_progress
 from .model import Counters, FileResult, FileStatus, FileTask
-from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, write_report
+from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, summary_event, write_report
 from .retry import RetryPolicy, describe
 from .output.journal import Journal
+from .shard import Shard, entry_key, share_of
 
 log = structlog.get_logger("aep_export")
 
@@ -43,6 +44,7 @@ class Exporter:
     handle_signals: bool = True
     live_progress: bool = False  # a live line on a terminal; periodic log events otherwise
     progress_interval: float = 10.0
+    shard: Shard | None = None  # `run --shard I/N`: export only this shard's entries
 
     def __post_init__(self) -> None:
         self.out_dir = self.settings.export.out_dir
@@ -52,12 +54,24 @@ class Exporter:
         self._scope: anyio.CancelScope | None = None
         register_secret(self.settings.auth.client_secret.get_secret_value())
         register_secret(self.settings.auth.access_token.get_secret_value())
+        self._take_share()
+
+    def _take_share(self) -> None:
+        """Sharding, applied here only: the entries this shard exports (all when unsharded)."""
+        self.share = share_of(self.settings.datasets, self.settings.audiences, self.shard)
+        self.run.shard = str(self.shard) if self.shard else None
+        self.run.entries = [entry_key(e) for e in (*self.share.datasets, *self.share.audiences)]
+        if self.shard:
+            log.info("shard", shard=self.run.shard, entries=len(self.run.entries),
+                     of=len(self.settings.datasets) + len(self.settings.audiences))
+            log.debug("shard_entries", shard=self.run.shard, mine=self.run.entries)
 
     async def execute(self) -> RunOutcome:
         """Run the whole export; always writes report.json, even when interrupted."""
         ex = self.settings.export
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(self.out_dir)
+        write_report(self.out_dir, self.run)  # status "running" until the run concludes
+        self.journal = Journal(self.out_dir, self.run.shard)
         self.journal.load()
         self.policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
         try:
@@ -65,7 +79,7 @@ class Exporter:
                 tokens = TokenProvider(self.settings.auth, session, self.policy)
                 self.client = PlatformClient(self.settings, session, tokens, self.policy)
                 self.discovery = Discovery(self.client, ex.created_client)
-                self.latest = LatestBatches(self.discovery, [ds.id for ds in self.settings.datasets if not ds.batch])
+                self.latest = LatestBatches(self.discovery, [ds.id for ds in self.share.datasets if not ds.batch])
                 self.downloader = Downloader(self.client, ex, self.journal, self.policy, self.counters)
                 await tokens.token()  # bad credentials: fail before anything is attempted
                 with anyio.CancelScope() as self._scope:
@@ -87,9 +101,9 @@ class Exporter:
                 tg.start_soon(self._watch_signals, tg.cancel_scope)
             tg.start_soon(partial(show_progress, self.counters, live=self.live_progress, interval=self.progress_interval))
             async with send:
-                for ds in self.settings.datasets:
+                for ds in self.share.datasets:
                     tg.start_soon(self._produce_dataset, ds, send.clone(), limiter)
-                for aud in self.settings.audiences:
+                for aud in self.share.audiences:
                     tg.start_soon(self._produce_audience, aud.export_job_id, aud.wait_timeout, send.clone(), limiter)
             def queue_idle() -> bool:
                 stats = receive.statistics()
@@ -136,10 +150,28 @@ class Exporter:
                 async with limiter:
                     for dataset_id, batch_id in pairs:
                         outcome.dataset_id = dataset_id
+                        if await self._exported_by_other_shard(outcome, dataset_id, batch_id):
+                            continue
                         obj = await self._catalog_or_empty(batch_id)
                         await self._export_batch(outcome, dataset_id, batch_id, obj, f"audience:{job_id}", send)
             except Exception as exc:
                 self._dataset_failed(outcome, exc)
+
+    async def _exported_by_other_shard(self, outcome: DatasetOutcome, dataset_id: str, batch_id: str) -> bool:
+        """An audience job's batch that another shard exports as its dataset's batch is left to
+        that shard, so no two shards ever write one batch folder."""
+        if dataset_id not in self.share.elsewhere:
+            return False
+        shard, pinned = self.share.elsewhere[dataset_id]
+        try:
+            theirs = pinned or (await self.discovery.latest_successful_batch(dataset_id))[0]
+        except ExportError:
+            return False  # that shard finds no batch either: this one is exported here
+        if theirs != batch_id:
+            return False
+        log.info("batch_left_to_shard", dataset=dataset_id, batch=batch_id, shard=shard, source=outcome.source)
+        outcome.delegated.append((dataset_id, batch_id, shard))
+        return True
 
     async def _catalog_or_empty(self, batch_id: str) -> dict:
         try:
@@ -225,7 +257,8 @@ class Exporter:
                         bo.status = "cancelled"
         for d in run.datasets:
             if d.status not in ("failed",):
-                d.status = "ok" if d.batches and all(b.status == "ok" for b in d.batches) else ("cancelled" if self._interrupted else "failed")
+                done = (d.batches or d.delegated) and all(b.status == "ok" for b in d.batches)
+                d.status = "ok" if done else ("cancelled" if self._interrupted else "failed")
         if isinstance(self._fatal, DiskFull):
             run.errors.append(str(self._fatal))
             run.exit_code, run.status = EXIT_FAILED, "disk_full"
@@ -258,4 +291,5 @@ class Exporter:
             "tail_splits": c.tail_splits,
             "ignored_ranges": c.ignored_ranges,
         }
-        write_report(self.out_dir, run)
+        path = write_report(self.out_dir, run)
+        log.info("run_summary", **summary_event(run, path))

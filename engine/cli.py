@@ -131,6 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .fake import FakeConfig, FakePlatform
 
+    prepare_out_dir(args.out)
     say("aep-export demo: starting the embedded fake platform (generating parquet on first use)…")
     platform = FakePlatform.run_in_thread(FakeConfig.demo())
     try:

@@ -116,13 +116,14 @@ def _rows_of_report(root: Path, shard: str, report: dict[str, Any]) -> list[Row]
 
 def _batch_row(root: Path, shard: str, label: str, dataset_id: str, b: dict[str, Any]) -> Row:
     batch = str(b.get("batch_id", "?"))
-    state, note = _disk_state(root / dataset_id / batch)
-    if state != DONE:
-        errors = b.get("errors") or []
-        reported = b.get("status")
-        state = FAILED if reported == "failed" else MISSING
-        note = f"{reported}: " + ("; ".join(errors[:2]) or note) if reported else note
-    return Row(shard, label, batch, state, note, b.get("files"))
+    state, why = _disk_state(root / dataset_id / batch)
+    if state == DONE:
+        return Row(shard, label, batch, DONE, why, b.get("files"))
+    reported = b.get("status")
+    errors = "; ".join((b.get("errors") or [])[:2])
+    if reported == "failed" or state == FAILED:
+        return Row(shard, label, batch, FAILED, errors or why, b.get("files"))
+    return Row(shard, label, batch, MISSING, f"{reported}: {errors or why}", b.get("files"))
 
 
 def _disk_state(folder: Path) -> tuple[str, str]:

@@ -15,7 +15,11 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import structlog
+
 from .layout import STATE_DIR, read_sums, shard_suffix
+
+log = structlog.get_logger("aep_export.journal")
 
 JOURNAL = "journal.jsonl"
 
@@ -46,6 +50,7 @@ class Journal:
         others = sorted(p for p in self.path.parent.glob("journal*.jsonl") if p != self.path)
         for path in [*others, self.path]:
             self._load(path)
+        log.debug("journal_loaded", path=str(self.path), others=[p.name for p in others], verified_files=len(self._entries))
 
     def _load(self, path: Path) -> None:
         """A torn last line (crash mid-append) is ignored."""

@@ -16,12 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from ..platform.discovery import Listing
 from ..errors import UnsafeNameError
 from ..model import BatchRef, FileResult, FileStatus, batch_dir
 from .layout import (  # noqa: F401 - MANIFEST, SUMS, SUCCESS, REPORT are re-exported for callers
     LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, catalog_created, read_latest, report_name, state_lock,
 )
+
+log = structlog.get_logger("aep_export.output")
 
 
 @dataclass
@@ -101,6 +105,7 @@ def update_latest(out_dir: Path, dataset_folder: Path, durable: bool = True) -> 
         newest = max(complete, key=lambda f: (catalog_created(f) or 0, (f / SUCCESS).stat().st_mtime_ns, f.name))
         if read_latest(dataset_folder) != newest.name:
             _atomic_write(pointer, newest.name + "\n", durable)
+            log.debug("latest_pointer", dataset=dataset_folder.name, batch=newest.name)
 
 
 def _records(files: list[FileResult]) -> int | None:

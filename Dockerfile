@@ -12,10 +12,12 @@ ARG BASE=python:3.12-slim
 # -- build: a self-contained venv installed from the wheelhouse (no compiler, no cache) -------
 FROM ${BASE} AS build
 COPY build/wheels /wheels
+# The project always comes from the wheelhouse (by file name, never from an index); its dependencies
+# too, unless the wheelhouse was built for another Python: then from the index, for this one.
 RUN python3 -m venv /opt/aep-export \
- && ( /opt/aep-export/bin/pip install --no-cache-dir --disable-pip-version-check -q --no-index --find-links /wheels aep-export \
-      || { echo "wheelhouse does not fit this image's Python: taking binary dependencies from the index"; \
-           /opt/aep-export/bin/pip install --no-cache-dir --disable-pip-version-check -q --find-links /wheels aep-export; } ) \
+ && ( /opt/aep-export/bin/pip install --no-cache-dir --disable-pip-version-check -q --no-index --find-links /wheels /wheels/aep_export-*.whl \
+      || { echo "the wheelhouse does not fit this image's Python: taking the dependencies from the package index"; \
+           /opt/aep-export/bin/pip install --no-cache-dir --disable-pip-version-check -q --find-links /wheels /wheels/aep_export-*.whl; } ) \
  && /opt/aep-export/bin/pip uninstall -y -q pip \
  && /opt/aep-export/bin/aep-export --version
 

@@ -11,6 +11,7 @@ ARG BASE=python:3.12-slim
 
 # -- build: a self-contained venv installed from the wheelhouse (no compiler, no cache) -------
 FROM ${BASE} AS build
+LABEL io.aep-export.stage="build"
 COPY build/wheels /wheels
 # The project always comes from the wheelhouse (by file name, never from an index); its dependencies
 # too, unless the wheelhouse was built for another Python: then from the index, for this one.

@@ -1,4 +1,4 @@
-"""Command line: `aep-export run|check|demo|verify|fake-platform`.
+"""Command line: `aep-export run|check|demo|verify|status|fake-platform`.
 
 Exit codes (a contract): 0 everything exported and verified; 1 the run finished but something
 failed (report.json says what); 2 usage or configuration error, nothing attempted;
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,16 +21,22 @@ from . import logs
 from .config import ENV_PREFIX, Settings, config_path_from_env, load_settings, looks_like_dataset_id
 from .errors import ConfigError, CredentialsRejected, PlatformUnreachable
 from .exporter import EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Exporter
-from .output.report import REPORT, RunOutcome, human_bytes, summary_rows
+from .output.paths import prepare_out_dir
+from .output.report import RunOutcome, human_bytes, report_path, summary_rows
+from .shard import Shard, parse_shard
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aep-export", description="Export Adobe Experience Platform datasets: fast, resumable, verified.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="export the datasets a config file lists")
     _add_run_flags(run)
     run.add_argument("--dry-run", action="store_true", help="print what would be exported (like `check`), download and write nothing")
+    run.add_argument("--shard", type=_shard_arg, metavar="I/N",
+                     help="export only the datasets and audiences of shard I of N (I from 0: $(JOB_COMPLETION_INDEX)/N); "
+                          "shards may share one --out")
     check = sub.add_parser("check", help="check credentials and config against the platform; print what a run would export")
     _add_run_flags(check)
 
@@ -42,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("dir", type=Path, help="the export's out_dir")
     verify.add_argument("--deep", action="store_true", help="also read every parquet page (page checksums)")
     verify.add_argument("--log-level", default="warning")
+
+    status = sub.add_parser("status", help="say per dataset and batch whether an export (all its shards) is complete")
+    status.add_argument("dir", type=Path, help="the export's out_dir")
+    status.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+    status.add_argument("--log-level", default="warning")
 
     from .fake import cli as fake_cli
 
@@ -66,7 +78,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    level = p.add_mutually_exclusive_group()
+    level.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    level.add_argument("-v", "--verbose", action="store_true", help="debug logs: every request, retry and decision")
+    level.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress line")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json-logs", dest="json_logs", action="store_true", default=None, help="JSON lines (default when stdout is not a terminal)")
     fmt.add_argument("--console-logs", dest="json_logs", action="store_false", help="readable console logs")
@@ -92,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         from .fake import cli as fake_cli
 
         return fake_cli.run(args)
-    logs.configure(json_logs=getattr(args, "json_logs", None), level=args.log_level)
+    logs.configure(json_logs=getattr(args, "json_logs", None), level=_log_level(args))
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -100,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "status":
+            return cmd_status(args)
         return cmd_verify(args)
     except ConfigError as exc:
         print(f"aep-export: configuration error: {exc}", file=sys.stderr)
@@ -118,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.dry_run:
         return check(settings)
-    return export(settings, live=_live(args))
+    return export(settings, live=_live(args), shard=args.shard)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -169,6 +186,7 @@ def _datasets_file(path: Path) -> list[str]:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .fake import FakeConfig, FakePlatform
 
+    prepare_out_dir(args.out)
     say("aep-export demo: starting the embedded fake platform (generating parquet on first use)…")
     platform = FakePlatform.run_in_thread(FakeConfig.demo())
     try:
@@ -203,7 +221,7 @@ def _demo_proof(platform: Any, out: Path) -> None:
         print(f"{len(mismatched)} of {total} files DIFFER from the source")
     else:
         print(f"all {total} files are byte-identical to the source; check any batch with: "
-              f"cd {out}/<dataset>/<batch> && sha256sum -c SHA256SUMS")
+              f"cd {out}/<dataset>/<batch> && sha256sum -c _SHA256SUMS")
 
 
 def _exported_digest(out: Path, e: Any, file_digest: Any) -> str | None:
@@ -226,8 +244,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if not result.problems else 1
 
 
-def export(settings: Settings, *, live: bool) -> int:
-    exporter = Exporter(settings, live_progress=live)
+def cmd_status(args: argparse.Namespace) -> int:
+    from .output.status import export_status, render_status
+
+    if not args.dir.is_dir():
+        raise ConfigError(f"{args.dir} is not a directory")
+    status = export_status(args.dir)
+    if not status.reports and not status.rows:
+        raise ConfigError(f"no run report (report*.json) or batch manifest under {args.dir}: is this an aep-export output directory?")
+    print(json.dumps(status.as_dict(), indent=2) if args.json else render_status(status))
+    return 0 if status.complete else 1
+
+
+def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> int:
+    prepare_out_dir(settings.export.out_dir)
+    exporter = Exporter(settings, live_progress=live, shard=shard)
     use_uvloop = settings.export.event_loop == "uvloop"
     if use_uvloop and importlib.util.find_spec("uvloop") is None:
         raise ConfigError("export.event_loop = \"uvloop\" but uvloop is not installed (pip install uvloop)")
@@ -256,12 +287,42 @@ def print_summary(run: RunOutcome, out_dir: Path) -> None:
     print(
         f"{t.get('files', 0)} files ({t.get('files_downloaded', 0)} downloaded, {t.get('files_reused', 0)} already verified), "
         f"{human_bytes(t.get('bytes', 0))}; {t.get('files_failed', 0)} failed; {t.get('retries', 0)} retries; "
-        f"report: {out_dir / REPORT}; exit {run.exit_code}"
+        f"report: {report_path(out_dir, run)}; exit {run.exit_code}"
     )
 
 
 def _live(args: argparse.Namespace) -> bool:
-    return sys.stderr.isatty() and not args.no_progress
+    return sys.stderr.isatty() and not args.no_progress and not args.quiet
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    if getattr(args, "verbose", False):
+        return "debug"
+    return "warning" if getattr(args, "quiet", False) else args.log_level
+
+
+def _shard_arg(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Version(argparse.Action):
+    """`--version`, read from the installed package's metadata only when asked (start-up time)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("aep-export")
+        except PackageNotFoundError:
+            found = "unknown (not installed)"
+        print(f"aep-export {found} (Python {sys.version.split()[0]})")
+        parser.exit()
 
 
 def _put(d: dict[str, Any], path: tuple[str, str], value: Any) -> None:

@@ -28,9 +28,10 @@ from .errors import CredentialsRejected, DiskFull, PlatformUnreachable
 from .logs import register_secret
 from .progress import show_progress
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
-from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, write_report
+from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, summary_event, write_report
 from .retry import RetryPolicy, describe
 from .output.journal import Journal
+from .shard import Shard, entry_key, share_of
 
 log = structlog.get_logger("aep_export")
 
@@ -46,6 +47,7 @@ class Exporter:
     handle_signals: bool = True
     live_progress: bool = False  # a live line on a terminal; periodic log events otherwise
     progress_interval: float = 10.0
+    shard: Shard | None = None  # `run --shard I/N`: export only this shard's entries
 
     def __post_init__(self) -> None:
         self.out_dir = self.settings.export.out_dir
@@ -55,12 +57,24 @@ class Exporter:
         self._scope: anyio.CancelScope | None = None
         register_secret(self.settings.auth.client_secret.get_secret_value())
         register_secret(self.settings.auth.access_token.get_secret_value())
+        self._take_share()
+
+    def _take_share(self) -> None:
+        """Sharding, applied here only: the entries this shard exports (all when unsharded)."""
+        self.share = share_of(self.settings.datasets, self.settings.audiences, self.shard)
+        self.run.shard = str(self.shard) if self.shard else None
+        self.run.entries = [entry_key(e) for e in (*self.share.datasets, *self.share.audiences)]
+        if self.shard:
+            log.info("shard", shard=self.run.shard, entries=len(self.run.entries),
+                     of=len(self.settings.datasets) + len(self.settings.audiences))
+            log.debug("shard_entries", shard=self.run.shard, mine=self.run.entries)
 
     async def execute(self) -> RunOutcome:
         """Run the whole export; always writes report.json, even when interrupted."""
         ex = self.settings.export
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(self.out_dir)
+        write_report(self.out_dir, self.run)  # status "running" until the run concludes
+        self.journal = Journal(self.out_dir, self.run.shard)
         self.journal.load()
         self.policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
         try:
@@ -92,9 +106,9 @@ class Exporter:
                 tg.start_soon(self._watch_signals, tg.cancel_scope)
             tg.start_soon(partial(show_progress, self.counters, live=self.live_progress, interval=self.progress_interval))
             async with send:
-                for ds in self.settings.datasets:
+                for ds in self.share.datasets:
                     tg.start_soon(self._produce_dataset, ds, send.clone(), limiter)
-                for aud in self.settings.audiences:
+                for aud in self.share.audiences:
                     tg.start_soon(self._produce_audience, aud, send.clone(), limiter)
             def queue_idle() -> bool:
                 stats = receive.statistics()
@@ -144,9 +158,29 @@ class Exporter:
                 async with limiter:
                     for dataset_id, key, obj in found:
                         outcome.dataset_id = dataset_id
+                        if await self._exported_by_other_shard(outcome, dataset_id, key):
+                            continue
                         await self._export_batch(outcome, dataset_id, key, obj, outcome.source, send)
             except Exception as exc:
                 self._dataset_failed(outcome, exc)
+
+    async def _exported_by_other_shard(self, outcome: DatasetOutcome, dataset_id: str, key: str) -> bool:
+        """An audience job's batch that another shard exports for its own dataset entry is left to
+        that shard, so no two shards ever write one batch folder."""
+        if dataset_id not in self.share.elsewhere:
+            return False
+        shard, entry = self.share.elsewhere[dataset_id]
+        try:
+            theirs = {k for k, _ in (await self.selector.select(entry)).batches}
+        except (CredentialsRejected, PlatformUnreachable):
+            raise
+        except Exception:
+            return False  # that shard exports nothing of it: this one does
+        if key not in theirs:
+            return False
+        log.info("batch_left_to_shard", dataset=dataset_id, batch=key, shard=shard, source=outcome.source)
+        outcome.delegated.append((dataset_id, key, shard))
+        return True
 
     async def _export_batch(self, outcome: DatasetOutcome, dataset_id: str, key: str, obj: dict, source: str,
                             send: MemoryObjectSendStream[FileTask], alone: bool = True) -> None:
@@ -238,7 +272,8 @@ class Exporter:
                         bo.status = "cancelled"
         for d in run.datasets:
             if d.status not in ("failed",):
-                d.status = "ok" if d.batches and all(b.status in ("ok", "replaced") for b in d.batches) else ("cancelled" if self._interrupted else "failed")
+                done = (d.batches or d.delegated) and all(b.status in ("ok", "replaced") for b in d.batches)
+                d.status = "ok" if done else ("cancelled" if self._interrupted else "failed")
         if isinstance(self._fatal, DiskFull):
             run.errors.append(str(self._fatal))
             run.exit_code, run.status = EXIT_FAILED, "disk_full"
@@ -274,4 +309,5 @@ class Exporter:
             "tail_splits": c.tail_splits,
             "ignored_ranges": c.ignored_ranges,
         }
-        write_report(self.out_dir, run)
+        path = write_report(self.out_dir, run)
+        log.info("run_summary", **summary_event(run, path))

@@ -7,7 +7,9 @@ a second line of defence behind SecretStr and never logging headers.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 from typing import Any
 
 import structlog
@@ -39,22 +41,61 @@ def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-_live_line = False  # a progress line is being redrawn on the terminal
+class Terminal:
+    """stderr as shared by log lines and the live progress line.
+
+    Every log line goes out in ONE write, followed by a redraw of the live line: structlog's
+    PrintLogger prints the line and its newline as two writes, and clearing the live line before
+    each write erased the log line just written (a blank row on the terminal). The live line is
+    cut to the terminal's width, so it never wraps onto a row that clearing would not reach.
+    """
+
+    _lock = threading.Lock()
+    live: str | None = None
+
+    @classmethod
+    def log_line(cls, message: str) -> None:
+        with cls._lock:
+            if cls.live is None:
+                sys.stderr.write(message + "\n")
+            else:
+                sys.stderr.write("\r\x1b[2K" + message + "\n" + cls.live)
+            sys.stderr.flush()
+
+    @classmethod
+    def show_live(cls, text: str) -> None:
+        with cls._lock:
+            cls.live = _fit(text)
+            sys.stderr.write("\r\x1b[2K" + cls.live)
+            sys.stderr.flush()
+
+    @classmethod
+    def clear_live(cls) -> None:
+        with cls._lock:
+            if cls.live is not None:
+                cls.live = None
+                sys.stderr.write("\r\x1b[2K")
+                sys.stderr.flush()
 
 
-def set_live_line(active: bool) -> None:
-    global _live_line
-    _live_line = active
+def _fit(text: str) -> str:
+    try:
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return text
+    return text if len(text) < columns else text[: max(1, columns - 2)] + "…"
 
 
-class _CurrentStderr:
-    """Writes to whatever sys.stderr is now; clears a live progress line first (it is redrawn)."""
+class _StderrLogger:
+    """structlog's logger: each rendered event through Terminal.log_line (whatever sys.stderr is now)."""
 
-    def write(self, text: str) -> int:
-        return sys.stderr.write("\r\x1b[2K" + text if _live_line else text)
+    def msg(self, message: str) -> None:
+        Terminal.log_line(message)
 
-    def flush(self) -> None:
-        sys.stderr.flush()
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+
+_LOGGER = _StderrLogger()
 
 
 def configure(*, json_logs: bool | None = None, level: str = "info") -> None:
@@ -70,6 +111,6 @@ def configure(*, json_logs: bool | None = None, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
+        logger_factory=lambda *_args: _LOGGER,
         cache_logger_on_first_use=False,
     )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import anyio
 import structlog
 
-from .logs import set_live_line
+from .logs import Terminal
 from .model import Counters
 from .output.report import human_bytes
 
@@ -48,20 +47,15 @@ def _in_flight(c: Counters) -> int:
 
 
 async def show_progress(counters: Counters, *, live: bool, interval: float = 10.0) -> None:
-    """Runs until cancelled. On a terminal: one line redrawn in place on stderr."""
+    """Runs until cancelled. On a terminal: one line redrawn in place on stderr (logs.Terminal)."""
     meter = RateMeter()
     if live:
-        set_live_line(True)
         try:
             while True:
-                line = status_line(counters, meter.sample(counters.bytes_fetched))
-                sys.stderr.write("\r\x1b[2K⬇ " + line)
-                sys.stderr.flush()
+                Terminal.show_live("⬇ " + status_line(counters, meter.sample(counters.bytes_fetched)))
                 await anyio.sleep(0.25)
         finally:
-            set_live_line(False)
-            sys.stderr.write("\r\x1b[2K")
-            sys.stderr.flush()
+            Terminal.clear_live()
     while True:
         await anyio.sleep(interval)
         rate = meter.sample(counters.bytes_fetched)

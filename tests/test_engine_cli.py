@@ -72,7 +72,7 @@ def test_no_secret_or_token_in_any_output(cli_export) -> None:
     secrets = [fp.client_secret, *tokens]
     texts = {"stdout": proc.stdout, "stderr": proc.stderr}
     for p in files_under(out):
-        if p.suffix in (".json", ".jsonl") or p.name in ("SHA256SUMS", "_SUCCESS"):
+        if p.suffix in (".json", ".jsonl") or p.name in ("_SHA256SUMS", "_SUCCESS", "_LATEST"):
             texts[str(p.relative_to(out))] = p.read_text()
     assert any(k.endswith("_manifest.json") for k in texts) and "report.json" in texts
     for name, text in texts.items():
@@ -125,7 +125,7 @@ def test_verify_deleted_file_exit_1_names_it(cli_export, tmp_path: Path) -> None
 
 def test_verify_edited_sha256sums_exit_1_names_it(cli_export, tmp_path: Path) -> None:
     def edit(copy: Path, e) -> str:
-        sums = copy / e.dataset_id / e.batch_id / "SHA256SUMS"
+        sums = copy / e.dataset_id / e.batch_id / "_SHA256SUMS"
         rel = f"{e.dataset_file_id}/{e.name}"
         text = sums.read_text()
         assert e.sha256 in text
@@ -133,7 +133,7 @@ def test_verify_edited_sha256sums_exit_1_names_it(cli_export, tmp_path: Path) ->
         return rel
 
     stdout, shown = _verify_damaged(cli_export, tmp_path, edit)
-    assert any(ln.startswith("FAIL") and "SHA256SUMS" in ln and shown in ln for ln in stdout.splitlines()), stdout
+    assert any(ln.startswith("FAIL") and "_SHA256SUMS" in ln and shown in ln for ln in stdout.splitlines()), stdout
 
 
 def test_verify_not_an_export_dir_exit_2(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def test_sha256sum_c_passes_for_every_batch(exported: Exported) -> None:
         folder = exported.batch_folder(variant)
         res = sha256sum_check(folder)
         assert res.returncode == 0, f"{variant}: {res.stdout}{res.stderr}"
-        listed = sorted(line.split("  ", 1)[1] for line in (folder / "SHA256SUMS").read_text().splitlines())
+        listed = sorted(line.split("  ", 1)[1] for line in (folder / "_SHA256SUMS").read_text().splitlines())
         want = sorted(f"{e.dataset_file_id}/{e.name}" for e in exported.expected_of(variant))
         assert listed == want
 
@@ -130,7 +130,9 @@ def test_latest_successful_batch_is_chosen(exported: Exported) -> None:
         assert sum(b.status in ("success", "active") for b in batches) >= 2
         assert {"failed", "processing"} <= {b.status for b in batches}
         assert max(batches, key=lambda b: b.created).status == "processing"
-        assert [p.name for p in (exported.out / ds).iterdir()] == [latest.data_id], variant
+        # the one batch folder, and the _LATEST pointer (a reader-skipped name) naming it
+        assert sorted(p.name for p in (exported.out / ds).iterdir()) == sorted([latest.data_id, "_LATEST"]), variant
+        assert (exported.out / ds / "_LATEST").read_text() == latest.data_id + "\n"
         assert read_manifest(exported.batch_folder(variant))["batch"]["id"] == latest.key
 
 

@@ -46,7 +46,7 @@ def successful(fp: FakePlatform, ds: str) -> list[Batch]:
 
 
 def exported_batch_folders(out: Path, ds: str) -> set[str]:
-    return {p.name for p in (out / ds).iterdir()} if (out / ds).exists() else set()
+    return {p.name for p in (out / ds).iterdir() if p.is_dir()} if (out / ds).exists() else set()
 
 
 def iso(ms: int) -> str:

@@ -30,7 +30,6 @@ from .control import control_path, held_ranges, part_path, write_control
 from .destination import Check, Existing
 from .journal import Journal, Verified
 from .paths import contained
-from .report import SUMS
 
 log = structlog.get_logger("aep_export.output")
 
@@ -67,7 +66,7 @@ class LocalDestination:
         size = final.stat().st_size
         if task.size is not None and size != task.size:
             raise IntegrityError(f"size {size} on disk, {task.size} listed")
-        recorded = self.journal.recorded_sha256(task.rel_path) or _sums_entry(final, task)
+        recorded = self.journal.recorded_sha256(task.rel_path)  # the journals, else the batch's checksum list
         if recorded is None:
             raise IntegrityError("no digest recorded by an earlier run to check it against")
         sha = file_digest(final).hex()
@@ -249,17 +248,3 @@ def _ensure_space(final: Path, task: FileTask) -> None:
     if free < task.size - have:
         raise DiskFull(f"{task.rel_path} needs {task.size - have} more bytes but {free} are free in {final.parent}; "
                        "free space and rerun to resume")
-
-
-def _sums_entry(final: Path, task: FileTask) -> str | None:
-    """The file's line in its batch's checksum list (written by an earlier run), if any."""
-    batch_folder = final.parents[len(Path(task.rel_in_batch).parts) - 1]
-    try:
-        text = (batch_folder / SUMS).read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None
-    for line in text.splitlines():
-        digest, sep, name = line.partition("  ")
-        if sep and name == task.rel_in_batch:
-            return digest
-    return None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import tempfile
 import unicodedata
 from pathlib import Path, PurePosixPath
 
@@ -58,3 +60,37 @@ def _resolved_folder(root: str, folder: str) -> str:
     if target != root_real and not target.startswith(root_real.rstrip(os.sep) + os.sep):
         raise UnsafeNameError(f"{folder!r} resolves outside the output directory")
     return target
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create the output directory and prove it writable before anything is attempted.
+
+    Any failure (read-only file system, no permission, a file in the way, no space) is one
+    ConfigError line (exit 2), and the folders this call created are removed again: nothing is
+    left half-written.
+    """
+    from ..errors import ConfigError
+
+    created = [p for p in (out_dir, *out_dir.parents) if not os.path.lexists(p)]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".aep-export-probe-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise ConfigError(f"output directory {out_dir} cannot be used: {_why(exc, out_dir)}") from None
+
+
+def _why(exc: OSError, out_dir: Path) -> str:
+    if exc.errno == errno.EROFS:
+        return "it is on a read-only file system (mount a writable volume there, or pass --out)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied for uid {os.getuid()} (make it writable, or pass --out)"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"{exc.filename or out_dir} is a file, not a directory"
+    return exc.strerror or str(exc)

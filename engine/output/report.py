@@ -1,7 +1,9 @@
-"""What a run leaves behind: per batch _manifest.json, SHA256SUMS and _SUCCESS; report.json; a summary.
+"""What a run leaves behind: per batch _manifest.json, _SHA256SUMS and _SUCCESS, per dataset the
+_LATEST pointer; report.json (one per shard); a summary. Names and layout: layout.py.
 
-_SUCCESS is written last and only when every file of the batch is verified and the rows add up,
-so a consumer can trust a batch folder that has it.
+_SUCCESS is written only when every file of the batch is verified and the rows add up, so a
+consumer can trust a batch folder that has it; _LATEST is written after it and only ever names
+such a folder.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from ..platform.discovery import Listing
 from ..errors import UnsafeNameError
 from ..model import BatchRef, FileResult, FileStatus, batch_dir
+from .layout import (  # noqa: F401 - MANIFEST, SUMS, SUCCESS, REPORT are re-exported for callers
+    LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, catalog_created, read_latest, report_name, state_lock,
+)
 
-MANIFEST = "_manifest.json"
-SUMS = "SHA256SUMS"
-SUCCESS = "_SUCCESS"
-REPORT = "report.json"
+log = structlog.get_logger("aep_export.output")
 
 
 @dataclass
@@ -51,10 +55,12 @@ class DatasetOutcome:
     status: str = "running"
     error: str | None = None
     batches: list[BatchOutcome] = field(default_factory=list)
+    # (dataset id, batch id, shard) of batches left to the shard that exports that dataset
+    delegated: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def finalize_batch(out_dir: Path, outcome: BatchOutcome, *, durable: bool = True) -> None:
-    """Write the manifest and SHA256SUMS, check record counts, and mark success. Blocking I/O."""
+    """Write the manifest and _SHA256SUMS, check record counts, mark success, repoint _LATEST. Blocking I/O."""
     outcome.seconds = time.monotonic() - outcome.started
     try:
         folder = batch_dir(out_dir, outcome.batch)
@@ -77,12 +83,29 @@ def finalize_batch(out_dir: Path, outcome: BatchOutcome, *, durable: bool = True
     outcome.status = "ok" if not errors else "cancelled" if cancelled else "failed"
 
     _atomic_write(folder / SUMS, "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files), durable)
+    (folder / OLD_SUMS).unlink(missing_ok=True)  # an earlier version's name: data readers trip on it
     _atomic_write(folder / MANIFEST, json.dumps(_manifest(outcome, ok_files), indent=2) + "\n", durable)
     success = folder / SUCCESS
     if outcome.status == "ok":
         _atomic_write(success, "", durable)
     else:
         success.unlink(missing_ok=True)
+    update_latest(out_dir, folder.parent, durable)
+
+
+def update_latest(out_dir: Path, dataset_folder: Path, durable: bool = True) -> None:
+    """Point `{dataset}/_LATEST` at the dataset's newest complete batch (by the Catalog's `created`,
+    then by when it completed), or remove it when no batch is complete. Rewritten only on change."""
+    with state_lock(out_dir, "latest"):
+        complete = [f for f in dataset_folder.iterdir() if f.is_dir() and (f / SUCCESS).is_file()]
+        pointer = dataset_folder / LATEST
+        if not complete:
+            pointer.unlink(missing_ok=True)
+            return
+        newest = max(complete, key=lambda f: (catalog_created(f) or 0, (f / SUCCESS).stat().st_mtime_ns, f.name))
+        if read_latest(dataset_folder) != newest.name:
+            _atomic_write(pointer, newest.name + "\n", durable)
+            log.debug("latest_pointer", dataset=dataset_folder.name, batch=newest.name)
 
 
 def _records(files: list[FileResult]) -> int | None:
@@ -137,21 +160,31 @@ class RunOutcome:
     exit_code: int = 0
     status: str = "running"
     totals: dict[str, int] = field(default_factory=dict)
+    shard: str | None = None  # "I/N" for `run --shard I/N`
+    entries: list[str] = field(default_factory=list)  # the config entries this run (shard) exports
 
     def batches(self) -> list[BatchOutcome]:
         """Each batch once, even when two sources (dataset and audience) share it."""
         return list({id(b): b for d in self.datasets for b in d.batches}.values())
 
 
+def report_path(out_dir: Path, run: RunOutcome) -> Path:
+    return out_dir / report_name(run.shard)
+
+
 def write_report(out_dir: Path, run: RunOutcome) -> Path:
+    """report.json, or report.shard-I-of-N.json for a shard (written at the start with status
+    "running", so a shard killed mid-run never leaves an earlier run's report looking current)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     body = {
         "tool": "aep-export",
         "started_at": run.started_at,
-        "finished_at": _now(),
+        "finished_at": None if run.status == "running" else _now(),
         "duration_s": round(time.monotonic() - run.started, 3),
         "status": run.status,
-        "exit_code": run.exit_code,
+        "exit_code": None if run.status == "running" else run.exit_code,
+        "shard": run.shard,
+        "entries": run.entries,
         "totals": run.totals,
         "datasets": [
             {
@@ -159,6 +192,7 @@ def write_report(out_dir: Path, run: RunOutcome) -> Path:
                 "source": d.source,
                 "status": d.status,
                 "error": d.error,
+                "delegated": [{"dataset_id": ds, "batch_id": b, "shard": sh} for ds, b, sh in d.delegated],
                 "batches": [
                     {
                         "batch_id": b.batch.batch_id,
@@ -180,16 +214,30 @@ def write_report(out_dir: Path, run: RunOutcome) -> Path:
         ],
         "errors": run.errors,
     }
-    path = out_dir / REPORT
+    path = report_path(out_dir, run)
     _atomic_write(path, json.dumps(body, indent=2) + "\n")
     return path
+
+
+def summary_event(run: RunOutcome, report: Path) -> dict[str, Any]:
+    """The fields of the closing `run_summary` log event: what the summary table shows, as data."""
+    batches = run.batches()
+    by_status = {s: sum(1 for b in batches if b.status == s) for s in ("ok", "failed", "cancelled")}
+    return {
+        "status": run.status, "exit_code": run.exit_code, "shard": run.shard, "report": str(report),
+        "duration_s": round(time.monotonic() - run.started, 3),
+        "batches_ok": by_status["ok"], "batches_failed": by_status["failed"], "batches_cancelled": by_status["cancelled"],
+        **run.totals, "errors": run.errors[:5],
+    }
 
 
 def summary_rows(run: RunOutcome) -> list[tuple[str, str, str, str, str, str]]:
     rows = []
     for d in run.datasets:
         label = d.dataset_id if d.source == "dataset" else f"{d.dataset_id} ({d.source})"
-        if not d.batches:
+        for ds, batch, shard in d.delegated:
+            rows.append((label, batch, "delegated", "-", "-", f"exported by shard {shard} with dataset {ds}"))
+        if not d.batches and not d.delegated:
             rows.append((label, "-", d.status, "0", "0 B", d.error or ""))
         for b in d.batches:
             note = b.errors[0] if b.errors else ""

@@ -1,4 +1,7 @@
-"""`aep-export verify DIR`: re-check an export on disk against its manifests, saying what is wrong."""
+"""`aep-export verify DIR`: re-check an export on disk against its manifests, saying what is wrong.
+
+Reads exports made before the Hadoop/Spark naming too (checksums in `SHA256SUMS`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 
 from ..errors import IntegrityError
 from ..checks.integrity import file_digest, parquet_rows
-from .report import MANIFEST, SUCCESS, SUMS
+from .layout import LATEST, MANIFEST, SUCCESS, SUMS, read_latest, read_sums, sums_path
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,19 @@ def verify_export(root: Path, *, deep: bool = False) -> VerifyResult:
     for manifest_path in sorted(root.rglob(MANIFEST)):
         result.batches += 1
         _verify_batch(root, manifest_path.parent, result, deep)
+    for pointer in sorted(root.rglob(LATEST)):
+        _verify_pointer(root, pointer.parent, result.problems)
     return result
+
+
+def _verify_pointer(root: Path, dataset_folder: Path, problems: list[Problem]) -> None:
+    """`_LATEST` must name a complete batch folder beside it."""
+    shown = f"{dataset_folder.relative_to(root).as_posix()}/{LATEST}"
+    name = read_latest(dataset_folder)
+    if name is None:
+        problems.append(Problem(shown, "unreadable pointer"))
+    elif not (dataset_folder / name / SUCCESS).is_file():
+        problems.append(Problem(shown, f"points at {name}, which is not a complete batch ({SUCCESS} missing)"))
 
 
 def _verify_batch(root: Path, folder: Path, result: VerifyResult, deep: bool) -> None:
@@ -46,7 +61,11 @@ def _verify_batch(root: Path, folder: Path, result: VerifyResult, deep: bool) ->
     except (OSError, ValueError, KeyError, TypeError) as exc:
         problems.append(Problem(f"{rel_folder}/{MANIFEST}", f"unreadable manifest: {exc}"))
         return
-    listed = _read_sums(folder / SUMS, rel_folder, problems)
+    sums = sums_path(folder)
+    sums_shown = f"{rel_folder}/{sums.name if sums else SUMS}"
+    listed = read_sums(folder)
+    if sums is None:
+        problems.append(Problem(sums_shown, "missing"))
     batch_ok = True
     for entry in files:
         rel = entry.get("path", "")
@@ -57,7 +76,7 @@ def _verify_batch(root: Path, folder: Path, result: VerifyResult, deep: bool) ->
         result.files += 1
         result.bytes += entry.get("size") or 0
         if listed.get(rel) != entry.get("sha256"):
-            problems.append(Problem(f"{rel_folder}/{SUMS}", f"entry for {rel} missing or different from the manifest"))
+            problems.append(Problem(sums_shown, f"entry for {rel} missing or different from the manifest"))
             batch_ok = False
     for part in folder.rglob("*.part"):
         problems.append(Problem(part.relative_to(root).as_posix(), "incomplete download (rerun the export to finish it)"))
@@ -93,17 +112,3 @@ def _verify_file(path: Path, entry: dict, shown: str, problems: list[Problem], d
             problems.append(Problem(shown, f"{rows} rows, manifest says {entry['rows']}"))
             return False
     return True
-
-
-def _read_sums(path: Path, rel_folder: str, problems: list[Problem]) -> dict[str, str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        problems.append(Problem(f"{rel_folder}/{SUMS}", "missing"))
-        return {}
-    sums = {}
-    for line in lines:
-        digest, sep, name = line.partition("  ")
-        if sep:
-            sums[name] = digest
-    return sums

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import structlog
 from yarl import URL
 
 from .auth import TokenProvider
@@ -22,6 +23,8 @@ from .reach import connecting
 from ..config import Settings
 from ..errors import CredentialsRejected, NotFound, PlatformError, PlatformUnreachable, RetryableStatus, Throttled, TransferError
 from ..retry import RETRYABLE_STATUSES, THROTTLE_STATUSES, RetryPolicy, parse_retry_after
+
+log = structlog.get_logger("aep_export.http")
 
 MAX_REDIRECTS = 5
 _ERROR_BODY_LIMIT = 64 << 10
@@ -145,6 +148,7 @@ class PlatformClient:
                                         noticed=self._noticed)
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 raise TransferError(f"{method} {url.with_query(None)}: {type(exc).__name__}: {exc}") from exc
+            log.debug("http", method=method, url=str(url.with_query(None)), status=resp.status, range=hop_headers.get("Range"))
             if resp.status not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
                 return resp
             location = url.join(URL(resp.headers["Location"]))

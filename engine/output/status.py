@@ -1,0 +1,172 @@
+"""`aep-export status OUT`: is the whole export complete, across every shard that writes into OUT?
+
+It reads what the runs left: the run reports (report.json, report.shard-I-of-N.json), and per
+batch the manifest and `_SUCCESS`. Each batch a report names is *done* (its folder has `_SUCCESS`
+and an ok manifest), *failed* (the run gave up on it) or *missing* (not finished: interrupted,
+still running, or a shard that left no report at all). Only the newest set of reports counts:
+reports of an earlier run with another shard count are listed as ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .layout import MANIFEST, REPORT, SUCCESS, read_latest, sums_path
+
+_SHARD_REPORT = re.compile(r"report\.shard-(\d+)-of-(\d+)\.json")
+
+DONE, FAILED, MISSING = "done", "failed", "missing"
+
+
+@dataclass
+class Row:
+    shard: str  # "I/N", or "-" for an unsharded run
+    dataset: str
+    batch: str
+    state: str  # done | failed | missing
+    note: str = ""
+    files: int | None = None
+
+
+@dataclass
+class ExportStatus:
+    root: Path
+    shards: int | None = None  # N of the runs read; None when unsharded
+    reports: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.reports) and bool(self.rows) and all(r.state == DONE for r in self.rows)
+
+    def count(self, state: str) -> int:
+        return sum(1 for r in self.rows if r.state == state)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"complete": self.complete, "shards": self.shards, "reports": self.reports,
+                "ignored_reports": self.ignored, "rows": [asdict(r) for r in self.rows]}
+
+
+def export_status(root: Path) -> ExportStatus:
+    status = ExportStatus(root)
+    reports = _reports(root)
+    if not reports:
+        status.rows = _rows_from_manifests(root)
+        return status
+    newest = max(reports.values(), key=lambda r: (r["_started"], r["_name"]))
+    count = newest["_count"]
+    status.shards = count
+    status.ignored = sorted(name for name, r in reports.items() if r["_count"] != count)
+    indices: list[int | None] = list(range(count)) if count else [None]
+    for index in indices:
+        name = REPORT if index is None else f"report.shard-{index}-of-{count}.json"
+        label = "-" if index is None else f"{index}/{count}"
+        report = reports.get(name)
+        if report is None:
+            status.rows.append(Row(label, "-", "-", MISSING, "no report: this shard has not run (or was killed before it began)"))
+            continue
+        status.reports.append(name)
+        status.rows += _rows_of_report(root, label, report)
+    return status
+
+
+def _reports(root: Path) -> dict[str, dict[str, Any]]:
+    found = {}
+    for path in sorted(root.glob("report*.json")):
+        m = _SHARD_REPORT.fullmatch(path.name)
+        if path.name != REPORT and not m:
+            continue
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+            assert isinstance(body, dict)
+        except (OSError, ValueError, AssertionError):
+            body = {"status": "unreadable"}
+        body["_name"] = path.name
+        body["_count"] = int(m.group(2)) if m else None
+        body["_started"] = str(body.get("started_at") or "")
+        found[path.name] = body
+    return found
+
+
+def _rows_of_report(root: Path, shard: str, report: dict[str, Any]) -> list[Row]:
+    if report.get("status") in ("running", "unreadable"):
+        note = ("run in progress, or stopped without concluding (killed): rerun it"
+                if report.get("status") == "running" else "report unreadable: rerun it")
+        entries = report.get("entries") or ["-"]
+        return [Row(shard, str(e), "-", MISSING, note) for e in entries]
+    rows = []
+    for d in report.get("datasets") or []:
+        label = d.get("dataset_id", "?") if d.get("source", "dataset") == "dataset" else f"{d.get('dataset_id')} ({d.get('source')})"
+        for b in d.get("batches") or []:
+            rows.append(_batch_row(root, shard, label, d.get("dataset_id", ""), b))
+        for g in d.get("delegated") or []:
+            state, note = _disk_state(root / g["dataset_id"] / g["batch_id"])
+            rows.append(Row(shard, label, g["batch_id"], DONE if state == DONE else MISSING,
+                            f"exported by shard {g['shard']}" + (f" ({note})" if note else "")))
+        if not d.get("batches") and not d.get("delegated"):
+            state = FAILED if d.get("status") == "failed" else MISSING
+            rows.append(Row(shard, label, "-", state, d.get("error") or f"dataset {d.get('status')}"))
+    return rows
+
+
+def _batch_row(root: Path, shard: str, label: str, dataset_id: str, b: dict[str, Any]) -> Row:
+    batch = str(b.get("batch_id", "?"))
+    state, why = _disk_state(root / dataset_id / batch)
+    if state == DONE:
+        return Row(shard, label, batch, DONE, why, b.get("files"))
+    reported = b.get("status")
+    errors = "; ".join((b.get("errors") or [])[:2])
+    if reported == "failed" or state == FAILED:
+        return Row(shard, label, batch, FAILED, errors or why, b.get("files"))
+    return Row(shard, label, batch, MISSING, f"{reported}: {errors or why}", b.get("files"))
+
+
+def _disk_state(folder: Path) -> tuple[str, str]:
+    """(done|failed|missing, why) from the batch folder alone."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return MISSING, "no manifest"
+    if manifest.get("status") == "ok" and (folder / SUCCESS).is_file():
+        return (DONE, "") if sums_path(folder) else (DONE, "checksum list missing")
+    if manifest.get("status") == "failed":
+        return FAILED, "; ".join(manifest.get("errors", [])[:2])
+    return MISSING, f"batch {manifest.get('status')}"
+
+
+def _rows_from_manifests(root: Path) -> list[Row]:
+    """No run report: what the batch folders say (the export's scope is unknown, so never complete)."""
+    rows = []
+    for manifest in sorted(root.rglob(MANIFEST)):
+        folder = manifest.parent
+        state, note = _disk_state(folder)
+        rel = folder.relative_to(root)
+        rows.append(Row("-", rel.parts[0] if len(rel.parts) > 1 else "?", folder.name, state, note or "no run report"))
+    return rows
+
+
+def render_status(status: ExportStatus) -> str:
+    header = ("shard", "dataset", "batch", "state", "note")
+    rows = [header, *((r.shard, r.dataset, r.batch, r.state, r.note) for r in status.rows)]
+    widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
+    lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths)] + [r[-1]]).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  ----")
+    for name in status.ignored:
+        lines.append(f"ignored: {name} (an earlier run with another shard count)")
+    pointers = sorted({r.dataset.split(" ")[0] for r in status.rows if r.state == DONE})
+    for ds in pointers:
+        latest = read_latest(status.root / ds)
+        if latest:
+            lines.append(f"{ds}: newest complete batch {latest} ({ds}/_LATEST)")
+    done, failed, missing = status.count(DONE), status.count(FAILED), status.count(MISSING)
+    scope = f"{status.shards} shards, {len(status.reports)} reports" if status.shards else f"{len(status.reports)} report"
+    if not status.reports:
+        scope = "no run report: only what the batch folders say"
+    verdict = "complete" if status.complete else "INCOMPLETE"
+    lines.append(f"{verdict}: {done} done, {failed} failed, {missing} missing ({scope})")
+    return "\n".join(lines)

@@ -309,19 +309,15 @@ def _shard_arg(text: str) -> Shard:
 
 
 class _Version(argparse.Action):
-    """`--version`, read from the installed package's metadata only when asked (start-up time)."""
+    """`--version` after other arguments (alone, engine/launch.py answers it before any import)."""
 
     def __init__(self, option_strings: list[str], dest: str, **kw: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
 
     def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> None:
-        from importlib.metadata import PackageNotFoundError, version
+        from . import __version__
 
-        try:
-            found = version("aep-export")
-        except PackageNotFoundError:
-            found = "unknown (not installed)"
-        print(f"aep-export {found} (Python {sys.version.split()[0]})")
+        print(f"aep-export {__version__} (Python {sys.version.split()[0]})")
         parser.exit()
 
 

@@ -116,3 +116,20 @@ def test_demo_out_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "taken").write_text("")
     p = run_cli("demo", "--out", str(tmp_path / "taken"), cwd=tmp_path, env=clean_env())
     _one_line_exit_2(p, str(tmp_path / "taken"))
+
+
+def test_version_alone_imports_nothing_heavy(tmp_path: Path) -> None:
+    """`--version` is answered before the engine is imported: the start-up target (bench) rests on it."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    import engine
+
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "engine", "--version"], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.startswith(f"aep-export {engine.__version__} ")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "|" in line}
+    assert "engine.launch" in imported  # the measurement saw the engine's own imports
+    assert not imported & {"aiohttp", "pydantic", "structlog", "anyio", "engine.cli"}, sorted(imported)
+    assert version("aep-export") == engine.__version__  # the package metadata reads the same one place

@@ -1,9 +1,9 @@
 """The coordinator: config -> discovery producers -> bounded worker pool -> disk -> report.
 
-Discovery of many datasets runs concurrently (bounded by export.discovery_concurrency) and
-feeds a bounded stream, so downloads start while listings are still paging. A fixed number of
-workers (export.concurrency) drain the stream; each batch is finalized as soon as its listing
-is complete and its last file is in.
+Discovery of many datasets runs concurrently and feeds a bounded stream, so downloads start while
+listings are still paging. A fixed number of workers drain the stream (every such number is the
+Scheduler's: engine/transfer/scheduler.py); each batch is finalized as soon as its listing is
+complete and its last file is in.
 """
 
 from __future__ import annotations
@@ -98,8 +98,7 @@ class Exporter:
         return self.run
 
     async def _pool(self) -> None:
-        ex = self.settings.export
-        send, receive = anyio.create_memory_object_stream[FileTask](max_buffer_size=ex.concurrency * 4)
+        send, receive = anyio.create_memory_object_stream[FileTask](max_buffer_size=self.scheduler.queue_size)
         limiter = self.scheduler.discovery
         async with anyio.create_task_group() as tg:
             if self.handle_signals:

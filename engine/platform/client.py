@@ -34,10 +34,12 @@ _AUTH_HEADERS = ("authorization", "x-api-key", "x-gw-ims-org-id", "x-sandbox-nam
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
-    """One session per run: keep-alive pool sized to the workers, no total timeout on bodies."""
+    """One session per run: keep-alive pool sized by the scheduler, no total timeout on bodies."""
+    from ..transfer.scheduler import pool_size
+
     ex = settings.export
     connector = aiohttp.TCPConnector(
-        limit=ex.concurrency + ex.discovery_concurrency * 2 + 4,
+        limit=pool_size(ex),
         limit_per_host=0,
         ttl_dns_cache=300,
     )

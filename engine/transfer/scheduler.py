@@ -19,6 +19,12 @@ SPLIT_MIN = 1 << 20  # each side of a split is at least this: worth a request of
 MAX_WAYS = 16  # streams of one file at once
 
 
+def pool_size(export: ExportSettings) -> int:
+    """Keep-alive connections of the HTTP session: the downloads' plus two per discovery slot
+    (a listing and a Catalog query at once) and a few for token refreshes."""
+    return export.concurrency + 2 * export.discovery_concurrency + 4
+
+
 class Scheduler:
     def __init__(self, export: ExportSettings):
         self.concurrency = export.concurrency
@@ -31,6 +37,8 @@ class Scheduler:
         # Disk work (writes, hashing, verification) in its own thread budget.
         self.disk = anyio.CapacityLimiter(max(4, min(export.concurrency, 16)))
         self.discovery = anyio.CapacityLimiter(export.discovery_concurrency)
+        self.queue_size = 4 * export.concurrency  # files listed ahead of the workers
+        self.pool_size = pool_size(export)
         # Set by the coordinator: True when no file waits for a worker.
         self.queue_idle: Callable[[], bool] = lambda: False
         self.jobs: set[FileJob] = set()  # files whose streams are running (they can take helpers)

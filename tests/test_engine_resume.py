@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from conftest import (
 )
 from engine.exporter import EXIT_OK
 from engine.fake import FakeConfig
+from engine.output.control import BOOT_ID
 from engine.output.report import SUCCESS
 
 
@@ -136,6 +138,12 @@ async def test_leftover_part_file_is_resumed_or_replaced(tmp_path: Path, make_fa
         assert os.path.getsize(final) == victim.size
 
 
+def write_ctl(final: Path, size: int, done: list, synced: list | None = None, boot: str | None = BOOT_ID) -> None:
+    """A control file as a run on this machine (this boot, unless told otherwise) leaves it."""
+    state = {"v": 1, "size": size, "done": done, "synced": synced or [], "boot": boot}
+    final.with_name(final.name + ".part.ctl").write_text(json.dumps(state))
+
+
 async def test_a_part_held_whole_is_committed_without_a_request(tmp_path: Path, make_fake) -> None:
     """The state a kill between the journal entry and the rename leaves: the rerun re-checks the
     held bytes and commits them; nothing is fetched."""
@@ -145,8 +153,7 @@ async def test_a_part_held_whole_is_committed_without_a_request(tmp_path: Path, 
         final = expected_path(out, victim)
         final.parent.mkdir(parents=True)
         final.with_name(final.name + ".part").write_bytes(victim.source_path.read_bytes())
-        final.with_name(final.name + ".part.ctl").write_text(
-            f'{{"v":1,"size":{victim.size},"done":[[0,{victim.size}]]}}')
+        write_ctl(final, victim.size, done=[[0, victim.size]])
 
         run = await run_export(settings_for(fp, out))
 
@@ -168,7 +175,7 @@ async def test_held_ranges_are_kept_and_only_the_gaps_fetched(tmp_path: Path, ma
         held = bytearray(len(src))
         held[:a], held[b:c] = src[:a], src[b:c]
         final.with_name(final.name + ".part").write_bytes(bytes(held[:c]))
-        final.with_name(final.name + ".part.ctl").write_text(f'{{"v":1,"size":{len(src)},"done":[[0,{a}],[{b},{c}]]}}')
+        write_ctl(final, len(src), done=[[0, a], [b, c]])
 
         run = await run_export(settings_for(fp, out))
 
@@ -184,10 +191,31 @@ async def test_a_control_file_that_claims_more_than_the_part_holds_is_not_truste
         final = expected_path(out, victim)
         final.parent.mkdir(parents=True)
         final.with_name(final.name + ".part").write_bytes(victim.source_path.read_bytes()[:100])
-        final.with_name(final.name + ".part.ctl").write_text(f'{{"v":1,"size":{victim.size},"done":[[0,{victim.size}]]}}')
+        write_ctl(final, victim.size, done=[[0, victim.size]])
 
         run = await run_export(settings_for(fp, out))
 
         assert run.exit_code == EXIT_OK
         assert_files_match(out, fp.expected_files())
         assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] == victim.size
+
+
+@pytest.mark.skipif(BOOT_ID is None, reason="no boot id on this system: only synced ranges are ever trusted")
+async def test_after_a_reboot_only_the_synced_ranges_are_trusted(tmp_path: Path, make_fake) -> None:
+    """Bytes written but never fdatasync'ed may not have survived a node crash: a control file
+    from another boot keeps only what the last fdatasync covered."""
+    async with make_fake(FakeConfig.small(n_datasets=1, files=1, rows=40000, seed=53)) as fp:
+        out = tmp_path / "out"
+        victim = fp.expected_files()[0]
+        src = victim.source_path.read_bytes()
+        synced, written = len(src) // 4, 3 * len(src) // 4
+        final = expected_path(out, victim)
+        final.parent.mkdir(parents=True)
+        final.with_name(final.name + ".part").write_bytes(src[:synced] + b"\0" * (written - synced))  # lost in the crash
+        write_ctl(final, len(src), done=[[0, written]], synced=[[0, synced]], boot="another-boot")
+
+        run = await run_export(settings_for(fp, out))
+
+        assert run.exit_code == EXIT_OK
+        assert_files_match(out, fp.expected_files())
+        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] == len(src) - synced

@@ -176,16 +176,22 @@ def test_signal_stops_writes_report_and_rerun_resumes(tmp_path, slow_platform, s
     fp = slow_platform
     out = tmp_path / "out"
     config = write_config(fp, tmp_path / "c.toml", out)
+    fp.platform.reset_stats()
     proc = start_cli(config)
     deadline = time.monotonic() + 20
-    while not any(out.rglob("*.part")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while (not any(out.rglob("*.part")) or fp.stats.bytes_sent < 500_000) and time.monotonic() < deadline:
+        time.sleep(0.02)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == code, stderr[-2000:]
     assert "Traceback" not in stderr
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "interrupted" and report["exit_code"] == code
+    parts = list(out.rglob("*.part"))
+    assert parts, "the signal did not land mid-transfer"
+    states = [json.loads(p.with_name(p.name + ".ctl").read_text()) for p in parts]
+    # a graceful stop syncs what it holds: a pod moved to another node resumes all of it
+    assert all(st["synced"] == st["done"] for st in states) and any(st["done"] for st in states), states
     rerun = subprocess.run([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
                            capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-2000:]

@@ -6,6 +6,11 @@ needs no control file (small files never get one), and one is written before a s
 write past the prefix. A `.part.split` marker (versions before the control file) records the
 prefix of a .part that was split. Whatever a control file says is checked against the .part
 before a byte of it is trusted.
+
+Two lists: `done`, every range written (a process killed at any point keeps them: the kernel
+still holds the bytes), and `synced`, the ranges as of the last fdatasync. A control file written
+before the machine last booted (another `boot` id: a node crash, or a pod moved to another node)
+keeps only `synced`, since bytes written but never synced may not have survived.
 """
 
 from __future__ import annotations
@@ -19,6 +24,17 @@ from ..model import FileTask
 from ..transfer.ranges import RangeSet
 
 CONTROL_VERSION = 1
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None  # not Linux: only synced ranges are ever trusted
+
+
+BOOT_ID = _boot_id()
 
 
 def part_path(final: Path) -> Path:
@@ -69,15 +85,17 @@ def _read_control(final: Path, task: FileTask) -> RangeSet | None:
         return RangeSet()
     if state.get("size") is not None and task.size is not None and state["size"] != task.size:
         return RangeSet()  # listed with another size: another file
+    same_boot = BOOT_ID is not None and state.get("boot") == BOOT_ID
     try:
-        return RangeSet((int(a), int(b)) for a, b in state.get("done", []))
+        return RangeSet((int(a), int(b)) for a, b in state.get("done" if same_boot else "synced", []))
     except (TypeError, ValueError):
         return RangeSet()
 
 
-def write_control(final: Path, size: int | None, done: list[list[int]]) -> None:
+def write_control(final: Path, size: int | None, done: list[list[int]], synced: list[list[int]]) -> None:
     path = control_path(final)
     tmp = path.with_name(path.name + ".tmp")
+    state = {"v": CONTROL_VERSION, "size": size, "done": done, "synced": synced, "boot": BOOT_ID}
     with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps({"v": CONTROL_VERSION, "size": size, "done": done}, separators=(",", ":")))
+        fh.write(json.dumps(state, separators=(",", ":")))
     os.replace(tmp, path)

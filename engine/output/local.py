@@ -1,8 +1,8 @@
 """The local folder as a destination: `<final>.part` filled in place, its control file beside it
 (output/control.py), renamed to its final name once verified.
 
-With `export.fsync`, the .part is fdatasync'ed before each control write, so the control file
-never claims bytes a power loss could take back.
+With `export.fsync`, the .part is fdatasync'ed every few seconds and whenever a file stops, and
+the control file says which ranges that covered (what a node crash cannot take back).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from .paths import contained
 log = structlog.get_logger("aep_export.output")
 
 CONTROL_INTERVAL = 0.5  # seconds between control writes of one file (plus one at every close)
+SYNC_INTERVAL = 5.0  # seconds between fdatasyncs of one .part (plus one at every close)
 PIECE = 1 << 20  # splits between streams land on multiples of this
 _IOV_MAX = 512  # chunks per pwritev, well below the kernel's IOV_MAX (1024)
 
@@ -115,7 +116,8 @@ class LocalTarget:
         self.held = held
         self._durable = export.fsync
         self._disk = disk
-        self._saved_at = time.monotonic()
+        self._saved_at = self._synced_at = time.monotonic()
+        self._synced: list[list[int]] = held.as_list() if held.total else []  # as of the last fdatasync
         self._save_lock = threading.Lock()
         self._aio: Any = None  # the aiofiles handle, for write_strategy = "aiofiles"
         self._use_aiofiles = export.write_strategy == "aiofiles"
@@ -146,15 +148,17 @@ class LocalTarget:
         if not force and now - self._saved_at < CONTROL_INTERVAL:
             return
         self._saved_at = now
-        await anyio.to_thread.run_sync(self._save_sync, download, limiter=self._disk)
+        await anyio.to_thread.run_sync(self._save_sync, download, force, limiter=self._disk)
 
-    def _save_sync(self, download: Download) -> None:
+    def _save_sync(self, download: Download, force: bool) -> None:
         with self._save_lock:  # the later snapshot is always the one written last
             if self.fd < 0:
                 return
-            if self._durable:
+            done = download.snapshot()
+            if self._durable and (force or time.monotonic() - self._synced_at >= SYNC_INTERVAL):
                 os.fdatasync(self.fd)
-            write_control(self.final, download.size, download.snapshot())
+                self._synced, self._synced_at = done, time.monotonic()
+            write_control(self.final, download.size, done, self._synced)
 
     def read_into(self, start: int, end: int, hasher: Any) -> int:
         return hash_from_disk(self.fd, hasher, start, end)
@@ -165,7 +169,8 @@ class LocalTarget:
     def _restart_sync(self) -> None:
         with self._save_lock:
             os.ftruncate(self.fd, 0)
-            write_control(self.final, None, [])
+            self._synced = []
+            write_control(self.final, None, [], [])
         self.held = RangeSet()
 
     async def commit(self, download: Download, check: Check) -> int | None:

@@ -46,6 +46,7 @@ class Downloader:
 
     async def fetch(self, task: FileTask) -> FileResult:
         started = time.monotonic()
+        self.scheduler.files_in_flight += 1
         try:
             result = await self._reuse(task) or await self._download_verified(task)
         except (CredentialsRejected, DiskFull, PlatformUnreachable):
@@ -56,6 +57,8 @@ class Downloader:
                                "partial files are kept: free space and rerun to resume") from None
             result = FileResult(task, FileStatus.FAILED, error=describe(exc))
             log.warning("file_failed", file=task.rel_path, error=result.error)
+        finally:
+            self.scheduler.files_in_flight -= 1
         result.seconds = time.monotonic() - started
         if result.ok:
             self.counters.files_done += 1

@@ -112,6 +112,8 @@ class Fetcher:
             except BaseException:
                 self.scheduler.connections.release()
                 raise
+        if not holds_connection:
+            await self.lend()  # a file starting alone on idle connections is split at once
         while claim is not None:
             try:
                 await self._fill(job, claim, holds_connection)

@@ -42,6 +42,7 @@ class Scheduler:
         # Set by the coordinator: True when no file waits for a worker.
         self.queue_idle: Callable[[], bool] = lambda: False
         self.jobs: set[FileJob] = set()  # files whose streams are running (they can take helpers)
+        self.files_in_flight = 0  # files a worker has taken and not finished (opening ones included)
 
     def lend(self) -> list[tuple[FileJob, Claim]]:
         """Work for free connections, each with the connection already taken (the new stream
@@ -52,13 +53,19 @@ class Scheduler:
         if not self.queue_idle():
             return []
         lent: list[tuple[FileJob, Claim]] = []
-        candidates = {job for job in self.jobs if len(job.download.claims) < MAX_WAYS}
+        ways = self.ways_per_file()
+        candidates = {job for job in self.jobs if len(job.download.claims) < ways}
         while self.connections.value > 0 and candidates:
             job = max(candidates, key=lambda j: max((c.remaining for c in j.download.claims), default=0))
             claim = job.download.split_claim(SPLIT_MIN)
-            if claim is None or len(job.download.claims) >= MAX_WAYS:
+            if claim is None or len(job.download.claims) >= ways:
                 candidates.discard(job)
             if claim is not None:
                 self.connections.acquire_nowait()
                 lent.append((job, claim))
         return lent
+
+    def ways_per_file(self) -> int:
+        """A fair share of the connections for each file in flight (so that files starting together
+        split evenly), at most MAX_WAYS; the last files of a run get more as the others finish."""
+        return min(MAX_WAYS, max(1, self.concurrency // max(1, self.files_in_flight)))

@@ -47,10 +47,12 @@ class Target(Protocol):
     piece_size: int
 
     async def flush(self, offset: int, chunks: list[bytes], download: Download) -> None:
-        """Write the bytes at `offset`, then tell the model (`download.written`)."""
+        """Write the bytes at `offset`, tell the model (`download.written`), and persist what is
+        held when that is due (about twice a second: a kill loses no more than that)."""
 
-    async def checkpoint(self, download: Download, *, force: bool = False) -> None:
-        """Persist what is held (rate-limited unless forced): a crash keeps all of it."""
+    async def checkpoint(self, download: Download) -> None:
+        """Persist what is held now: before a second stream may write past the held prefix, and
+        whenever the file stops (then durably: another machine may resume it)."""
 
     def read_into(self, start: int, end: int, hasher: Any) -> int:
         """Feed bytes [start, end) to the hasher (worker thread); returns where they ended."""

@@ -118,6 +118,7 @@ class LocalTarget:
         self._disk = disk
         self._saved_at = self._synced_at = time.monotonic()
         self._synced: list[list[int]] = held.as_list() if held.total else []  # as of the last fdatasync
+        self._has_control = control_path(final).exists()
         self._save_lock = threading.Lock()
         self._aio: Any = None  # the aiofiles handle, for write_strategy = "aiofiles"
         self._use_aiofiles = export.write_strategy == "aiofiles"
@@ -125,14 +126,20 @@ class LocalTarget:
     async def flush(self, offset: int, chunks: list[bytes], download: Download) -> None:
         if self._use_aiofiles:
             await self._flush_aiofiles(offset, chunks)
-            await anyio.to_thread.run_sync(download.written, offset, chunks, self.read_into, limiter=self._disk)
+            await anyio.to_thread.run_sync(self._after_write, offset, chunks, download, limiter=self._disk)
             return
         # Not cancellable: the thread must be done with the fd before anyone closes it.
         await anyio.to_thread.run_sync(self._flush_sync, offset, chunks, download, limiter=self._disk)
 
     def _flush_sync(self, offset: int, chunks: list[bytes], download: Download) -> None:
         _pwrite_all(self.fd, chunks, offset)
+        self._after_write(offset, chunks, download)
+
+    def _after_write(self, offset: int, chunks: list[bytes], download: Download) -> None:
+        """Extend the hash, and persist progress when it is due (in the same thread hop)."""
         download.written(offset, chunks, self.read_into)
+        if self._has_control and time.monotonic() - self._saved_at >= CONTROL_INTERVAL:
+            self._save_sync(download, force=False)
 
     async def _flush_aiofiles(self, offset: int, chunks: list[bytes]) -> None:
         """The alternative write strategy: one aiofiles call per chunk (bench/write_strategy.py)."""
@@ -143,22 +150,22 @@ class LocalTarget:
             await self._aio.write(chunk)
         await self._aio.flush()
 
-    async def checkpoint(self, download: Download, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._saved_at < CONTROL_INTERVAL:
-            return
-        self._saved_at = now
-        await anyio.to_thread.run_sync(self._save_sync, download, force, limiter=self._disk)
+    async def checkpoint(self, download: Download) -> None:
+        """Persist progress now. A .part one stream appends to in order needs no control file
+        (see control.py), so flushes keep one only once a checkpoint has created it: before a
+        second stream may write past the prefix, and whenever a file stops."""
+        await anyio.to_thread.run_sync(self._save_sync, download, True, limiter=self._disk)
 
     def _save_sync(self, download: Download, force: bool) -> None:
         with self._save_lock:  # the later snapshot is always the one written last
-            if self.fd < 0:
+            if self.fd < 0 or (not force and time.monotonic() - self._saved_at < CONTROL_INTERVAL):
                 return
             done = download.snapshot()
             if self._durable and (force or time.monotonic() - self._synced_at >= SYNC_INTERVAL):
                 os.fdatasync(self.fd)
                 self._synced, self._synced_at = done, time.monotonic()
             write_control(self.final, download.size, done, self._synced)
+            self._saved_at, self._has_control = time.monotonic(), True
 
     def read_into(self, start: int, end: int, hasher: Any) -> int:
         return hash_from_disk(self.fd, hasher, start, end)

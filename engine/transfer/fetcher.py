@@ -108,7 +108,7 @@ class Fetcher:
             job.handed -= 1  # this stream owns the connection now (no await before this line)
             try:  # it may write past the held prefix: the control file must say so first
                 with anyio.CancelScope(shield=True):
-                    await job.target.checkpoint(job.download, force=True)
+                    await job.target.checkpoint(job.download)
             except BaseException:
                 self.scheduler.connections.release()
                 raise
@@ -202,16 +202,16 @@ class Fetcher:
         self.counters.bytes_fetched += n
 
     async def _flush(self, job: FileJob, claim: Claim, buf: _Buffer) -> None:
-        """Write the buffer, extend the hash, persist progress; then lend free connections."""
+        """Write the buffer, extend the hash (the target persists progress when due); then lend
+        free connections."""
         if buf.chunks:
             chunks, offset = buf.chunks, claim.flushed
             buf.chunks, buf.pending = [], 0
             if offset == 0 and job.task.is_parquet and not _head(chunks).startswith(PARQUET_MAGIC):
                 raise TransferError("the body is not parquet data (an error page?)")
             with anyio.CancelScope(shield=True):  # what arrived is kept, even when cancelled
-                await job.target.flush(offset, chunks, job.download)
+                await job.target.flush(offset, chunks, job.download)  # and progress persisted when due
                 claim.flushed = offset + sum(map(len, chunks))
-                await job.target.checkpoint(job.download)
         buf.since = time.monotonic()
         await self.lend()
 

@@ -95,10 +95,15 @@ def catalog_created(batch_folder: Path) -> int | None:
 
 
 @contextmanager
-def folder_lock(folder: Path, name: str) -> Iterator[None]:
-    """An exclusive lock on one folder, shared by the threads and processes (shards) writing it:
-    the hidden file `{folder}/.{name}.lock` (readers skip names starting with `.`)."""
-    fd = os.open(folder / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+def state_lock(out_dir: Path, name: str) -> Iterator[None]:
+    """An exclusive lock shared by the threads and processes (shards) writing one output
+    directory: `{out_dir}/.aep-export/locks/{name}.lock`."""
+    folder = out_dir / STATE_DIR / "locks"
+    try:
+        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

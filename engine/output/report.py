@@ -22,7 +22,7 @@ from ..platform.discovery import Listing
 from ..errors import UnsafeNameError
 from ..model import BatchRef, FileResult, FileStatus, batch_dir
 from .layout import (  # noqa: F401 - MANIFEST, SUMS, SUCCESS, REPORT are re-exported for callers
-    LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, catalog_created, read_latest, report_name, folder_lock,
+    LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, catalog_created, read_latest, report_name, state_lock,
 )
 
 log = structlog.get_logger("aep_export.output")
@@ -96,7 +96,7 @@ def finalize_batch(out_dir: Path, outcome: BatchOutcome, *, durable: bool = True
 def update_latest(out_dir: Path, dataset_folder: Path, durable: bool = True) -> None:
     """Point `{dataset}/_LATEST` at the dataset's newest complete batch (by the Catalog's `created`,
     then by when it completed), or remove it when no batch is complete. Rewritten only on change."""
-    with folder_lock(dataset_folder, "latest"):  # per dataset: batches of other datasets never wait
+    with state_lock(out_dir, f"latest-{dataset_folder.name}"):  # per dataset: others never wait
         complete = [f for f in dataset_folder.iterdir() if f.is_dir() and (f / SUCCESS).is_file()]
         pointer = dataset_folder / LATEST
         if not complete:

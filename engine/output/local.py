@@ -82,14 +82,22 @@ class LocalDestination:
         return LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task))
 
     def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet]:
-        """Create the folder, check free space, open the .part and read what it holds."""
+        """Create the folder, open the .part, read what it holds, check free space for the rest."""
         if final.parent not in self._folders:
             final.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(final.parent)
-        _ensure_space(final, task)
-        fd = os.open(part_path(final), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        part = part_path(final)
+        try:  # most files start fresh: one syscall tells, and there is nothing to read
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            held = RangeSet()
+            control_path(final).unlink(missing_ok=True)  # a stale one would describe another .part
+        except FileExistsError:
+            fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW)
+            held = None
         try:
-            held = held_ranges(fd, final, task)
+            if held is None:
+                held = held_ranges(fd, final, task)
+            _ensure_space(final, task, held.total)
         except BaseException:
             os.close(fd)
             raise
@@ -250,12 +258,10 @@ def _pwrite_all(fd: int, chunks: list[bytes], offset: int) -> None:
         offset += total
 
 
-def _ensure_space(final: Path, task: FileTask) -> None:
+def _ensure_space(final: Path, task: FileTask, have: int) -> None:
     """Refuse to start a file that cannot fit, instead of failing half-way."""
     if task.size is None:
         return
-    part = part_path(final)
-    have = part.stat().st_size if part.exists() else 0
     free = shutil.disk_usage(final.parent).free
     if free < task.size - have:
         raise DiskFull(f"{task.rel_path} needs {task.size - have} more bytes but {free} are free in {final.parent}; "

@@ -87,13 +87,15 @@ def finalize_batch(out_dir: Path, outcome: BatchOutcome, *, durable: bool = True
     _atomic_write(folder / MANIFEST, json.dumps(_manifest(outcome, ok_files), indent=2) + "\n", durable)
     success = folder / SUCCESS
     if outcome.status == "ok":
-        _atomic_write(success, "", durable)
+        # Not fsynced (nor is _LATEST): written after the data and lists are durable, they can
+        # only be lost in a crash, never be ahead of what they vouch for; the rerun writes them.
+        _atomic_write(success, "", durable=False)
     else:
         success.unlink(missing_ok=True)
-    update_latest(out_dir, folder.parent, durable)
+    update_latest(out_dir, folder.parent)
 
 
-def update_latest(out_dir: Path, dataset_folder: Path, durable: bool = True) -> None:
+def update_latest(out_dir: Path, dataset_folder: Path) -> None:
     """Point `{dataset}/_LATEST` at the dataset's newest complete batch (by the Catalog's `created`,
     then by when it completed), or remove it when no batch is complete. Rewritten only on change."""
     with state_lock(out_dir, f"latest-{dataset_folder.name}"):  # per dataset: others never wait
@@ -104,7 +106,7 @@ def update_latest(out_dir: Path, dataset_folder: Path, durable: bool = True) -> 
             return
         newest = max(complete, key=lambda f: (catalog_created(f) or 0, (f / SUCCESS).stat().st_mtime_ns, f.name))
         if read_latest(dataset_folder) != newest.name:
-            _atomic_write(pointer, newest.name + "\n", durable)
+            _atomic_write(pointer, newest.name + "\n", durable=False)
             log.debug("latest_pointer", dataset=dataset_folder.name, batch=newest.name)
 
 

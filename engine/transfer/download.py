@@ -111,13 +111,15 @@ class Downloader:
         """Streams until every byte is held; a file that changed on the server starts over."""
         for restart in range(MAX_RESTARTS + 1):
             try:
-                async with anyio.create_task_group() as tg:
+                async with anyio.create_task_group() as tg:  # helper streams join it
                     job.tg = tg
                     self.scheduler.jobs.add(job)
-                    tg.start_soon(self.fetcher.run_stream, job, job.download.next_claim())
-            except BaseExceptionGroup as group:
-                error = _first_error(group)
+                    await self.fetcher.run_stream(job, job.download.next_claim())  # the first, in this task
+            except BaseException as exc:
+                error = _first_error(exc)
                 if not isinstance(error, FileChanged) or restart == MAX_RESTARTS:
+                    if error is exc:
+                        raise
                     raise error from None
                 log.warning("restarting_file", file=job.task.rel_path, reason=str(error))
                 self.counters.restarts += 1
@@ -153,10 +155,10 @@ class Downloader:
         return rows
 
 
-def _first_error(group: BaseExceptionGroup) -> BaseException:
+def _first_error(exc: BaseException) -> BaseException:
     """The error that ended a file's streams: the first that is not a cancellation it caused."""
     leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
+    stack: list[BaseException] = [exc]
     while stack:
         exc = stack.pop(0)
         if isinstance(exc, BaseExceptionGroup):

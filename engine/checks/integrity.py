@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import struct
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from ..errors import IntegrityError
 from .footer import FooterError, footer_counts
 
 PARQUET_MAGIC = b"PAR1"
-_HASH_BLOCK = 1 << 20  # one reused buffer per file being hashed: bounded memory at any concurrency
+_HASH_BLOCK = 256 << 10  # a reused buffer per thread: re-reads cost at most this per disk thread
 # RFC 9530 names -> hashlib names; RFC 3230 "Digest" uses the same words in other case.
 _ALGORITHMS = {"sha-256": "sha256", "sha-512": "sha512", "md5": "md5", "sha": "sha1"}
 _SF_DICT_ITEM = re.compile(r"\s*([A-Za-z0-9_\-]+)\s*=\s*:([A-Za-z0-9+/=]+):\s*")
@@ -95,13 +96,19 @@ def file_digest(path: Path, algorithm: str = "sha256", limit: int | None = None)
     return h.digest()
 
 
+_buffers = threading.local()
+
+
 def hash_from_disk(fd: int, hasher: Any, start: int, end: int) -> int:
-    """Feed bytes [start, end) of the file to the hasher; returns where the file ended (<= end)."""
-    buf = bytearray(min(_HASH_BLOCK, max(0, end - start)))
-    view = memoryview(buf)
+    """Feed bytes [start, end) of the file to the hasher; returns where the file ended (<= end).
+
+    Out-of-order ranges are read back by many threads at once: each reuses one buffer of its own."""
+    view = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(_HASH_BLOCK))
     offset = start
     while offset < end:
-        n = os.preadv(fd, [view[: min(len(buf), end - offset)]], offset)
+        n = os.preadv(fd, [view[: min(_HASH_BLOCK, end - offset)]], offset)
         if n == 0:
             break
         hasher.update(view[:n])

@@ -129,6 +129,7 @@ class LocalTarget:
         self._has_control = control_path(final).exists()
         self._save_lock = threading.Lock()
         self._aio: Any = None  # the aiofiles handle, for write_strategy = "aiofiles"
+        self._aio_lock = anyio.Lock()
         self._use_aiofiles = export.write_strategy == "aiofiles"
 
     async def flush(self, offset: int, chunks: list[bytes], download: Download) -> None:
@@ -150,13 +151,15 @@ class LocalTarget:
             self._save_sync(download, force=False)
 
     async def _flush_aiofiles(self, offset: int, chunks: list[bytes]) -> None:
-        """The alternative write strategy: one aiofiles call per chunk (bench/write_strategy.py)."""
-        if self._aio is None:
-            self._aio = await aiofiles.open(part_path(self.final), "r+b")
-        await self._aio.seek(offset)
-        for chunk in chunks:
-            await self._aio.write(chunk)
-        await self._aio.flush()
+        """The alternative write strategy: one aiofiles call per chunk (bench/write_strategy.py).
+        The streams of a file share one handle: its seek and writes must not interleave."""
+        async with self._aio_lock:
+            if self._aio is None:
+                self._aio = await aiofiles.open(part_path(self.final), "r+b")
+            await self._aio.seek(offset)
+            for chunk in chunks:
+                await self._aio.write(chunk)
+            await self._aio.flush()
 
     async def checkpoint(self, download: Download) -> None:
         """Persist progress now. A .part one stream appends to in order needs no control file

@@ -111,10 +111,14 @@ class Downloader:
         """Streams until every byte is held; a file that changed on the server starts over."""
         for restart in range(MAX_RESTARTS + 1):
             try:
-                async with anyio.create_task_group() as tg:  # helper streams join it
-                    job.tg = tg
-                    self.scheduler.jobs.add(job)
-                    await self.fetcher.run_stream(job, job.download.next_claim())  # the first, in this task
+                try:
+                    async with anyio.create_task_group() as tg:  # helper streams join it
+                        job.tg = tg
+                        self.scheduler.jobs.add(job)
+                        await self.fetcher.run_stream(job, job.download.next_claim())  # the first, in this task
+                finally:  # before any await: a job without a live task group must not be lent to
+                    self.scheduler.jobs.discard(job)
+                    self._return_handed(job)
             except BaseException as exc:
                 error = _first_error(exc)
                 if not isinstance(error, FileChanged) or restart == MAX_RESTARTS:
@@ -126,9 +130,6 @@ class Downloader:
                 await job.target.restart()
                 job.download.restart(job.task.size)
                 continue
-            finally:
-                self.scheduler.jobs.discard(job)  # no await since the group ended: none was lent more
-                self._return_handed(job)
             if job.download.complete:
                 return
             raise TransferError(f"{job.task.rel_path}: streams ended with bytes still missing")

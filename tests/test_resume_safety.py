@@ -13,7 +13,7 @@ import errno
 import os
 from pathlib import Path
 
-from conftest import assert_files_match, expected_path, read_report, run_export, settings_for, sha256_of
+from conftest import assert_files_match, expected_path, journal_path, read_report, run_export, settings_for, sha256_of
 from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, Faults
 from engine.output import local
@@ -95,3 +95,22 @@ async def test_a_disk_that_fills_mid_write_stops_the_run_as_disk_full(tmp_path: 
         rerun = await run_export(settings_for(fp, out))
         assert rerun.exit_code == EXIT_OK
         assert_files_match(out, fp.expected_files())
+
+
+async def test_a_journal_line_torn_by_a_crash_is_ignored(tmp_path: Path, make_fake) -> None:
+    """A crash (or power loss) mid-append leaves half a line at the end of the journal: the rerun
+    reads the rest and fetches nothing that was verified."""
+    async with make_fake(FakeConfig.small(n_datasets=1, files=3, rows=40, seed=58)) as fp:
+        out = tmp_path / "out"
+        assert (await run_export(settings_for(fp, out))).exit_code == EXIT_OK
+        journal = journal_path(out)
+        last = journal.read_text().splitlines()[-1]
+        with journal.open("a") as fh:
+            fh.write(last[: len(last) // 2])  # no newline: the append was cut
+        fp.reset_stats()
+
+        run = await run_export(settings_for(fp, out))
+
+        assert run.exit_code == EXIT_OK, read_report(out)
+        assert fp.stats.requests["export.download"] == 0
+        assert run.totals["files_reused"] == len(fp.expected_files())

@@ -376,11 +376,11 @@ async def test_pacing_limits_and_error_modes(http: aiohttp.ClientSession) -> Non
         with pytest.raises(aiohttp.ClientError):
             async with http.get(url, params=p, headers=headers(fp)) as r:
                 await r.read()
-        assert 0.25 <= time.monotonic() - t0 < 2 and fp.stats.faults["response_limit"] == 1
+        assert time.monotonic() - t0 >= 0.25 and fp.stats.faults["response_limit"] == 1  # cut at the limit, not before
         t0 = time.monotonic()
         async with http.get(url, params=p, headers={**headers(fp), "Range": "bytes=0-39999"}) as r:
             assert len(await r.read()) == 40_000
-        assert 0.14 <= time.monotonic() - t0 < 0.6  # 50 ms delay + 100 ms of paced body
+        assert time.monotonic() - t0 >= 0.14  # 50 ms delay + 100 ms of paced body: never faster than paced
         fp.faults.bandwidth_bps = fp.faults.response_limit_s = None
         fp.faults.first_byte_delay_s = 0
         fp.faults.p_error_body, fp.faults.p_429, fp.faults.p_retry_after_date = 1.0, 0, 1.0

@@ -93,13 +93,15 @@ async def test_free_connections_are_lent_only_when_no_file_waits_for_a_worker() 
     download = Download(64 << 20)
     download.next_claim()
     scheduler.jobs.add(FileJob(task=None, download=download, target=None, budget=Budget(1)))  # type: ignore[arg-type]
+    scheduler.files_in_flight = 1
 
     scheduler.queue_idle = lambda: False  # files are waiting: a free connection is theirs
     assert scheduler.lend() == [] and len(download.claims) == 1 and scheduler.connections.value == 4
 
     scheduler.queue_idle = lambda: True
     lent = scheduler.lend()
-    assert len(lent) == 4 and scheduler.connections.value == 0 and len(download.claims) == 5
+    # one file in flight: its fair share is every connection, i.e. 4 streams (the 4th is its own)
+    assert len(lent) == 3 and scheduler.connections.value == 1 and len(download.claims) == 4
 
 
 # ----------------------------------------------------------------------------- status

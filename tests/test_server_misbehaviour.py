@@ -48,10 +48,10 @@ def _misbehave_once(fp, victim, kind: str) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["starts_later", "changed"])
 async def test_a_206_that_does_not_fit_the_request_is_never_written(kind: str, tmp_path: Path, make_fake) -> None:
-    # One file: while a changed file starts over no other file may stream, or the lending race
-    # in Downloader._fill (tests/known_bugs/repro_restart_lend.py) fails both files now and then.
-    fp = make_fake(FakeConfig.small(n_datasets=1, files=1, rows=30000, seed=55))
-    (victim,) = fp.expected_files()
+    # Two files: while the changed one starts over, the other keeps streaming (and lending): the
+    # race of tests/test_transfer_races.py in its natural setting.
+    fp = make_fake(FakeConfig.small(n_datasets=1, files=2, rows=30000, seed=55))
+    victim = max(fp.expected_files(), key=lambda e: e.size)
     served = _misbehave_once(fp, victim, kind)
     async with fp:
         out = tmp_path / "out"

@@ -1,12 +1,6 @@
-"""Reproductions of two engine bugs found while reviewing the tests. NOT part of the suite (the file
-name does not match test_*.py, so `pytest` and `make test` do not collect it); each test asserts
-the correct behaviour and FAILS on the engine as of this commit. Run them explicitly:
-
-    .venv/bin/python -m pytest -q -p no:cacheprovider tests/known_bugs/repro_transfer_bugs.py
-
-Once a bug is fixed, move its test into the suite (e.g. tests/test_server_misbehaviour.py and
-tests/test_resume_safety.py, whose tests avoid these situations today).
-"""
+"""Two races the test review reproduced in the transfer code (both fixed; these keep them fixed):
+a file starting over while another file's stream lends connections, and the aiofiles write
+strategy with several streams writing one file."""
 
 from __future__ import annotations
 

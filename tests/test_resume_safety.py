@@ -114,3 +114,21 @@ async def test_a_journal_line_torn_by_a_crash_is_ignored(tmp_path: Path, make_fa
         assert run.exit_code == EXIT_OK, read_report(out)
         assert fp.stats.requests["export.download"] == 0
         assert run.totals["files_reused"] == len(fp.expected_files())
+
+
+def test_an_entry_recorded_after_a_torn_line_is_not_lost(tmp_path: Path) -> None:
+    from engine.output.journal import Journal, Verified
+
+    first = Journal(tmp_path)
+    first.record(Verified("ds/b/f-1/a.parquet", 10, "a" * 64, 1, 1))
+    first.close()
+    with first.path.open("a") as fh:
+        fh.write('{"path":"ds/b/f-1/b.parq')  # a crash cut this append
+    second = Journal(tmp_path)
+    second.load()
+    second.record(Verified("ds/b/f-1/c.parquet", 30, "c" * 64, 3, 3))
+    second.close()
+    third = Journal(tmp_path)
+    third.load()
+    assert third.recorded_sha256("ds/b/f-1/c.parquet") == "c" * 64  # not glued to the torn line
+    assert third.recorded_sha256("ds/b/f-1/a.parquet") == "a" * 64

@@ -96,7 +96,9 @@ class Journal:
         with self._lock:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+                self._fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+                if self._fh.tell() and not _ends_with_newline(self.path):
+                    line = "\n" + line  # a line torn by a crash: ours must not be glued to it
             self._fh.write(line)
             self._fh.flush()
             self._entries[entry.path] = entry
@@ -107,3 +109,9 @@ class Journal:
             os.fsync(self._fh.fileno())
             self._fh.close()
             self._fh = None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"

@@ -204,8 +204,10 @@ class LocalTarget:
         # .part the rerun commits again; the other order would leave a final file with no digest.
         self._record(view.size, download.digest(), rows, os.fstat(self.fd).st_mtime_ns)
         self._close_fd()
-        os.replace(part_path(self.final), self.final)
+        # The control file goes first: a kill between the two leaves a whole .part, which a rerun
+        # takes as a prefix and commits; the other order would leave a control file behind.
         control_path(self.final).unlink(missing_ok=True)
+        os.replace(part_path(self.final), self.final)
         return rows
 
     async def discard(self) -> None:

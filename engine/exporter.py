@@ -22,14 +22,13 @@ from .config import DatasetSettings, Settings
 from .platform.discovery import Discovery, LatestBatches
 from .transfer.download import Downloader
 from .transfer.scheduler import Scheduler
-from .output.local import LocalDestination
+from .output.destination import open_destination
 from .errors import CredentialsRejected, DiskFull, ExportError
 from .logs import register_secret
 from .progress import show_progress
 from .model import Counters, FileResult, FileStatus, FileTask
 from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, write_report
 from .retry import RetryPolicy, describe
-from .output.journal import Journal
 
 log = structlog.get_logger("aep_export")
 
@@ -56,30 +55,27 @@ class Exporter:
         register_secret(self.settings.auth.access_token.get_secret_value())
 
     async def execute(self) -> RunOutcome:
-        """Run the whole export; always writes report.json, even when interrupted."""
+        """Run the whole export; always writes report.json, even when interrupted. A destination
+        that cannot be opened (a missing bucket, refused credentials) raises before anything is attempted."""
         ex = self.settings.export
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(self.out_dir)
-        self.journal.load()
         self.policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
-        try:
-            async with make_session(self.settings) as session:
-                tokens = TokenProvider(self.settings.auth, session, self.policy)
-                self.client = PlatformClient(self.settings, session, tokens, self.policy)
-                self.discovery = Discovery(self.client, ex.created_client)
-                self.latest = LatestBatches(self.discovery, [ds.id for ds in self.settings.datasets if not ds.batch])
-                self.scheduler = Scheduler(ex)
-                destination = LocalDestination(ex, self.journal, self.scheduler.disk)
-                self.downloader = Downloader(self.client, ex, destination, self.policy, self.counters, self.scheduler)
-                await tokens.token()  # bad credentials: fail before anything is attempted
-                with anyio.CancelScope() as self._scope:
-                    await self._pool()
-        except CredentialsRejected as exc:
-            self._fatal = exc
-        finally:
-            self.journal.close()
-            with anyio.CancelScope(shield=True):
-                self._conclude()
+        self.scheduler = Scheduler(ex)
+        async with open_destination(ex, self.settings.store, self.scheduler.disk) as self.destination:
+            try:
+                async with make_session(self.settings) as session:
+                    tokens = TokenProvider(self.settings.auth, session, self.policy)
+                    self.client = PlatformClient(self.settings, session, tokens, self.policy)
+                    self.discovery = Discovery(self.client, ex.created_client)
+                    self.latest = LatestBatches(self.discovery, [ds.id for ds in self.settings.datasets if not ds.batch])
+                    self.downloader = Downloader(self.client, ex, self.destination, self.policy, self.counters, self.scheduler)
+                    await tokens.token()  # bad credentials: fail before anything is attempted
+                    with anyio.CancelScope() as self._scope:
+                        await self._pool()
+            except CredentialsRejected as exc:
+                self._fatal = exc
+            finally:
+                with anyio.CancelScope(shield=True):  # in a thread: the batch files may go to a bucket
+                    await anyio.to_thread.run_sync(self._conclude)
         return self.run
 
     async def _pool(self) -> None:
@@ -207,7 +203,7 @@ class Exporter:
     async def _maybe_finalize(self, bo: BatchOutcome) -> None:
         if bo.all_in and bo.status == "running":
             bo.status = "finalizing"
-            await anyio.to_thread.run_sync(partial(finalize_batch, self.out_dir, bo, durable=self.settings.export.fsync))
+            await anyio.to_thread.run_sync(partial(finalize_batch, self.destination, bo, durable=self.settings.export.fsync))
             log.info("batch_done", dataset=bo.batch.dataset_id, batch=bo.batch.batch_id, status=bo.status,
                      files=len(bo.results), records=bo.records_found, errors=bo.errors[:3])
 
@@ -221,7 +217,7 @@ class Exporter:
                     bo.errors.append("listing incomplete")
                     bo.status = "cancelled" if self._interrupted else "failed"
                 else:
-                    finalize_batch(self.out_dir, bo, durable=self.settings.export.fsync)  # writes what is verified; no _SUCCESS if incomplete
+                    finalize_batch(self.destination, bo, durable=self.settings.export.fsync)  # writes what is verified; no _SUCCESS if incomplete
                     if self._interrupted and bo.status == "failed":
                         bo.status = "cancelled"
         for d in run.datasets:
@@ -259,4 +255,4 @@ class Exporter:
             "tail_splits": c.tail_splits,
             "ignored_ranges": c.ignored_ranges,
         }
-        write_report(self.out_dir, run)
+        write_report(self.destination, run)

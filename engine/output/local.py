@@ -31,6 +31,7 @@ from ..transfer.pieces import Download
 from ..transfer.ranges import RangeSet
 from .destination import Check, Existing
 from .journal import Journal, Verified
+from .localfiles import LocalFiles
 from .paths import contained
 from .report import SUMS
 
@@ -55,8 +56,9 @@ def legacy_split_marker(final: Path) -> Path:
     return final.with_name(final.name + ".part.split")
 
 
-class LocalDestination:
+class LocalDestination(LocalFiles):
     def __init__(self, export: ExportSettings, journal: Journal, disk: anyio.CapacityLimiter):
+        super().__init__(export.out_dir)
         self.export = export
         self.out_dir = export.out_dir
         self.journal = journal

@@ -12,11 +12,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..platform.discovery import Listing
-from ..errors import UnsafeNameError
-from ..model import BatchRef, FileResult, FileStatus, batch_dir
+from ..errors import StoreError, UnsafeNameError
+from ..model import BatchRef, FileResult, FileStatus
+from .paths import safe_relative
+
+if TYPE_CHECKING:
+    from .destination import Files
 
 MANIFEST = "_manifest.json"
 SUMS = "SHA256SUMS"
@@ -53,15 +57,22 @@ class DatasetOutcome:
     batches: list[BatchOutcome] = field(default_factory=list)
 
 
-def finalize_batch(out_dir: Path, outcome: BatchOutcome, *, durable: bool = True) -> None:
+def _files(out: Path | Files) -> Files:
+    """A local folder's batch files, or the destination's own (object storage)."""
+    from .localfiles import LocalFiles
+
+    return LocalFiles(out) if isinstance(out, Path) else out
+
+
+def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: bool = True) -> None:
     """Write the manifest and SHA256SUMS, check record counts, and mark success. Blocking I/O."""
     outcome.seconds = time.monotonic() - outcome.started
+    files = _files(out_dir)
     try:
-        folder = batch_dir(out_dir, outcome.batch)
+        folder = safe_relative(f"{outcome.batch.dataset_id}/{outcome.batch.batch_id}", "batch folder")
     except UnsafeNameError as exc:
         outcome.status, outcome.errors = "failed", [str(exc)]
         return  # nothing may be written there
-    folder.mkdir(parents=True, exist_ok=True)
     ok_files = sorted((r for r in outcome.results if r.ok), key=lambda r: r.task.rel_in_batch)
     errors = [f"{r.task.rel_in_batch}: {r.error or r.status.value}" for r in outcome.results if not r.ok]
     assert outcome.listing is not None
@@ -76,13 +87,15 @@ def finalize_batch(out_dir: Path, outcome: BatchOutcome, *, durable: bool = True
     cancelled = any(r.status is FileStatus.CANCELLED for r in outcome.results)
     outcome.status = "ok" if not errors else "cancelled" if cancelled else "failed"
 
-    _atomic_write(folder / SUMS, "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files), durable)
-    _atomic_write(folder / MANIFEST, json.dumps(_manifest(outcome, ok_files), indent=2) + "\n", durable)
-    success = folder / SUCCESS
-    if outcome.status == "ok":
-        _atomic_write(success, "", durable)
-    else:
-        success.unlink(missing_ok=True)
+    try:
+        files.write_text(f"{folder}/{SUMS}", "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files), durable=durable)
+        files.write_text(f"{folder}/{MANIFEST}", json.dumps(_manifest(outcome, ok_files), indent=2) + "\n", durable=durable)
+        if outcome.status == "ok":
+            files.write_text(f"{folder}/{SUCCESS}", "", durable=durable)
+        else:
+            files.delete(f"{folder}/{SUCCESS}")
+    except (UnsafeNameError, StoreError) as exc:  # a folder leading outside out_dir; a bucket that failed
+        outcome.status, outcome.errors = "failed", [str(exc)]
 
 
 def _records(files: list[FileResult]) -> int | None:
@@ -143,8 +156,7 @@ class RunOutcome:
         return list({id(b): b for d in self.datasets for b in d.batches}.values())
 
 
-def write_report(out_dir: Path, run: RunOutcome) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_report(out_dir: Path | Files, run: RunOutcome) -> None:
     body = {
         "tool": "aep-export",
         "started_at": run.started_at,
@@ -180,9 +192,7 @@ def write_report(out_dir: Path, run: RunOutcome) -> Path:
         ],
         "errors": run.errors,
     }
-    path = out_dir / REPORT
-    _atomic_write(path, json.dumps(body, indent=2) + "\n")
-    return path
+    _files(out_dir).write_text(REPORT, json.dumps(body, indent=2) + "\n")
 
 
 def summary_rows(run: RunOutcome) -> list[tuple[str, str, str, str, str, str]]:

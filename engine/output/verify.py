@@ -1,14 +1,36 @@
-"""`aep-export verify DIR`: re-check an export on disk against its manifests, saying what is wrong."""
+"""`aep-export verify DIR|s3://…`: re-check an export against its manifests, saying what is wrong.
+
+It reads the export through a tree (`localfiles.LocalTree` for a folder, `buckettree.BucketTree`
+for a bucket prefix), so both are checked by the same rules.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import IntegrityError
-from ..checks.integrity import file_digest, parquet_rows
 from .report import MANIFEST, SUCCESS, SUMS
+
+
+class ExportTree(Protocol):
+    """Read access to an export, by paths relative to its root."""
+
+    def batch_folders(self, manifest: str) -> list[str]: ...
+
+    def read_text(self, rel: str) -> str | None: ...
+
+    def exists(self, rel: str) -> bool: ...
+
+    def size(self, rel: str) -> int | None: ...
+
+    def sha256(self, rel: str) -> str: ...
+
+    def rows(self, rel: str, *, deep: bool) -> int: ...
+
+    def incomplete(self, folder: str) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -28,41 +50,42 @@ class VerifyResult:
     problems: list[Problem] | None = None
 
 
-def verify_export(root: Path, *, deep: bool = False) -> VerifyResult:
+def verify_export(root: Path | ExportTree, *, deep: bool = False) -> VerifyResult:
+    from .localfiles import LocalTree
+
+    tree = LocalTree(root) if isinstance(root, Path) else root
     result = VerifyResult(problems=[])
-    for manifest_path in sorted(root.rglob(MANIFEST)):
+    for rel_folder in tree.batch_folders(MANIFEST):
         result.batches += 1
-        _verify_batch(root, manifest_path.parent, result, deep)
+        _verify_batch(tree, rel_folder, result, deep)
     return result
 
 
-def _verify_batch(root: Path, folder: Path, result: VerifyResult, deep: bool) -> None:
+def _verify_batch(tree: ExportTree, rel_folder: str, result: VerifyResult, deep: bool) -> None:
     problems = result.problems
     assert problems is not None
-    rel_folder = folder.relative_to(root).as_posix()
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads(tree.read_text(f"{rel_folder}/{MANIFEST}") or "")
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         problems.append(Problem(f"{rel_folder}/{MANIFEST}", f"unreadable manifest: {exc}"))
         return
-    listed = _read_sums(folder / SUMS, rel_folder, problems)
+    listed = _read_sums(tree, f"{rel_folder}/{SUMS}", rel_folder, problems)
     batch_ok = True
     for entry in files:
         rel = entry.get("path", "")
         shown = f"{rel_folder}/{rel}"
-        path = folder / rel
-        ok = _verify_file(path, entry, shown, problems, deep)
+        ok = _verify_file(tree, shown, entry, problems, deep)
         batch_ok &= ok
         result.files += 1
         result.bytes += entry.get("size") or 0
         if listed.get(rel) != entry.get("sha256"):
             problems.append(Problem(f"{rel_folder}/{SUMS}", f"entry for {rel} missing or different from the manifest"))
             batch_ok = False
-    for part in folder.rglob("*.part"):
-        problems.append(Problem(part.relative_to(root).as_posix(), "incomplete download (rerun the export to finish it)"))
+    for part in tree.incomplete(rel_folder):
+        problems.append(Problem(part, "incomplete download (rerun the export to finish it)"))
         batch_ok = False
-    success = (folder / SUCCESS).exists()
+    success = tree.exists(f"{rel_folder}/{SUCCESS}")
     if manifest.get("status") == "ok" and not success:
         problems.append(Problem(rel_folder, f"manifest says ok but {SUCCESS} is missing"))
     if manifest.get("status") != "ok":
@@ -71,21 +94,20 @@ def _verify_batch(root: Path, folder: Path, result: VerifyResult, deep: bool) ->
         problems.append(Problem(rel_folder, f"{SUCCESS} present but files do not verify"))
 
 
-def _verify_file(path: Path, entry: dict, shown: str, problems: list[Problem], deep: bool) -> bool:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+def _verify_file(tree: ExportTree, shown: str, entry: dict, problems: list[Problem], deep: bool) -> bool:
+    size = tree.size(shown)
+    if size is None:
         problems.append(Problem(shown, "missing"))
         return False
     if size != entry.get("size"):
         problems.append(Problem(shown, f"size {size}, manifest says {entry.get('size')}"))
         return False
-    if file_digest(path).hex() != entry.get("sha256"):
+    if tree.sha256(shown) != entry.get("sha256"):
         problems.append(Problem(shown, "SHA-256 differs from the manifest"))
         return False
-    if path.name.endswith(".parquet"):
+    if shown.endswith(".parquet"):
         try:
-            rows = parquet_rows(path, deep=deep)
+            rows = tree.rows(shown, deep=deep)
         except IntegrityError as exc:
             problems.append(Problem(shown, str(exc)))
             return False
@@ -95,12 +117,12 @@ def _verify_file(path: Path, entry: dict, shown: str, problems: list[Problem], d
     return True
 
 
-def _read_sums(path: Path, rel_folder: str, problems: list[Problem]) -> dict[str, str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
+def _read_sums(tree: ExportTree, rel: str, rel_folder: str, problems: list[Problem]) -> dict[str, str]:
+    text = tree.read_text(rel)
+    if text is None:
         problems.append(Problem(f"{rel_folder}/{SUMS}", "missing"))
         return {}
+    lines = text.splitlines()
     sums = {}
     for line in lines:
         digest, sep, name = line.partition("  ")

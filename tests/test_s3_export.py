@@ -89,6 +89,7 @@ def test_export_into_a_bucket_is_byte_identical_verified_reusable_and_readable(t
     proc = cli("run", "--config", str(config), "--out", f"s3://{bucket}/{prefix}/", "--json-logs", "--no-progress",
                moto=moto, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(line.startswith("{") for line in proc.stderr.splitlines() if line.strip()), proc.stderr[-3000:]
     assert not (tmp_path / "local-out").exists()
     assert_objects_match(moto, bucket, prefix, expected)
 
@@ -276,6 +277,36 @@ def _kill_when(condition: Any, moto: MotoServer, bucket: str, prefix: str, proc:
     proc.kill()
     _, err = proc.communicate(timeout=30)
     pytest.fail(f"never reached the kill point (exit {proc.returncode}): {err[-2000:]}")
+
+
+def test_sigterm_mid_upload_keeps_the_parts_writes_the_report_and_the_rerun_resumes(tmp_path: Path, moto: MotoServer,
+                                                                                  bucket: str, fake_data_root: Path) -> None:
+    cfg = FakeConfig(seed=66, faults=Faults(bandwidth_bps=3e6), data_dir=fake_data_root / "s3-term",
+                     datasets=[one_batch(files_per_dataset_file=2, file_mb=12)])
+    fp = FakePlatform.run_in_thread(cfg)
+    try:
+        config = s3_config(tmp_path / "c.toml", fp, f"s3://{bucket}/t", concurrency=2)
+        argv = [sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"]
+        proc = subprocess.Popen(argv, env=clean_env(**moto.env()), cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not any(u["parts"] for u in moto.uploads(bucket)) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err[-2000:]
+        parts = sum(len(u["parts"]) for u in moto.uploads(bucket))
+        assert parts >= 1, "the parts uploaded before the signal were not kept"
+        assert json.loads(moto.read(bucket, "t/report.json"))["status"] == "interrupted"
+        assert f"report: s3://{bucket}/t/report.json" in out
+
+        rerun = subprocess.run(argv, env=clean_env(**moto.env()), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert sum(ev["parts"] for ev in events(rerun.stderr) if ev["event"] == "upload_resumed") == parts
+        assert_objects_match(moto, bucket, "t", fp.expected_files())
+        assert moto.uploads(bucket) == []
+    finally:
+        fp.stop()
 
 
 # ----------------------------------------------------------------------------- shards, credentials, bucket

@@ -15,11 +15,12 @@ import pytest
 
 from conftest import run_export
 from engine.config import ExportSettings, Settings, StoreURL
-from engine.fake import DatasetSpec, FakeConfig
+from engine.fake import DatasetSpec, FakeConfig, Faults
 from engine.output import bucket as bucket_module
 from engine.output.buckettree import inventory, on_bucket
 from engine.output.objectstore import MAX_PARTS, part_size_for, staging_key, upload_owner
 from engine.output.spool import Spool
+from engine.output.upload import StoreTarget
 from engine.output.verify import verify_export
 from s3server import MotoServer
 
@@ -130,13 +131,26 @@ async def test_objects_over_the_single_copy_limit_are_copied_part_by_part(s3, ma
         assert head["ETag"].strip('"').endswith("-2"), "not copied as a two-part upload"
 
 
-async def test_a_spool_limit_below_the_streams_parts_still_finishes(s3, make_fake, tmp_path: Path) -> None:
-    """The budget never deadlocks: parts being filled may exceed it (a warning says so)."""
+async def test_a_small_spool_drops_uploaded_parts_and_the_hash_is_finished_from_the_bucket(s3, make_fake, tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    """Parts of one file in several streams arrive out of order; under a 16 MiB budget an uploaded
+    part still waiting for the in-order hash is dropped, and the commit reads it back instead."""
     moto, bucket = s3
-    async with make_fake(two_part_files(74, files=3)) as fp:
+    read_back: list[tuple[int, int]] = []
+    original = StoreTarget._read_back
+
+    def spy(self: StoreTarget, start: int, end: int, hasher: Any) -> int:
+        read_back.append((start, end))
+        return original(self, start, end, hasher)
+
+    monkeypatch.setattr(StoreTarget, "_read_back", spy)
+    async with make_fake(FakeConfig(seed=74, faults=Faults(bandwidth_bps=8e6), datasets=[DatasetSpec(
+            batches=1, failed_batch=False, processing_batch=False, files_per_dataset_file=1, file_mb=30)])) as fp:
         run = await run_export(settings(fp, f"s3://{bucket}/p", spool_limit=16 << 20, spool_dir=str(tmp_path)))
         assert run.exit_code == 0, run.errors
+        assert run.totals["split_files"] == 1 and run.totals["restarts"] == 0, run.totals
         assert_exported(moto, bucket, "p", fp.expected_files())
+        assert read_back, "no uploaded part was dropped before the hash reached it"
         assert list(tmp_path.iterdir()) == []
 
 
@@ -260,3 +274,36 @@ async def test_parts_left_by_a_dead_pod_are_kept_and_the_hash_finished_from_the_
         kept = sum(len(data[(n - 1) * PART:n * PART]) for n in held)
         assert run.totals["bytes_fetched"] == e.size - kept and run.totals["restarts"] == 0, run.totals
         assert_exported(moto, bucket, "p", [e])
+
+
+async def test_flushes_cut_at_part_boundaries_land_in_the_right_parts(tmp_path: Path) -> None:
+    """Chunks that end exactly on a part boundary, span several parts, or come out of order."""
+    from engine.output.objectstore import Resumed, Uplink
+    from engine.transfer.pieces import Download
+
+    part, size = 8, 30
+    data = bytes(range(size))
+    spool = Spool(tmp_path, limit=1 << 20)
+    async with anyio.create_task_group() as tg:
+        link = Uplink(bucket=None, spool=spool, tg=tg, slots=anyio.Semaphore(1), disk=anyio.CapacityLimiter(2))  # type: ignore[arg-type]
+        target = StoreTarget(link, "f", "staging", size, part, Resumed())
+        target._advance = _no_uploads  # type: ignore[method-assign]
+        download = Download(size, align=part)
+        for offset, cuts in ((0, [8, 4]), (20, [2, 8]), (12, [5, 3]), (28, [2]), (30, [])):
+            chunks, pos = [], offset
+            for n in cuts:
+                chunks.append(data[pos:pos + n])
+                pos += n
+            await target.flush(offset, chunks, download)
+        tg.cancel_scope.cancel()
+    assert sorted(target.pieces) == [0, 1, 2, 3]
+    for index, piece in target.pieces.items():
+        assert (piece.start, piece.end) == (index * part, min(size, (index + 1) * part)) and piece.complete
+        assert piece.read_at(piece.start, piece.length) == data[piece.start:piece.end]
+        assert piece.sha256() == hashlib.sha256(data[piece.start:piece.end]).digest()
+    assert download.hashed == size and download.digest() == hashlib.sha256(data).hexdigest()
+    spool.close()
+
+
+async def _no_uploads() -> None:
+    pass

@@ -61,6 +61,8 @@ class StoreTarget:
             raise self.failure
         self._learn(download)
         n = sum(map(len, chunks))
+        if not n:  # a stream that stopped right at its range's end
+            return
         spool = self.link.spool
         await spool.reserve(n, self.link.disk)
         try:
@@ -81,11 +83,12 @@ class StoreTarget:
 
     def _split(self, offset: int, chunks: list[bytes]) -> Iterator[tuple[Piece, int, list[memoryview]]]:
         """The chunks cut at part boundaries (views, no copies)."""
-        pos, batch, piece = offset, [], self._piece_for(offset)
-        start = offset
+        pos, start, batch, piece = offset, offset, [], self._piece_for(offset)
         for chunk in chunks:
             view = memoryview(chunk)
             while view:
+                if pos == piece.end:  # the next part starts here (a chunk may end right on the boundary)
+                    piece = self._piece_for(pos)
                 room = piece.end - pos
                 if room <= 0:
                     raise IntegrityError(f"{self.rel}: bytes past the end of a {self.size}-byte file")
@@ -95,8 +98,6 @@ class StoreTarget:
                 if pos == piece.end:
                     yield piece, start, batch
                     batch, start = [], pos
-                    if view:
-                        piece = self._piece_for(pos)
         if batch:
             yield piece, start, batch
 

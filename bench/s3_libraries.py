@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .harness import PYTHON, run_measured
+from .harness import PYTHON, REPO, run_measured
 from .runner import log
 
 PART = 8 << 20
@@ -27,13 +27,12 @@ CONCURRENCY = 8
 
 _COMMON = """
 import os, sys
-os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
-endpoint, path, key = sys.argv[1], sys.argv[2], sys.argv[3]
+endpoint, path, key = sys.argv[1], sys.argv[2], sys.argv[3]  # credentials: the AWS_* environment
 PART, CONC = {part}, {conc}
 """
 
 CANDIDATES = {
-    # per part: UploadPart with x-amz-checksum-sha256 (what the engine does), 8 at once
+    # per part: UploadPart with x-amz-checksum-sha256 (what the engine does), 8 at once, bodies in memory
     "aiobotocore": """
 import asyncio, base64, hashlib
 from aiobotocore.session import get_session
@@ -56,12 +55,49 @@ async def main():
                                            MultipartUpload={"Parts": parts})
 asyncio.run(main())
 """,
+    # the same, each part streamed from the file as the engine streams its spool (less memory)
+    "aiobotocore-stream": """
+import asyncio, base64, hashlib, io
+from aiobotocore.session import get_session
+from botocore.config import Config
+class Slice(io.RawIOBase):
+    def __init__(self, start, length):
+        super().__init__(); self.f = open(path, "rb"); self.start, self.length, self.pos = start, length, 0
+    def readable(self): return True
+    def seekable(self): return True
+    def tell(self): return self.pos
+    def seek(self, off, whence=0):
+        self.pos = {0: 0, 1: self.pos, 2: self.length}[whence] + off; return self.pos
+    def readinto(self, b):
+        n = min(len(b), self.length - self.pos); self.f.seek(self.start + self.pos)
+        data = self.f.read(n); b[:len(data)] = data; self.pos += len(data); return len(data)
+async def main():
+    cfg = Config(s3={"payload_signing_enabled": False}, max_pool_connections=CONC)
+    async with get_session().create_client("s3", endpoint_url=endpoint, config=cfg) as s3:
+        up = await s3.create_multipart_upload(Bucket="bench", Key=key, ChecksumAlgorithm="SHA256")
+        size = os.path.getsize(path); sem = asyncio.Semaphore(CONC)
+        async def part(n):
+            async with sem:
+                length = min(PART, size - n * PART)
+                h = hashlib.sha256(); body = Slice(n * PART, length)
+                for block in iter(lambda: body.read(1 << 20), b""):
+                    h.update(block)
+                body.seek(0); digest = base64.b64encode(h.digest()).decode()
+                r = await s3.upload_part(Bucket="bench", Key=key, UploadId=up["UploadId"], PartNumber=n + 1,
+                                         Body=body, ContentLength=length, ChecksumSHA256=digest)
+                return {"PartNumber": n + 1, "ETag": r["ETag"], "ChecksumSHA256": digest}
+        parts = await asyncio.gather(*(part(n) for n in range(-(-size // PART))))
+        await s3.complete_multipart_upload(Bucket="bench", Key=key, UploadId=up["UploadId"],
+                                           MultipartUpload={"Parts": parts})
+asyncio.run(main())
+""",
     # obstore's own multipart put (no per-part control: it cannot be resumed, see the table)
     "obstore": """
 import obstore
 from obstore.store import S3Store
 store = S3Store("bench", endpoint=endpoint, region="us-east-1", client_options={"allow_http": True},
-                checksum_algorithm="sha256")
+                checksum_algorithm="sha256", access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
 obstore.put(store, key, open(path, "rb"), chunk_size=PART, max_concurrency=CONC)
 """,
     # boto3's transfer manager (threads)
@@ -76,6 +112,8 @@ s3.upload_file(path, "bench", key, Config=TransferConfig(multipart_threshold=PAR
 
 # What resuming an upload from a fresh pod needs, per library (checked by hand against their APIs).
 RESUME = {
+    "aiobotocore-stream": {"persist upload id": True, "list uploaded parts": True, "complete/abort by id": True,
+                           "list abandoned uploads": True, "server-side copy (>5 GiB too)": True, "gs:// az://": "no"},
     "aiobotocore": {"persist upload id": True, "list uploaded parts": True, "complete/abort by id": True,
                     "list abandoned uploads": True, "server-side copy (>5 GiB too)": True, "gs:// az://": "no"},
     "obstore": {"persist upload id": False, "list uploaded parts": False, "complete/abort by id": False,
@@ -91,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    from tests.s3server import MotoServer  # the same fixture the tests use
+    sys.path.insert(0, str(REPO / "tests"))
+    from s3server import MotoServer  # the server the tests use
 
     work = Path(tempfile.mkdtemp(prefix="aep-s3lib-"))
     src = work / "src.bin"
@@ -106,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                 script = work / f"candidate_{name}.py"
                 script.write_text(_COMMON.format(part=PART, conc=CONCURRENCY) + code)
                 r = run_measured([PYTHON, str(script), moto.endpoint, str(src), f"{name}-{rep}"], timeout=600,
-                                 log_dir=work / f"log-{name}-{rep}")
+                                 env={**os.environ, **moto.env()}, log_dir=work / f"log-{name}-{rep}")
                 ok = r.rc == 0 and moto.size_of("bench", f"{name}-{rep}") == args.mib << 20
                 samples[name].append({"wall_s": r.wall_s, "cpu_s": r.cpu_s, "rss": r.peak_rss_mib, "ok": ok})
-                log(f"  rep {rep + 1} {name:<12} {args.mib * 1.048576 / r.wall_s:7.1f} MB/s cpu {r.cpu_s:5.2f}s "
+                log(f"  rep {rep + 1} {name:<18} {args.mib * 1.048576 / r.wall_s:7.1f} MB/s cpu {r.cpu_s:5.2f}s "
                     f"rss {r.peak_rss_mib:6.1f} MiB {'ok' if ok else 'FAILED: ' + r.stderr_tail[-300:]}")
     rows = {}
     for name, runs in samples.items():
@@ -119,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                       "peak_rss_mib": round(statistics.median(s["rss"] for s in runs), 1),
                       "ok": all(s["ok"] for s in runs), "resume": RESUME[name]}
     print(f"\n{args.mib} MiB, {PART >> 20} MiB parts x {CONCURRENCY}, {args.reps} reps, medians (moto bounds MB/s)")
-    print(f"{'library':<12} {'MB/s':>7} {'CPU s/GiB':>10} {'RSS MiB':>8}  resume across pods")
+    print(f"{'library':<18} {'MB/s':>7} {'CPU s/GiB':>10} {'RSS MiB':>8}  resume across pods")
     for name, row in rows.items():
-        print(f"{name:<12} {row['mb_s']:>7} {row['cpu_s_per_gib']:>10} {row['peak_rss_mib']:>8}  "
+        print(f"{name:<18} {row['mb_s']:>7} {row['cpu_s_per_gib']:>10} {row['peak_rss_mib']:>8}  "
               + ", ".join(f"{k}: {v}" for k, v in row["resume"].items()))
     if args.json:
         args.json.write_text(json.dumps({"mib": args.mib, "reps": args.reps, "results": rows}, indent=2))

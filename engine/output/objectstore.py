@@ -105,7 +105,7 @@ class ObjectStoreDestination:
     @classmethod
     @asynccontextmanager
     async def connect(cls, export: ExportSettings, store: StoreSettings,
-                   disk: anyio.CapacityLimiter) -> AsyncIterator[ObjectStoreDestination]:
+                      disk: anyio.CapacityLimiter) -> AsyncIterator[ObjectStoreDestination]:
         assert isinstance(export.out_dir, StoreURL)
         async with Bucket.connect(export.out_dir, connections=export.concurrency + store.uploads + 4) as bucket:
             spool = Spool(store.spool_dir, store.spool_limit)

@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=8)
     _add_output_flags(demo)
 
-    verify = sub.add_parser("verify", help="re-check an export on disk against its manifests")
-    verify.add_argument("dir", type=Path, help="the export's out_dir")
+    verify = sub.add_parser("verify", help="re-check an export (a folder or s3://bucket/prefix) against its manifests")
+    verify.add_argument("dir", help="the export's out_dir: a folder or s3://bucket/prefix")
     verify.add_argument("--deep", action="store_true", help="also read every parquet page (page checksums)")
     verify.add_argument("--log-level", default="warning")
 
@@ -65,7 +65,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """The flags `run` and `check` share: the same config sources, the same overrides."""
     p.add_argument("--config", "-c", type=Path, help="TOML file (see config.example.toml; default: $AEP_EXPORT_CONFIG); "
                                                       "env AEP_EXPORT_* and flags override it")
-    p.add_argument("--out", type=Path, help="output directory (export.out_dir)")
+    p.add_argument("--out", help="output directory or s3://bucket/prefix (export.out_dir)")
     p.add_argument("--concurrency", type=int, help="parallel downloads (export.concurrency)")
     p.add_argument("--dataset", action="append", metavar="ID|NAME",
                    help="dataset to export: an id (24 hex digits) or a name (repeatable; replaces the config's datasets)")
@@ -232,9 +232,14 @@ def _exported_digest(out: Path, e: Any, file_digest: Any) -> str | None:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .output.verify import verify_export
 
-    if not args.dir.is_dir():
+    if "://" in args.dir:
+        from .output.buckettree import on_bucket
+
+        result = on_bucket(args.dir, lambda tree: verify_export(tree, deep=args.deep))
+    elif not Path(args.dir).is_dir():
         raise ConfigError(f"{args.dir} is not a directory")
-    result = verify_export(args.dir, deep=args.deep)
+    else:
+        result = verify_export(Path(args.dir), deep=args.deep)
     if result.batches == 0:
         raise ConfigError(f"no batch manifests (_manifest.json) under {args.dir}: is this an aep-export output directory?")
     for problem in result.problems or []:
@@ -257,7 +262,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> int:
-    prepare_out_dir(settings.export.out_dir)
+    if isinstance(settings.export.out_dir, Path):  # a bucket is checked when the destination opens
+        prepare_out_dir(settings.export.out_dir)
     exporter = Exporter(settings, live_progress=live, shard=shard)
     use_uvloop = settings.export.event_loop == "uvloop"
     if use_uvloop and importlib.util.find_spec("uvloop") is None:

@@ -17,13 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, PlainValidator, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from .config_env import (  # noqa: F401 - CONFIG_ENV and config_path_from_env are used by the CLI
     CONFIG_ENV, ENV_PREFIX, PlainEnvSource, SettingFilesSource, check_env_names, config_path_from_env, field_of, read_setting_files,
 )
 from .config_entries import AudienceSettings, DatasetSettings, _Section  # [[datasets]] and [[audiences]]
+from .config_store import StoreSettings, StoreURL, _out_dir  # out_dir = "s3://…" and [store]
 from .errors import ConfigError
 
 DEFAULT_SCOPES = ["openid", "AdobeID", "read_organizations", "additional_info.projectedProductContext", "session"]
@@ -92,7 +93,7 @@ class AuthSettings(_Section):
 
 
 class ExportSettings(_Section):
-    out_dir: Path = Path("exports")
+    out_dir: Annotated[Path | StoreURL, PlainValidator(_out_dir)] = Path("exports")  # a folder or s3://bucket/prefix
     concurrency: int = Field(16, ge=1, le=256, description="parallel downloads (connections)")
     discovery_concurrency: int = Field(16, ge=1, le=64, description="datasets discovered at once")
     created_client: str | None = Field(None, description="Catalog createdClient filter, e.g. acp_foundation_push")
@@ -119,6 +120,7 @@ class Settings(BaseSettings):
     platform: PlatformSettings
     auth: AuthSettings
     export: ExportSettings = Field(default_factory=ExportSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     datasets: list[DatasetSettings] = Field(default_factory=list)
     audiences: list[AudienceSettings] = Field(default_factory=list)
 

@@ -13,6 +13,7 @@ ExportError
 ├── NotYet                   a polled state is not reached yet (export job, batch): poll again
 ├── IntegrityError           bytes on disk do not match what the platform promised
 ├── DiskFull                 the output volume is full: the run stops, partial work is kept
+├── StoreError               the object store failed an operation (after its client's own retries)
 └── UnsafeNameError          a server-sent name would escape the output directory
 """
 
@@ -88,3 +89,7 @@ class DiskFull(ExportError):
 
 class UnsafeNameError(ExportError):
     """A name sent by the server would write outside the output directory."""
+
+
+class StoreError(ExportError):
+    """The object store failed an operation after its client's own retries; uploaded parts are kept."""

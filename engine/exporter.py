@@ -23,14 +23,14 @@ from .platform.discovery import Discovery
 from .platform.selection import Selector
 from .transfer.download import Downloader
 from .transfer.scheduler import Scheduler
-from .output.local import LocalDestination
+from .output.destination import open_destination
 from .errors import CredentialsRejected, DiskFull, PlatformUnreachable
 from .logs import register_secret
 from .progress import show_progress
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
 from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, summary_event, write_report
 from .retry import RetryPolicy, describe
-from .output.journal import Journal
+from .output.report import report_path
 from .shard import Shard, entry_key, share_of
 
 log = structlog.get_logger("aep_export")
@@ -70,31 +70,28 @@ class Exporter:
             log.debug("shard_entries", shard=self.run.shard, mine=self.run.entries)
 
     async def execute(self) -> RunOutcome:
-        """Run the whole export; always writes report.json, even when interrupted."""
+        """Run the whole export; always writes report.json, even when interrupted. A destination
+        that cannot be opened (a missing bucket, refused credentials) raises before anything is attempted."""
         ex = self.settings.export
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_report(self.out_dir, self.run)  # status "running" until the run concludes
-        self.journal = Journal(self.out_dir, self.run.shard)
-        self.journal.load()
         self.policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
-        try:
-            async with make_session(self.settings) as session:
-                tokens = TokenProvider(self.settings.auth, session, self.policy)
-                self.client = PlatformClient(self.settings, session, tokens, self.policy)
-                self.discovery = Discovery(self.client, ex.created_client)
-                self.selector = Selector(self.discovery, self.settings.datasets)
-                self.scheduler = Scheduler(ex)
-                destination = LocalDestination(ex, self.journal, self.scheduler.disk)
-                self.downloader = Downloader(self.client, ex, destination, self.policy, self.counters, self.scheduler)
-                await tokens.token()  # bad credentials: fail before anything is attempted
-                with anyio.CancelScope() as self._scope:
-                    await self._pool()
-        except (CredentialsRejected, PlatformUnreachable) as exc:
-            self._fatal = exc
-        finally:
-            self.journal.close()
-            with anyio.CancelScope(shield=True):
-                self._conclude()
+        self.scheduler = Scheduler(ex)
+        async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
+            await anyio.to_thread.run_sync(write_report, self.destination, self.run)  # "running" until the run concludes
+            try:
+                async with make_session(self.settings) as session:
+                    tokens = TokenProvider(self.settings.auth, session, self.policy)
+                    self.client = PlatformClient(self.settings, session, tokens, self.policy)
+                    self.discovery = Discovery(self.client, ex.created_client)
+                    self.selector = Selector(self.discovery, self.settings.datasets)
+                    self.downloader = Downloader(self.client, ex, self.destination, self.policy, self.counters, self.scheduler)
+                    await tokens.token()  # bad credentials: fail before anything is attempted
+                    with anyio.CancelScope() as self._scope:
+                        await self._pool()
+            except (CredentialsRejected, PlatformUnreachable) as exc:
+                self._fatal = exc
+            finally:
+                with anyio.CancelScope(shield=True):  # in a thread: the batch files may go to a bucket
+                    await anyio.to_thread.run_sync(self._conclude)
         return self.run
 
     async def _pool(self) -> None:
@@ -252,7 +249,7 @@ class Exporter:
     async def _maybe_finalize(self, bo: BatchOutcome) -> None:
         if bo.all_in and bo.status == "running":
             bo.status = "finalizing"
-            await anyio.to_thread.run_sync(partial(finalize_batch, self.out_dir, bo, durable=self.settings.export.fsync))
+            await anyio.to_thread.run_sync(partial(finalize_batch, self.destination, bo, durable=self.settings.export.fsync))
             log.info("batch_done", dataset=bo.batch.dataset_id, batch=bo.batch.batch_id, status=bo.status,
                      files=len(bo.results), records=bo.records_found, errors=bo.errors[:3])
 
@@ -266,7 +263,7 @@ class Exporter:
                     bo.errors.append("listing incomplete")
                     bo.status = "cancelled" if self._interrupted else "failed"
                 else:
-                    finalize_batch(self.out_dir, bo, durable=self.settings.export.fsync)  # writes what is verified; no _SUCCESS if incomplete
+                    finalize_batch(self.destination, bo, durable=self.settings.export.fsync)  # writes what is verified; no _SUCCESS if incomplete
                     if self._interrupted and bo.status == "failed":
                         bo.status = "cancelled"
         for d in run.datasets:
@@ -308,5 +305,5 @@ class Exporter:
             "tail_splits": c.tail_splits,
             "ignored_ranges": c.ignored_ranges,
         }
-        path = write_report(self.out_dir, run)
-        log.info("run_summary", **summary_event(run, path))
+        write_report(self.destination, run)
+        log.info("run_summary", **summary_event(run, report_path(self.out_dir, run)))

@@ -117,9 +117,10 @@ async def test_pointer_stays_on_the_newest_batch_when_an_older_one_is_exported_l
         # the newest batch stops being complete: the pointer falls back to the older complete one
         shutil.rmtree(out / ds / fp.latest_batch(ds).data_id)
         (out / ds / fp.latest_batch(ds).data_id).mkdir()
+        from engine.output.localfiles import LocalFiles
         from engine.output.report import update_latest
 
-        update_latest(out, out / ds)
+        update_latest(LocalFiles(out), ds)  # without a batch: every complete batch is compared
         assert read_latest(out / ds) == successes(fp, ds)[0].data_id
 
 

@@ -2,19 +2,26 @@
 
 The transfer code knows a file only as a `Target` (bytes at offsets, progress to persist, a view
 for the checks, a commit that makes it visible); a `Destination` opens targets, says which files
-an earlier run already verified, and records new ones. The local folder is one implementation
-(`output/local.py`); object storage is another, without touching `engine/transfer/`.
+an earlier run already verified, and records new ones; it also holds the batch files (`Files`).
+The local folder is one implementation (`output/local.py`); object storage is another
+(`output/objectstore.py`), without touching `engine/transfer/`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..model import FileTask
 from ..transfer.pieces import Download
 from ..transfer.ranges import RangeSet
+
+if TYPE_CHECKING:
+    import anyio
+
+    from ..config import ExportSettings, StoreSettings
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,49 @@ class Target(Protocol):
         """Keep bytes and progress for a later attempt or run."""
 
 
-class Destination(Protocol):
+class Files(Protocol):
+    """The batch files (manifest, checksum list, _SUCCESS, report) by path relative to out_dir.
+    Blocking calls, made from worker threads like the report code; a write is whole or invisible."""
+
+    def write_text(self, rel: str, text: str, *, durable: bool = True) -> None: ...
+
+    def read_text(self, rel: str) -> str | None: ...
+
+    def exists(self, rel: str) -> bool: ...
+
+    def delete(self, rel: str) -> None: ...
+
+    def complete_batches(self, dataset_id: str) -> list[str]: ...
+
+
+class Destination(Files, Protocol):
     async def existing(self, task: FileTask) -> Existing | None: ...
 
     async def open(self, task: FileTask) -> Target: ...
 
     def record(self, task: FileTask, size: int, sha256: str, rows: int | None) -> None: ...
+
+
+@asynccontextmanager
+async def open_destination(export: ExportSettings, store: StoreSettings, disk: anyio.CapacityLimiter,
+                           shard: str | None = None) -> AsyncIterator[Destination]:
+    """The destination out_dir names, ready (a bucket is checked before anything is attempted).
+    A shard keeps its own journal in a folder; in a bucket each object's metadata is its entry."""
+    from ..config import StoreURL
+
+    if isinstance(export.out_dir, StoreURL):
+        from .objectstore import ObjectStoreDestination
+
+        async with ObjectStoreDestination.connect(export, store, disk) as bucket:
+            yield bucket
+        return
+    from .journal import Journal
+    from .local import LocalDestination
+
+    export.out_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(export.out_dir, shard)
+    journal.load()
+    try:
+        yield LocalDestination(export, journal, disk)
+    finally:
+        journal.close()

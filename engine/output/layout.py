@@ -17,12 +17,7 @@ accepts that name (the new one wins when both exist).
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 MANIFEST = "_manifest.json"
 SUMS = "_SHA256SUMS"
@@ -82,30 +77,3 @@ def read_latest(dataset_folder: Path) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     return name if name and "/" not in name and name not in (".", "..") else None
-
-
-def catalog_created(batch_folder: Path) -> int | None:
-    """The batch's Catalog `created` time (ms) as its manifest recorded it."""
-    try:
-        manifest = json.loads((batch_folder / MANIFEST).read_text(encoding="utf-8"))
-        created = manifest.get("batch", {}).get("created")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return created if isinstance(created, int) and not isinstance(created, bool) else None
-
-
-@contextmanager
-def state_lock(out_dir: Path, name: str) -> Iterator[None]:
-    """An exclusive lock shared by the threads and processes (shards) writing one output
-    directory: `{out_dir}/.aep-export/locks/{name}.lock`."""
-    folder = out_dir / STATE_DIR / "locks"
-    try:
-        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except FileNotFoundError:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock

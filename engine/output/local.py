@@ -29,6 +29,7 @@ from ..transfer.ranges import RangeSet
 from .control import control_path, held_ranges, part_path, write_control
 from .destination import Check, Existing
 from .journal import Journal, Verified
+from .localfiles import LocalFiles
 from .paths import contained
 
 log = structlog.get_logger("aep_export.output")
@@ -39,8 +40,9 @@ PIECE = 1 << 20  # splits between streams land on multiples of this
 _IOV_MAX = 512  # chunks per pwritev, well below the kernel's IOV_MAX (1024)
 
 
-class LocalDestination:
+class LocalDestination(LocalFiles):
     def __init__(self, export: ExportSettings, journal: Journal, disk: anyio.CapacityLimiter):
+        super().__init__(export.out_dir)
         self.export = export
         self.out_dir = export.out_dir
         self.journal = journal

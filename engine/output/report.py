@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import defaultdict
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ..platform.discovery import Listing
-from ..errors import UnsafeNameError
-from ..model import BatchRef, FileResult, FileStatus, batch_dir
-from .layout import (  # noqa: F401 - MANIFEST, SUMS, SUCCESS, REPORT are re-exported for callers
-    LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, catalog_created, read_latest, report_name, state_lock,
-)
+from ..errors import StoreError, UnsafeNameError
+from ..model import BatchRef, FileResult, FileStatus
+from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name  # noqa: F401 - re-exported for callers
+from .paths import safe_relative
+
+if TYPE_CHECKING:
+    from .destination import Files
 
 log = structlog.get_logger("aep_export.output")
 
@@ -59,15 +63,22 @@ class DatasetOutcome:
     delegated: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def finalize_batch(out_dir: Path, outcome: BatchOutcome, *, durable: bool = True) -> None:
+def _files(out: Path | Files) -> Files:
+    """A local folder's batch files, or the destination's own (object storage)."""
+    from .localfiles import LocalFiles
+
+    return LocalFiles(out) if isinstance(out, Path) else out
+
+
+def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: bool = True) -> None:
     """Write the manifest and _SHA256SUMS, check record counts, mark success, repoint _LATEST. Blocking I/O."""
     outcome.seconds = time.monotonic() - outcome.started
+    files = _files(out_dir)
     try:
-        folder = batch_dir(out_dir, outcome.batch)
+        folder = safe_relative(f"{outcome.batch.dataset_id}/{outcome.batch.batch_id}", "batch folder")
     except UnsafeNameError as exc:
         outcome.status, outcome.errors = "failed", [str(exc)]
         return  # nothing may be written there
-    folder.mkdir(parents=True, exist_ok=True)
     ok_files = sorted((r for r in outcome.results if r.ok), key=lambda r: r.task.rel_in_batch)
     errors = [f"{r.task.rel_in_batch}: {r.error or r.status.value}" for r in outcome.results if not r.ok]
     assert outcome.listing is not None
@@ -82,32 +93,64 @@ def finalize_batch(out_dir: Path, outcome: BatchOutcome, *, durable: bool = True
     cancelled = any(r.status is FileStatus.CANCELLED for r in outcome.results)
     outcome.status = "ok" if not errors else "cancelled" if cancelled else "failed"
 
-    _atomic_write(folder / SUMS, "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files), durable)
-    (folder / OLD_SUMS).unlink(missing_ok=True)  # an earlier version's name: data readers trip on it
-    _atomic_write(folder / MANIFEST, json.dumps(_manifest(outcome, ok_files), indent=2) + "\n", durable)
-    success = folder / SUCCESS
-    if outcome.status == "ok":
-        # Not fsynced (nor is _LATEST): written after the data and lists are durable, they can
-        # only be lost in a crash, never be ahead of what they vouch for; the rerun writes them.
-        _atomic_write(success, "", durable=False)
-    else:
-        success.unlink(missing_ok=True)
-    update_latest(out_dir, folder.parent)
+    try:
+        files.write_text(f"{folder}/{SUMS}", "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files), durable=durable)
+        files.delete(f"{folder}/{OLD_SUMS}")  # an earlier version's name: data readers trip on it
+        files.write_text(f"{folder}/{MANIFEST}", json.dumps(_manifest(outcome, ok_files), indent=2) + "\n", durable=durable)
+        if outcome.status == "ok":
+            # Not fsynced (nor is _LATEST): written after the data and lists are durable, they can
+            # only be lost in a crash, never be ahead of what they vouch for; the rerun writes them.
+            files.write_text(f"{folder}/{SUCCESS}", "", durable=False)
+        else:
+            files.delete(f"{folder}/{SUCCESS}")
+        update_latest(files, outcome.batch.dataset_id, outcome)
+    except (UnsafeNameError, StoreError) as exc:  # a folder leading outside out_dir; a bucket that failed
+        outcome.status, outcome.errors = "failed", [str(exc)]
 
 
-def update_latest(out_dir: Path, dataset_folder: Path) -> None:
+_pointer_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per dataset
+
+
+def update_latest(files: Files, dataset_id: str, batch: BatchOutcome | None = None) -> None:
     """Point `{dataset}/_LATEST` at the dataset's newest complete batch (by the Catalog's `created`,
-    then by when it completed), or remove it when no batch is complete. Rewritten only on change."""
-    with state_lock(out_dir, f"latest-{dataset_folder.name}"):  # per dataset: others never wait
-        complete = [f for f in dataset_folder.iterdir() if f.is_dir() and (f / SUCCESS).is_file()]
-        pointer = dataset_folder / LATEST
-        if not complete:
-            pointer.unlink(missing_ok=True)
-            return
-        newest = max(complete, key=lambda f: (catalog_created(f) or 0, (f / SUCCESS).stat().st_mtime_ns, f.name))
-        if read_latest(dataset_folder) != newest.name:
-            _atomic_write(pointer, newest.name + "\n", durable=False)
-            log.debug("latest_pointer", dataset=dataset_folder.name, batch=newest.name)
+    then by name), or remove it when none is complete; rewritten only on change. Given the batch
+    just finalized, only it and the current pointer are compared; without, every complete batch.
+
+    The lock is per dataset and per process: a dataset is exported by one shard only."""
+    with _pointer_locks[dataset_id]:
+        pointer = f"{dataset_id}/{LATEST}"
+        current = (files.read_text(pointer) or "").strip() or None
+        if batch is not None and batch.status == "ok":
+            mine = (_created(batch.batch.catalog), batch.batch.batch_id)
+            if current is not None and (current == mine[1] or _complete_key(files, dataset_id, current) >= mine):
+                return
+            newest: str | None = mine[1]
+        elif batch is not None and current != batch.batch.batch_id:
+            return  # a batch that is not complete and not named by the pointer changes nothing
+        else:
+            found = [_complete_key(files, dataset_id, b) for b in files.complete_batches(dataset_id)]
+            newest = max(found)[1] if found else None
+        if newest is None:
+            files.delete(pointer)
+        elif newest != current:
+            files.write_text(pointer, newest + "\n", durable=False)
+            log.debug("latest_pointer", dataset=dataset_id, batch=newest)
+
+
+def _complete_key(files: Files, dataset_id: str, batch_id: str) -> tuple[int, str]:
+    """(Catalog created time, id) of a complete batch; (-1, id) when it is not complete."""
+    if not files.exists(f"{dataset_id}/{batch_id}/{SUCCESS}"):
+        return -1, batch_id
+    try:
+        manifest = json.loads(files.read_text(f"{dataset_id}/{batch_id}/{MANIFEST}") or "{}")
+    except ValueError:
+        manifest = {}
+    return _created(manifest.get("batch") if isinstance(manifest, dict) else None), batch_id
+
+
+def _created(catalog: Any) -> int:
+    created = catalog.get("created") if isinstance(catalog, dict) else None
+    return created if isinstance(created, int) and not isinstance(created, bool) else 0
 
 
 def _records(files: list[FileResult]) -> int | None:
@@ -170,14 +213,14 @@ class RunOutcome:
         return list({id(b): b for d in self.datasets for b in d.batches}.values())
 
 
-def report_path(out_dir: Path, run: RunOutcome) -> Path:
+def report_path(out_dir: Any, run: RunOutcome) -> Any:
+    """Where the run's report is: a path in a folder, a URL in a bucket."""
     return out_dir / report_name(run.shard)
 
 
-def write_report(out_dir: Path, run: RunOutcome) -> Path:
+def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
     """report.json, or report.shard-I-of-N.json for a shard (written at the start with status
     "running", so a shard killed mid-run never leaves an earlier run's report looking current)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     body = {
         "tool": "aep-export",
         "started_at": run.started_at,
@@ -216,9 +259,9 @@ def write_report(out_dir: Path, run: RunOutcome) -> Path:
         ],
         "errors": run.errors,
     }
-    path = report_path(out_dir, run)
-    _atomic_write(path, json.dumps(body, indent=2) + "\n")
-    return path
+    name = report_name(run.shard)
+    _files(out_dir).write_text(name, json.dumps(body, indent=2) + "\n")
+    return name
 
 
 def summary_event(run: RunOutcome, report: Path) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""`aep-export verify DIR`: re-check an export on disk against its manifests, saying what is wrong.
+"""`aep-export verify DIR|s3://…`: re-check an export against its manifests, saying what is wrong.
 
-Reads exports made before the Hadoop/Spark naming too (checksums in `SHA256SUMS`).
+It reads the export through a tree (`localfiles.LocalTree` for a folder, `buckettree.BucketTree`
+for a bucket prefix), so both are checked by the same rules. Exports made before the Hadoop/Spark
+naming are read too (checksums in `SHA256SUMS`).
 """
 
 from __future__ import annotations
@@ -8,10 +10,28 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import IntegrityError
-from ..checks.integrity import file_digest, parquet_rows
-from .layout import LATEST, MANIFEST, SUCCESS, SUMS, read_latest, read_sums, sums_path
+from .layout import LATEST, MANIFEST, OLD_SUMS, SUCCESS, SUMS
+
+
+class ExportTree(Protocol):
+    """Read access to an export, by paths relative to its root."""
+
+    def batch_folders(self, manifest: str) -> list[str]: ...
+
+    def read_text(self, rel: str) -> str | None: ...
+
+    def exists(self, rel: str) -> bool: ...
+
+    def size(self, rel: str) -> int | None: ...
+
+    def sha256(self, rel: str) -> str: ...
+
+    def rows(self, rel: str, *, deep: bool) -> int: ...
+
+    def incomplete(self, folder: str) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -31,57 +51,56 @@ class VerifyResult:
     problems: list[Problem] | None = None
 
 
-def verify_export(root: Path, *, deep: bool = False) -> VerifyResult:
+def verify_export(root: Path | ExportTree, *, deep: bool = False) -> VerifyResult:
+    from .localfiles import LocalTree
+
+    tree = LocalTree(root) if isinstance(root, Path) else root
     result = VerifyResult(problems=[])
-    for manifest_path in sorted(root.rglob(MANIFEST)):
+    for rel_folder in tree.batch_folders(MANIFEST):
         result.batches += 1
-        _verify_batch(root, manifest_path.parent, result, deep)
-    for pointer in sorted(root.rglob(LATEST)):
-        _verify_pointer(root, pointer.parent, result.problems)
+        _verify_batch(tree, rel_folder, result, deep)
+    for dataset in sorted({rel.rpartition("/")[0] for rel in tree.batch_folders(MANIFEST)}):
+        _verify_pointer(tree, dataset, result.problems)
     return result
 
 
-def _verify_pointer(root: Path, dataset_folder: Path, problems: list[Problem]) -> None:
-    """`_LATEST` must name a complete batch folder beside it."""
-    shown = f"{dataset_folder.relative_to(root).as_posix()}/{LATEST}"
-    name = read_latest(dataset_folder)
-    if name is None:
-        problems.append(Problem(shown, "unreadable pointer"))
-    elif not (dataset_folder / name / SUCCESS).is_file():
-        problems.append(Problem(shown, f"points at {name}, which is not a complete batch ({SUCCESS} missing)"))
+def _verify_pointer(tree: ExportTree, dataset: str, problems: list[Problem]) -> None:
+    """`_LATEST`, where there is one, must name a complete batch folder beside it."""
+    text = tree.read_text(f"{dataset}/{LATEST}")
+    if text is None:
+        return
+    name = text.strip()
+    if not name or "/" in name or name in (".", ".."):
+        problems.append(Problem(f"{dataset}/{LATEST}", "unreadable pointer"))
+    elif not tree.exists(f"{dataset}/{name}/{SUCCESS}"):
+        problems.append(Problem(f"{dataset}/{LATEST}", f"points at {name}, which is not a complete batch ({SUCCESS} missing)"))
 
 
-def _verify_batch(root: Path, folder: Path, result: VerifyResult, deep: bool) -> None:
+def _verify_batch(tree: ExportTree, rel_folder: str, result: VerifyResult, deep: bool) -> None:
     problems = result.problems
     assert problems is not None
-    rel_folder = folder.relative_to(root).as_posix()
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads(tree.read_text(f"{rel_folder}/{MANIFEST}") or "")
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         problems.append(Problem(f"{rel_folder}/{MANIFEST}", f"unreadable manifest: {exc}"))
         return
-    sums = sums_path(folder)
-    sums_shown = f"{rel_folder}/{sums.name if sums else SUMS}"
-    listed = read_sums(folder)
-    if sums is None:
-        problems.append(Problem(sums_shown, "missing"))
+    sums_shown, listed = _read_sums(tree, rel_folder, problems)
     batch_ok = True
     for entry in files:
         rel = entry.get("path", "")
         shown = f"{rel_folder}/{rel}"
-        path = folder / rel
-        ok = _verify_file(path, entry, shown, problems, deep)
+        ok = _verify_file(tree, shown, entry, problems, deep)
         batch_ok &= ok
         result.files += 1
         result.bytes += entry.get("size") or 0
         if listed.get(rel) != entry.get("sha256"):
             problems.append(Problem(sums_shown, f"entry for {rel} missing or different from the manifest"))
             batch_ok = False
-    for part in folder.rglob("*.part"):
-        problems.append(Problem(part.relative_to(root).as_posix(), "incomplete download (rerun the export to finish it)"))
+    for part in tree.incomplete(rel_folder):
+        problems.append(Problem(part, "incomplete download (rerun the export to finish it)"))
         batch_ok = False
-    success = (folder / SUCCESS).exists()
+    success = tree.exists(f"{rel_folder}/{SUCCESS}")
     if manifest.get("status") == "ok" and not success:
         problems.append(Problem(rel_folder, f"manifest says ok but {SUCCESS} is missing"))
     if manifest.get("status") != "ok":
@@ -90,21 +109,20 @@ def _verify_batch(root: Path, folder: Path, result: VerifyResult, deep: bool) ->
         problems.append(Problem(rel_folder, f"{SUCCESS} present but files do not verify"))
 
 
-def _verify_file(path: Path, entry: dict, shown: str, problems: list[Problem], deep: bool) -> bool:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+def _verify_file(tree: ExportTree, shown: str, entry: dict, problems: list[Problem], deep: bool) -> bool:
+    size = tree.size(shown)
+    if size is None:
         problems.append(Problem(shown, "missing"))
         return False
     if size != entry.get("size"):
         problems.append(Problem(shown, f"size {size}, manifest says {entry.get('size')}"))
         return False
-    if file_digest(path).hex() != entry.get("sha256"):
+    if tree.sha256(shown) != entry.get("sha256"):
         problems.append(Problem(shown, "SHA-256 differs from the manifest"))
         return False
-    if path.name.endswith(".parquet"):
+    if shown.endswith(".parquet"):
         try:
-            rows = parquet_rows(path, deep=deep)
+            rows = tree.rows(shown, deep=deep)
         except IntegrityError as exc:
             problems.append(Problem(shown, str(exc)))
             return False
@@ -112,3 +130,18 @@ def _verify_file(path: Path, entry: dict, shown: str, problems: list[Problem], d
             problems.append(Problem(shown, f"{rows} rows, manifest says {entry['rows']}"))
             return False
     return True
+
+
+def _read_sums(tree: ExportTree, rel_folder: str, problems: list[Problem]) -> tuple[str, dict[str, str]]:
+    """(the list's name as shown, {path: sha256}) from `_SHA256SUMS`, else the old `SHA256SUMS`."""
+    for name in (SUMS, OLD_SUMS):
+        text = tree.read_text(f"{rel_folder}/{name}")
+        if text is not None:
+            sums = {}
+            for line in text.splitlines():
+                digest, sep, path = line.partition("  ")
+                if sep:
+                    sums[path] = digest
+            return f"{rel_folder}/{name}", sums
+    problems.append(Problem(f"{rel_folder}/{SUMS}", "missing"))
+    return f"{rel_folder}/{SUMS}", {}

@@ -1,0 +1,301 @@
+"""One S3 bucket prefix through aiobotocore: the few operations object-storage output needs.
+
+Why aiobotocore (`python -m bench.s3_libraries`): resuming across pods needs the multipart
+upload's own handles (create, a numbered part with its SHA-256, list the parts there, list and
+abort abandoned uploads, complete) and server-side copy. obstore hides them all behind `put`;
+boto3 blocks a thread per request (an upload cannot be cancelled). aiobotocore runs on aiohttp.
+
+Credentials, region and endpoint come from botocore's standard chain: AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL(_S3), profiles, web
+identity (EKS pod roles) and the container or instance role. Failures are translated once here:
+a missing bucket is a configuration error (exit 2), refused credentials exit 3, anything else
+(after botocore's own retries) is a StoreError.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from ..config import StoreURL
+from ..errors import ConfigError, CredentialsRejected, StoreError
+from ..logs import register_secret
+
+T = TypeVar("T")
+COPY_LIMIT = 5 << 30  # S3's largest single CopyObject; larger objects are copied part by part
+COPY_PART = 1 << 30
+_REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "InvalidToken",
+            "TokenRefreshRequired", "InvalidClientTokenId", "AllAccessDisabled", "403"}
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    size: int
+    etag: str
+    sha256: str | None  # base64, as S3 lists it (None where the store does not list it)
+
+    def for_completion(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"PartNumber": self.number, "ETag": self.etag}
+        if self.sha256:
+            entry["ChecksumSHA256"] = self.sha256
+        return entry
+
+
+@dataclass(frozen=True)
+class Upload:
+    rel: str  # key relative to the prefix
+    upload_id: str
+
+
+def b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+class Bucket:
+    """Keys are given relative to the URL's prefix (`rel`); full keys never leave this class."""
+
+    def __init__(self, url: StoreURL, client: Any):
+        self.url = url
+        self.name = url.bucket
+        self._base = f"{url.prefix}/" if url.prefix else ""
+        self.client = client
+        self.token = anyio.lowlevel.current_token()  # lets any thread call back into this event loop
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, url: StoreURL, *, connections: int = 32) -> AsyncIterator[Bucket]:
+        """A client for the URL's bucket, checked before anything is attempted (bucket, credentials)."""
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
+        session = get_session()
+        config = AioConfig(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=connections,
+                           connect_timeout=30, read_timeout=120,
+                           # every body we send carries its x-amz-checksum-sha256: no second hash to sign it
+                           s3={"payload_signing_enabled": False})
+        try:
+            credentials = await session.get_credentials()
+        except Exception as exc:  # noqa: BLE001 - a broken credential source (profile, role) is a configuration problem
+            raise ConfigError(f"cannot load credentials for {url}: {type(exc).__name__}") from None
+        if credentials is None:
+            raise ConfigError(f"no credentials for {url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                              "(and AWS_SESSION_TOKEN), a profile, or run with a pod/instance role")
+        frozen = await credentials.get_frozen_credentials()
+        register_secret(frozen.secret_key)
+        register_secret(frozen.token)
+        async with session.create_client("s3", config=config) as client:
+            bucket = cls(url, client)
+            await bucket.preflight()
+            yield bucket
+
+    async def preflight(self) -> None:
+        """One listing: the bucket exists and the credentials are accepted."""
+        await self._call("list_objects_v2", "check the bucket", Prefix=self.key(""), MaxKeys=1)
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run a coroutine function on the bucket's event loop from a blocking thread."""
+        return anyio.from_thread.run(fn, *args, token=self.token)
+
+    def key(self, rel: str) -> str:
+        return self._base + rel
+
+    def rel(self, key: str) -> str:
+        return key[len(self._base):]
+
+    async def _call(self, op: str, what: str, **kw: Any) -> Any:
+        try:
+            return await getattr(self.client, op)(Bucket=self.name, **kw)
+        except Exception as exc:
+            raise translate(exc, what, self.url) from None
+
+    # -- objects --------------------------------------------------------------------------------
+
+    async def list(self, rel_prefix: str) -> AsyncIterator[tuple[str, int]]:
+        """(rel, size) of every object under the prefix."""
+        kw: dict[str, Any] = {"Prefix": self.key(rel_prefix)}
+        while True:
+            page = await self._call("list_objects_v2", f"list {rel_prefix or '/'}", **kw)
+            for obj in page.get("Contents", []):
+                yield self.rel(obj["Key"]), obj["Size"]
+            if not page.get("IsTruncated"):
+                return
+            kw["ContinuationToken"] = page["NextContinuationToken"]
+
+    async def head(self, rel: str) -> dict[str, Any] | None:
+        try:
+            return await self.client.head_object(Bucket=self.name, Key=self.key(rel))
+        except Exception as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise translate(exc, f"read {rel}", self.url) from None
+
+    async def read(self, rel: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of an object, as they arrive."""
+        if end is not None and end <= start:
+            return
+        rng = f"bytes={start}-{'' if end is None else end - 1}"
+        resp = await self._call("get_object", f"read {rel}", Key=self.key(rel), Range=rng)
+        try:
+            async with resp["Body"] as body:
+                async for chunk in body.iter_chunks(1 << 20):
+                    yield chunk
+        except Exception as exc:
+            raise translate(exc, f"read {rel}", self.url) from None
+
+    async def read_bytes(self, rel: str, start: int = 0, end: int | None = None) -> bytes:
+        return b"".join([chunk async for chunk in self.read(rel, start, end)])
+
+    async def read_text(self, rel: str) -> str | None:
+        try:
+            resp = await self.client.get_object(Bucket=self.name, Key=self.key(rel))
+            async with resp["Body"] as body:
+                return (await body.read()).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        except Exception as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise translate(exc, f"read {rel}", self.url) from None
+
+    async def put(self, rel: str, body: bytes | io.RawIOBase, length: int, sha256: bytes,
+                  metadata: dict[str, str] | None = None) -> None:
+        """One whole object; the store checks the body against its SHA-256 before it becomes visible."""
+        await self._call("put_object", f"write {rel}", Key=self.key(rel), Body=body, ContentLength=length,
+                         ChecksumSHA256=b64(sha256), Metadata=metadata or {})
+
+    async def delete(self, rel: str) -> None:
+        await self._call("delete_object", f"delete {rel}", Key=self.key(rel))
+
+    async def copy(self, src: str, dst: str, size: int, metadata: dict[str, str]) -> str | None:
+        """Server-side copy with new metadata; the new object appears whole. Returns the store's
+        SHA-256 of the copy (base64) where it computes one for the whole object."""
+        if size > COPY_LIMIT:
+            return await self._copy_in_parts(src, dst, size, metadata)
+        resp = await self._call("copy_object", f"copy {src} to {dst}", Key=self.key(dst),
+                                CopySource={"Bucket": self.name, "Key": self.key(src)},
+                                MetadataDirective="REPLACE", Metadata=metadata, ChecksumAlgorithm="SHA256")
+        return resp.get("CopyObjectResult", {}).get("ChecksumSHA256")
+
+    async def _copy_in_parts(self, src: str, dst: str, size: int, metadata: dict[str, str]) -> None:
+        upload_id = await self.create_upload(dst, metadata)
+        try:
+            parts = []
+            for n, start in enumerate(range(0, size, COPY_PART), start=1):
+                end = min(size, start + COPY_PART)
+                resp = await self._call("upload_part_copy", f"copy {src} to {dst}", Key=self.key(dst), UploadId=upload_id,
+                                        PartNumber=n, CopySource={"Bucket": self.name, "Key": self.key(src)},
+                                        CopySourceRange=f"bytes={start}-{end - 1}")
+                result = resp["CopyPartResult"]
+                parts.append(Part(n, end - start, result["ETag"], result.get("ChecksumSHA256")))
+            await self.complete(dst, upload_id, parts)
+        except BaseException:
+            await self.abort(dst, upload_id)
+            raise
+        return None
+
+    # -- multipart uploads ----------------------------------------------------------------------
+
+    async def create_upload(self, rel: str, metadata: dict[str, str] | None = None) -> str:
+        resp = await self._call("create_multipart_upload", f"start uploading {rel}", Key=self.key(rel),
+                                ChecksumAlgorithm="SHA256", Metadata=metadata or {})
+        return resp["UploadId"]
+
+    async def upload_part(self, rel: str, upload_id: str, number: int, body: io.RawIOBase, length: int,
+                          sha256: bytes) -> Part:
+        resp = await self._call("upload_part", f"upload part {number} of {rel}", Key=self.key(rel), UploadId=upload_id,
+                                PartNumber=number, Body=body, ContentLength=length, ChecksumSHA256=b64(sha256))
+        return Part(number, length, resp["ETag"], b64(sha256))
+
+    async def list_uploads(self, rel_prefix: str) -> list[Upload]:
+        found, kw = [], {"Prefix": self.key(rel_prefix)}
+        while True:
+            page = await self._call("list_multipart_uploads", f"list uploads under {rel_prefix}", **kw)
+            found += [Upload(self.rel(u["Key"]), u["UploadId"]) for u in page.get("Uploads", [])]
+            if not page.get("IsTruncated"):
+                return found
+            kw.update(KeyMarker=page["NextKeyMarker"], UploadIdMarker=page["NextUploadIdMarker"])
+
+    async def list_parts(self, rel: str, upload_id: str) -> list[Part] | None:
+        """The parts already uploaded, or None when the upload no longer exists."""
+        parts, kw = [], {"Key": self.key(rel), "UploadId": upload_id}
+        while True:
+            try:
+                page = await self.client.list_parts(Bucket=self.name, **kw)
+            except Exception as exc:
+                if _code(exc) == "NoSuchUpload":
+                    return None
+                raise translate(exc, f"list the parts of {rel}", self.url) from None
+            parts += [Part(p["PartNumber"], p["Size"], p["ETag"], p.get("ChecksumSHA256")) for p in page.get("Parts", [])]
+            if not page.get("IsTruncated"):
+                return parts
+            kw["PartNumberMarker"] = page["NextPartNumberMarker"]
+
+    async def complete(self, rel: str, upload_id: str, parts: list[Part]) -> None:
+        await self._call("complete_multipart_upload", f"complete {rel}", Key=self.key(rel), UploadId=upload_id,
+                         MultipartUpload={"Parts": [p.for_completion() for p in sorted(parts, key=lambda p: p.number)]})
+
+    async def abort(self, rel: str, upload_id: str) -> None:
+        try:
+            await self.client.abort_multipart_upload(Bucket=self.name, Key=self.key(rel), UploadId=upload_id)
+        except Exception as exc:
+            if _code(exc) != "NoSuchUpload":
+                raise translate(exc, f"abort the upload of {rel}", self.url) from None
+
+
+def _code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def translate(exc: BaseException, what: str, url: StoreURL) -> Exception:
+    """A botocore failure as the engine's errors (messages name the operation, never a secret)."""
+    code = _code(exc)
+    if code == "NoSuchBucket":
+        return ConfigError(f"the bucket of {url} does not exist (or is not visible with these credentials)")
+    if code in _REFUSED:
+        return CredentialsRejected(f"the object store refused the credentials for {url} ({code}) while trying to {what}")
+    if code:
+        message = str(exc.response.get("Error", {}).get("Message", ""))[:200]  # type: ignore[attr-defined]
+        return StoreError(f"{url}: could not {what}: {code} {message}".rstrip())
+    return StoreError(f"{url}: could not {what}: {type(exc).__name__}: {exc}")
+
+
+class ObjectView:
+    """An object's bytes read from a worker thread (through anyio.from_thread), e.g. for the checks."""
+
+    path = None  # no local path: the deep parquet check needs one
+
+    def __init__(self, bucket: Bucket, rel: str, size: int):
+        self.bucket, self.rel, self.size = bucket, rel, size
+
+    def chunks(self, start: int, end: int) -> Iterator[bytes]:
+        stream = self.bucket.read(self.rel, start, end)
+        try:
+            while True:
+                try:
+                    yield self.bucket.call(stream.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            self.bucket.call(stream.aclose)
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        end = min(self.size, offset + n)
+        return b"".join(self.chunks(offset, end)) if end > offset else b""
+
+    def digest(self, algorithm: str) -> bytes:
+        h = hashlib.new(algorithm)
+        for chunk in self.chunks(0, self.size):
+            h.update(chunk)
+        return h.digest()

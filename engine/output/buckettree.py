@@ -1,0 +1,157 @@
+"""A bucket prefix as `verify` and status read it (the same questions `localfiles.LocalTree` answers).
+
+`on_bucket(url, fn)` opens the bucket on an event loop and runs the blocking `fn(tree)` in a
+worker thread; the tree lists the prefix once and reads objects through ranged GETs.
+`inventory(tree)` says what an export holds (a folder or a prefix alike): for a status command.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+
+from ..checks.integrity import footer_rows
+from ..config import StoreURL
+from ..errors import ConfigError, IntegrityError
+from .bucket import Bucket, ObjectView
+from .journal import STATE_DIR
+from .objectstore import UPLOADS, upload_owner
+from .report import MANIFEST, SUCCESS
+from .verify import ExportTree
+
+T = TypeVar("T")
+
+
+def on_bucket(url: str, fn: Callable[[BucketTree], T]) -> T:
+    try:
+        parsed = StoreURL.parse(url)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+    async def main() -> T:
+        async with Bucket.connect(parsed) as bucket:
+            tree = BucketTree(bucket)
+            await tree.load()
+            return await anyio.to_thread.run_sync(fn, tree)
+
+    return anyio.run(main)
+
+
+class BucketTree:
+    def __init__(self, bucket: Bucket):
+        self.bucket = bucket
+        self.objects: dict[str, int] = {}  # the export's objects (not the state folder): rel -> size
+        self.in_flight: set[str] = set()  # files with an upload in progress or a staging object
+
+    def where(self) -> str:
+        return str(self.bucket.url)
+
+    async def load(self) -> None:
+        async for rel, size in self.bucket.list(""):
+            if rel.startswith(STATE_DIR + "/"):
+                if owner := upload_owner(rel):
+                    self.in_flight.add(owner)
+            else:
+                self.objects[rel] = size
+        for upload in await self.bucket.list_uploads(UPLOADS + "/"):
+            if owner := upload_owner(upload.rel):
+                self.in_flight.add(owner)
+
+    def batch_folders(self, manifest: str) -> list[str]:
+        return sorted(rel.rpartition("/")[0] for rel in self.objects if rel.endswith("/" + manifest))
+
+    def read_text(self, rel: str) -> str | None:
+        return self.bucket.call(self.bucket.read_text, rel)
+
+    def exists(self, rel: str) -> bool:
+        return rel in self.objects
+
+    def size(self, rel: str) -> int | None:
+        return self.objects.get(rel)
+
+    def sha256(self, rel: str) -> str:
+        return ObjectView(self.bucket, rel, self.objects[rel]).digest("sha256").hex()
+
+    def rows(self, rel: str, *, deep: bool) -> int:
+        view = ObjectView(self.bucket, rel, self.objects[rel])
+        rows = footer_rows(view.read_at, view.size, rel.rpartition("/")[2])
+        if deep:
+            import pyarrow.parquet as pq  # heavy: only for the optional deep check
+
+            try:
+                pq.read_table(io.BufferedReader(_ObjectFile(view), 8 << 20), page_checksum_verification=True)
+            except Exception as exc:  # pyarrow raises several types for a damaged file
+                raise IntegrityError(f"{rel}: parquet pages unreadable: {exc}") from exc
+        return rows
+
+    def incomplete(self, folder: str) -> list[str]:
+        """Files of a batch folder ("" for all) still being uploaded: rerun the export to finish them."""
+        base = folder + "/" if folder else ""
+        return sorted(f for f in self.in_flight if f.startswith(base))
+
+
+class _ObjectFile(io.RawIOBase):
+    """An object as a seekable file, for pyarrow (each read is a ranged GET)."""
+
+    def __init__(self, view: ObjectView):
+        super().__init__()
+        self._view, self._pos = view, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = {0: 0, 1: self._pos, 2: self._view.size}[whence] + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._view.read_at(self._pos, len(buffer))
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+# -- what an export holds (for a status command) -------------------------------------------------
+
+
+@dataclass
+class BatchSummary:
+    folder: str  # {dataset}/{batch}
+    status: str | None  # as its manifest says
+    success: bool  # _SUCCESS present
+    files: int
+    bytes: int
+    records: int | None
+
+
+@dataclass
+class Inventory:
+    where: str
+    batches: list[BatchSummary] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)  # files being downloaded or uploaded
+
+
+def inventory(tree: ExportTree) -> Inventory:
+    """Every batch an export holds (from its manifests) and the files still in flight; reads no data."""
+    found = Inventory(getattr(tree, "where", lambda: "")())
+    for folder in tree.batch_folders(MANIFEST):
+        try:
+            manifest = json.loads(tree.read_text(f"{folder}/{MANIFEST}") or "")
+            files = manifest.get("files") or []
+        except (ValueError, AttributeError):
+            manifest, files = {}, []
+        found.batches.append(BatchSummary(folder, manifest.get("status"), tree.exists(f"{folder}/{SUCCESS}"), len(files),
+                                          sum(f.get("size") or 0 for f in files), manifest.get("records_found")))
+    found.in_flight = tree.incomplete("")
+    return found

@@ -1,0 +1,74 @@
+"""The batch files of a local export, and its read-only view for `verify` and status.
+
+Writes are atomic (temp + rename, fsync'ed when durable); every path is proven to stay below
+out_dir (`paths.contained`), as for the downloaded files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checks.integrity import file_digest, parquet_rows
+from ..errors import UnsafeNameError
+from .paths import contained
+
+
+class LocalFiles:
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+
+    def path(self, rel: str) -> Path:
+        return contained(self.out_dir, rel)
+
+    def write_text(self, rel: str, text: str, *, durable: bool = True) -> None:
+        from .report import _atomic_write
+
+        path = self.path(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, text, durable)
+
+    def read_text(self, rel: str) -> str | None:
+        try:
+            return self.path(rel).read_text(encoding="utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+
+    def exists(self, rel: str) -> bool:
+        return self.path(rel).exists()
+
+    def delete(self, rel: str) -> None:
+        self.path(rel).unlink(missing_ok=True)
+
+    def complete_batches(self, dataset_id: str) -> list[str]:
+        """Batch folders of a dataset that hold a `_SUCCESS`."""
+        from .layout import SUCCESS
+
+        folder = self.path(f"{dataset_id}/x").parent
+        return sorted(p.parent.name for p in folder.glob(f"*/{SUCCESS}")) if folder.is_dir() else []
+
+
+class LocalTree(LocalFiles):
+    """An export folder as `verify` reads it."""
+
+    def where(self) -> str:
+        return str(self.out_dir)
+
+    def batch_folders(self, manifest: str) -> list[str]:
+        return [p.parent.relative_to(self.out_dir).as_posix() for p in sorted(self.out_dir.rglob(manifest))]
+
+    def size(self, rel: str) -> int | None:
+        try:
+            return self.path(rel).stat().st_size
+        except (FileNotFoundError, UnsafeNameError):  # a manifest path leaving the folder: not there
+            return None
+
+    def sha256(self, rel: str) -> str:
+        return file_digest(self.path(rel)).hex()
+
+    def rows(self, rel: str, *, deep: bool) -> int:
+        return parquet_rows(self.path(rel), deep=deep)
+
+    def incomplete(self, folder: str) -> list[str]:
+        """Files still being downloaded in a batch folder ("" for all): rerun the export to finish them."""
+        root = self.path(folder) if folder else self.out_dir
+        return sorted(p.relative_to(self.out_dir).as_posix() for p in root.rglob("*.part"))

@@ -1,0 +1,255 @@
+"""Object storage as a destination (`out_dir = "s3://bucket/prefix"`), resumable across pods.
+
+The layout under the prefix is the one on disk. Everything a rerun needs lives in the bucket:
+
+- a final object carries its verified SHA-256 and row count as metadata (x-amz-meta-aep-export-*):
+  that is the journal, written in the same step that makes the object visible;
+- `{prefix}/.aep-export/uploads/{path}/{size}-{part size}` is the multipart upload of a file in
+  flight, whose listed parts are its progress (and, between completion and the copy to the final
+  key, the staging object).
+
+A fresh pod lists both once per batch, keeps what is verified, continues the uploads it finds and
+cleans up what no longer belongs to a file (another version's upload, a leftover staging object).
+Batch files (manifest, checksum list, _SUCCESS, report) are single PutObjects, written in the
+same order as on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from ..checks.integrity import footer_rows
+from ..config import ExportSettings, StoreSettings, StoreURL
+from ..errors import IntegrityError
+from ..model import BatchRef, FileTask
+from .bucket import Bucket, ObjectView, Part, Upload
+from .destination import Existing
+from .journal import STATE_DIR
+from .paths import safe_relative
+from .layout import OLD_SUMS, SUCCESS, SUMS
+from .spool import Spool
+from .upload import ROWS_META, SHA256_META, StoreTarget
+
+log = structlog.get_logger("aep_export.output")
+
+UPLOADS = f"{STATE_DIR}/uploads"
+MAX_PARTS = 10_000
+_UPLOAD_NAME = re.compile(r"(\d+|unknown)-(\d+)")
+
+
+def part_size_for(size: int | None, configured: int) -> int:
+    """The configured part size, raised (to whole MiB) for a file that would need over 10,000 parts."""
+    if size is None or -(-size // configured) <= MAX_PARTS:
+        return configured
+    need = -(-size // MAX_PARTS)
+    return -(-need // (1 << 20)) * (1 << 20)
+
+
+def staging_key(rel: str, size: int | None, part_size: int) -> str:
+    return f"{UPLOADS}/{rel}/{'unknown' if size is None else size}-{part_size}"
+
+
+def upload_owner(key: str) -> str | None:
+    """The file a staging key belongs to, or None if it is not one of ours."""
+    if not key.startswith(UPLOADS + "/"):
+        return None
+    owner, _, name = key[len(UPLOADS) + 1:].rpartition("/")
+    return owner if owner and _UPLOAD_NAME.fullmatch(name) else None
+
+
+@dataclass
+class Uplink:
+    """What every file being uploaded shares."""
+
+    bucket: Bucket
+    spool: Spool
+    tg: TaskGroup  # runs the part uploads
+    slots: anyio.Semaphore  # parts uploaded at once
+    disk: anyio.CapacityLimiter
+
+
+@dataclass
+class Resumed:
+    """What an earlier run left for this file in the bucket."""
+
+    upload_id: str | None = None
+    parts: dict[int, Part] = field(default_factory=dict)
+    staged: bool = False  # the upload was completed into the staging object, not yet copied
+
+
+@dataclass
+class BatchState:
+    """What the bucket held for one batch when this run first looked."""
+
+    objects: dict[str, int] = field(default_factory=dict)  # final rel -> size
+    staged: dict[str, dict[str, int]] = field(default_factory=dict)  # final rel -> {staging rel: size}
+    uploads: dict[str, list[Upload]] = field(default_factory=dict)  # final rel -> uploads in progress
+    sums: dict[str, str] | None = None  # the batch's checksum list, read when first needed
+
+
+class ObjectStoreDestination:
+    def __init__(self, export: ExportSettings, store: StoreSettings, link: Uplink):
+        self.export, self.store, self.link = export, store, link
+        self.bucket = link.bucket
+        self._batches: dict[tuple[str, str], BatchState] = {}
+        self._loading: dict[tuple[str, str], anyio.Lock] = {}
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, export: ExportSettings, store: StoreSettings,
+                      disk: anyio.CapacityLimiter) -> AsyncIterator[ObjectStoreDestination]:
+        assert isinstance(export.out_dir, StoreURL)
+        async with Bucket.connect(export.out_dir, connections=export.concurrency + store.uploads + 4) as bucket:
+            spool = Spool(store.spool_dir, store.spool_limit)
+            try:
+                async with anyio.create_task_group() as tg:
+                    yield cls(export, store, Uplink(bucket, spool, tg, anyio.Semaphore(store.uploads), disk))
+                    tg.cancel_scope.cancel()
+            finally:
+                log.info("spool_done", peak_bytes=spool.peak, limit=spool.limit)
+                spool.close()
+
+    # -- files ----------------------------------------------------------------------------------
+
+    async def existing(self, task: FileTask) -> Existing | None:
+        """A final object this or an earlier run verified (its metadata), else one that matches the
+        batch's checksum list when read back; None means fetch it (the commit replaces it)."""
+        rel = safe_relative(task.rel_path)
+        state = await self._batch(task.batch)
+        size = state.objects.get(rel)
+        if size is None or (task.size is not None and size != task.size):
+            return None
+        head = await self.bucket.head(rel)
+        if head is None:
+            return None
+        meta = head.get("Metadata") or {}
+        if meta.get(SHA256_META):
+            rows = meta.get(ROWS_META) or ""
+            found: Existing | None = Existing(size, meta[SHA256_META], int(rows) if rows.isdigit() else None)
+        else:
+            found = await self._check_unrecorded(task, rel, size, state)
+        if found is not None:
+            await self._clean(rel, state)
+        return found
+
+    async def _check_unrecorded(self, task: FileTask, rel: str, size: int, state: BatchState) -> Existing | None:
+        if state.sums is None:
+            folder = f"{task.batch.dataset_id}/{task.batch.batch_id}"
+            text = await self.bucket.read_text(f"{folder}/{SUMS}") or await self.bucket.read_text(f"{folder}/{OLD_SUMS}") or ""
+            state.sums = {name: digest for digest, sep, name in (ln.partition("  ") for ln in text.splitlines()) if sep}
+        recorded = state.sums.get(task.rel_in_batch)
+        if recorded is None:
+            return None
+        view = ObjectView(self.bucket, rel, size)
+        try:
+            sha, rows = await anyio.to_thread.run_sync(self._read_checks, view, task, limiter=self.link.disk)
+        except IntegrityError as exc:
+            log.warning("existing_file_invalid", file=task.rel_path, error=str(exc))
+            return None
+        if sha != recorded:
+            log.warning("existing_file_invalid", file=task.rel_path, error="SHA-256 differs from the checksum list")
+            return None
+        return Existing(size, sha, rows)
+
+    def _read_checks(self, view: ObjectView, task: FileTask) -> tuple[str, int | None]:
+        sha = view.digest("sha256").hex()
+        rows = footer_rows(view.read_at, view.size, task.name) if task.is_parquet and self.export.verify_parquet else None
+        return sha, rows
+
+    async def open(self, task: FileTask) -> StoreTarget:
+        rel = safe_relative(task.rel_path)
+        state = await self._batch(task.batch)
+        part_size = part_size_for(task.size, self.store.part_size)
+        staging = staging_key(rel, task.size, part_size)
+        resumed = Resumed()
+        for staged, size in state.staged.pop(rel, {}).items():
+            if staged == staging and size == task.size:
+                resumed.staged = True  # completed by an earlier run, never copied: check it, copy it
+            else:
+                await self.bucket.delete(staged)
+        for upload in state.uploads.pop(rel, []):
+            if upload.rel == staging and task.size is not None and not resumed.staged and resumed.upload_id is None:
+                parts = await self.bucket.list_parts(upload.rel, upload.upload_id)
+                if parts is not None:
+                    resumed.upload_id = upload.upload_id
+                    resumed.parts = _usable_parts(parts, task.size, part_size)
+                    continue
+            await self.bucket.abort(upload.rel, upload.upload_id)  # another version of the file, or a duplicate
+        if resumed.parts or resumed.staged:
+            log.info("upload_resumed", file=task.rel_path, parts=len(resumed.parts), staged=resumed.staged)
+        return StoreTarget(self.link, rel, staging, task.size, part_size, resumed)
+
+    def record(self, task: FileTask, size: int, sha256: str, rows: int | None) -> None:
+        """Nothing to do: the commit wrote the record as the object's metadata."""
+
+    async def _clean(self, rel: str, state: BatchState) -> None:
+        """A verified file's leftovers from a crash (an upload, a staging object): not needed any more."""
+        for upload in state.uploads.pop(rel, []):
+            await self.bucket.abort(upload.rel, upload.upload_id)
+        for staged in state.staged.pop(rel, {}):
+            await self.bucket.delete(staged)
+
+    async def _batch(self, batch: BatchRef) -> BatchState:
+        key = batch.key
+        lock = self._loading.setdefault(key, anyio.Lock())
+        async with lock:
+            if key not in self._batches:
+                self._batches[key] = await self._load(batch)
+            return self._batches[key]
+
+    async def _load(self, batch: BatchRef) -> BatchState:
+        folder = safe_relative(f"{batch.dataset_id}/{batch.batch_id}") + "/"
+        state = BatchState()
+        async for rel, size in self.bucket.list(folder):
+            state.objects[rel] = size
+        async for rel, size in self.bucket.list(f"{UPLOADS}/{folder}"):
+            if owner := upload_owner(rel):
+                state.staged.setdefault(owner, {})[rel] = size
+        for upload in await self.bucket.list_uploads(f"{UPLOADS}/{folder}"):
+            if owner := upload_owner(upload.rel):
+                state.uploads.setdefault(owner, []).append(upload)
+        return state
+
+    # -- batch files (blocking: called from worker threads, like the report code) ---------------
+
+    def write_text(self, rel: str, text: str, *, durable: bool = True) -> None:
+        data = text.encode("utf-8")
+        self.bucket.call(self.bucket.put, safe_relative(rel), data, len(data), hashlib.sha256(data).digest())
+
+    def read_text(self, rel: str) -> str | None:
+        return self.bucket.call(self.bucket.read_text, safe_relative(rel))
+
+    def exists(self, rel: str) -> bool:
+        return self.bucket.call(self.bucket.head, safe_relative(rel)) is not None
+
+    def delete(self, rel: str) -> None:
+        self.bucket.call(self.bucket.delete, safe_relative(rel))
+
+    def complete_batches(self, dataset_id: str) -> list[str]:
+        """Batch folders of a dataset that hold a `_SUCCESS`."""
+        async def listed() -> list[str]:
+            folder = safe_relative(dataset_id) + "/"
+            keys = [rel[len(folder):] async for rel, _ in self.bucket.list(folder)]
+            return sorted(k.split("/")[0] for k in keys if k.count("/") == 1 and k.endswith(f"/{SUCCESS}"))
+
+        return self.bucket.call(listed)
+
+
+def _usable_parts(parts: list, size: int, part_size: int) -> dict:
+    """Parts of the expected length for their place in the file (anything else is uploaded again)."""
+    count = max(1, -(-size // part_size))
+    usable = {}
+    for part in parts:
+        if 1 <= part.number <= count:
+            expected = part_size if part.number < count else size - (count - 1) * part_size
+            if part.size == expected:
+                usable[part.number] = part
+    return usable

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--log-level", default="warning")
 
     status = sub.add_parser("status", help="say per dataset and batch whether an export (all its shards) is complete")
-    status.add_argument("dir", type=Path, help="the export's out_dir")
+    status.add_argument("dir", help="the export's out_dir: a folder or s3://bucket/prefix")
     status.add_argument("--json", action="store_true", help="one JSON document instead of the table")
     status.add_argument("--log-level", default="warning")
 
@@ -252,13 +252,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .output.status import export_status, render_status
 
-    if not args.dir.is_dir():
+    def report(tree: Any) -> tuple[bool, str | None]:
+        status = export_status(tree)
+        if not status.reports and not status.rows:
+            return False, None
+        return status.complete, json.dumps(status.as_dict(), indent=2) if args.json else render_status(status)
+
+    if "://" in args.dir:
+        from .output.buckettree import on_bucket
+
+        complete, text = on_bucket(args.dir, report)  # read while the bucket is open
+    elif not Path(args.dir).is_dir():
         raise ConfigError(f"{args.dir} is not a directory")
-    status = export_status(args.dir)
-    if not status.reports and not status.rows:
+    else:
+        complete, text = report(Path(args.dir))
+    if text is None:
         raise ConfigError(f"no run report (report*.json) or batch manifest under {args.dir}: is this an aep-export output directory?")
-    print(json.dumps(status.as_dict(), indent=2) if args.json else render_status(status))
-    return 0 if status.complete else 1
+    print(text)
+    return 0 if complete else 1
 
 
 def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> int:

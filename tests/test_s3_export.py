@@ -121,6 +121,12 @@ def test_export_into_a_bucket_is_byte_identical_verified_reusable_and_readable(t
 
     check = cli("verify", f"s3://{bucket}/{prefix}", moto=moto, cwd=tmp_path)
     assert check.returncode == 0 and check.stdout.startswith(f"OK: {len(batches)} batches, {len(expected)} files"), check.stdout + check.stderr
+    status = cli("status", f"s3://{bucket}/{prefix}", "--json", moto=moto, cwd=tmp_path)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout)["complete"] and {r["batch"] for r in json.loads(status.stdout)["rows"]} == {b for _, b in batches}
+    moto.client.delete_object(Bucket=bucket, Key=f"{prefix}/{min(batches)[0]}/{min(batches)[1]}/{SUCCESS}")  # one batch no longer complete
+    status = cli("status", f"s3://{bucket}/{prefix}", moto=moto, cwd=tmp_path)
+    assert status.returncode == 1 and "INCOMPLETE" in status.stdout, status.stdout + status.stderr
 
     rows = {e.dataset_file_id + "/" + e.name: None for e in expected}
     for d, b in batches:

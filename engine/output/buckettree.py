@@ -89,6 +89,10 @@ class BucketTree:
                 raise IntegrityError(f"{rel}: parquet pages unreadable: {exc}") from exc
         return rows
 
+    def top_level_names(self) -> list[str]:
+        """Objects directly under the prefix (the run reports)."""
+        return sorted(rel for rel in self.objects if "/" not in rel)
+
     def incomplete(self, folder: str) -> list[str]:
         """Files of a batch folder ("" for all) still being uploaded: rerun the export to finish them."""
         base = folder + "/" if folder else ""

@@ -68,6 +68,10 @@ class LocalTree(LocalFiles):
     def rows(self, rel: str, *, deep: bool) -> int:
         return parquet_rows(self.path(rel), deep=deep)
 
+    def top_level_names(self) -> list[str]:
+        """Files directly in the export folder (the run reports)."""
+        return sorted(p.name for p in self.out_dir.iterdir() if p.is_file())
+
     def incomplete(self, folder: str) -> list[str]:
         """Files still being downloaded in a batch folder ("" for all): rerun the export to finish them."""
         root = self.path(folder) if folder else self.out_dir

@@ -5,6 +5,8 @@ batch the manifest and `_SUCCESS`. Each batch a report names is *done* (its fold
 and an ok manifest), *failed* (the run gave up on it) or *missing* (not finished: interrupted,
 still running, or a shard that left no report at all). Only the newest set of reports counts:
 reports of an earlier run with another shard count are listed as ignored.
+
+It reads through the same tree as `verify` (a folder, or a bucket prefix).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .layout import MANIFEST, REPORT, SUCCESS, read_latest, sums_path
+from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS
+from .verify import ExportTree
 
 _SHARD_REPORT = re.compile(r"report\.shard-(\d+)-of-(\d+)\.json")
 
@@ -34,7 +37,7 @@ class Row:
 
 @dataclass
 class ExportStatus:
-    root: Path
+    tree: ExportTree
     shards: int | None = None  # N of the runs read; None when unsharded
     reports: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
@@ -52,11 +55,14 @@ class ExportStatus:
                 "ignored_reports": self.ignored, "rows": [asdict(r) for r in self.rows]}
 
 
-def export_status(root: Path) -> ExportStatus:
-    status = ExportStatus(root)
-    reports = _reports(root)
+def export_status(root: Path | ExportTree) -> ExportStatus:
+    from .localfiles import LocalTree
+
+    tree = LocalTree(root) if isinstance(root, Path) else root
+    status = ExportStatus(tree)
+    reports = _reports(tree)
     if not reports:
-        status.rows = _rows_from_manifests(root)
+        status.rows = _rows_from_manifests(tree)
         return status
     newest = max(reports.values(), key=lambda r: (r["_started"], r["_name"]))
     count = newest["_count"]
@@ -71,29 +77,29 @@ def export_status(root: Path) -> ExportStatus:
             status.rows.append(Row(label, "-", "-", MISSING, "no report: this shard has not run (or was killed before it began)"))
             continue
         status.reports.append(name)
-        status.rows += _rows_of_report(root, label, report)
+        status.rows += _rows_of_report(tree, label, report)
     return status
 
 
-def _reports(root: Path) -> dict[str, dict[str, Any]]:
+def _reports(tree: ExportTree) -> dict[str, dict[str, Any]]:
     found = {}
-    for path in sorted(root.glob("report*.json")):
-        m = _SHARD_REPORT.fullmatch(path.name)
-        if path.name != REPORT and not m:
+    for name in tree.top_level_names():
+        m = _SHARD_REPORT.fullmatch(name)
+        if name != REPORT and not m:
             continue
         try:
-            body = json.loads(path.read_text(encoding="utf-8"))
+            body = json.loads(tree.read_text(name) or "")
             assert isinstance(body, dict)
         except (OSError, ValueError, AssertionError):
             body = {"status": "unreadable"}
-        body["_name"] = path.name
+        body["_name"] = name
         body["_count"] = int(m.group(2)) if m else None
         body["_started"] = str(body.get("started_at") or "")
-        found[path.name] = body
+        found[name] = body
     return found
 
 
-def _rows_of_report(root: Path, shard: str, report: dict[str, Any]) -> list[Row]:
+def _rows_of_report(tree: ExportTree, shard: str, report: dict[str, Any]) -> list[Row]:
     if report.get("status") in ("running", "unreadable"):
         note = ("run in progress, or stopped without concluding (killed): rerun it"
                 if report.get("status") == "running" else "report unreadable: rerun it")
@@ -103,9 +109,9 @@ def _rows_of_report(root: Path, shard: str, report: dict[str, Any]) -> list[Row]
     for d in report.get("datasets") or []:
         label = d.get("dataset_id", "?") if d.get("source", "dataset") == "dataset" else f"{d.get('dataset_id')} ({d.get('source')})"
         for b in d.get("batches") or []:
-            rows.append(_batch_row(root, shard, label, d.get("dataset_id", ""), b))
+            rows.append(_batch_row(tree, shard, label, d.get("dataset_id", ""), b))
         for g in d.get("delegated") or []:
-            state, note = _disk_state(root / g["dataset_id"] / g["batch_id"])
+            state, note = _disk_state(tree, f"{g['dataset_id']}/{g['batch_id']}")
             rows.append(Row(shard, label, g["batch_id"], DONE if state == DONE else MISSING,
                             f"exported by shard {g['shard']}" + (f" ({note})" if note else "")))
         if not d.get("batches") and not d.get("delegated"):
@@ -114,9 +120,9 @@ def _rows_of_report(root: Path, shard: str, report: dict[str, Any]) -> list[Row]
     return rows
 
 
-def _batch_row(root: Path, shard: str, label: str, dataset_id: str, b: dict[str, Any]) -> Row:
+def _batch_row(tree: ExportTree, shard: str, label: str, dataset_id: str, b: dict[str, Any]) -> Row:
     batch = str(b.get("batch_id", "?"))
-    state, why = _disk_state(root / dataset_id / batch)
+    state, why = _disk_state(tree, f"{dataset_id}/{batch}")
     if state == DONE:
         return Row(shard, label, batch, DONE, why, b.get("files"))
     reported = b.get("status")
@@ -126,27 +132,27 @@ def _batch_row(root: Path, shard: str, label: str, dataset_id: str, b: dict[str,
     return Row(shard, label, batch, MISSING, f"{reported}: {errors or why}", b.get("files"))
 
 
-def _disk_state(folder: Path) -> tuple[str, str]:
+def _disk_state(tree: ExportTree, folder: str) -> tuple[str, str]:
     """(done|failed|missing, why) from the batch folder alone."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads(tree.read_text(f"{folder}/{MANIFEST}") or "")
     except (OSError, ValueError):
         return MISSING, "no manifest"
-    if manifest.get("status") == "ok" and (folder / SUCCESS).is_file():
-        return (DONE, "") if sums_path(folder) else (DONE, "checksum list missing")
+    if manifest.get("status") == "ok" and tree.exists(f"{folder}/{SUCCESS}"):
+        listed = tree.exists(f"{folder}/{SUMS}") or tree.exists(f"{folder}/{OLD_SUMS}")
+        return (DONE, "") if listed else (DONE, "checksum list missing")
     if manifest.get("status") == "failed":
         return FAILED, "; ".join(manifest.get("errors", [])[:2])
     return MISSING, f"batch {manifest.get('status')}"
 
 
-def _rows_from_manifests(root: Path) -> list[Row]:
+def _rows_from_manifests(tree: ExportTree) -> list[Row]:
     """No run report: what the batch folders say (the export's scope is unknown, so never complete)."""
     rows = []
-    for manifest in sorted(root.rglob(MANIFEST)):
-        folder = manifest.parent
-        state, note = _disk_state(folder)
-        rel = folder.relative_to(root)
-        rows.append(Row("-", rel.parts[0] if len(rel.parts) > 1 else "?", folder.name, state, note or "no run report"))
+    for folder in tree.batch_folders(MANIFEST):
+        state, note = _disk_state(tree, folder)
+        dataset, _, batch = folder.rpartition("/")
+        rows.append(Row("-", dataset or "?", batch, state, note or "no run report"))
     return rows
 
 
@@ -160,7 +166,7 @@ def render_status(status: ExportStatus) -> str:
         lines.append(f"ignored: {name} (an earlier run with another shard count)")
     pointers = sorted({r.dataset.split(" ")[0] for r in status.rows if r.state == DONE})
     for ds in pointers:
-        latest = read_latest(status.root / ds)
+        latest = (status.tree.read_text(f"{ds}/{LATEST}") or "").strip()
         if latest:
             lines.append(f"{ds}: newest complete batch {latest} ({ds}/_LATEST)")
     done, failed, missing = status.count(DONE), status.count(FAILED), status.count(MISSING)

@@ -33,6 +33,8 @@ class ExportTree(Protocol):
 
     def incomplete(self, folder: str) -> list[str]: ...
 
+    def top_level_names(self) -> list[str]: ...
+
 
 @dataclass(frozen=True)
 class Problem:

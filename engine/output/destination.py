@@ -57,9 +57,9 @@ class Target(Protocol):
         """Write the bytes at `offset`, tell the model (`download.written`), and persist what is
         held when that is due (about twice a second: a kill loses no more than that)."""
 
-    async def checkpoint(self, download: Download) -> None:
+    async def checkpoint(self, download: Download, *, stopping: bool = False) -> None:
         """Persist what is held now: before a second stream may write past the held prefix, and
-        whenever the file stops (then durably: another machine may resume it)."""
+        when the file stops (`stopping`: durably, another machine may resume it)."""
 
     def read_into(self, start: int, end: int, hasher: Any) -> int:
         """Feed bytes [start, end) to the hasher (worker thread); returns where they ended."""

@@ -163,18 +163,19 @@ class LocalTarget:
                 await self._aio.write(chunk)
             await self._aio.flush()
 
-    async def checkpoint(self, download: Download) -> None:
-        """Persist progress now. A .part one stream appends to in order needs no control file
-        (see control.py), so flushes keep one only once a checkpoint has created it: before a
-        second stream may write past the prefix, and whenever a file stops."""
-        await anyio.to_thread.run_sync(self._save_sync, download, True, limiter=self._disk)
+    async def checkpoint(self, download: Download, *, stopping: bool = False) -> None:
+        """Persist progress now (durably when the file stops: another machine may resume it). A
+        .part one stream appends to in order needs no control file (see control.py), so flushes
+        keep one only once a checkpoint has created it: before a second stream may write past the
+        prefix, and whenever a file stops."""
+        await anyio.to_thread.run_sync(self._save_sync, download, True, stopping, limiter=self._disk)
 
-    def _save_sync(self, download: Download, force: bool) -> None:
+    def _save_sync(self, download: Download, force: bool, durable_now: bool = False) -> None:
         with self._save_lock:  # the later snapshot is always the one written last
             if self.fd < 0 or (not force and time.monotonic() - self._saved_at < CONTROL_INTERVAL):
                 return
             done = download.snapshot()
-            if self._durable and (force or time.monotonic() - self._synced_at >= SYNC_INTERVAL):
+            if self._durable and (durable_now or time.monotonic() - self._synced_at >= SYNC_INTERVAL):
                 os.fdatasync(self.fd)
                 self._synced, self._synced_at = done, time.monotonic()
             write_control(self.final, download.size, done, self._synced)

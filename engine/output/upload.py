@@ -195,9 +195,9 @@ class StoreTarget:
         while any(p.upload_started and not p.uploaded for p in self.pieces.values()) and self.failure is None:
             await self.link.spool.changed()
 
-    async def checkpoint(self, download: Download, *, force: bool = False) -> None:
+    async def checkpoint(self, download: Download, *, stopping: bool = False) -> None:
         """Uploaded parts are the progress; an interrupted file lets the parts in flight land first."""
-        if force:
+        if stopping:
             with anyio.move_on_after(UPLOAD_GRACE):
                 await self._uploads_settled()
 

@@ -100,7 +100,7 @@ class Downloader:
             raise
         except BaseException:
             with anyio.CancelScope(shield=True):  # keep every byte held: the next attempt or run resumes
-                await target.checkpoint(download)
+                await target.checkpoint(download, stopping=True)
                 await target.close()
             raise
         assert download.size is not None

@@ -33,11 +33,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engine-ref", nargs="+", default=[], metavar="REF",
                    help="also run the engine as of these git commits (e.g. HEAD~3), as tools named engine@REF, "
                         "alternating with the others: a before/after in one run")
+    p.add_argument("--engine-with", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="also run the engine with this [export] setting (e.g. event_loop=uvloop), as a tool "
+                        "named engine+KEY=VALUE, alternating with the others: a settings A/B in one run")
     p.add_argument("--profile-engine", action="store_true",
                    help="after the measured runs of each profile, one more engine run under py-spy: a speedscope "
                         "profile beside the JSON (<json stem>.<profile>.speedscope.json) and its top costs per "
                         "file and per GiB")
     return p.parse_args(argv)
+
+
+def _export_setting(kv: str) -> dict[str, object]:
+    key, sep, value = kv.partition("=")
+    if not sep:
+        raise SystemExit(f"--engine-with {kv!r}: expected KEY=VALUE")
+    parsed: object = {"true": True, "false": False}.get(value.lower(), value)
+    if isinstance(parsed, str) and parsed.lstrip("-").replace(".", "", 1).isdigit():
+        parsed = float(parsed) if "." in parsed else int(parsed)
+    return {key: parsed}
 
 
 def limit_for(profile: Profile, samples: dict[str, list[dict[str, Any]]], concurrency: int) -> tuple[float | None, str]:
@@ -122,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"[{name}] {profile.description}")
         variants = [Variant(t, t) for t in args.tools]
         variants += [Variant(f"engine@{ref}", "engine", repo=refs.checkout(ref)) for ref in args.engine_ref]
+        variants += [Variant(f"engine+{kv}", "engine", _export_setting(kv)) for kv in args.engine_with]
         if profile.limit_kind == "disk":
             variants.append(Variant("dd", "dd"))
         t0 = time.perf_counter()

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .fetcher import FileJob
     from .pieces import Claim
 
-SPLIT_MIN = 1 << 20  # each side of a split is at least this: worth a request of its own
+SPLIT_MIN = 512 << 10  # each side of a split is at least this: worth a request of its own (measured: 1 MiB was 0.93x on big, 0.96x on skew)
 MAX_WAYS = 16  # streams of one file at once
 
 

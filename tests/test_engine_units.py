@@ -182,6 +182,9 @@ def test_contained(tmp_path: Path) -> None:
         contained(root, "link/x.parquet")
     os.symlink(root / "ds", root / "inner")  # a symlink that stays inside is fine
     assert contained(root, "inner/x") == (root / "ds" / "x").resolve()
+    os.symlink(outside, root / "ds" / "escape")  # below a folder already resolved (and cached)
+    with pytest.raises(UnsafeNameError):
+        contained(root, "ds/escape/deeper/x.parquet")
 
 
 # ----------------------------------------------------------------------------- record counts

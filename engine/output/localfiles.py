@@ -16,6 +16,7 @@ from .paths import contained
 class LocalFiles:
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
+        self._folders: set[Path] = set()  # folders already made this run
 
     def path(self, rel: str) -> Path:
         return contained(self.out_dir, rel)
@@ -24,7 +25,9 @@ class LocalFiles:
         from .report import _atomic_write
 
         path = self.path(rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
         _atomic_write(path, text, durable)
 
     def read_text(self, rel: str) -> str | None:

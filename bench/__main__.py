@@ -115,8 +115,9 @@ def profile_entry(profile: Profile, raw: dict[str, Any], tool_names: list[str], 
             SKEW[0] if quick else SKEW[1], concurrency, profile.cap_bps), 1)
     if "dd" in raw["samples"]:
         entry["dd_runs"] = raw["samples"]["dd"]
-    if "engine_profile" in raw:
-        entry["engine_profile"] = raw["engine_profile"]
+    for key in ("engine_profile", "engine_profiles"):  # the engine's; other engine variants' by label
+        if raw.get(key):
+            entry[key] = raw[key]
     return entry
 
 
@@ -156,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     print(report.table(results))
     for name, p in results["profiles"].items():
-        prof = p.get("engine_profile")
-        if prof:
-            print(f"\n== {name}: engine profile FAILED: {prof['error']}" if "error" in prof else profiling.table(name, prof))
+        for label, prof in {"engine": p.get("engine_profile"), **p.get("engine_profiles", {})}.items():
+            if prof:
+                title = name if label == "engine" else f"{name} {label}"
+                print(f"\n== {title}: engine profile FAILED: {prof['error']}" if "error" in prof else profiling.table(title, prof))
     report.write_json(results, args.json)
     png = report.chart(results, args.json.with_suffix(".png"))
     print(f"\nresults: {args.json}" + (f"; chart: {png}" if png else "") + f"; {results['seconds']:.0f}s in all")

@@ -97,10 +97,13 @@ def run_profile(profile: Profile, variants: list[Variant], *, reps: int, concurr
                     session.start()  # same seeded faults for every run: counters start from zero
                 fresh = False
                 samples[v.label].append(_one_run(profile, v, session, root, concurrency, rep, reps))
-        if profile_out is not None:
-            if profile.fresh_fake_per_run:
-                session.start()
-            extra["engine_profile"] = profile_engine(profile, session, root, concurrency, profile_out)
+        if profile_out is not None:  # every engine variant, so a before/after profiles both sides
+            for v in (v for v in runnable if v.tool == "engine"):
+                if profile.fresh_fake_per_run:
+                    session.start()
+                summary = profile_engine(profile, v, session, root, concurrency, speedscope_path(profile_out, v.label))
+                extra.setdefault("engine_profiles", {})[v.label] = summary
+            extra["engine_profile"] = extra.get("engine_profiles", {}).pop("engine", None)
     finally:
         session.stop()
         harness.drop_tree(root)
@@ -189,20 +192,27 @@ def resume_figures(o: resume.Outcome, total: int) -> dict[str, Any]:
             "served_bytes": o.first_bytes + o.second_bytes, "kill_problem": o.problem}
 
 
-def profile_engine(profile: Profile, session: FakeSession, root: Path, concurrency: int, out: Path) -> dict[str, Any]:
-    """One engine run under py-spy (after the measured ones: the profiler's overhead stays out of them)."""
+def speedscope_path(base: Path, label: str) -> Path:
+    """`<stem>.<profile>.speedscope.json` for the engine, `<stem>.<profile>.<label>.speedscope.json` for a variant."""
+    return base if label == "engine" else base.with_name(base.name.replace(".speedscope.json", f".{label}.speedscope.json"))
+
+
+def profile_engine(profile: Profile, v: Variant, session: FakeSession, root: Path, concurrency: int,
+                   out: Path) -> dict[str, Any]:
+    """One run of engine variant `v` under py-spy (after the measured ones: the profiler's overhead stays out of them)."""
     exe = profiling.py_spy()
     if exe is None:
         return {"error": "py-spy not installed: pip install '.[bench]'"}
     fake = session.fake
     assert fake is not None
+    out = out.resolve()  # py-spy writes it from the variant's own tree (another commit's cwd)
     work, dest = root / "work-profile", root / "out-profile"
     work.mkdir(parents=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     ctx = RunContext(fake=fake, files=[], headers={}, out_dir=dest, work_dir=work, concurrency=concurrency,
-                     timeout=profile.timeout_s * 2, export_overrides=dict(profile.export_overrides),
-                     prefix=profiling.py_spy_prefix(exe, out))
+                     timeout=profile.timeout_s * 2, export_overrides={**profile.export_overrides, **v.export_overrides},
+                     prefix=profiling.py_spy_prefix(exe, out), repo=v.repo)
     try:
         r = run_engine(ctx)
         good, problems = harness.check_outputs(dest, fake.expected)
@@ -213,7 +223,7 @@ def profile_engine(profile: Profile, session: FakeSession, root: Path, concurren
         return {"error": f"profiled engine run failed (rc={r.rc})", "stderr_tail": r.stderr_tail[-600:]}
     summary = profiling.summarize_file(out, len(fake.expected), fake.total_bytes)
     summary.update(file=str(out), wall_s=round(r.wall_s, 3), ok=not problems, files_ok=good)
-    log(f"  engine profile: {out} ({summary['sampled_s']:.2f} busy thread-s sampled, ok={not problems})")
+    log(f"  {v.label} profile: {out} ({summary['sampled_s']:.2f} busy thread-s sampled, ok={not problems})")
     return summary
 
 

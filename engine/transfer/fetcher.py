@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("aep_export.transfer")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-FLUSH_AGE = 0.5  # seconds a received byte may wait in memory before it is written
+FLUSH_AGE = 0.1  # seconds a received byte may wait in memory before it is written (what a kill -9 can lose)
 _IOV_MAX = 512  # chunks per write
 
 

@@ -35,6 +35,9 @@ def test_rangeset_matches_a_byte_map_under_random_inserts() -> None:
         runs = [(i, j) for i, j in _runs(held)]
         assert [tuple(x) for x in r.as_list()] == runs
         assert list(r.gaps(size)) == _runs(bytearray(1 - x for x in held))
+        lo = rng.randint(0, size)
+        hi = rng.randint(lo, size)  # a window: the gaps inside [lo, hi), as offsets of the file
+        assert list(r.gaps(hi, lo)) == [(a + lo, b + lo) for a, b in _runs(bytearray(1 - x for x in held[lo:hi]))]
 
 
 def _runs(bits: bytearray) -> list[tuple[int, int]]:

@@ -94,7 +94,7 @@ class Download:
             return
         busy = RangeSet((c.flushed, c.stop) for c in self.claims if c.stop is not None)  # buffered bytes too
         for start, end in self.done.gaps(self.size):
-            yield from _subtract(start, end, busy)
+            yield from busy.gaps(end, start)
 
     # -- bytes (worker threads) --------------------------------------------------------------
 
@@ -140,17 +140,3 @@ class Download:
     def digest(self) -> str:
         return self.hasher.hexdigest()
 
-
-def _subtract(start: int, end: int, busy: RangeSet):
-    """[start, end) minus the busy ranges."""
-    pos = start
-    for b_start, b_end in busy:
-        if b_end <= pos:
-            continue
-        if b_start >= end:
-            break
-        if b_start > pos:
-            yield pos, b_start
-        pos = max(pos, b_end)
-    if pos < end:
-        yield pos, end

@@ -33,17 +33,19 @@ class RangeSet:
         i = bisect.bisect_right(self._starts, offset) - 1
         return self._ends[i] if i >= 0 and self._ends[i] > offset else offset
 
-    def gaps(self, size: int) -> Iterator[tuple[int, int]]:
-        """The missing intervals of [0, size)."""
-        pos = 0
-        for start, end in zip(self._starts, self._ends):
-            if start >= size:
+    def gaps(self, end: int, start: int = 0) -> Iterator[tuple[int, int]]:
+        """The missing intervals of [start, end)."""
+        pos = start
+        for held_start, held_end in zip(self._starts, self._ends):
+            if held_end <= pos:
+                continue
+            if held_start >= end:
                 break
-            if start > pos:
-                yield pos, start
-            pos = max(pos, end)
-        if pos < size:
-            yield pos, size
+            if held_start > pos:
+                yield pos, held_start
+            pos = max(pos, held_end)
+        if pos < end:
+            yield pos, end
 
     def covers(self, start: int, end: int) -> bool:
         return self.end_of_run(start) >= end

@@ -11,7 +11,7 @@ import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 
@@ -19,6 +19,7 @@ from ..checks.integrity import footer_rows
 from ..config import StoreURL
 from ..errors import ConfigError, IntegrityError
 from .bucket import Bucket, ObjectView
+from .destination import ViewFile
 from .journal import STATE_DIR
 from .objectstore import UPLOADS, upload_owner
 from .report import MANIFEST, SUCCESS
@@ -84,7 +85,7 @@ class BucketTree:
             import pyarrow.parquet as pq  # heavy: only for the optional deep check
 
             try:
-                pq.read_table(io.BufferedReader(_ObjectFile(view), 8 << 20), page_checksum_verification=True)
+                pq.read_table(io.BufferedReader(ViewFile(view.read_at, view.size), 8 << 20), page_checksum_verification=True)
             except Exception as exc:  # pyarrow raises several types for a damaged file
                 raise IntegrityError(f"{rel}: parquet pages unreadable: {exc}") from exc
         return rows
@@ -97,33 +98,6 @@ class BucketTree:
         """Files of a batch folder ("" for all) still being uploaded: rerun the export to finish them."""
         base = folder + "/" if folder else ""
         return sorted(f for f in self.in_flight if f.startswith(base))
-
-
-class _ObjectFile(io.RawIOBase):
-    """An object as a seekable file, for pyarrow (each read is a ranged GET)."""
-
-    def __init__(self, view: ObjectView):
-        super().__init__()
-        self._view, self._pos = view, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self._pos = {0: 0, 1: self._pos, 2: self._view.size}[whence] + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._view.read_at(self._pos, len(buffer))
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
 
 
 # -- what an export holds (for a status command) -------------------------------------------------

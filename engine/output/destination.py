@@ -9,6 +9,7 @@ The local folder is one implementation (`output/local.py`); object storage is an
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +43,41 @@ class FileView(Protocol):
     def read_at(self, offset: int, n: int) -> bytes: ...
 
     def digest(self, algorithm: str) -> bytes: ...
+
+
+class ViewFile(io.RawIOBase):
+    """Bytes [start, start + size) of a `read_at(offset, n)` as a seekable read-only file: pyarrow's
+    input over an object in a bucket, or a part's request body the client can rewind to retry."""
+
+    def __init__(self, read_at: Callable[[int, int], bytes], size: int, start: int = 0):
+        super().__init__()
+        self._read_at, self._size, self._start, self._pos = read_at, size, start, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        return self._pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = self._size - self._pos
+        n = left if n is None or n < 0 else min(n, left)
+        data = self._read_at(self._start + self._pos, n) if n > 0 else b""
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 Check = Callable[[FileView], "int | None"]  # raises IntegrityError; returns the parquet row count

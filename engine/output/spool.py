@@ -11,7 +11,6 @@ filled are never dropped, so the budget holds unless the streams' own parts exce
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import os
 import shutil
@@ -112,40 +111,6 @@ class Piece:
                 os.close(self.fd)
                 self.fd = -1
                 self.path.unlink(missing_ok=True)
-
-
-class PieceReader(io.RawIOBase):
-    """A part as a request body: read from its file, rewindable for the client's retries."""
-
-    def __init__(self, piece: Piece):
-        super().__init__()
-        self._piece, self._pos = piece, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._piece.length}[whence]
-        self._pos = max(0, min(self._piece.length, base + offset))
-        return self._pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        left = self._piece.length - self._pos
-        n = left if n is None or n < 0 else min(n, left)
-        data = self._piece.read_at(self._piece.start + self._pos, n) if n > 0 else b""
-        self._pos += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 class PieceView:

@@ -24,8 +24,8 @@ from ..errors import IntegrityError, StoreError
 from ..transfer.pieces import Download
 from ..transfer.ranges import RangeSet
 from .bucket import ObjectView, Part, b64
-from .destination import Check
-from .spool import Piece, PieceReader, PieceView
+from .destination import Check, ViewFile
+from .spool import Piece, PieceView
 
 if TYPE_CHECKING:
     from .objectstore import Resumed, Uplink
@@ -158,8 +158,8 @@ class StoreTarget:
                 async with self.link.slots:
                     upload_id = await self._upload_id()
                     digest = await anyio.to_thread.run_sync(piece.sha256, limiter=self.link.disk)
-                    part = await self.link.bucket.upload_part(self.staging, upload_id, piece.number, PieceReader(piece),
-                                                              piece.length, digest)
+                    body = ViewFile(piece.read_at, piece.length, piece.start)  # rewound on the client's retries
+                    part = await self.link.bucket.upload_part(self.staging, upload_id, piece.number, body, piece.length, digest)
                 self.parts[piece.number] = part
                 piece.uploaded = True
         except Exception as exc:  # the file fails at its next flush or at commit; parts uploaded stay
@@ -245,7 +245,7 @@ class StoreTarget:
         view = PieceView(piece, size)
         rows = await anyio.to_thread.run_sync(check, view, limiter=self.link.disk)
         sha = download.digest()
-        body = PieceReader(piece) if piece is not None else b""
+        body = ViewFile(piece.read_at, piece.length, piece.start) if piece is not None else b""
         await self.link.bucket.put(self.rel, body, size, bytes.fromhex(sha), metadata(sha, rows))
         await self._drop_all()
         return rows

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from .data import Batch, Dataset
-from .http import int_param, problem
+from .http import int_param, json_body, problem
 
 PAGING = {"limit", "start", "offset", "orderBy", "sort", "properties", "property"}
 
@@ -221,13 +221,9 @@ class CatalogApi:
 
     async def h_create_dataset(self, request: web.Request) -> web.Response:
         """POST /dataSets: 201 and ["@/dataSets/<id>"] (aep-api.md §3.5, §6.1)."""
-        if not request.content_type.startswith("application/json"):
-            return web.json_response({"type": "/placeholder/type/uri", "status": 400, "title": "BadRequestError",
-                                      "detail": "A valid content-type must be specified"}, status=400)
-        try:
-            body = await request.json()
-        except ValueError:
-            return problem(400, "BadRequestError", "Body is not valid JSON")
+        body, refused = await json_body(request)
+        if refused is not None:
+            return refused
         schema = body.get("schemaRef") if isinstance(body, dict) else None
         if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not isinstance(schema, dict) \
                 or not isinstance(schema.get("id"), str):

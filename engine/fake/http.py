@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+from typing import Any
 
 from aiohttp import web
 
@@ -26,6 +27,17 @@ def problem(status: int, title: str, detail: str, ns: str = "CAT") -> web.Respon
     body = {"type": f"http://ns.adobe.com/aep/errors/{ns}-{status}", "status": status,
             "title": title, "detail": detail}
     return web.json_response(body, status=status)
+
+
+async def json_body(request: web.Request, ns: str = "CAT") -> tuple[Any, web.Response | None]:
+    """A POST's JSON body, or the documented error for a wrong content type (§1) or bad JSON."""
+    if not request.content_type.startswith("application/json"):
+        return None, web.json_response({"type": "/placeholder/type/uri", "status": 400, "title": "BadRequestError",
+                                        "detail": "A valid content-type must be specified"}, status=400)
+    try:
+        return await request.json(), None
+    except ValueError:
+        return None, problem(400, "BadRequestError", "Body is not valid JSON", ns=ns)
 
 
 def parse_range(value: str | None, total: int) -> tuple[int, int] | str | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .http import UPS, int_param, problem
+from .http import UPS, int_param, json_body, problem
 
 
 @dataclass
@@ -119,13 +119,9 @@ class SegmentationApi:
         return metrics
 
     async def h_job_create(self, request: web.Request) -> web.Response:
-        if not request.content_type.startswith("application/json"):
-            return web.json_response({"type": "/placeholder/type/uri", "status": 400, "title": "BadRequestError",
-                                      "detail": "A valid content-type must be specified"}, status=400)
-        try:
-            body = await request.json()
-        except ValueError:
-            return problem(400, "BadRequestError", "Body is not valid JSON", ns="UPS")
+        body, refused = await json_body(request, ns="UPS")
+        if refused is not None:
+            return refused
         dest = body.get("destination") if isinstance(body, dict) else None
         if not isinstance(dest, dict) or not (dest.get("datasetId") or dest.get("dataSetId")) \
                 or not (body.get("schema") or {}).get("name"):

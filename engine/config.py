@@ -173,11 +173,11 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, en
 
 def _setting_env_names() -> dict[str, str]:
     """Every variable that names a setting (upper case) -> the setting's dotted name."""
-    sections = {"platform": PlatformSettings, "auth": AuthSettings, "export": ExportSettings}
     names = {}
-    for field in Settings.model_fields:
+    for field, info in Settings.model_fields.items():
         names[ENV_PREFIX + field.upper()] = field
-        for sub in sections[field].model_fields if field in sections else ():
+        section = info.annotation  # a table of settings ([export], [store], ...), not a list of entries
+        for sub in section.model_fields if isinstance(section, type) and issubclass(section, _Section) else ():
             names[f"{ENV_PREFIX}{field.upper()}__{sub.upper()}"] = f"{field}.{sub}"
     return names
 

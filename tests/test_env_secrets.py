@@ -152,3 +152,17 @@ def test_the_example_config_loads_with_the_secret_from_the_environment(no_aep_en
     s = load_settings(example, environ={"AEP_EXPORT_AUTH__CLIENT_SECRET": "from-env"})
     assert [(d.id, d.batches, d.pinned) for d in s.datasets] == [("5cd9146b31dae914b75f654f", "latest", None)]
     assert s.auth.client_secret.get_secret_value() == "from-env" and s.audiences == []
+
+
+@pytest.mark.parametrize("section", ["platform", "auth", "export", "store"])
+def test_every_settings_table_is_reachable_from_the_environment(no_aep_env, section: str) -> None:
+    """Each table's keys as AEP_EXPORT_<TABLE>__<KEY> (the README and config.example.toml say so);
+    a table the variable check did not know made its variables exit 2."""
+    from engine.config import Settings
+
+    table = Settings.model_fields[section].annotation
+    key, value, expected = {"platform": ("sandbox", "dev-1", "dev-1"), "auth": ("client_id", "other", "other"),
+                            "export": ("concurrency", "5", 5), "store": ("uploads", "3", 3)}[section]
+    assert key in table.model_fields
+    s = load_settings(None, environ={**BASE, f"AEP_EXPORT_{section.upper()}__{key.upper()}": value})
+    assert getattr(getattr(s, section), key) == expected

@@ -71,6 +71,25 @@ def test_a_free_connection_takes_the_second_half_of_the_largest_claim_on_a_piece
     assert sum(c.remaining for c in d.claims) + d.done.total == 64 << 20  # nothing lost, nothing twice
 
 
+def test_finding_unclaimed_ranges_waits_for_a_flush_thread_updating_the_held_ranges() -> None:
+    """The event loop must not read the held ranges while a flush thread is half-way through
+    adding one (RangeSet.add updates two lists): it takes the lock the flush holds around the add
+    (only around it: hashing and reading back hold another, so the loop never waits for those)."""
+    import threading
+
+    d = Download(10 << 20)
+    found: list = []
+    with d._ranges_lock:  # as a flush thread inside Download.written's done.add
+        reader = threading.Thread(target=lambda: found.extend(d._unclaimed()))
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not found  # waiting for the writer
+    reader.join(5)
+    assert found == [(0, 10 << 20)]
+    with d._lock:  # a flush thread hashing or reading back does not hold the loop up
+        assert list(d._unclaimed()) == [(0, 10 << 20)]
+
+
 def test_bytes_buffered_by_a_stream_are_not_handed_to_another() -> None:
     d = Download(10 << 20)
     claim = d.next_claim()

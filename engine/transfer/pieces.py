@@ -51,7 +51,8 @@ class Download:
         self.align = align  # splits land on multiples of this (the destination's piece size)
         self.hasher = hashlib.sha256()
         self.hashed = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the hash and its state; held while hashing and reading back
+        self._ranges_lock = threading.Lock()  # `done` itself, held only while it changes or is copied
 
     # -- claims (event loop only) ------------------------------------------------------------
 
@@ -93,7 +94,9 @@ class Download:
         if self.size is None:
             return
         busy = RangeSet((c.flushed, c.stop) for c in self.claims if c.stop is not None)  # buffered bytes too
-        for start, end in self.done.gaps(self.size):
+        with self._ranges_lock:  # a flush thread may be inside done.add: a whole state, never half
+            missing = list(self.done.gaps(self.size))
+        for start, end in missing:
             yield from busy.gaps(end, start)
 
     # -- bytes (worker threads) --------------------------------------------------------------
@@ -106,7 +109,8 @@ class Download:
                 for chunk in chunks:
                     self.hasher.update(chunk)  # releases the GIL for large chunks
                 self.hashed += n
-            self.done.add(offset, offset + n)
+            with self._ranges_lock:
+                self.done.add(offset, offset + n)
             self._catch_up(read_into)
 
     def hash_held_prefix(self, read_into: ReadInto) -> None:
@@ -133,7 +137,8 @@ class Download:
         """Forget everything (the server's file is not the one we started); no claim may remain."""
         with self._lock:
             self.size = size
-            self.done.clear()
+            with self._ranges_lock:
+                self.done.clear()
             self.hasher = hashlib.sha256()
             self.hashed = 0
 

@@ -25,17 +25,25 @@ async def test_no_stream_writes_past_the_prefix_of_a_part_that_has_no_control_fi
     monkeypatch.setattr(local, "CONTROL_INTERVAL", 1e9)
     beyond_prefix: list[tuple[str, int, int]] = []
     violations: list[tuple[str, int, int]] = []
-    original = local.LocalTarget.flush
+    original, original_control = local.LocalTarget.flush, local.write_control
+    durable_controls: set[str] = set()  # files whose control file was fsynced with its folder
+
+    def recorded_control(final, size, done, synced, durable=False):
+        original_control(final, size, done, synced, durable=durable)
+        if durable:
+            durable_controls.add(final.name)
 
     async def checked_flush(self, offset, chunks, download):
         length = os.fstat(self.fd).st_size
         if offset != length:  # not appending to the prefix
             beyond_prefix.append((self.final.name, offset, length))
-            if not control_path(self.final).exists():
+            # durable too: after a node crash a .part with holes must not be left without one
+            if not control_path(self.final).exists() or self.final.name not in durable_controls:
                 violations.append((self.final.name, offset, length))
         await original(self, offset, chunks, download)
 
     monkeypatch.setattr(local.LocalTarget, "flush", checked_flush)
+    monkeypatch.setattr(local, "write_control", recorded_control)
     cfg = FakeConfig(seed=12, faults=Faults(bandwidth_bps=4e6),
                      datasets=[DatasetSpec(files_per_dataset_file=1, file_mb=8, batches=1, failed_batch=False,
                                            processing_batch=False)])
@@ -45,7 +53,7 @@ async def test_no_stream_writes_past_the_prefix_of_a_part_that_has_no_control_fi
         assert run.exit_code == EXIT_OK, read_report(out)
         assert run.totals["split_files"] == 1  # the lone file was fetched by several streams...
         assert beyond_prefix, "no write landed past the prefix: the rule was never exercised"  # ...writing out of order
-        assert violations == [], f"written past the prefix with no control file beside the .part: {violations[:3]}"
+        assert violations == [], f"written past the prefix with no durable control file beside the .part: {violations[:3]}"
         assert_files_match(out, fp.expected_files())
 
 

@@ -92,10 +92,22 @@ def _read_control(final: Path, task: FileTask) -> RangeSet | None:
         return RangeSet()
 
 
-def write_control(final: Path, size: int | None, done: list[list[int]], synced: list[list[int]]) -> None:
+def write_control(final: Path, size: int | None, done: list[list[int]], synced: list[list[int]],
+                  durable: bool = False) -> None:
+    """Atomically (temp + rename). `durable`: fsynced with its folder, so that after a crash it can
+    be old but not missing (a missing one would make a .part with holes pass for a prefix)."""
     path = control_path(final)
     tmp = path.with_name(path.name + ".tmp")
     state = {"v": CONTROL_VERSION, "size": size, "done": done, "synced": synced, "boot": BOOT_ID}
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(json.dumps(state, separators=(",", ":")))
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+    if durable:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)

@@ -175,10 +175,14 @@ class LocalTarget:
             if self.fd < 0 or (not force and time.monotonic() - self._saved_at < CONTROL_INTERVAL):
                 return
             done = download.snapshot()
-            if self._durable and (durable_now or time.monotonic() - self._synced_at >= SYNC_INTERVAL):
+            synced_now = self._durable and (durable_now or time.monotonic() - self._synced_at >= SYNC_INTERVAL)
+            if synced_now:
                 os.fdatasync(self.fd)
                 self._synced, self._synced_at = done, time.monotonic()
-            write_control(self.final, download.size, done, self._synced)
+            # Durable when new (no write past the prefix may reach the disk before it does) and
+            # after every fdatasync (the synced list it carries is what another boot trusts).
+            durable = self._durable and (synced_now or not self._has_control)
+            write_control(self.final, download.size, done, self._synced, durable=durable)
             self._saved_at, self._has_control = time.monotonic(), True
 
     def read_into(self, start: int, end: int, hasher: Any) -> int:

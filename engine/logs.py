@@ -25,10 +25,16 @@ def register_secret(value: str | None) -> None:
 
 
 def _mask(value: Any) -> Any:
+    """Every known secret replaced, in strings and in the lists and mappings that hold them."""
     if isinstance(value, str):
         for secret in _SECRETS:
             if secret in value:
                 value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_mask(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
     return value
 
 

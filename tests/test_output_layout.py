@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_files_match, journal_path, run_cli, run_export, settings_for, sha256sum_check, with_data_dir
 from engine.exporter import EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
-from engine.output.layout import LATEST, OLD_SUMS, SUMS, read_latest, read_sums
+from engine.output.layout import LATEST, OLD_SUMS, SUMS, parse_latest, parse_sums, read_latest, read_sums
 
 
 def rows_of(batch) -> int:
@@ -215,3 +215,21 @@ def test_status_without_any_report_is_never_complete(two_batches: TwoBatches, tm
 def test_status_of_a_folder_that_is_no_export_is_a_usage_error(tmp_path: Path) -> None:
     p = run_cli("status", str(tmp_path), cwd=tmp_path)
     assert p.returncode == 2 and "report" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_pointer_or_checksum_line_that_names_nothing_beside_it_is_refused() -> None:
+    """One reader for `_LATEST` and for checksum lines (resume, verify and the bucket share it)."""
+    assert parse_latest("b1\n") == "b1"
+    for bad in ("", "\n", "..", ".", "../other/b1", "a/b"):
+        assert parse_latest(bad) is None, bad
+    good = "a" * 64
+    assert parse_sums(f"{good}  x/1.parquet\nabc  x/2.parquet\n{good} x/3.parquet\n") == {"x/1.parquet": good}
+
+
+@pytest.mark.parametrize("pointer", ["../../elsewhere", ""])
+def test_verify_reports_a_pointer_that_leads_outside_its_dataset(two_batches: TwoBatches, tmp_path: Path, pointer: str) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(two_batches.out, copy)
+    (copy / two_batches.ds / LATEST).write_text(pointer + "\n")
+    verify = run_cli("verify", str(copy), cwd=tmp_path)
+    assert verify.returncode != 0 and f"{two_batches.ds}/{LATEST}: unreadable pointer" in verify.stdout, verify.stdout

@@ -62,6 +62,11 @@ def read_sums(batch_folder: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return {}
+    return parse_sums(text)
+
+
+def parse_sums(text: str) -> dict[str, str]:
+    """{path: sha256 hex} from a checksum list's text; a line that is not `<64 hex>  <path>` is ignored."""
     sums = {}
     for line in text.splitlines():
         digest, sep, name = line.partition("  ")
@@ -73,7 +78,12 @@ def read_sums(batch_folder: Path) -> dict[str, str]:
 def read_latest(dataset_folder: Path) -> str | None:
     """The folder name of the dataset's newest complete batch, from its `_LATEST` pointer."""
     try:
-        name = (dataset_folder / LATEST).read_text(encoding="utf-8").strip()
+        return parse_latest((dataset_folder / LATEST).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def parse_latest(text: str) -> str | None:
+    """A `_LATEST` pointer's batch folder name, or None when it names no folder beside it."""
+    name = text.strip()
     return name if name and "/" not in name and name not in (".", "..") else None

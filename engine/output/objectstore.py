@@ -34,7 +34,7 @@ from .bucket import Bucket, ObjectView, Part, Upload
 from .destination import Existing
 from .journal import STATE_DIR
 from .paths import safe_relative
-from .layout import OLD_SUMS, SUCCESS, SUMS
+from .layout import OLD_SUMS, SUCCESS, SUMS, parse_sums
 from .spool import Spool
 from .upload import ROWS_META, SHA256_META, StoreTarget
 
@@ -144,7 +144,7 @@ class ObjectStoreDestination:
         if state.sums is None:
             folder = f"{task.batch.dataset_id}/{task.batch.batch_id}"
             text = await self.bucket.read_text(f"{folder}/{SUMS}") or await self.bucket.read_text(f"{folder}/{OLD_SUMS}") or ""
-            state.sums = {name: digest for digest, sep, name in (ln.partition("  ") for ln in text.splitlines()) if sep}
+            state.sums = parse_sums(text)
         recorded = state.sums.get(task.rel_in_batch)
         if recorded is None:
             return None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import IntegrityError
-from .layout import LATEST, MANIFEST, OLD_SUMS, SUCCESS, SUMS
+from .layout import LATEST, MANIFEST, OLD_SUMS, SUCCESS, SUMS, parse_latest, parse_sums
 
 
 class ExportTree(Protocol):
@@ -58,10 +58,11 @@ def verify_export(root: Path | ExportTree, *, deep: bool = False) -> VerifyResul
 
     tree = LocalTree(root) if isinstance(root, Path) else root
     result = VerifyResult(problems=[])
-    for rel_folder in tree.batch_folders(MANIFEST):
+    folders = tree.batch_folders(MANIFEST)
+    for rel_folder in folders:
         result.batches += 1
         _verify_batch(tree, rel_folder, result, deep)
-    for dataset in sorted({rel.rpartition("/")[0] for rel in tree.batch_folders(MANIFEST)}):
+    for dataset in sorted({rel.rpartition("/")[0] for rel in folders}):
         _verify_pointer(tree, dataset, result.problems)
     return result
 
@@ -71,8 +72,8 @@ def _verify_pointer(tree: ExportTree, dataset: str, problems: list[Problem]) -> 
     text = tree.read_text(f"{dataset}/{LATEST}")
     if text is None:
         return
-    name = text.strip()
-    if not name or "/" in name or name in (".", ".."):
+    name = parse_latest(text)
+    if name is None:
         problems.append(Problem(f"{dataset}/{LATEST}", "unreadable pointer"))
     elif not tree.exists(f"{dataset}/{name}/{SUCCESS}"):
         problems.append(Problem(f"{dataset}/{LATEST}", f"points at {name}, which is not a complete batch ({SUCCESS} missing)"))
@@ -139,11 +140,6 @@ def _read_sums(tree: ExportTree, rel_folder: str, problems: list[Problem]) -> tu
     for name in (SUMS, OLD_SUMS):
         text = tree.read_text(f"{rel_folder}/{name}")
         if text is not None:
-            sums = {}
-            for line in text.splitlines():
-                digest, sep, path = line.partition("  ")
-                if sep:
-                    sums[path] = digest
-            return f"{rel_folder}/{name}", sums
+            return f"{rel_folder}/{name}", parse_sums(text)
     problems.append(Problem(f"{rel_folder}/{SUMS}", "missing"))
     return f"{rel_folder}/{SUMS}", {}

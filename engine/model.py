@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 
@@ -93,10 +92,3 @@ class Timer:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
-
-
-def batch_dir(out_dir: Path, batch: BatchRef) -> Path:
-    """The batch folder, proven to stay inside out_dir (a symlinked folder cannot redirect it)."""
-    from .output.paths import contained
-
-    return contained(out_dir, f"{batch.dataset_id}/{batch.batch_id}")

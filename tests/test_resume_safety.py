@@ -82,15 +82,15 @@ async def test_a_disk_that_fills_mid_write_stops_the_run_as_disk_full(tmp_path: 
     """The free-space check at open passes, then a write fails with ENOSPC (another writer filled the
     disk): the run stops with the disk-full status and message, and a rerun finishes the export."""
     writes = {"n": 0}
-    original = local._pwrite_all
+    original = local.pwrite_all
 
     def fills_up(fd, chunks, offset):
         writes["n"] += 1
         if writes["n"] > 1:  # the first write lands, then the disk is full
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        original(fd, chunks, offset)
+        return original(fd, chunks, offset)
 
-    monkeypatch.setattr(local, "_pwrite_all", fills_up)
+    monkeypatch.setattr(local, "pwrite_all", fills_up)
     async with make_fake(FakeConfig.small(n_datasets=2, files=3, rows=3000, seed=54)) as fp:
         out = tmp_path / "out"
         run = await run_export(settings_for(fp, out, concurrency=2))
@@ -99,7 +99,7 @@ async def test_a_disk_that_fills_mid_write_stops_the_run_as_disk_full(tmp_path: 
         assert run.exit_code == EXIT_FAILED and report["status"] == "disk_full", report["status"]
         assert "free space and rerun" in report["errors"][0], report["errors"]
 
-        monkeypatch.setattr(local, "_pwrite_all", original)  # room again
+        monkeypatch.setattr(local, "pwrite_all", original)  # room again
         rerun = await run_export(settings_for(fp, out))
         assert rerun.exit_code == EXIT_OK
         assert_files_match(out, fp.expected_files())

@@ -153,9 +153,6 @@ class Bucket:
         except Exception as exc:
             raise translate(exc, f"read {rel}", self.url) from None
 
-    async def read_bytes(self, rel: str, start: int = 0, end: int | None = None) -> bytes:
-        return b"".join([chunk async for chunk in self.read(rel, start, end)])
-
     async def read_text(self, rel: str) -> str | None:
         try:
             resp = await self.client.get_object(Bucket=self.name, Key=self.key(rel))

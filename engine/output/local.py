@@ -28,6 +28,7 @@ from ..transfer.pieces import Download
 from ..transfer.ranges import RangeSet
 from .control import control_path, held_ranges, part_path, write_control
 from .destination import Check, Existing
+from .diskio import pwrite_all
 from .journal import Journal, Verified
 from .localfiles import LocalFiles
 from .paths import contained
@@ -37,7 +38,6 @@ log = structlog.get_logger("aep_export.output")
 CONTROL_INTERVAL = 0.5  # seconds between control writes of one file (plus one at every close)
 SYNC_INTERVAL = 5.0  # seconds between fdatasyncs of one .part (plus one at every close)
 PIECE = 1 << 20  # splits between streams land on multiples of this
-_IOV_MAX = 512  # chunks per pwritev, well below the kernel's IOV_MAX (1024)
 
 
 class LocalDestination(LocalFiles):
@@ -143,7 +143,7 @@ class LocalTarget:
         await anyio.to_thread.run_sync(self._flush_sync, offset, chunks, download, limiter=self._disk)
 
     def _flush_sync(self, offset: int, chunks: list[bytes], download: Download) -> None:
-        _pwrite_all(self.fd, chunks, offset)
+        pwrite_all(self.fd, chunks, offset)
         self._after_write(offset, chunks, download)
 
     def _after_write(self, offset: int, chunks: list[bytes], download: Download) -> None:
@@ -256,18 +256,6 @@ class _LocalView:
 
     def digest(self, algorithm: str) -> bytes:
         return file_digest(self.path, algorithm)
-
-
-def _pwrite_all(fd: int, chunks: list[bytes], offset: int) -> None:
-    for i in range(0, len(chunks), _IOV_MAX):
-        batch = chunks[i:i + _IOV_MAX]
-        total = sum(map(len, batch))
-        written = os.pwritev(fd, batch, offset)
-        if written < total:  # short write (rare): finish from a joined copy
-            data = memoryview(b"".join(batch))
-            while written < total:
-                written += os.pwrite(fd, data[written:], offset + written)
-        offset += total
 
 
 def _ensure_space(final: Path, task: FileTask, have: int) -> None:

@@ -25,10 +25,10 @@ import structlog
 
 from ..checks.integrity import hash_from_disk
 from ..transfer.ranges import RangeSet
+from .diskio import pwrite_all
 
 log = structlog.get_logger("aep_export.output")
 
-_IOV_MAX = 512
 
 
 class Piece:
@@ -60,18 +60,8 @@ class Piece:
 
     def write(self, offset: int, chunks: list[memoryview]) -> int:
         """Write at a file offset inside this piece (worker thread); returns the bytes written."""
-        n = 0
         with self.lock:
-            for i in range(0, len(chunks), _IOV_MAX):
-                batch = chunks[i:i + _IOV_MAX]
-                size = sum(map(len, batch))
-                at = offset + n - self.start
-                done = os.pwritev(self.fd, batch, at)
-                if done < size:  # short write (rare): the rest from a joined copy
-                    data = memoryview(b"".join(batch))
-                    while done < size:
-                        done += os.pwrite(self.fd, data[done:], at + done)
-                n += size
+            n = pwrite_all(self.fd, chunks, offset - self.start)
             if offset == self.hashed and self.hasher is not None:
                 for chunk in chunks:
                     self.hasher.update(chunk)

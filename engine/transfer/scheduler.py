@@ -38,7 +38,6 @@ class Scheduler:
         self.disk = anyio.CapacityLimiter(max(4, min(export.concurrency, 16)))
         self.discovery = anyio.CapacityLimiter(export.discovery_concurrency)
         self.queue_size = 4 * export.concurrency  # files listed ahead of the workers
-        self.pool_size = pool_size(export)
         # Set by the coordinator: True when no file waits for a worker.
         self.queue_idle: Callable[[], bool] = lambda: False
         self.jobs: set[FileJob] = set()  # files whose streams are running (they can take helpers)

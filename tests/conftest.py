@@ -159,3 +159,12 @@ def files_under(root: Path) -> set[Path]:
 async def small_fake(make_fake: Callable[[FakeConfig], FakePlatform]) -> AsyncIterator[FakePlatform]:
     async with make_fake(FakeConfig.small(n_datasets=2, files=3, rows=40, seed=21)) as fp:
         yield fp
+
+
+@pytest.fixture(scope="module")
+def moto():
+    """A real S3-compatible server (moto) on loopback, one per test module that asks for it."""
+    from s3server import MotoServer
+
+    with MotoServer() as server:
+        yield server

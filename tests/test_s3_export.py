@@ -31,12 +31,6 @@ from s3server import REGION, MotoServer
 PART = 5 << 20
 
 
-@pytest.fixture(scope="module")
-def moto() -> Any:
-    with MotoServer() as server:
-        yield server
-
-
 @pytest.fixture
 def bucket(moto: MotoServer) -> str:
     name = f"aep-{uuid.uuid4().hex[:12]}"

@@ -27,12 +27,6 @@ from s3server import MotoServer
 PART = 5 << 20
 
 
-@pytest.fixture(scope="module")
-def moto() -> Any:
-    with MotoServer() as server:
-        yield server
-
-
 @pytest.fixture
 def s3(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> tuple[MotoServer, str]:
     """The standard AWS_* environment pointing at the server, and a fresh bucket."""

@@ -102,6 +102,7 @@ class ExportSettings(_Section):
     response_time_limit: float = Field(60.0, gt=0, description="the gateway cuts any response at this age")
     max_attempts: int = Field(8, ge=1, le=100, description="tries per request")
     max_file_attempts: int = Field(12, ge=1, le=1000, description="failed requests a file may cost in all")
+    max_listing_pages: int = Field(1000, ge=1, le=1_000_000, description="pages one Data Access listing may have before it is taken for a paging loop")
     backoff_base: float = Field(0.5, ge=0)
     backoff_cap: float = Field(30.0, gt=0)
     write_buffer: int = Field(2 << 20, ge=64 << 10, le=64 << 20, description="bytes coalesced per disk write")

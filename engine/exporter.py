@@ -81,7 +81,7 @@ class Exporter:
                 async with make_session(self.settings) as session:
                     tokens = TokenProvider(self.settings.auth, session, self.policy)
                     self.client = PlatformClient(self.settings, session, tokens, self.policy)
-                    self.discovery = Discovery(self.client, ex.created_client)
+                    self.discovery = Discovery(self.client, ex.created_client, ex.max_listing_pages)
                     self.selector = Selector(self.discovery, self.settings.datasets)
                     self.downloader = Downloader(self.client, ex, self.destination, self.policy, self.counters, self.scheduler)
                     await tokens.token()  # bad credentials: fail before anything is attempted

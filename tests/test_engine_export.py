@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,10 +194,12 @@ async def test_unknown_dataset_fails_alone(tmp_path: Path, make_fake) -> None:
 
 
 async def test_downloads_start_before_discovery_ends(tmp_path: Path, make_fake) -> None:
-    """The last listing page is held back until a download request arrives: a pipeline gets past
-    it, an engine that lists everything before downloading would wait out the timeout and fail."""
-    cfg = FakeConfig(seed=44, datasets=[DatasetSpec(files_per_dataset_file=8, rows_per_file=20, page_size=2)])
+    """The last dataSetFile's listing is held back until a download request arrives: a pipeline
+    gets past it, an engine that lists everything before downloading would wait out the timeout
+    and fail. (Within one dataSetFile, files wait for its whole listing to hold up: issue #17.)"""
+    cfg = FakeConfig(seed=44, datasets=[DatasetSpec(dataset_files=4, files_per_dataset_file=2, rows_per_file=20, page_size=2)])
     fp = make_fake(cfg)
+    last_dsf = max(e.dataset_file_id for e in fp.expected_files())
     original = fp.h_files
     download_seen = asyncio.Event()
     events: list[str] = []
@@ -209,14 +210,13 @@ async def test_downloads_start_before_discovery_ends(tmp_path: Path, make_fake) 
             download_seen.set()
             return await original(request)
         resp = await original(request)
-        body = json.loads(resp.body)
-        last = isinstance(body, dict) and "next" not in body.get("_links", {})
+        last = request.match_info["id"] == last_dsf
         if last:
             try:
                 await asyncio.wait_for(download_seen.wait(), timeout=5)
             except TimeoutError:
                 events.append("timeout")
-        events.append("last-page" if last else "page")  # recorded when the page is released
+        events.append("last-listing" if last else "listing")  # recorded when the listing is released
         return resp
 
     fp.h_files = h_files  # routes are bound when the server starts
@@ -224,8 +224,8 @@ async def test_downloads_start_before_discovery_ends(tmp_path: Path, make_fake) 
         run = await run_export(settings_for(fp, tmp_path / "out", concurrency=2))
     assert run.exit_code == EXIT_OK
     assert "timeout" not in events, events
-    assert events.index("download") < events.index("last-page"), events
-    assert events.count("page") == 3 and events.count("download") == 8
+    assert events.index("download") < events.index("last-listing"), events
+    assert events.count("listing") == 3 and events.count("download") == 8
     assert_files_match(tmp_path / "out", fp.expected_files())
 
 

@@ -83,6 +83,8 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
     errors = [f"{r.task.rel_in_batch}: {r.error or r.status.value}" for r in outcome.results if not r.ok]
     assert outcome.listing is not None
     errors += [f"{name}: refused: {why}" for name, why in outcome.listing.refused]
+    if outcome.listing.untrusted:  # the cause of every other error here: said first
+        errors.insert(0, f"listing not trusted: {outcome.listing.untrusted}")
     if missing := outcome.listing.files - len(outcome.results):
         errors.append(f"{missing} files not attempted")
     outcome.records_found = _records(ok_files)

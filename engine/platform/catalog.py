@@ -219,6 +219,16 @@ def replay_reason(obj: dict) -> str:
     return str(replay.get("reason") or "")
 
 
+def stated_file_count(obj: dict) -> int | None:
+    """The files the Catalog says the batch wrote (`metrics.outputFileCount`, new form only);
+    None when unknown: no metrics, the old form, or -1 (which `inputFileCount` is documented to be)."""
+    metrics = obj.get("metrics") if isinstance(obj.get("metrics"), dict) else {}
+    value = metrics.get("outputFileCount")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def batch_errors(obj: dict) -> str:
     errors = [e for e in obj.get("errors") or [] if isinstance(e, dict)]
     return "".join(f"; {e.get('code', '')} {e.get('description', '')}".rstrip() for e in errors[:3])

@@ -11,15 +11,16 @@ from __future__ import annotations
 from .audiences import AudienceJobs
 from .catalog import CatalogApi, NoBatch  # noqa: F401 - re-exported
 from .client import PlatformClient
-from .dataaccess import DataAccessApi, Listing  # noqa: F401 - re-exported (output/report.py)
+from .dataaccess import MAX_LISTING_PAGES, DataAccessApi, Listing  # noqa: F401 - Listing re-exported (output/report.py)
 from .selection import CATALOG_GROUP, LatestBatches  # noqa: F401 - re-exported
 from ..retry import RetryPolicy
 
 
 class Discovery(CatalogApi, DataAccessApi, AudienceJobs):
-    def __init__(self, client: PlatformClient, created_client: str | None = None):
+    def __init__(self, client: PlatformClient, created_client: str | None = None, max_listing_pages: int = MAX_LISTING_PAGES):
         self.client = client
         self.created_client = created_client
+        self.max_listing_pages = max_listing_pages  # pages of one Data Access listing (export.max_listing_pages)
 
     @property
     def policy(self) -> RetryPolicy:

@@ -56,7 +56,7 @@ async def make_plan(settings: Settings) -> list[EntryPlan]:
     policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
     async with make_session(settings) as session:
         tokens = TokenProvider(settings.auth, session, policy)
-        discovery = Discovery(PlatformClient(settings, session, tokens, policy), ex.created_client)
+        discovery = Discovery(PlatformClient(settings, session, tokens, policy), ex.created_client, ex.max_listing_pages)
         await tokens.token()
         selector = Selector(discovery, settings.datasets)
         plans = [EntryPlan(ds.label) for ds in settings.datasets] + [EntryPlan(aud.label) for aud in settings.audiences]
@@ -108,6 +108,8 @@ async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dic
     planned.files, planned.bytes = listing.files, listing.bytes
     if listing.refused:
         planned.error = f"{len(listing.refused)} file name(s) would be refused: {listing.refused[0][0]!r}"
+    if listing.untrusted:
+        planned.error = f"listing not trusted: {listing.untrusted}"
     return planned
 
 

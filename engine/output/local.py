@@ -1,5 +1,7 @@
-"""The local folder as a destination: `<final>.part` filled in place, its control file beside it
-(output/control.py), renamed to its final name once verified.
+"""The local folder as a destination: a `.part` filled in place, with its control file
+(output/control.py), both in the hidden folder beside the final name (output/layout.py), renamed
+to its final name once verified. A `.part` an earlier version left beside the final name is moved
+there first and resumed.
 
 With `export.fsync`, the .part is fdatasync'ed every few seconds and whenever a file stops, and
 the control file says which ranges that covered (what a node crash cannot take back).
@@ -30,6 +32,7 @@ from .control import control_path, held_ranges, part_path, write_control
 from .destination import Check, Existing
 from .diskio import pwrite_all
 from .journal import Journal, Verified
+from .layout import legacy_part, split_marker, temp_folder
 from .localfiles import LocalFiles
 from .paths import contained
 
@@ -48,9 +51,14 @@ class LocalDestination(LocalFiles):
         self.journal = journal
         self.disk = disk
         self._folders: set[Path] = set()  # folders already created this run
+        self._listed: set[str] = set()  # rel paths of the files this run was given
+        # Held while a name beside the data changes hands: a commit (journal, then rename) and the
+        # move of an earlier version's `.part`, which must never take a file just committed there.
+        self._names = threading.Lock()
 
     async def existing(self, task: FileTask) -> Existing | None:
         """A file verified by an earlier run is kept; without a journal entry it is re-checked."""
+        self._listed.add(task.rel_path)
         final = contained(self.out_dir, task.rel_path)
         if not final.exists():
             return None
@@ -81,14 +89,15 @@ class LocalDestination(LocalFiles):
     async def open(self, task: FileTask) -> LocalTarget:
         final = contained(self.out_dir, task.rel_path)
         fd, held = await anyio.to_thread.run_sync(self._open_sync, task, final, limiter=self.disk)
-        return LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task))
+        return LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task), self._names)
 
     def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet]:
-        """Create the folder, open the .part, read what it holds, check free space for the rest."""
+        """Create the folders, open the .part, read what it holds, check free space for the rest."""
         if final.parent not in self._folders:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            temp_folder(final.parent).mkdir(parents=True, exist_ok=True)
             self._folders.add(final.parent)
         part = part_path(final)
+        self._adopt_legacy_part(task, final)
         try:  # most files start fresh: one syscall tells, and there is nothing to read
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             held = RangeSet()
@@ -105,6 +114,30 @@ class LocalDestination(LocalFiles):
             raise
         return fd, held
 
+    def _adopt_legacy_part(self, task: FileTask, final: Path) -> None:
+        """Move a `.part` (and its control file or split marker) that a version before this layout
+        left beside the final name into its place now, so that it resumes. A name there that is a
+        listed file of this run or a file an earlier run verified (`x.parquet.part` beside
+        `x.parquet`) is that file, never taken for a `.part`. One lstat when there is none."""
+        old_part, old_control, old_split = legacy_part(final)
+        if not os.path.lexists(old_part) or os.path.lexists(part_path(final)):
+            return
+        with self._names:
+            beside = [p for p in (old_control, old_split) if os.path.lexists(p)]
+            if not all(self._legacy(task, p) for p in (old_part, *beside)):
+                return  # a name there is a file of the export: no .part of an earlier version
+            for old, new in ((old_control, control_path(final)), (old_split, split_marker(final))):
+                if old in beside:  # the control file first: a .part must never arrive without it
+                    os.replace(old, new)
+            os.replace(old_part, part_path(final))
+        log.info("legacy_part_moved", file=task.rel_path, to=part_path(final).name)
+
+    def _legacy(self, task: FileTask, path: Path) -> bool:
+        """A temporary file of an earlier version, not a file of the export that happens to be named so."""
+        rel = f"{task.rel_path.rpartition('/')[0]}/{path.name}"
+        return (os.path.isfile(path) and not os.path.islink(path) and rel not in self._listed
+                and self.journal.recorded_sha256(rel) is None)
+
     def record(self, task: FileTask, size: int, sha256: str, rows: int | None) -> None:
         final = contained(self.out_dir, task.rel_path)
         self._record_at(task, size, sha256, rows, final.stat().st_mtime_ns)
@@ -119,8 +152,9 @@ class LocalTarget:
     piece_size = PIECE
 
     def __init__(self, final: Path, fd: int, held: RangeSet, export: ExportSettings, disk: anyio.CapacityLimiter,
-                 record: Callable[[int, str, int | None, int], None]):
+                 record: Callable[[int, str, int | None, int], None], names: threading.Lock):
         self.final = final
+        self._names = names  # the destination's: held while the final name changes hands
         self._record = record  # (size, sha256, rows, mtime_ns) into the journal
         self.fd = fd
         self.held = held
@@ -207,14 +241,15 @@ class LocalTarget:
         rows = check(view)
         if self._durable:
             os.fsync(self.fd)
-        # Journal first, then the rename (which keeps the mtime): a kill between the two leaves a
-        # .part the rerun commits again; the other order would leave a final file with no digest.
-        self._record(view.size, download.digest(), rows, os.fstat(self.fd).st_mtime_ns)
-        self._close_fd()
-        # The control file goes first: a kill between the two leaves a whole .part, which a rerun
-        # takes as a prefix and commits; the other order would leave a control file behind.
-        control_path(self.final).unlink(missing_ok=True)
-        os.replace(part_path(self.final), self.final)
+        with self._names:
+            # Journal first, then the rename (which keeps the mtime): a kill between the two leaves a
+            # .part the rerun commits again; the other order would leave a final file with no digest.
+            self._record(view.size, download.digest(), rows, os.fstat(self.fd).st_mtime_ns)
+            self._close_fd()
+            # The control file goes first: a kill between the two leaves a whole .part, which a rerun
+            # takes as a prefix and commits; the other order would leave a control file behind.
+            control_path(self.final).unlink(missing_ok=True)
+            os.replace(part_path(self.final), self.final)
         return rows
 
     async def discard(self) -> None:

@@ -18,7 +18,7 @@ from .catalog import related_batches
 from ..checks.integrity import expected_record_count
 from ..errors import ExportError, NotFound, PlatformError, UnsafeNameError
 from ..model import BatchRef, FileTask
-from ..output.paths import safe_component, safe_relative
+from ..output.paths import folder_id, listed_name
 
 log = structlog.get_logger("aep_export.discovery")
 
@@ -58,8 +58,8 @@ class DataAccessApi:
                 last_error = exc
                 continue
             if files or candidate == candidates[-1]:
-                batch_id = safe_component(candidate, "batch id")
-                return BatchRef(dataset_id, batch_id, obj, expected_record_count(obj), source), files
+                batch_id = folder_id(candidate, "batch id")
+                return BatchRef(folder_id(dataset_id, "dataset id"), batch_id, obj, expected_record_count(obj), source), files
         raise last_error or NotFound(404, f"batch {key} has no files")
 
     async def list_files(self, batch: BatchRef, dataset_files: list[dict], sink: FileSink) -> Listing:
@@ -75,7 +75,12 @@ class DataAccessApi:
     async def _walk(self, batch: BatchRef, dsf_id: str, url: str, sink: FileSink, listing: Listing, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise ExportError(f"dataSetFile {dsf_id}: nested deeper than {MAX_DEPTH} levels")
-        safe_dsf = safe_component(dsf_id, "dataSetFileId")
+        try:
+            safe_dsf = folder_id(dsf_id, "dataSetFileId")
+        except UnsafeNameError as exc:  # refused alone: the batch fails, the rest is still fetched
+            listing.refused.append((dsf_id, str(exc)))
+            log.error("unsafe_name_refused", batch=batch.batch_id, dataset_file=repr(dsf_id), error=str(exc))
+            return
         async for item in self._pages(url):
             if "name" in item:
                 await self._file(batch, safe_dsf, item, sink, listing)
@@ -86,7 +91,7 @@ class DataAccessApi:
     async def _file(self, batch: BatchRef, dsf_id: str, item: dict, sink: FileSink, listing: Listing) -> None:
         name = str(item["name"])
         try:
-            rel = safe_relative(name)
+            rel = listed_name(name)
         except UnsafeNameError as exc:
             listing.refused.append((f"{dsf_id}/{name}", str(exc)))
             log.error("unsafe_name_refused", batch=batch.batch_id, name=repr(name))

@@ -219,3 +219,34 @@ async def test_a_committed_name_plus_part_is_never_taken_for_a_part_of_the_previ
     assert run.exit_code == EXIT_OK, read_report(out)
     assert sha256_of(folder / "x.parquet") == first.sha256
     assert sha256_of(folder / "x.parquet.part") == second.sha256
+
+
+async def test_a_finished_run_leaves_no_hidden_folder_beside_the_data(tmp_path: Path, make_fake) -> None:
+    fp = make_fake(FakeConfig.small(n_datasets=2, files=3, rows=2000, seed=179))
+    async with fp:
+        out = tmp_path / "out"
+        assert (await run_export(settings_for(fp, out, concurrency=8))).exit_code == EXIT_OK
+    assert [p.relative_to(out).as_posix() for p in out.rglob(STATE_DIR)] == [STATE_DIR]  # the journal's only
+
+
+def test_status_never_calls_a_batch_the_report_says_failed_done(tmp_path: Path) -> None:
+    """The folder of a batch may still look complete (`_SUCCESS`, an ok manifest: a finalize cut
+    short, or files removed since): the report's failure wins."""
+    out = tmp_path / "out"
+    folder = out / "ds" / "b1"
+    folder.mkdir(parents=True)
+    (folder / SUCCESS).write_text("")
+    (folder / SUMS).write_text("")
+    (folder / MANIFEST).write_text(json.dumps({"status": "ok", "files": [], "errors": []}))
+    batch = {"batch_id": "b1", "status": "failed", "files": 0, "errors": ["x: refused: one of ours"]}
+    (out / "report.json").write_text(json.dumps({"status": "failed", "started_at": "t", "datasets": [
+        {"dataset_id": "ds", "source": "dataset", "status": "failed", "batches": [batch]}]}))
+    (row,) = export_status(out).rows
+    assert (row.state, row.note) == (FAILED, "x: refused: one of ours")
+    batch["status"] = "ok"
+    (out / "report.json").write_text(json.dumps({"status": "ok", "started_at": "t", "datasets": [
+        {"dataset_id": "ds", "source": "dataset", "status": "ok", "batches": [batch]}]}))
+    assert export_status(out).rows[0].state == DONE
+    (folder / SUCCESS).unlink()
+    (folder / SUCCESS).mkdir()  # a folder of that name (a dataSetFile listed so) is no marker
+    assert export_status(out).rows[0].state != DONE

@@ -50,8 +50,8 @@ class LocalDestination(LocalFiles):
         self.out_dir = export.out_dir
         self.journal = journal
         self.disk = disk
-        self._folders: set[Path] = set()  # folders already created this run
         self._listed: set[str] = set()  # rel paths of the files this run was given
+        self._in_flight: dict[Path, int] = {}  # folder -> its files open now (their hidden folder exists)
         # Held while a name beside the data changes hands: a commit (journal, then rename) and the
         # move of an earlier version's `.part`, which must never take a file just committed there.
         self._names = threading.Lock()
@@ -89,13 +89,39 @@ class LocalDestination(LocalFiles):
     async def open(self, task: FileTask) -> LocalTarget:
         final = contained(self.out_dir, task.rel_path)
         fd, held = await anyio.to_thread.run_sync(self._open_sync, task, final, limiter=self.disk)
-        return LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task), self._names)
+        return LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task), self._names,
+                           partial(self._leave, final.parent))
+
+    def _enter(self, folder: Path) -> None:
+        """A file of `folder` opens: its hidden folder must exist until the last one there closes."""
+        with self._names:
+            if not self._in_flight.get(folder):
+                temp_folder(folder).mkdir(parents=True, exist_ok=True)
+            self._in_flight[folder] = self._in_flight.get(folder, 0) + 1
+
+    def _leave(self, folder: Path) -> None:
+        """The last file of `folder` in flight closed: its hidden folder goes, unless a .part it
+        keeps for a later run is in it (nothing is left beside the data of a finished run)."""
+        with self._names:
+            self._in_flight[folder] -= 1
+            if self._in_flight[folder]:
+                return
+            del self._in_flight[folder]
+            try:
+                temp_folder(folder).rmdir()
+            except OSError:
+                pass  # not empty: progress kept for the rerun
 
     def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet]:
         """Create the folders, open the .part, read what it holds, check free space for the rest."""
-        if final.parent not in self._folders:
-            temp_folder(final.parent).mkdir(parents=True, exist_ok=True)
-            self._folders.add(final.parent)
+        self._enter(final.parent)
+        try:
+            return self._open_part(task, final)
+        except BaseException:
+            self._leave(final.parent)
+            raise
+
+    def _open_part(self, task: FileTask, final: Path) -> tuple[int, RangeSet]:
         part = part_path(final)
         self._adopt_legacy_part(task, final)
         try:  # most files start fresh: one syscall tells, and there is nothing to read
@@ -152,9 +178,11 @@ class LocalTarget:
     piece_size = PIECE
 
     def __init__(self, final: Path, fd: int, held: RangeSet, export: ExportSettings, disk: anyio.CapacityLimiter,
-                 record: Callable[[int, str, int | None, int], None], names: threading.Lock):
+                 record: Callable[[int, str, int | None, int], None], names: threading.Lock,
+                 leave: Callable[[], None]):
         self.final = final
         self._names = names  # the destination's: held while the final name changes hands
+        self._leave: Callable[[], None] | None = leave  # called once, when this target is done with its folder
         self._record = record  # (size, sha256, rows, mtime_ns) into the journal
         self.fd = fd
         self.held = held
@@ -250,6 +278,7 @@ class LocalTarget:
             # takes as a prefix and commits; the other order would leave a control file behind.
             control_path(self.final).unlink(missing_ok=True)
             os.replace(part_path(self.final), self.final)
+        self._done()
         return rows
 
     async def discard(self) -> None:
@@ -262,11 +291,18 @@ class LocalTarget:
             self._close_fd()
         part_path(self.final).unlink(missing_ok=True)
         control_path(self.final).unlink(missing_ok=True)
+        self._done()
 
     async def close(self) -> None:
         await self._close_aiofiles()
         with self._save_lock:
             self._close_fd()
+        self._done()
+
+    def _done(self) -> None:
+        leave, self._leave = self._leave, None
+        if leave is not None:
+            leave()
 
     async def _close_aiofiles(self) -> None:
         if self._aio is not None:

@@ -205,20 +205,23 @@ async def test_a_part_left_beside_its_final_name_by_the_previous_version_resumes
 
 async def test_a_committed_name_plus_part_is_never_taken_for_a_part_of_the_previous_version(tmp_path: Path, make_fake) -> None:
     """`x.parquet.part` verified by an earlier run is that file, not a leftover `.part` of
-    `x.parquet`: a rerun that must fetch `x.parquet` again does not build on it."""
+    `x.parquet`: a rerun that must fetch `x.parquet` again neither builds on it nor moves it.
+    Before, it did both (the smaller file starts like parquet: a prefix that fits)."""
     fp = make_fake(FakeConfig.small(n_datasets=1, files=2, rows=3000, seed=178))
-    first, second = sorted(fp.expected_files(), key=lambda e: e.name)
-    rename_files(fp, first.dataset_file_id, {first.name: "x.parquet", second.name: "x.parquet.part"})
     async with fp:
-        first, second = sorted(fp.expected_files(), key=lambda e: e.name)
+        small, large = sorted(fp.expected_files(), key=lambda e: e.size)
+    assert small.size < large.size
+    rename_files(fp, small.dataset_file_id, {large.name: "x.parquet", small.name: "x.parquet.part"})
+    async with fp:
         out = tmp_path / "out"
         assert (await run_export(settings_for(fp, out))).exit_code == EXIT_OK
-        folder = expected_path(out, first).parent
+        folder = expected_path(out, small).parent
         (folder / "x.parquet").unlink()
         run = await run_export(settings_for(fp, out))
     assert run.exit_code == EXIT_OK, read_report(out)
-    assert sha256_of(folder / "x.parquet") == first.sha256
-    assert sha256_of(folder / "x.parquet.part") == second.sha256
+    assert sha256_of(folder / "x.parquet") == large.sha256
+    assert sha256_of(folder / "x.parquet.part") == small.sha256
+    assert fp.stats.bytes_by_file[f"{small.dataset_file_id}/{large.name}"] == 2 * large.size  # fetched whole, twice
 
 
 async def test_a_finished_run_leaves_no_hidden_folder_beside_the_data(tmp_path: Path, make_fake) -> None:

@@ -4,6 +4,7 @@ Everything beside the data follows the Hadoop/Spark convention that readers skip
 with `_` or `.`, so `pyarrow.dataset`, Spark or DuckDB can read `{out}/{dataset}` as it is:
 
     {out}/{dataset}/{batch}/{dataSetFileId}/{part}.parquet   the data
+    {out}/{dataset}/{batch}/{dataSetFileId}/.aep-export/     files in flight (below)
     {out}/{dataset}/{batch}/_SHA256SUMS                      `sha256sum -c _SHA256SUMS` in that folder
     {out}/{dataset}/{batch}/_manifest.json                   batch metadata, per file size/sha256/rows
     {out}/{dataset}/{batch}/_SUCCESS                         every file of the batch verified
@@ -20,9 +21,10 @@ of these names, or one of them + `.tmp`, would take their place and is refused (
 The S3 destination keeps its multipart uploads under `{prefix}/.aep-export/uploads/`.
 
 Exports made before this layout listed checksums in `SHA256SUMS`: every reader here still
-accepts that name (the new one wins when both exist). Versions before kept the temporary files
-beside the final name (`<final>.part`, `.part.ctl`, `.part.split`, `<name>.tmp`): a rerun resumes
-such a `.part` (`legacy_part`), and `verify` flags any of them left behind (`is_temporary`).
+accepts that name (the new one wins when both exist). Versions before kept the files in flight
+beside the final name (`<final>.part`, `.part.ctl`, `.part.ctl.tmp`, `.part.split`): a rerun
+resumes such a `.part` (`legacy_part`), and `verify` flags any temporary file left behind, there
+or here (`is_temporary`).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
+from engine.output.control import control_path, part_path
 from engine.transfer.ranges import RangeSet
 
 SLOW, FAST = 250e3, 4e6  # bytes/s per response
@@ -158,7 +159,7 @@ def _kept(out: Path, e) -> int:
     final = out / e.dataset_id / e.batch_id / e.dataset_file_id / e.name
     if final.is_file():
         return e.size
-    ctl, part = final.with_name(final.name + ".part.ctl"), final.with_name(final.name + ".part")
+    ctl, part = control_path(final), part_path(final)
     if ctl.is_file():
         return RangeSet(tuple(r) for r in json.loads(ctl.read_text())["done"]).total
     return part.stat().st_size if part.is_file() else 0

@@ -17,7 +17,7 @@ from conftest import assert_files_match, expected_path, journal_path, read_repor
 from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, Faults
 from engine.output import local
-from engine.output.control import control_path
+from engine.output.control import control_path, part_path
 
 
 async def test_no_stream_writes_past_the_prefix_of_a_part_that_has_no_control_file(tmp_path: Path, make_fake, monkeypatch) -> None:
@@ -66,8 +66,8 @@ async def test_a_control_file_written_for_another_size_is_not_trusted(tmp_path: 
         assert other.size != victim.size
         stale = other.source_path.read_bytes()[: other.size // 2]
         final = expected_path(out, victim)
-        final.parent.mkdir(parents=True)
-        final.with_name(final.name + ".part").write_bytes(stale)
+        control_path(final).parent.mkdir(parents=True)
+        part_path(final).write_bytes(stale)
         control_path(final).write_text(f'{{"v":1,"size":{other.size},"done":[[0,{len(stale)}]]}}')
 
         run = await run_export(settings_for(fp, out))

@@ -20,8 +20,8 @@ from ..config import StoreURL
 from ..errors import ConfigError, IntegrityError
 from .bucket import Bucket, ObjectView
 from .destination import ViewFile
-from .journal import STATE_DIR
-from .objectstore import UPLOADS, upload_owner
+from .layout import STATE_DIR, UPLOADS
+from .objectstore import upload_owner
 from .report import MANIFEST, SUCCESS
 from .verify import ExportTree
 

@@ -1,6 +1,7 @@
-"""The control file beside a `.part`: which byte ranges it holds (aria2's `.aria2`, in JSON).
+"""The control file of a `.part`: which byte ranges it holds (aria2's `.aria2`, in JSON).
 
-`<final>.part.ctl` is rewritten atomically (temp + rename), so a cut write leaves the previous
+Where both live is output/layout.py (`part_path`, `control_path`: in the hidden folder beside the
+final name). The control file is rewritten atomically (temp + rename), so a cut write leaves the previous
 state readable. A .part without one is a contiguous prefix: one stream appending to it in order
 needs no control file (small files never get one), and one is written before a second stream may
 write past the prefix. A `.part.split` marker (versions before the control file) records the
@@ -22,6 +23,7 @@ from pathlib import Path
 from ..checks.integrity import PARQUET_MAGIC
 from ..model import FileTask
 from ..transfer.ranges import RangeSet
+from .layout import control_path, part_path, split_marker, write_temp  # noqa: F401 - part_path re-exported
 
 CONTROL_VERSION = 1
 
@@ -37,26 +39,13 @@ def _boot_id() -> str | None:
 BOOT_ID = _boot_id()
 
 
-def part_path(final: Path) -> Path:
-    return final.with_name(final.name + ".part")
-
-
-def control_path(final: Path) -> Path:
-    return final.with_name(final.name + ".part.ctl")
-
-
-def legacy_split_marker(final: Path) -> Path:
-    """Written by versions before the control file: the contiguous prefix of a split .part."""
-    return final.with_name(final.name + ".part.split")
-
-
 def held_ranges(fd: int, final: Path, task: FileTask) -> RangeSet:
     """What an earlier run left in the .part, after sanity checks; nothing if they fail."""
     length = os.fstat(fd).st_size
     held = _read_control(final, task)
     if held is None:  # a .part from an older version: a contiguous prefix
         prefix = length
-        marker = legacy_split_marker(final)
+        marker = split_marker(final)
         if marker.exists():
             try:
                 prefix = min(length, int(marker.read_text() or 0))
@@ -97,7 +86,7 @@ def write_control(final: Path, size: int | None, done: list[list[int]], synced: 
     """Atomically (temp + rename). `durable`: fsynced with its folder, so that after a crash it can
     be old but not missing (a missing one would make a .part with holes pass for a prefix)."""
     path = control_path(final)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = write_temp(path)
     state = {"v": CONTROL_VERSION, "size": size, "done": done, "synced": synced, "boot": BOOT_ID}
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(json.dumps(state, separators=(",", ":")))

@@ -4,6 +4,7 @@ Everything beside the data follows the Hadoop/Spark convention that readers skip
 with `_` or `.`, so `pyarrow.dataset`, Spark or DuckDB can read `{out}/{dataset}` as it is:
 
     {out}/{dataset}/{batch}/{dataSetFileId}/{part}.parquet   the data
+    {out}/{dataset}/{batch}/{dataSetFileId}/.aep-export/     files in flight (below)
     {out}/{dataset}/{batch}/_SHA256SUMS                      `sha256sum -c _SHA256SUMS` in that folder
     {out}/{dataset}/{batch}/_manifest.json                   batch metadata, per file size/sha256/rows
     {out}/{dataset}/{batch}/_SUCCESS                         every file of the batch verified
@@ -11,12 +12,25 @@ with `_` or `.`, so `pyarrow.dataset`, Spark or DuckDB can read `{out}/{dataset}
     {out}/report.json | report.shard-I-of-N.json             the run (one per shard)
     {out}/.aep-export/journal.jsonl | journal.shard-I-of-N.jsonl   resume state (one per shard)
 
+A file in flight is `{folder}/.aep-export/{h}.part`, with its control file `{h}.part.ctl`, in a
+hidden folder beside the final name, `h` from a hash of that name: no listed name can reach them
+(a listed name leading into `.aep-export` is refused), they never pass NAME_MAX whatever the
+final name's length, and readers skip the folder. The files above are written atomically through
+`<name>.tmp` beside them (hidden too, and short); a dataset, batch or dataSetFile id that is one
+of these names, or one of them + `.tmp`, would take their place and is refused (`is_own_name`).
+The S3 destination keeps its multipart uploads under `{prefix}/.aep-export/uploads/`.
+
 Exports made before this layout listed checksums in `SHA256SUMS`: every reader here still
-accepts that name (the new one wins when both exist).
+accepts that name (the new one wins when both exist). Versions before kept the files in flight
+beside the final name (`<final>.part`, `.part.ctl`, `.part.ctl.tmp`, `.part.split`): a rerun
+resumes such a `.part` (`legacy_part`), and `verify` flags any temporary file left behind, there
+or here (`is_temporary`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 MANIFEST = "_manifest.json"
@@ -26,6 +40,70 @@ SUCCESS = "_SUCCESS"
 LATEST = "_LATEST"
 REPORT = "report.json"
 STATE_DIR = ".aep-export"
+UPLOADS = f"{STATE_DIR}/uploads"  # the S3 destination's files in flight
+
+PART, CONTROL, SPLIT, TMP = ".part", ".part.ctl", ".part.split", ".tmp"
+_TEMPORARY = (PART, ".ctl", ".split", TMP)  # every temporary name ends so, in its old place and now
+_HASHED = 32  # hex digits of the name's SHA-256: short of NAME_MAX whatever the name's length
+
+
+# -- temporary files ---------------------------------------------------------------------------------
+
+
+def temp_folder(folder: Path) -> Path:
+    """The hidden folder holding the temporary files of the files in `folder`."""
+    return folder / STATE_DIR
+
+
+def _hashed(final: Path, suffix: str) -> Path:
+    digest = hashlib.sha256(final.name.encode("utf-8", "surrogateescape")).hexdigest()[:_HASHED]
+    return temp_folder(final.parent) / (digest + suffix)
+
+
+def part_path(final: Path) -> Path:
+    """Where the bytes of a file in flight are written until it is verified and renamed to `final`."""
+    return _hashed(final, PART)
+
+
+def control_path(final: Path) -> Path:
+    """The control file of `part_path(final)`: the byte ranges it holds (output/control.py)."""
+    return _hashed(final, CONTROL)
+
+
+def split_marker(final: Path) -> Path:
+    """A legacy split marker once moved beside `part_path(final)` (versions before the control file)."""
+    return _hashed(final, SPLIT)
+
+
+def write_temp(path: Path) -> Path:
+    """Where an atomic write of one of our files is prepared (temp + rename): beside it. Its name is
+    ours (`is_own_name`), or it is in the hidden folder already (a control file)."""
+    return path.with_name(path.name + TMP)
+
+
+def legacy_part(final: Path) -> tuple[Path, Path, Path]:
+    """(.part, .part.ctl, .part.split) where versions before this layout kept them: beside `final`."""
+    return tuple(final.with_name(final.name + suffix) for suffix in (PART, CONTROL, SPLIT))  # type: ignore[return-value]
+
+
+def is_temporary(name: str) -> bool:
+    """A name our temporary files have (now in a hidden folder; before, beside the final name).
+    Beside the data it may also be a listed file's name: callers exclude what the manifest lists."""
+    return name.endswith(_TEMPORARY)
+
+
+# -- names that are ours -----------------------------------------------------------------------------
+
+OWN_NAMES = frozenset(n.casefold() for n in (MANIFEST, SUMS, OLD_SUMS, SUCCESS, LATEST, STATE_DIR))
+_REPORT = re.compile(r"report(\.shard-\d+-of-\d+)?\.json")
+
+
+def is_own_name(name: str) -> bool:
+    """A name this export gives its own files and folders, or their temporary names while written
+    (the case ignored: some file systems do). A dataset, batch or dataSetFile id that is one would
+    put the data in their place."""
+    folded = name.casefold().removesuffix(TMP)
+    return folded in OWN_NAMES or _REPORT.fullmatch(folded) is not None
 
 
 def shard_suffix(shard: str | None) -> str:

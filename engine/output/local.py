@@ -1,5 +1,7 @@
-"""The local folder as a destination: `<final>.part` filled in place, its control file beside it
-(output/control.py), renamed to its final name once verified.
+"""The local folder as a destination: a `.part` filled in place, with its control file
+(output/control.py), both in the hidden folder beside the final name (output/layout.py), renamed
+to its final name once verified. A `.part` an earlier version left beside the final name is moved
+there first and resumed.
 
 With `export.fsync`, the .part is fdatasync'ed every few seconds and whenever a file stops, and
 the control file says which ranges that covered (what a node crash cannot take back).
@@ -30,6 +32,7 @@ from .control import control_path, held_ranges, part_path, write_control
 from .destination import Check, Existing
 from .diskio import pwrite_all
 from .journal import Journal, Verified
+from .layout import legacy_part, split_marker, temp_folder
 from .localfiles import LocalFiles
 from .paths import contained
 
@@ -47,10 +50,15 @@ class LocalDestination(LocalFiles):
         self.out_dir = export.out_dir
         self.journal = journal
         self.disk = disk
-        self._folders: set[Path] = set()  # folders already created this run
+        self._listed: set[str] = set()  # rel paths of the files this run was given
+        self._in_flight: dict[Path, int] = {}  # folder -> its files open now (their hidden folder exists)
+        # Held while a name beside the data changes hands: a commit (journal, then rename) and the
+        # move of an earlier version's `.part`, which must never take a file just committed there.
+        self._names = threading.Lock()
 
     async def existing(self, task: FileTask) -> Existing | None:
         """A file verified by an earlier run is kept; without a journal entry it is re-checked."""
+        self._listed.add(task.rel_path)
         final = contained(self.out_dir, task.rel_path)
         if not final.exists():
             return None
@@ -81,14 +89,41 @@ class LocalDestination(LocalFiles):
     async def open(self, task: FileTask) -> LocalTarget:
         final = contained(self.out_dir, task.rel_path)
         fd, held = await anyio.to_thread.run_sync(self._open_sync, task, final, limiter=self.disk)
-        return LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task))
+        return LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task), self._names,
+                           partial(self._leave, final.parent))
+
+    def _enter(self, folder: Path) -> None:
+        """A file of `folder` opens: its hidden folder must exist until the last one there closes."""
+        with self._names:
+            if not self._in_flight.get(folder):
+                temp_folder(folder).mkdir(parents=True, exist_ok=True)
+            self._in_flight[folder] = self._in_flight.get(folder, 0) + 1
+
+    def _leave(self, folder: Path) -> None:
+        """The last file of `folder` in flight closed: its hidden folder goes, unless a .part it
+        keeps for a later run is in it (nothing is left beside the data of a finished run)."""
+        with self._names:
+            self._in_flight[folder] -= 1
+            if self._in_flight[folder]:
+                return
+            del self._in_flight[folder]
+            try:
+                temp_folder(folder).rmdir()
+            except OSError:
+                pass  # not empty: progress kept for the rerun
 
     def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet]:
-        """Create the folder, open the .part, read what it holds, check free space for the rest."""
-        if final.parent not in self._folders:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(final.parent)
+        """Create the folders, open the .part, read what it holds, check free space for the rest."""
+        self._enter(final.parent)
+        try:
+            return self._open_part(task, final)
+        except BaseException:
+            self._leave(final.parent)
+            raise
+
+    def _open_part(self, task: FileTask, final: Path) -> tuple[int, RangeSet]:
         part = part_path(final)
+        self._adopt_legacy_part(task, final)
         try:  # most files start fresh: one syscall tells, and there is nothing to read
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             held = RangeSet()
@@ -105,6 +140,30 @@ class LocalDestination(LocalFiles):
             raise
         return fd, held
 
+    def _adopt_legacy_part(self, task: FileTask, final: Path) -> None:
+        """Move a `.part` (and its control file or split marker) that a version before this layout
+        left beside the final name into its place now, so that it resumes. A name there that is a
+        listed file of this run or a file an earlier run verified (`x.parquet.part` beside
+        `x.parquet`) is that file, never taken for a `.part`. One lstat when there is none."""
+        old_part, old_control, old_split = legacy_part(final)
+        if not os.path.lexists(old_part) or os.path.lexists(part_path(final)):
+            return
+        with self._names:
+            beside = [p for p in (old_control, old_split) if os.path.lexists(p)]
+            if not all(self._legacy(task, p) for p in (old_part, *beside)):
+                return  # a name there is a file of the export: no .part of an earlier version
+            for old, new in ((old_control, control_path(final)), (old_split, split_marker(final))):
+                if old in beside:  # the control file first: a .part must never arrive without it
+                    os.replace(old, new)
+            os.replace(old_part, part_path(final))
+        log.info("legacy_part_moved", file=task.rel_path, to=part_path(final).name)
+
+    def _legacy(self, task: FileTask, path: Path) -> bool:
+        """A temporary file of an earlier version, not a file of the export that happens to be named so."""
+        rel = f"{task.rel_path.rpartition('/')[0]}/{path.name}"
+        return (os.path.isfile(path) and not os.path.islink(path) and rel not in self._listed
+                and self.journal.recorded_sha256(rel) is None)
+
     def record(self, task: FileTask, size: int, sha256: str, rows: int | None) -> None:
         final = contained(self.out_dir, task.rel_path)
         self._record_at(task, size, sha256, rows, final.stat().st_mtime_ns)
@@ -119,8 +178,11 @@ class LocalTarget:
     piece_size = PIECE
 
     def __init__(self, final: Path, fd: int, held: RangeSet, export: ExportSettings, disk: anyio.CapacityLimiter,
-                 record: Callable[[int, str, int | None, int], None]):
+                 record: Callable[[int, str, int | None, int], None], names: threading.Lock,
+                 leave: Callable[[], None]):
         self.final = final
+        self._names = names  # the destination's: held while the final name changes hands
+        self._leave: Callable[[], None] | None = leave  # called once, when this target is done with its folder
         self._record = record  # (size, sha256, rows, mtime_ns) into the journal
         self.fd = fd
         self.held = held
@@ -207,14 +269,16 @@ class LocalTarget:
         rows = check(view)
         if self._durable:
             os.fsync(self.fd)
-        # Journal first, then the rename (which keeps the mtime): a kill between the two leaves a
-        # .part the rerun commits again; the other order would leave a final file with no digest.
-        self._record(view.size, download.digest(), rows, os.fstat(self.fd).st_mtime_ns)
-        self._close_fd()
-        # The control file goes first: a kill between the two leaves a whole .part, which a rerun
-        # takes as a prefix and commits; the other order would leave a control file behind.
-        control_path(self.final).unlink(missing_ok=True)
-        os.replace(part_path(self.final), self.final)
+        with self._names:
+            # Journal first, then the rename (which keeps the mtime): a kill between the two leaves a
+            # .part the rerun commits again; the other order would leave a final file with no digest.
+            self._record(view.size, download.digest(), rows, os.fstat(self.fd).st_mtime_ns)
+            self._close_fd()
+            # The control file goes first: a kill between the two leaves a whole .part, which a rerun
+            # takes as a prefix and commits; the other order would leave a control file behind.
+            control_path(self.final).unlink(missing_ok=True)
+            os.replace(part_path(self.final), self.final)
+        self._done()
         return rows
 
     async def discard(self) -> None:
@@ -227,11 +291,18 @@ class LocalTarget:
             self._close_fd()
         part_path(self.final).unlink(missing_ok=True)
         control_path(self.final).unlink(missing_ok=True)
+        self._done()
 
     async def close(self) -> None:
         await self._close_aiofiles()
         with self._save_lock:
             self._close_fd()
+        self._done()
+
+    def _done(self) -> None:
+        leave, self._leave = self._leave, None
+        if leave is not None:
+            leave()
 
     async def _close_aiofiles(self) -> None:
         if self._aio is not None:

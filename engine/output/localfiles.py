@@ -6,10 +6,12 @@ out_dir (`paths.contained`), as for the downloaded files.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..checks.integrity import file_digest, parquet_rows
 from ..errors import UnsafeNameError
+from .layout import is_temporary
 from .paths import contained
 
 
@@ -37,7 +39,8 @@ class LocalFiles:
             return None
 
     def exists(self, rel: str) -> bool:
-        return self.path(rel).exists()
+        """A file is there (a folder of that name is not one of ours: a listed id can make one)."""
+        return self.path(rel).is_file()
 
     def delete(self, rel: str) -> None:
         self.path(rel).unlink(missing_ok=True)
@@ -47,7 +50,7 @@ class LocalFiles:
         from .layout import SUCCESS
 
         folder = self.path(f"{dataset_id}/x").parent
-        return sorted(p.parent.name for p in folder.glob(f"*/{SUCCESS}")) if folder.is_dir() else []
+        return sorted(p.parent.name for p in folder.glob(f"*/{SUCCESS}") if p.is_file()) if folder.is_dir() else []
 
 
 class LocalTree(LocalFiles):
@@ -76,6 +79,12 @@ class LocalTree(LocalFiles):
         return sorted(p.name for p in self.out_dir.iterdir() if p.is_file())
 
     def incomplete(self, folder: str) -> list[str]:
-        """Files still being downloaded in a batch folder ("" for all): rerun the export to finish them."""
-        root = self.path(folder) if folder else self.out_dir
-        return sorted(p.relative_to(self.out_dir).as_posix() for p in root.rglob("*.part"))
+        """Temporary files under a folder ("" for the whole export): files in flight, control files,
+        writes never finished, in the hidden folders and where versions before kept them (beside
+        the final name; a listed file may be named so too: `verify` leaves out what a manifest lists)."""
+        base = os.path.realpath(self.out_dir)  # what `path` resolves folders against
+        root = self.path(folder) if folder else base
+        found = []
+        for dirpath, _, names in os.walk(root):
+            found += [os.path.relpath(os.path.join(dirpath, n), base) for n in names if is_temporary(n)]
+        return sorted(Path(p).as_posix() for p in found)

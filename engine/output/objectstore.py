@@ -32,15 +32,13 @@ from ..errors import IntegrityError
 from ..model import BatchRef, FileTask
 from .bucket import Bucket, ObjectView, Part, Upload
 from .destination import Existing
-from .journal import STATE_DIR
 from .paths import safe_relative
-from .layout import OLD_SUMS, SUCCESS, SUMS, parse_sums
+from .layout import OLD_SUMS, SUCCESS, SUMS, UPLOADS, parse_sums
 from .spool import Spool
 from .upload import ROWS_META, SHA256_META, StoreTarget
 
 log = structlog.get_logger("aep_export.output")
 
-UPLOADS = f"{STATE_DIR}/uploads"
 MAX_PARTS = 10_000
 _UPLOAD_NAME = re.compile(r"(\d+|unknown)-(\d+)")
 

@@ -10,6 +10,7 @@ import unicodedata
 from pathlib import Path, PurePosixPath
 
 from ..errors import UnsafeNameError
+from .layout import STATE_DIR, is_own_name
 
 _MAX_COMPONENT = 255
 
@@ -37,6 +38,25 @@ def safe_relative(name: str, what: str = "file name") -> str:
     for part in parts:
         safe_component(part, what)
     return "/".join(parts)
+
+
+def folder_id(value: str, what: str) -> str:
+    """A dataset, batch or dataSetFile id as the folder it names: one safe component, and none of
+    the names of our own files (`_SUCCESS`, `_manifest.json`, `.aep-export`, …), which it would
+    otherwise take the place of, or share a folder with."""
+    safe_component(value, what)
+    if is_own_name(value):
+        raise UnsafeNameError(f"{what} {value!r} is the name of one of aep-export's own files")
+    return value
+
+
+def listed_name(name: str) -> str:
+    """A file name from a listing as a path below its dataSetFile's folder: safe, and never into the
+    hidden folder where our temporary files are (output/layout.py)."""
+    rel = safe_relative(name)
+    if any(part.casefold() == STATE_DIR for part in rel.split("/")):
+        raise UnsafeNameError(f"file name {name!r} leads into aep-export's own folder {STATE_DIR}")
+    return rel
 
 
 def contained(root: Path, rel: str) -> Path:

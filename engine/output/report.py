@@ -23,7 +23,7 @@ import structlog
 from ..platform.discovery import Listing
 from ..errors import StoreError, UnsafeNameError
 from ..model import BatchRef, FileResult, FileStatus
-from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name  # noqa: F401 - re-exported for callers
+from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name, write_temp  # noqa: F401 - re-exported for callers
 from .paths import safe_relative
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def _manifest(outcome: BatchOutcome, files: list[FileResult]) -> dict[str, Any]:
 
 
 def _atomic_write(path: Path, text: str, durable: bool = True) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = write_temp(path)
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         if durable:

@@ -121,14 +121,16 @@ def _rows_of_report(tree: ExportTree, shard: str, report: dict[str, Any]) -> lis
 
 
 def _batch_row(tree: ExportTree, shard: str, label: str, dataset_id: str, b: dict[str, Any]) -> Row:
+    """Done only when the folder says so (`_SUCCESS` and an ok manifest) and the report does not
+    say the run failed or left it: a report's failure wins over what the folder shows."""
     batch = str(b.get("batch_id", "?"))
     state, why = _disk_state(tree, f"{dataset_id}/{batch}")
-    if state == DONE:
-        return Row(shard, label, batch, DONE, why, b.get("files"))
     reported = b.get("status")
     errors = "; ".join((b.get("errors") or [])[:2])
     if reported == "failed" or state == FAILED:
         return Row(shard, label, batch, FAILED, errors or why, b.get("files"))
+    if state == DONE and reported != "cancelled":
+        return Row(shard, label, batch, DONE, why, b.get("files"))
     return Row(shard, label, batch, MISSING, f"{reported}: {errors or why}", b.get("files"))
 
 

@@ -2,7 +2,8 @@
 
 It reads the export through a tree (`localfiles.LocalTree` for a folder, `buckettree.BucketTree`
 for a bucket prefix), so both are checked by the same rules. Exports made before the Hadoop/Spark
-naming are read too (checksums in `SHA256SUMS`).
+naming are read too (checksums in `SHA256SUMS`). Temporary files, where they are now and where
+earlier versions kept them (output/layout.py), are problems: a run stopped or failed there.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import IntegrityError
-from .layout import LATEST, MANIFEST, OLD_SUMS, SUCCESS, SUMS, parse_latest, parse_sums
+from .layout import LATEST, MANIFEST, OLD_SUMS, PART, SUCCESS, SUMS, is_temporary, parse_latest, parse_sums
 
 
 class ExportTree(Protocol):
@@ -31,7 +32,8 @@ class ExportTree(Protocol):
 
     def rows(self, rel: str, *, deep: bool) -> int: ...
 
-    def incomplete(self, folder: str) -> list[str]: ...
+    def incomplete(self, folder: str) -> list[str]:
+        """Temporary files (files in flight, control files, unfinished writes) under a folder."""
 
     def top_level_names(self) -> list[str]: ...
 
@@ -59,12 +61,28 @@ def verify_export(root: Path | ExportTree, *, deep: bool = False) -> VerifyResul
     tree = LocalTree(root) if isinstance(root, Path) else root
     result = VerifyResult(problems=[])
     folders = tree.batch_folders(MANIFEST)
+    temporary = tree.incomplete("")
+    seen: set[str] = set()  # already reported, or data a manifest lists under a name that looks temporary
     for rel_folder in folders:
         result.batches += 1
-        _verify_batch(tree, rel_folder, result, deep)
+        _verify_batch(tree, rel_folder, result, deep, [t for t in temporary if t.startswith(rel_folder + "/")], seen)
     for dataset in sorted({rel.rpartition("/")[0] for rel in folders}):
         _verify_pointer(tree, dataset, result.problems)
+    result.problems += [_leftover(t) for t in temporary if t not in seen]  # outside the batches verified
     return result
+
+
+def _in_flight(rel: str) -> bool:
+    """A file being fetched (a `.part`; in a bucket, the file an upload is for), not a control file
+    or a write that never finished."""
+    return rel.endswith(PART) or not is_temporary(rel)
+
+
+def _leftover(rel: str) -> Problem:
+    if _in_flight(rel):
+        return Problem(rel, "incomplete download (rerun the export to finish it)")
+    return Problem(rel, "temporary file left behind by a run that stopped (rerun the export, or delete it "
+                        "while no run writes here)")
 
 
 def _verify_pointer(tree: ExportTree, dataset: str, problems: list[Problem]) -> None:
@@ -79,7 +97,8 @@ def _verify_pointer(tree: ExportTree, dataset: str, problems: list[Problem]) -> 
         problems.append(Problem(f"{dataset}/{LATEST}", f"points at {name}, which is not a complete batch ({SUCCESS} missing)"))
 
 
-def _verify_batch(tree: ExportTree, rel_folder: str, result: VerifyResult, deep: bool) -> None:
+def _verify_batch(tree: ExportTree, rel_folder: str, result: VerifyResult, deep: bool,
+                  temporary: list[str], seen: set[str]) -> None:
     problems = result.problems
     assert problems is not None
     try:
@@ -100,9 +119,11 @@ def _verify_batch(tree: ExportTree, rel_folder: str, result: VerifyResult, deep:
         if listed.get(rel) != entry.get("sha256"):
             problems.append(Problem(sums_shown, f"entry for {rel} missing or different from the manifest"))
             batch_ok = False
-    for part in tree.incomplete(rel_folder):
-        problems.append(Problem(part, "incomplete download (rerun the export to finish it)"))
-        batch_ok = False
+    seen.update(f"{rel_folder}/{e.get('path', '')}" for e in files if is_temporary(str(e.get("path", ""))))
+    for leftover in (_leftover(t) for t in temporary if t not in seen):
+        problems.append(leftover)
+        seen.add(leftover.path)
+        batch_ok &= not _in_flight(leftover.path)
     success = tree.exists(f"{rel_folder}/{SUCCESS}")
     if manifest.get("status") == "ok" and not success:
         problems.append(Problem(rel_folder, f"manifest says ok but {SUCCESS} is missing"))

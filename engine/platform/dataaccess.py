@@ -19,7 +19,7 @@ from ..checks.integrity import expected_record_count
 from ..config import ExportSettings
 from ..errors import ExportError, NotFound, PlatformError, UnsafeNameError
 from ..model import BatchRef, FileTask
-from ..output.paths import safe_component, safe_relative
+from ..output.paths import folder_id, listed_name
 
 log = structlog.get_logger("aep_export.discovery")
 
@@ -81,8 +81,8 @@ class DataAccessApi:
                 last_error = exc
                 continue
             if files or candidate == candidates[-1]:
-                batch_id = safe_component(candidate, "batch id")
-                return BatchRef(dataset_id, batch_id, obj, expected_record_count(obj), source), files
+                batch_id = folder_id(candidate, "batch id")
+                return BatchRef(folder_id(dataset_id, "dataset id"), batch_id, obj, expected_record_count(obj), source), files
         raise last_error or NotFound(404, f"batch {key} has no files")
 
     async def list_files(self, batch: BatchRef, dataset_files: list[dict], sink: FileSink) -> Listing:
@@ -106,7 +106,12 @@ class DataAccessApi:
         if dsf_id in walk.dataset_files:
             raise UntrustedListing(f"dataSetFile {dsf_id} is listed twice in batch {walk.batch.batch_id}")
         walk.dataset_files.add(dsf_id)
-        safe_dsf = safe_component(dsf_id, "dataSetFileId")
+        try:
+            safe_dsf = folder_id(dsf_id, "dataSetFileId")
+        except UnsafeNameError as exc:  # refused alone: the batch fails, the rest is still fetched
+            walk.listing.refused.append((dsf_id, str(exc)))
+            log.error("unsafe_name_refused", batch=walk.batch.batch_id, dataset_file=repr(dsf_id), error=str(exc))
+            return
         # The whole listing first: none of its files is fetched unless all of it holds up.
         items = [item async for item in self._pages(url, f"dataSetFile {dsf_id}")]
         for item in items:
@@ -120,7 +125,7 @@ class DataAccessApi:
         batch, listing = walk.batch, walk.listing
         name = str(item["name"])
         try:
-            rel = safe_relative(name)
+            rel = listed_name(name)
         except UnsafeNameError as exc:
             listing.refused.append((f"{dsf_id}/{name}", str(exc)))
             log.error("unsafe_name_refused", batch=batch.batch_id, name=repr(name))

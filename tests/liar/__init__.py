@@ -5,10 +5,10 @@ handlers, before it starts, to answer what the documentation never shows but rea
 (issue #17). Each family lives in its own module here, and each test that uses one names the case:
 
     1. files regenerated between a killed run and its rerun    liar.files (validators)
-    2. one name listed twice, names that collide with ours     liar.listings
+    2. one name listed twice, names that collide with ours     liar.listings, liar.names
     3. request storms (a 200 error page, short first chunks)   liar.bodies
     4. listings taken on trust (paging loops, short listings)  liar.listings
-    5. names from the server in our own namespace              liar.listings
+    5. names from the server in our own namespace              liar.names
     6. disk full while a batch is finished                      (tests/test_distrust_disk.py)
     7. two runs on one output folder                           (tests/test_distrust_disk.py)
     8. stalls and trickles                                     liar.bodies

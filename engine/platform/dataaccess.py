@@ -212,7 +212,7 @@ def check_against_catalog(batch: BatchRef, listing: Listing) -> None:
     if records and not listing.files + len(listing.refused):
         raise UntrustedListing(f"the listing of batch {batch.batch_id} holds no data file, but the Catalog counts "
                                f"{records} records in it")
-    if stated is not None and listing.named < stated:
+    if stated is not None and listing.named < stated and not listing.refused:  # a refused dataSetFile hides its files
         raise UntrustedListing(f"the listing of batch {batch.batch_id} holds {listing.named} files, but the Catalog "
                                f"counts {stated} (metrics.outputFileCount)")
 

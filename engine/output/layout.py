@@ -10,6 +10,7 @@ with `_` or `.`, so `pyarrow.dataset`, Spark or DuckDB can read `{out}/{dataset}
     {out}/{dataset}/_LATEST                                  the newest complete batch's folder name
     {out}/report.json | report.shard-I-of-N.json             the run (one per shard)
     {out}/.aep-export/journal.jsonl | journal.shard-I-of-N.jsonl   resume state (one per shard)
+    {out}/.aep-export/lock | lock.shard-I-of-N                     held while a run writes (runlock.py)
 
 Exports made before this layout listed checksums in `SHA256SUMS`: every reader here still
 accepts that name (the new one wins when both exist).
@@ -87,3 +88,8 @@ def parse_latest(text: str) -> str | None:
     """A `_LATEST` pointer's batch folder name, or None when it names no folder beside it."""
     name = text.strip()
     return name if name and "/" not in name and name not in (".", "..") else None
+
+
+def lock_name(shard: str | None = None) -> str:
+    """The destination's lock (`lock`), or shard I of N's own (`lock.shard-I-of-N`): runlock.py."""
+    return f"lock{shard_suffix(shard)}"

@@ -374,6 +374,28 @@ async def test_shards_run_side_by_side_and_an_unsharded_run_overlapping_them_ref
         assert_files_match(out, fp.expected_files())
 
 
+def test_the_locks_one_run_per_folder_shards_side_by_side(tmp_path: Path) -> None:
+    """The lock rules alone: a second unsharded run and a shard refuse while an unsharded run
+    holds the folder; two shards hold it together, a second run of one shard refuses; every lock
+    is free again once its holder is done."""
+    from engine.output.runlock import hold_destination
+
+    def refused(shard: str | None) -> str:
+        with pytest.raises(ExportError) as busy, hold_destination(tmp_path, shard, "later"):
+            pass
+        assert type(busy.value).__name__ == "DestinationBusy"
+        return str(busy.value)
+
+    with hold_destination(tmp_path, None, "2026-01-01T00:00:00+00:00"):
+        assert f"pid {os.getpid()}" in refused(None) and "started 2026-01-01T00:00:00+00:00" in refused("0/2")
+    with hold_destination(tmp_path, "0/2", "t0"), hold_destination(tmp_path, "1/2", "t1"):
+        assert "shard 1/2" in refused("1/2") and "shard 0/2" not in refused("1/2")
+        message = refused(None)
+        assert "shard 0/2" in message and "shard 1/2" in message, message
+    with hold_destination(tmp_path, None, "t2"):
+        pass
+
+
 # ----------------------------------------------------------------------------- case 9: early SIGTERM
 
 

@@ -9,8 +9,6 @@ complete and its last file is in.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from dataclasses import dataclass, field
 
@@ -27,7 +25,6 @@ from .platform.selection import Selector
 from .transfer.download import Downloader
 from .transfer.scheduler import Scheduler
 from .output.destination import open_destination
-from .output.diskio import is_no_space
 from .output.runlock import hold_destination
 from .launch import take_early_signal
 from .errors import CredentialsRejected, DiskFull, PlatformUnreachable
@@ -85,7 +82,7 @@ class Exporter:
         ex = self.settings.export
         self.policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
         self.scheduler = Scheduler(ex)
-        with hold_destination(ex.out_dir, self.run.shard, self.run.started_at), journal_sync_is_best_effort():
+        with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
             async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
                 try:
                     with anyio.CancelScope() as self._scope:
@@ -362,14 +359,3 @@ class Exporter:
             except OSError:
                 pass
 
-
-@contextmanager
-def journal_sync_is_best_effort() -> Iterator[None]:
-    """The journal's last fsync, as the destination closes, may find the disk full after the report
-    is written: the run's outcome stands (the journal only saves re-hashing; README, Resume)."""
-    try:
-        yield
-    except OSError as exc:
-        if not is_no_space(exc):
-            raise
-        log.error("journal_not_synced", error=str(exc))

@@ -204,6 +204,30 @@ async def test_no_space_for_a_control_file_stops_the_run_and_leaves_no_temp_file
         assert leftovers(out) == []
 
 
+async def test_no_space_for_the_journals_last_fsync_leaves_the_run_as_it_was(tmp_path: Path, make_fake, monkeypatch) -> None:
+    """On NFS a full disk may show only at the journal's last fsync, after the report is written:
+    the run's outcome stands (exit 0 here), no traceback, and the rerun fetches nothing."""
+    real_fsync, refused = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
+            refused.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    async with make_fake(FakeConfig.small(n_datasets=1, files=2, rows=40, seed=66)) as fp:
+        out = tmp_path / "out"
+        monkeypatch.setattr(os, "fsync", fsync)
+        run = await run_export(settings_for(fp, out))
+        monkeypatch.undo()
+
+        assert refused, "the journal was never fsynced"
+        assert (run.exit_code, read_report(out)["status"]) == (EXIT_OK, "ok")
+        fp.reset_stats()
+        assert (await run_export(settings_for(fp, out))).exit_code == EXIT_OK
+        assert fp.stats.requests["export.download"] == 0
+
+
 async def test_a_file_listed_larger_than_the_disk_fails_alone(tmp_path: Path, make_fake) -> None:
     """One part listed at a petabyte: that file fails before a byte is fetched, saying it cannot
     fit (size and free space); every other file is exported and the other dataset is complete."""

@@ -2,8 +2,9 @@
 
 Exit codes (a contract): 0 everything exported and verified; 1 the run finished but something
 failed (report.json says what); 2 usage or configuration error, nothing attempted;
-3 credentials rejected; 4 the platform (gateway or IMS) cannot be reached;
-130/143 interrupted by SIGINT/SIGTERM (rerun to resume).
+3 credentials rejected; 4 the platform (gateway or IMS) cannot be reached; 5 another run holds
+the output folder (or this shard of it), nothing attempted; 130/143 interrupted by SIGINT/SIGTERM
+(rerun to resume).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any, NoReturn
 import anyio
 from . import logs
 from .config import ENV_PREFIX, Settings, config_path_from_env, load_settings, looks_like_dataset_id
-from .errors import ConfigError, CredentialsRejected, PlatformUnreachable
-from .exporter import EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Exporter
+from .errors import ConfigError, CredentialsRejected, DestinationBusy, DiskFull, PlatformUnreachable
+from .exporter import EXIT_BUSY, EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Exporter
+from .launch import restore_default_signals
 from .output.paths import prepare_out_dir
 from .output.report import RunOutcome, human_bytes, report_path, summary_rows
 from .shard import Shard, parse_shard
@@ -103,6 +105,8 @@ def entry() -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not (args.command == "run" and not args.dry_run):  # only an export has handlers of its own
+        restore_default_signals()
     if args.command == "fake-platform":
         from .fake import cli as fake_cli
 
@@ -127,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     except PlatformUnreachable as exc:
         print(f"aep-export: platform unreachable: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except DestinationBusy as exc:
+        print(f"aep-export: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except DiskFull as exc:  # before the run could start (its own disk-full ends in its report)
+        print(f"aep-export: disk full: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 
@@ -284,6 +294,8 @@ def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> int
         print(f"aep-export: platform unreachable: {run.errors[0] if run.errors else ''}", file=sys.stderr)
         return run.exit_code
     print_summary(run, settings.export.out_dir)
+    if run.report_error:
+        print(f"aep-export: {run.status}; the report could not be written: {run.report_error}", file=sys.stderr)
     return run.exit_code
 
 
@@ -304,7 +316,7 @@ def print_summary(run: RunOutcome, out_dir: Path) -> None:
     print(
         f"{t.get('files', 0)} files ({t.get('files_downloaded', 0)} downloaded, {t.get('files_reused', 0)} already verified), "
         f"{human_bytes(t.get('bytes', 0))}; {t.get('files_failed', 0)} failed; {t.get('retries', 0)} retries; "
-        f"report: {report_path(out_dir, run)}; exit {run.exit_code}"
+        f"report: {'not written' if run.report_error else report_path(out_dir, run)}; exit {run.exit_code}"
     )
 
 

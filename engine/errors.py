@@ -13,6 +13,8 @@ ExportError
 ├── NotYet                   a polled state is not reached yet (export job, batch): poll again
 ├── IntegrityError           bytes on disk do not match what the platform promised
 ├── DiskFull                 the output volume is full: the run stops, partial work is kept
+├── FileWontFit              one file is larger than the free space: it fails alone
+├── DestinationBusy          another run holds the output folder's lock: exit 5, nothing attempted
 ├── StoreError               the object store failed an operation (after its client's own retries)
 └── UnsafeNameError          a server-sent name would escape the output directory
 """
@@ -85,6 +87,15 @@ class IntegrityError(ExportError):
 
 class DiskFull(ExportError):
     """No space left in the output directory; .part files are kept so a rerun resumes."""
+
+
+class FileWontFit(ExportError):
+    """A file's listed size exceeds the free space before it starts: that file fails, the others
+    go on (a listing may be wrong; a disk that fills up mid-write is DiskFull)."""
+
+
+class DestinationBusy(ExportError):
+    """Another run holds the lock of the output folder (or of this shard): nothing is attempted."""
 
 
 class UnsafeNameError(ExportError):

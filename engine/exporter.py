@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import anyio
 import structlog
+from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .platform.auth import TokenProvider
@@ -24,6 +25,8 @@ from .platform.selection import Selector
 from .transfer.download import Downloader
 from .transfer.scheduler import Scheduler
 from .output.destination import open_destination
+from .output.runlock import hold_destination
+from .launch import take_early_signal
 from .errors import CredentialsRejected, DiskFull, PlatformUnreachable
 from .logs import register_secret
 from .progress import show_progress
@@ -31,11 +34,13 @@ from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
 from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, summary_event, write_report
 from .retry import RetryPolicy, describe
 from .output.report import report_path
+from .output.layout import report_name
 from .shard import Shard, entry_key, share_of
 
 log = structlog.get_logger("aep_export")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CREDENTIALS, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_BUSY = 5  # another run holds the destination (runlock.py): nothing attempted, nothing written
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -53,6 +58,7 @@ class Exporter:
         self.out_dir = self.settings.export.out_dir
         self._batches: dict[tuple[str, str], BatchOutcome] = {}
         self._fatal: BaseException | None = None
+        self._disk_full: DiskFull | None = None  # the first no-space error, fatal or met while concluding
         self._interrupted: signal.Signals | None = None
         self._scope: anyio.CancelScope | None = None
         register_secret(self.settings.auth.client_secret.get_secret_value())
@@ -71,35 +77,43 @@ class Exporter:
 
     async def execute(self) -> RunOutcome:
         """Run the whole export; always writes report.json, even when interrupted. A destination
-        that cannot be opened (a missing bucket, refused credentials) raises before anything is attempted."""
+        that cannot be opened (a missing bucket, refused credentials) raises before anything is
+        attempted, and so does one another run holds (DestinationBusy: exit 5)."""
         ex = self.settings.export
         self.policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
         self.scheduler = Scheduler(ex)
-        async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
-            await anyio.to_thread.run_sync(write_report, self.destination, self.run)  # "running" until the run concludes
-            try:
-                async with make_session(self.settings) as session:
-                    tokens = TokenProvider(self.settings.auth, session, self.policy)
-                    self.client = PlatformClient(self.settings, session, tokens, self.policy)
-                    self.discovery = Discovery(self.client, ex.created_client, ex.max_listing_pages)
-                    self.selector = Selector(self.discovery, self.settings.datasets)
-                    self.downloader = Downloader(self.client, ex, self.destination, self.policy, self.counters, self.scheduler)
-                    await tokens.token()  # bad credentials: fail before anything is attempted
+        with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
+            async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
+                try:
                     with anyio.CancelScope() as self._scope:
-                        await self._pool()
-            except (CredentialsRejected, PlatformUnreachable) as exc:
-                self._fatal = exc
-            finally:
-                with anyio.CancelScope(shield=True):  # in a thread: the batch files may go to a bucket
-                    await anyio.to_thread.run_sync(self._conclude)
+                        async with anyio.create_task_group() as tg:
+                            if self.handle_signals:  # first: a signal during start-up stops the run like any other
+                                await tg.start(self._watch_signals, self._scope)
+                            await self._export()
+                            tg.cancel_scope.cancel()  # done: stop the signal watcher
+                finally:
+                    with anyio.CancelScope(shield=True):  # in a thread: the batch files may go to a bucket
+                        await anyio.to_thread.run_sync(self._conclude)
         return self.run
+
+    async def _export(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(write_report, self.destination, self.run)  # "running" until the run concludes
+            async with make_session(self.settings) as session:
+                tokens = TokenProvider(self.settings.auth, session, self.policy)
+                self.client = PlatformClient(self.settings, session, tokens, self.policy)
+                self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages)
+                self.selector = Selector(self.discovery, self.settings.datasets)
+                self.downloader = Downloader(self.client, self.settings.export, self.destination, self.policy, self.counters, self.scheduler)
+                await tokens.token()  # bad credentials: fail before anything is attempted
+                await self._pool()
+        except (CredentialsRejected, DiskFull, PlatformUnreachable) as exc:
+            self._abort(exc)
 
     async def _pool(self) -> None:
         send, receive = anyio.create_memory_object_stream[FileTask](max_buffer_size=self.scheduler.queue_size)
         limiter = self.scheduler.discovery
         async with anyio.create_task_group() as tg:
-            if self.handle_signals:
-                tg.start_soon(self._watch_signals, tg.cancel_scope)
             tg.start_soon(partial(show_progress, self.counters, live=self.live_progress, interval=self.progress_interval))
             async with send:
                 for ds in self.share.datasets:
@@ -115,15 +129,17 @@ class Exporter:
                 for _ in range(self.scheduler.workers):
                     workers.start_soon(self._work, receive.clone())
                 receive.close()
-            tg.cancel_scope.cancel()  # all work done: stop the signal watcher and progress
+            tg.cancel_scope.cancel()  # all work done: stop progress
 
-    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+    async def _watch_signals(self, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                self._interrupted = signal.Signals(signum)
-                log.warning("interrupted", signal=self._interrupted.name, note="stopping; partial files are kept for resume")
-                scope.cancel()
-                return
+            task_status.started()
+            early = take_early_signal()  # one that came before this receiver (engine/launch.py)
+            signum = early if early is not None else await anext(aiter(signals))
+            self._interrupted = signal.Signals(signum)
+            log.warning("interrupted", signal=self._interrupted.name, during_start_up=early is not None,
+                        note="stopping; partial files are kept for resume")
+            scope.cancel()
 
     # -- producers -------------------------------------------------------------------------
 
@@ -221,7 +237,11 @@ class Exporter:
 
     def _abort(self, exc: BaseException) -> None:
         """Credentials stopped working or the disk is full: nothing else can succeed."""
-        self._fatal = exc
+        if self._fatal is None:  # the first cause is the one to report
+            self._fatal = exc
+            if isinstance(exc, DiskFull):
+                self._disk_full = exc
+                log.error("disk_full", error=str(exc))
         if self._scope is not None:
             self._scope.cancel()
 
@@ -249,7 +269,10 @@ class Exporter:
     async def _maybe_finalize(self, bo: BatchOutcome) -> None:
         if bo.all_in and bo.status == "running":
             bo.status = "finalizing"
-            await anyio.to_thread.run_sync(partial(finalize_batch, self.destination, bo, durable=self.settings.export.fsync))
+            try:
+                await anyio.to_thread.run_sync(partial(finalize_batch, self.destination, bo, durable=self.settings.export.fsync))
+            except DiskFull as exc:  # the batch is marked failed; nothing else can be written either
+                self._abort(exc)
             log.info("batch_done", dataset=bo.batch.dataset_id, batch=bo.batch.batch_id, status=bo.status,
                      files=len(bo.results), records=bo.records_found, errors=bo.errors[:3])
 
@@ -263,7 +286,10 @@ class Exporter:
                     bo.errors.append("listing incomplete")
                     bo.status = "cancelled" if self._interrupted else "failed"
                 else:
-                    finalize_batch(self.destination, bo, durable=self.settings.export.fsync)  # writes what is verified; no _SUCCESS if incomplete
+                    try:  # writes what is verified; no _SUCCESS if incomplete
+                        finalize_batch(self.destination, bo, durable=self.settings.export.fsync)
+                    except DiskFull as exc:
+                        self._disk_full_at_end(exc)
                     if self._interrupted and bo.status == "failed":
                         bo.status = "cancelled"
         for d in run.datasets:
@@ -305,5 +331,31 @@ class Exporter:
             "tail_splits": c.tail_splits,
             "ignored_ranges": c.ignored_ranges,
         }
-        write_report(self.destination, run)
+        self._write_report()
         log.info("run_summary", **summary_event(run, report_path(self.out_dir, run)))
+
+    def _disk_full_at_end(self, exc: DiskFull) -> None:
+        """No space to finish a batch while concluding: the run ends disk_full, unless it was
+        interrupted (then the exit code stays the signal's and the report says both)."""
+        if self._disk_full is not None:
+            return  # said once; each batch's own error says what it could not write
+        self._disk_full = exc
+        log.error("disk_full", error=str(exc))
+        if self._fatal is None and self._interrupted is None:
+            self._fatal = exc
+        else:
+            self.run.errors.append(str(exc))
+
+    def _write_report(self) -> None:
+        """The final report; when even that finds no space, the stale "running" one goes (it would
+        claim a run that is over) and the CLI says so in one line."""
+        try:
+            write_report(self.destination, self.run)
+        except DiskFull as exc:
+            self.run.report_error = str(exc)
+            log.error("report_not_written", error=str(exc))
+            try:
+                self.destination.delete(report_name(self.run.shard))
+            except OSError:
+                pass
+

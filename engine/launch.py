@@ -1,13 +1,31 @@
 """The console script's first stop: `--version` answers without importing the engine (start-up
 time: aiohttp, pydantic and structlog alone take a few hundred milliseconds); everything else goes
-to the CLI."""
+to the CLI.
+
+A SIGTERM or SIGINT that comes during those imports, before the exporter's own handlers exist,
+must not kill the run half-way with no report: it is remembered here, first thing, and the
+exporter acts on it as soon as its handlers are installed (engine/exporter.py, exit 130/143 and
+a report that says `interrupted`). Commands that install no handlers get the default behaviour
+back, and a remembered signal is delivered to them then (`restore_default_signals`).
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+
+_EARLY = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []
+
+
+def _remember(signum: int, _frame: object) -> None:
+    _received.append(signum)
 
 
 def entry() -> None:
+    for signum in _EARLY:
+        signal.signal(signum, _remember)
     if sys.argv[1:] == ["--version"]:
         from . import __version__
 
@@ -16,3 +34,21 @@ def entry() -> None:
     from .cli import entry as cli_entry
 
     cli_entry()
+
+
+def take_early_signal() -> int | None:
+    """The first signal that came before the exporter's handlers, if one did (taken once)."""
+    signum = _received[0] if _received else None
+    _received.clear()
+    return signum
+
+
+def restore_default_signals() -> None:
+    """For commands without handlers of their own: the default actions again, and a signal that
+    came during start-up delivered now (so it acts as it always would have)."""
+    if signal.getsignal(signal.SIGTERM) is not _remember:
+        return  # not started through entry() (tests calling cli.main), or done already
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if (signum := take_early_signal()) is not None:
+        os.kill(os.getpid(), signum)

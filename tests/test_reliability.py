@@ -121,7 +121,9 @@ async def test_stale_token_is_replaced_after_401(tmp_path):
     assert run.exit_code == 0
 
 
-async def test_disk_full_stops_cleanly_and_keeps_partial_work(tmp_path, monkeypatch):
+async def test_files_that_cannot_fit_fail_and_the_rerun_finishes(tmp_path, monkeypatch):
+    """Less free space than any part: each file fails before a byte is fetched, saying so (a full
+    disk mid-write stops the run as disk_full: test_resume_safety.py, test_distrust_disk.py)."""
     from engine.output import local
 
     class Usage:
@@ -133,8 +135,9 @@ async def test_disk_full_stops_cleanly_and_keeps_partial_work(tmp_path, monkeypa
         run = await Exporter(settings_for(fp, tmp_path / "out"), handle_signals=False).execute()
         monkeypatch.undo()  # the disk has room again
         report = json.loads((tmp_path / "out" / "report.json").read_text())
-        assert run.exit_code == 1 and report["status"] == "disk_full"
-        assert "free space and rerun" in report["errors"][0]
+        assert run.exit_code == 1 and report["status"] == "failed"
+        [batch] = report["datasets"][0]["batches"]
+        assert batch["files_failed"] == 3 and all("cannot fit on the disk" in e and "10000 free" in e for e in batch["errors"])
         rerun = await Exporter(settings_for(fp, tmp_path / "out"), handle_signals=False).execute()
     assert rerun.exit_code == 0
     assert mismatches(fp, tmp_path / "out") == []

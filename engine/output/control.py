@@ -23,7 +23,8 @@ from pathlib import Path
 from ..checks.integrity import PARQUET_MAGIC
 from ..model import FileTask
 from ..transfer.ranges import RangeSet
-from .layout import control_path, part_path, split_marker, write_temp  # noqa: F401 - part_path re-exported
+from .layout import control_path, part_path, split_marker  # noqa: F401 - part_path re-exported
+from .diskio import atomic_write
 
 CONTROL_VERSION = 1
 
@@ -86,17 +87,5 @@ def write_control(final: Path, size: int | None, done: list[list[int]], synced: 
     """Atomically (temp + rename). `durable`: fsynced with its folder, so that after a crash it can
     be old but not missing (a missing one would make a .part with holes pass for a prefix)."""
     path = control_path(final)
-    tmp = write_temp(path)
     state = {"v": CONTROL_VERSION, "size": size, "done": done, "synced": synced, "boot": BOOT_ID}
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(state, separators=(",", ":")))
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    if durable:
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+    atomic_write(path, json.dumps(state, separators=(",", ":")), durable=durable, sync_folder=durable)

@@ -149,6 +149,7 @@ async def open_destination(export: ExportSettings, store: StoreSettings, disk: a
         async with ObjectStoreDestination.connect(export, store, disk) as bucket:
             yield bucket
         return
+    from .diskio import is_no_space
     from .journal import Journal
     from .local import LocalDestination
 
@@ -158,4 +159,10 @@ async def open_destination(export: ExportSettings, store: StoreSettings, disk: a
     try:
         yield LocalDestination(export, journal, disk)
     finally:
-        journal.close()
+        try:
+            journal.close()
+        except OSError as exc:
+            # Its last fsync found no space (NFS reports it there, after the report is written):
+            # the run's outcome stands, the journal only saves re-hashing (README, Resume).
+            if not is_no_space(exc):
+                raise

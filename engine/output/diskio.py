@@ -1,11 +1,24 @@
-"""Positional writes of a list of chunks: one `pwritev` per IOV_MAX chunks, short writes finished."""
+"""Writes to the local disk: positional writes of chunks, and the one atomic write (temp + rename)
+every small file of ours goes through (control files, batch files, the run report).
+
+No space left (ENOSPC, or EDQUOT for a quota) is the run's DiskFull wherever it happens, and a
+failed atomic write never leaves its temp file behind (an empty `*.tmp` beside the data would
+trip readers such as pyarrow.dataset).
+"""
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import DiskFull
+from .layout import write_temp
 
 IOV_MAX = 512  # chunks per pwritev, well below the kernel's IOV_MAX (1024)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def pwrite_all(fd: int, chunks: Sequence[bytes | memoryview], offset: int) -> int:
@@ -21,3 +34,84 @@ def pwrite_all(fd: int, chunks: Sequence[bytes | memoryview], offset: int) -> in
                 written += os.pwrite(fd, data[written:], offset + written)
         offset += total
     return offset - start
+
+
+def is_no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE
+
+
+def disk_full(exc: OSError, path: Path | str) -> DiskFull:
+    """The run's DiskFull for an ENOSPC/EDQUOT met while writing `path`."""
+    return DiskFull(f"{os.strerror(exc.errno or errno.ENOSPC)} writing {path}; "
+                    "partial work is kept: free space and rerun to resume")
+
+
+@contextmanager
+def no_space_is_disk_full(path: Path | str) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT inside the block into DiskFull (other errors pass unchanged)."""
+    try:
+        yield
+    except OSError as exc:
+        if is_no_space(exc):
+            raise disk_full(exc, path) from None
+        raise
+
+
+def atomic_write(path: Path, data: str | bytes, *, durable: bool = True, sync_folder: bool = False) -> None:
+    """Replace `path` with `data` whole or not at all: written to `<name>.tmp`, fsynced when
+    `durable`, renamed over it (and the folder fsynced with `sync_folder`, so the new name survives
+    a crash). On any failure the temp file is removed; no space raises DiskFull."""
+    tmp = write_temp(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    with no_space_is_disk_full(path):
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            try:
+                pwrite_all(fd, [raw], 0)
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
+        if sync_folder:
+            fsync_folder(path.parent)
+
+
+def rewrite_in_place(path: Path, data: str) -> bool:
+    """Overwrite an existing file's bytes without allocating: the new text, padded with spaces to
+    the old length (JSON ignores trailing whitespace). For the run report when the disk is full:
+    its start-of-run version reserved the room. False when it does not fit or cannot be written."""
+    raw = data.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        room = os.fstat(fd).st_size
+        if len(raw) > room:
+            return False
+        pwrite_all(fd, [raw + b" " * (room - len(raw))], 0)
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the write's own error is the one to report

@@ -11,6 +11,7 @@ with `_` or `.`, so `pyarrow.dataset`, Spark or DuckDB can read `{out}/{dataset}
     {out}/{dataset}/_LATEST                                  the newest complete batch's folder name
     {out}/report.json | report.shard-I-of-N.json             the run (one per shard)
     {out}/.aep-export/journal.jsonl | journal.shard-I-of-N.jsonl   resume state (one per shard)
+    {out}/.aep-export/lock | lock.shard-I-of-N                     held while a run writes (runlock.py)
 
 A file in flight is `{folder}/.aep-export/{h}.part`, with its control file `{h}.part.ctl`, in a
 hidden folder beside the final name, `h` from a hash of that name: no listed name can reach them
@@ -165,3 +166,8 @@ def parse_latest(text: str) -> str | None:
     """A `_LATEST` pointer's batch folder name, or None when it names no folder beside it."""
     name = text.strip()
     return name if name and "/" not in name and name not in (".", "..") else None
+
+
+def lock_name(shard: str | None = None) -> str:
+    """The destination's lock (`lock`), or shard I of N's own (`lock.shard-I-of-N`): runlock.py."""
+    return f"lock{shard_suffix(shard)}"

@@ -24,7 +24,7 @@ import structlog
 
 from ..checks.integrity import file_digest, hash_from_disk, parquet_rows
 from ..config import ExportSettings
-from ..errors import DiskFull, IntegrityError
+from ..errors import FileWontFit, IntegrityError
 from ..model import FileTask
 from ..transfer.pieces import Download
 from ..transfer.ranges import RangeSet
@@ -35,6 +35,7 @@ from .journal import Journal, Verified
 from .layout import legacy_part, split_marker, temp_folder
 from .localfiles import LocalFiles
 from .paths import contained
+from .report import human_bytes
 
 log = structlog.get_logger("aep_export.output")
 
@@ -131,12 +132,15 @@ class LocalDestination(LocalFiles):
         except FileExistsError:
             fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW)
             held = None
+        created = held is not None
         try:
             if held is None:
                 held = held_ranges(fd, final, task)
             _ensure_space(final, task, held.total)
         except BaseException:
             os.close(fd)
+            if created:  # an empty .part of ours: nothing to resume from
+                part.unlink(missing_ok=True)
             raise
         return fd, held
 
@@ -330,10 +334,12 @@ class _LocalView:
 
 
 def _ensure_space(final: Path, task: FileTask, have: int) -> None:
-    """Refuse to start a file that cannot fit, instead of failing half-way."""
+    """Refuse to start a file that cannot fit, instead of failing half-way. It fails alone: a
+    listing may say anything (a petabyte), and the files that do fit are still exported. A disk
+    that fills up while files are written is the run's DiskFull (transfer/download.py)."""
     if task.size is None:
         return
     free = shutil.disk_usage(final.parent).free
     if free < task.size - have:
-        raise DiskFull(f"{task.rel_path} needs {task.size - have} more bytes but {free} are free in {final.parent}; "
-                       "free space and rerun to resume")
+        raise FileWontFit(f"cannot fit on the disk: listed at {task.size} bytes ({human_bytes(task.size)}), "
+                          f"{task.size - have} still to write, {free} free ({human_bytes(free)})")

@@ -1,6 +1,6 @@
 """The batch files of a local export, and its read-only view for `verify` and status.
 
-Writes are atomic (temp + rename, fsync'ed when durable); every path is proven to stay below
+Writes are atomic (diskio.atomic_write: temp + rename, fsync'ed when durable); every path is proven to stay below
 out_dir (`paths.contained`), as for the downloaded files.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from ..checks.integrity import file_digest, parquet_rows
 from ..errors import UnsafeNameError
 from .layout import is_temporary
+from .diskio import atomic_write, no_space_is_disk_full, rewrite_in_place
 from .paths import contained
 
 
@@ -24,13 +25,17 @@ class LocalFiles:
         return contained(self.out_dir, rel)
 
     def write_text(self, rel: str, text: str, *, durable: bool = True) -> None:
-        from .report import _atomic_write
-
+        """Whole or not at all; no space left is the run's DiskFull, with no temp file left."""
         path = self.path(rel)
         if path.parent not in self._folders:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            with no_space_is_disk_full(path.parent):
+                path.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(path.parent)
-        _atomic_write(path, text, durable)
+        atomic_write(path, text, durable=durable)
+
+    def rewrite_in_place(self, rel: str, text: str) -> bool:
+        """Overwrite a file in its own blocks (no space needed); False when it cannot (diskio)."""
+        return rewrite_in_place(self.path(rel), text)
 
     def read_text(self, rel: str) -> str | None:
         try:

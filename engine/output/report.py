@@ -9,9 +9,9 @@ such a folder.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..platform.discovery import Listing
-from ..errors import StoreError, UnsafeNameError
+from ..errors import DiskFull, StoreError, UnsafeNameError
 from ..model import BatchRef, FileResult, FileStatus
-from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name, write_temp  # noqa: F401 - re-exported for callers
+from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name  # noqa: F401 - re-exported for callers
 from .paths import safe_relative
 
 if TYPE_CHECKING:
@@ -96,6 +96,8 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
     outcome.status = "ok" if not errors else "cancelled" if cancelled else "failed"
 
     try:
+        if outcome.status != "ok":
+            files.delete(f"{folder}/{SUCCESS}")  # first: whatever fails below, no _SUCCESS vouches for it
         files.write_text(f"{folder}/{SUMS}", "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files), durable=durable)
         files.delete(f"{folder}/{OLD_SUMS}")  # an earlier version's name: data readers trip on it
         files.write_text(f"{folder}/{MANIFEST}", json.dumps(_manifest(outcome, ok_files), indent=2) + "\n", durable=durable)
@@ -103,11 +105,12 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
             # Not fsynced (nor is _LATEST): written after the data and lists are durable, they can
             # only be lost in a crash, never be ahead of what they vouch for; the rerun writes them.
             files.write_text(f"{folder}/{SUCCESS}", "", durable=False)
-        else:
-            files.delete(f"{folder}/{SUCCESS}")
         update_latest(files, outcome.batch.dataset_id, outcome)
     except (UnsafeNameError, StoreError) as exc:  # a folder leading outside out_dir; a bucket that failed
         outcome.status, outcome.errors = "failed", [str(exc)]
+    except DiskFull as exc:  # the batch is not finished; the run stops (the caller's DiskFull)
+        outcome.status, outcome.errors = "failed", [*outcome.errors, f"batch files not written: {exc}"]
+        raise
 
 
 _pointer_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per dataset
@@ -184,16 +187,6 @@ def _manifest(outcome: BatchOutcome, files: list[FileResult]) -> dict[str, Any]:
     }
 
 
-def _atomic_write(path: Path, text: str, durable: bool = True) -> None:
-    tmp = write_temp(path)
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -209,6 +202,7 @@ class RunOutcome:
     totals: dict[str, int] = field(default_factory=dict)
     shard: str | None = None  # "I/N" for `run --shard I/N`
     entries: list[str] = field(default_factory=list)  # the config entries this run (shard) exports
+    report_error: str | None = None  # why the report could not be written (the disk was full), if so
 
     def batches(self) -> list[BatchOutcome]:
         """Each batch once, even when two sources (dataset and audience) share it."""
@@ -220,10 +214,43 @@ def report_path(out_dir: Any, run: RunOutcome) -> Any:
     return out_dir / report_name(run.shard)
 
 
+REPORT_ROOM = 64 << 10  # bytes the start-of-run report holds on a local disk (see write_report)
+
+
 def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
     """report.json, or report.shard-I-of-N.json for a shard (written at the start with status
-    "running", so a shard killed mid-run never leaves an earlier run's report looking current)."""
-    body = {
+    "running", so a shard killed mid-run never leaves an earlier run's report looking current).
+
+    In a local folder the start-of-run report is padded with spaces to REPORT_ROOM bytes (JSON
+    ignores them): when the disk is full at the end, the final report is written into that room
+    in place (shortened if it must be), so a full disk still leaves a report that says so.
+    Raises DiskFull when even that fails."""
+    body = _report_body(run)
+    text = json.dumps(body, indent=2) + "\n"
+    name = report_name(run.shard)
+    files = _files(out_dir)
+    in_place = getattr(files, "rewrite_in_place", None)  # a local folder's
+    if run.status == "running" and in_place is not None:
+        text = text.ljust(REPORT_ROOM - 1) + "\n"
+    try:
+        files.write_text(name, text)
+    except DiskFull:
+        if in_place is None or not any(in_place(name, json.dumps(b, indent=2) + "\n") for b in _shorter(body)):
+            raise
+        log.warning("report_written_in_place", report=name, note="no space for a new copy: written over the start-of-run report")
+    return name
+
+
+def _shorter(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The report, then shorter forms of it: without the batches, without the datasets."""
+    yield body
+    yield {**body, "datasets": [{k: v for k, v in d.items() if k != "batches"} for d in body["datasets"]],
+           "shortened": "the disk was full: per-batch details left out"}
+    yield {**body, "datasets": [], "shortened": "the disk was full: per-dataset details left out"}
+
+
+def _report_body(run: RunOutcome) -> dict[str, Any]:
+    return {
         "tool": "aep-export",
         "started_at": run.started_at,
         "finished_at": None if run.status == "running" else _now(),
@@ -261,9 +288,6 @@ def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
         ],
         "errors": run.errors,
     }
-    name = report_name(run.shard)
-    _files(out_dir).write_text(name, json.dumps(body, indent=2) + "\n")
-    return name
 
 
 def summary_event(run: RunOutcome, report: Path) -> dict[str, Any]:

@@ -6,7 +6,6 @@ Only a fully verified file is committed, so a final name never holds partial or 
 
 from __future__ import annotations
 
-import errno
 import time
 from functools import partial
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from ..checks.integrity import check_digests, footer_rows, parquet_rows
 from ..config import ExportSettings
 from ..errors import CredentialsRejected, DiskFull, FileChanged, IntegrityError, PlatformUnreachable, TransferError
 from ..model import Counters, FileResult, FileStatus, FileTask
+from ..output.diskio import is_no_space
 from ..platform.client import PlatformClient
 from ..retry import Budget, RetryPolicy, describe
 from .fetcher import Fetcher, FileJob
@@ -52,7 +52,7 @@ class Downloader:
         except (CredentialsRejected, DiskFull, PlatformUnreachable):
             raise  # fatal for the whole run, not for this file
         except Exception as exc:
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_no_space(exc):
                 raise DiskFull(f"no space left in {self.export.out_dir} while writing {task.rel_path}; "
                                "partial files are kept: free space and rerun to resume") from None
             result = FileResult(task, FileStatus.FAILED, error=describe(exc))

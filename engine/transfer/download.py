@@ -150,7 +150,7 @@ class Downloader:
         check_digests(download.digest(), job.digests, view.digest)
         if not (task.is_parquet and self.export.verify_parquet):
             return None
-        rows = footer_rows(view.read_at, view.size, task.name)
+        rows = footer_rows(view.read_at, view.size, task.name, pages=view.path is not None)  # a read per page: local only
         if self.export.deep_verify and view.path is not None:
             parquet_rows(view.path, deep=True)
         return rows

@@ -26,6 +26,7 @@ from ..errors import DiskFull, IntegrityError
 from ..model import FileTask
 from ..transfer.pieces import Download
 from ..transfer.ranges import RangeSet
+from ..transfer.validators import Validator
 from .control import control_path, held_ranges, part_path, write_control
 from .destination import Check, Existing
 from .diskio import pwrite_all
@@ -80,10 +81,12 @@ class LocalDestination(LocalFiles):
 
     async def open(self, task: FileTask) -> LocalTarget:
         final = contained(self.out_dir, task.rel_path)
-        fd, held = await anyio.to_thread.run_sync(self._open_sync, task, final, limiter=self.disk)
-        return LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task))
+        fd, held, validator = await anyio.to_thread.run_sync(self._open_sync, task, final, limiter=self.disk)
+        target = LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task))
+        target.validator = validator
+        return target
 
-    def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet]:
+    def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet, Validator | None]:
         """Create the folder, open the .part, read what it holds, check free space for the rest."""
         if final.parent not in self._folders:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -91,19 +94,19 @@ class LocalDestination(LocalFiles):
         part = part_path(final)
         try:  # most files start fresh: one syscall tells, and there is nothing to read
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            held = RangeSet()
+            held, validator = RangeSet(), None
             control_path(final).unlink(missing_ok=True)  # a stale one would describe another .part
         except FileExistsError:
             fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW)
             held = None
         try:
             if held is None:
-                held = held_ranges(fd, final, task)
+                held, validator = held_ranges(fd, final, task)
             _ensure_space(final, task, held.total)
         except BaseException:
             os.close(fd)
             raise
-        return fd, held
+        return fd, held, validator
 
     def record(self, task: FileTask, size: int, sha256: str, rows: int | None) -> None:
         final = contained(self.out_dir, task.rel_path)
@@ -117,6 +120,8 @@ class LocalTarget:
     """A .part filled by positional writes, one thread hop per flush (write + hash together)."""
 
     piece_size = PIECE
+    rereads_held = True  # held bytes can be compared with the server's (transfer/validators.py)
+    validator: Validator | None = None  # of the version the held bytes belong to, kept in the control file
 
     def __init__(self, final: Path, fd: int, held: RangeSet, export: ExportSettings, disk: anyio.CapacityLimiter,
                  record: Callable[[int, str, int | None, int], None]):
@@ -182,7 +187,7 @@ class LocalTarget:
             # Durable when new (no write past the prefix may reach the disk before it does) and
             # after every fdatasync (the synced list it carries is what another boot trusts).
             durable = self._durable and (synced_now or not self._has_control)
-            write_control(self.final, download.size, done, self._synced, durable=durable)
+            write_control(self.final, download.size, done, self._synced, durable=durable, validator=self.validator)
             self._saved_at, self._has_control = time.monotonic(), True
 
     def read_into(self, start: int, end: int, hasher: Any) -> int:
@@ -195,6 +200,7 @@ class LocalTarget:
         with self._save_lock:
             os.ftruncate(self.fd, 0)
             self._synced = []
+            self.validator = None  # the next response's, once it comes
             write_control(self.final, None, [], [])
         self.held = RangeSet()
 

@@ -149,9 +149,10 @@ class _CompactReader:
         self.depth = 0
 
     def byte(self) -> int:
-        if self.pos >= len(self.buf):
-            raise Truncated("footer ends mid-value")
-        b = self.buf[self.pos]
+        try:
+            b = self.buf[self.pos]
+        except IndexError:
+            raise Truncated("footer ends mid-value") from None
         self.pos += 1
         return b
 
@@ -163,15 +164,21 @@ class _CompactReader:
             raise Truncated("footer ends mid-value")
 
     def varint(self) -> int:
+        buf, pos = self.buf, self.pos
         result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-            if shift > 63:
-                raise FooterError("varint longer than 64 bits")
+        try:
+            while True:
+                b = buf[pos]
+                pos += 1
+                result |= (b & 0x7F) << shift
+                if not b & 0x80:
+                    self.pos = pos
+                    return result
+                shift += 7
+                if shift > 63:
+                    raise FooterError("varint longer than 64 bits")
+        except IndexError:
+            raise Truncated("footer ends mid-value") from None
 
     def zigzag(self) -> int:
         n = self.varint()
@@ -188,6 +195,12 @@ class _CompactReader:
             field = field + delta if delta else self.zigzag()
             yield field, wire
 
+    def skip_struct(self) -> None:
+        while header := self.byte():
+            if not header >> 4:
+                self.zigzag()  # a field id in long form
+            self.skip(header & 0x0F)
+
     def list_header(self) -> tuple[int, int]:
         header = self.byte()
         n = header >> 4
@@ -200,13 +213,15 @@ class _CompactReader:
         return n
 
     def skip(self, wire: int, in_container: bool = False) -> None:
-        if wire in (_BOOL_TRUE, _BOOL_FALSE):
+        if _I16 <= wire <= _I64:  # the most frequent first
+            self.varint()
+        elif wire == _BINARY:
+            self.advance(self.varint())
+        elif wire in (_BOOL_TRUE, _BOOL_FALSE):
             if in_container:  # a field header carries a bool's value; a container stores a byte
                 self.advance(1)
         elif wire == _BYTE:
             self.advance(1)
-        elif wire in (_I16, _I32, _I64):
-            self.varint()
         elif wire == _DOUBLE:
             self.advance(8)
         elif wire == _BINARY:
@@ -218,8 +233,7 @@ class _CompactReader:
             if self.depth > _MAX_NESTING:
                 raise FooterError("footer nested too deep")
             if wire == _STRUCT:
-                for _, inner in self.fields():
-                    self.skip(inner)
+                self.skip_struct()
             elif wire == _MAP:
                 n = self.varint()
                 types = self.byte() if n else 0

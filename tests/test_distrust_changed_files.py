@@ -194,3 +194,23 @@ async def test_a_control_file_without_validators_still_resumes_and_its_bytes_are
             assert run.totals["restarts"] == 0 and fetched == size - held.total + len(windows) * RESUME_WINDOW
         else:  # the first window differs: started over once
             assert run.totals["restarts"] == 1 and fetched == RESUME_WINDOW + size, liar.served
+
+
+def test_validators_from_the_server_are_untrusted_text() -> None:
+    """What is sent back in If-Range: a strong ETag, else the date; never a weak ETag, never a
+    value that is not a plain header value; a change of either is a change of the file."""
+    from engine.transfer.validators import Validator, changed
+
+    assert Validator.of({"ETag": '"abc"', "Last-Modified": "Wed, 01 Jan 2026 00:00:00 GMT"}).if_range() == '"abc"'
+    assert Validator.of({"ETag": 'W/"abc"', "Last-Modified": "Wed, 01 Jan 2026 00:00:00 GMT"}).if_range() == (
+        "Wed, 01 Jan 2026 00:00:00 GMT")
+    assert Validator.of({"ETag": 'W/"abc"'}).if_range() is None
+    assert Validator.of({"ETag": '"a"\r\nX-Injected: 1'}) is None
+    assert Validator.of({"ETag": '"' + "a" * 300 + '"'}) is None
+    assert Validator.from_values(["not", "text"], 7) is None
+    strong = Validator('"abc"', "Wed, 01 Jan 2026 00:00:00 GMT")
+    assert changed(strong, Validator('"abc"', "Wed, 01 Jan 2026 00:00:00 GMT")) is None
+    assert changed(strong, Validator('"abd"')) and changed(strong, None)  # no ETag now: nothing vouches for the bytes
+    assert changed(Validator('W/"abc"'), Validator('"abc"')) is None  # the weak comparison
+    assert changed(Validator('W/"abc"'), None) is None  # the windows confirm those bytes
+    assert changed(Validator(None, "Wed, 01 Jan 2026 00:00:00 GMT"), Validator(None, "Thu, 02 Jan 2026 00:00:00 GMT"))

@@ -273,11 +273,16 @@ class Fetcher:
             skip = await self._start_over(job, claim)  # this body is the new file
         elif skip and resp.status == 200:
             skip = await self._range_ignored(job, claim)
-        if seen is not None and job.target.validator is None and not job.download.unconfirmed:
-            job.target.validator = seen  # kept with the held bytes, for If-Range after a crash
-            await job.target.checkpoint(job.download)
+        await self._keep_validator(job, seen)
         job.digests += digest_claims(resp.headers, full_body=resp.status == 200)
         return skip, expected
+
+    async def _keep_validator(self, job: FileJob, seen: Validator | None) -> None:
+        """The server's validator, once no held byte is left unconfirmed, is kept with the held
+        bytes (the control file): a rerun after a crash asks with If-Range."""
+        if seen is not None and job.target.validator is None and not job.download.unconfirmed:
+            job.target.validator = seen
+            await job.target.checkpoint(job.download)
 
     async def _confirm_lead(self, job: FileJob, resp: Any, start: int, skip: int, expected: int | None) -> tuple[int, int | None]:
         """The held bytes before `start` came again at the head of the body: compare them before
@@ -285,6 +290,7 @@ class Fetcher:
         lead = job.download.window_before(start)
         window = await self.read_window(job, resp, start - skip, expected, start - lead, start)
         await self.confirm(job, (start - lead, start), window)
+        await self._keep_validator(job, Validator.of(resp.headers))
         return 0, None if expected is None else expected - skip
 
     async def confirm_tail(self, job: FileJob) -> None:

@@ -317,7 +317,8 @@ class Fetcher:
     async def read_window(self, job: FileJob, resp: Any, body_start: int, expected: int | None, start: int, end: int) -> bytes:
         """Bytes [start, end) of the file from the head of a body that begins at `body_start`."""
         if resp.status != 206 or not 0 <= start - body_start <= _MAX_LEAD:
-            raise FileChanged(f"cannot confirm the held bytes at {start}: the server answered {resp.status} from byte {body_start}")
+            raise FileChanged(f"cannot confirm the held bytes at {start}: "
+                              f"the server answered {resp.status} from byte {body_start}")
         n = end - body_start if expected is None else min(end - body_start, expected)
         try:
             head = await resp.content.readexactly(n)

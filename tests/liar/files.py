@@ -1,11 +1,12 @@
 """Case 1 of issue #17: a file regenerated on the server between a killed run and its rerun.
 
 `Regenerated` serves one listed file itself, from bytes in memory (`versions`, set once the fake
-has generated its files): the first version until `regenerate()`, then the next (same name, same size, other bytes). It answers ranges, and with
-`validators` sends `ETag` and/or `Last-Modified` and honours `If-Range` as RFC 9110 says (a
-validator that does not match gets the whole file with 200), unless `honour_if_range` is off (a
-proxy that drops the header: a 206 of the new bytes, with the new validator). While `rate` is set
-the body is paced, so that a kill lands mid-file. Every request is recorded.
+has generated its files): the first version until `regenerate()`, then the next (same name, same
+size, other bytes). It answers ranges, and with `validators` sends `ETag` and/or `Last-Modified`
+and honours `If-Range` as RFC 9110 says (a validator that does not match gets the whole file with
+200), unless `honour_if_range` is off (a proxy that drops the header: a 206 of the new bytes, with
+the new validator). While `rate` is set the body is paced, so that a kill lands mid-file. Every
+request is recorded.
 
 `same_size_variant(parquet)` makes the other version: the same rows in reverse order, a valid
 parquet padded (in its key-value metadata) to exactly the same size.

@@ -16,6 +16,13 @@ from engine.exporter import EXIT_OK
 from engine.fake import FakeConfig
 from engine.output.control import BOOT_ID
 from engine.output.report import SUCCESS
+from engine.transfer.ranges import RangeSet
+from engine.transfer.validators import resume_windows
+
+
+def window_bytes(held: list[tuple[int, int]], size: int) -> int:
+    """Held bytes asked again to confirm them (the fake sends no validator)."""
+    return sum(end - start for start, end in resume_windows(RangeSet(held), size))
 
 
 def _cfg() -> FakeConfig:
@@ -133,8 +140,9 @@ async def test_leftover_part_file_is_resumed_or_replaced(tmp_path: Path, make_fa
         assert run.exit_code == EXIT_OK
         assert_files_match(out, fp.expected_files())
         assert not list(out.rglob("*.part"))
-        # resumed: the first half was not fetched again
-        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] <= victim.size - len(src) // 2
+        # resumed: the first half was not fetched again, but for the window that confirms it
+        half = len(src) // 2
+        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] <= victim.size - half + window_bytes([(0, half)], victim.size)
         assert os.path.getsize(final) == victim.size
 
 
@@ -181,7 +189,8 @@ async def test_held_ranges_are_kept_and_only_the_gaps_fetched(tmp_path: Path, ma
 
         assert run.exit_code == EXIT_OK
         assert_files_match(out, fp.expected_files())
-        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] == (b - a) + (len(src) - c)
+        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] == (
+            (b - a) + (len(src) - c) + window_bytes([(0, a), (b, c)], len(src)))
 
 
 async def test_a_control_file_that_claims_more_than_the_part_holds_is_not_trusted(tmp_path: Path, make_fake) -> None:
@@ -218,4 +227,5 @@ async def test_after_a_reboot_only_the_synced_ranges_are_trusted(tmp_path: Path,
 
         assert run.exit_code == EXIT_OK
         assert_files_match(out, fp.expected_files())
-        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] == len(src) - synced
+        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] == (
+            len(src) - synced + window_bytes([(0, synced)], len(src)))

@@ -4,7 +4,8 @@ Every case asserts that the kill landed where it meant to (bytes still flowing, 
 cases a file held in several ranges on disk), that the rerun ends byte-identical with nothing left
 behind, and what the rerun fetched, in two parts:
 - exactly: it fetches what the killed run did not keep (its final files, the ranges its control
-  files list, or its .part files as prefixes), not a byte more;
+  files list, or its .part files as prefixes), not a byte more but the few KiB per held range
+  asked again to confirm the file did not change (transfer/validators.py: the fake sends no ETag);
 - bounded: what the killed run received but did not keep (a write buffer, a control file not yet
   rewritten) is at most about one second of transfer per connection (plus what the socket
   buffers held on its way: sent by the server, never read).
@@ -27,6 +28,7 @@ import pytest
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.output.control import control_path, part_path
 from engine.transfer.ranges import RangeSet
+from engine.transfer.validators import resume_windows
 
 SLOW, FAST = 250e3, 4e6  # bytes/s per response
 IN_FLIGHT = 256 << 10  # per connection: sent by the server, still in socket buffers at the kill
@@ -125,6 +127,7 @@ def test_kill_mid_transfer_then_rerun_fetches_only_what_was_missing(tmp_path: Pa
 
         verified_before = {p: _sha256(p) for p in out.rglob("*.parquet")}
         kept = sum(_kept(out, e) for e in expected)
+        windows = sum(_windows(out, e) for e in expected)
 
         time.sleep(0.3)  # let the server notice the dead client's sockets before counting afresh
         fp.platform.reset_stats()
@@ -145,8 +148,8 @@ def test_kill_mid_transfer_then_rerun_fetches_only_what_was_missing(tmp_path: Pa
         # a stream whose range another connection takes over stops reading mid-response: what the
         # server had already sent past the split point (socket buffers) is sent again
         splits = json.loads((out / "report.json").read_text())["totals"]["tail_splits"]
-        assert total - kept <= refetched <= total - kept + splits * IN_FLIGHT, (
-            f"rerun fetched {refetched} bytes; the killed run kept all but {total - kept}; {splits} splits")
+        assert total - kept <= refetched <= total - kept + windows + splits * IN_FLIGHT, (
+            f"rerun fetched {refetched} bytes; the killed run kept all but {total - kept}; {windows} to confirm; {splits} splits")
         lost = sent_total - kept  # received (or still in a socket buffer) at the kill, not kept
         allowed = case.concurrency * (1.2 * case.rate + IN_FLIGHT)
         assert lost <= allowed, f"{lost} bytes sent before the kill were not kept (allowed {allowed:.0f})"
@@ -156,13 +159,22 @@ def test_kill_mid_transfer_then_rerun_fetches_only_what_was_missing(tmp_path: Pa
 
 def _kept(out: Path, e) -> int:
     """Bytes of this file the killed run left for the rerun to trust."""
+    return _held(out, e).total
+
+
+def _windows(out: Path, e) -> int:
+    """Held bytes the rerun asks again to confirm them."""
+    return sum(end - start for start, end in resume_windows(_held(out, e), e.size))
+
+
+def _held(out: Path, e) -> RangeSet:
     final = out / e.dataset_id / e.batch_id / e.dataset_file_id / e.name
     if final.is_file():
-        return e.size
+        return RangeSet([(0, e.size)])
     ctl, part = control_path(final), part_path(final)
     if ctl.is_file():
-        return RangeSet(tuple(r) for r in json.loads(ctl.read_text())["done"]).total
-    return part.stat().st_size if part.is_file() else 0
+        return RangeSet(tuple(r) for r in json.loads(ctl.read_text())["done"])
+    return RangeSet([(0, part.stat().st_size)]) if part.is_file() else RangeSet()
 
 
 def _sha256(path: Path) -> str:

@@ -28,8 +28,8 @@ async def test_no_stream_writes_past_the_prefix_of_a_part_that_has_no_control_fi
     original, original_control = local.LocalTarget.flush, local.write_control
     durable_controls: set[str] = set()  # files whose control file was fsynced with its folder
 
-    def recorded_control(final, size, done, synced, durable=False):
-        original_control(final, size, done, synced, durable=durable)
+    def recorded_control(final, size, done, synced, durable=False, **kw):
+        original_control(final, size, done, synced, durable=durable, **kw)
         if durable:
             durable_controls.add(final.name)
 

@@ -24,6 +24,7 @@ from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.server import ThreadedFakePlatform
 from engine.output.control import control_path, part_path
 from engine.transfer.ranges import RangeSet
+from engine.transfer.validators import resume_windows
 
 
 @pytest.fixture
@@ -95,6 +96,7 @@ def test_sigterm_keeps_held_bytes_and_the_rerun_never_asks_for_them(tmp_path: Pa
     assert_files_match(out, list(expected.values()))
     for k, h in held.items():
         starts = [s for key, s in asked if key == k]
-        assert not [s for s in starts if h.end_of_run(s) > s], f"{k}: asked again from inside {h.as_list()}: {starts}"
+        confirming = {start for start, _ in resume_windows(h, expected[k].size)}  # a few KiB asked again (the fake sends no ETag)
+        assert not [s for s in starts if h.end_of_run(s) > s and s not in confirming], f"{k}: asked again from inside {h.as_list()}: {starts}"
         if h.total == expected[k].size:
             assert starts == [], f"{k} was complete but fetched again"

@@ -1,4 +1,5 @@
-"""Checks that prove a file is what the platform promised: size, digests, parquet footer, rows."""
+"""Checks that prove a file is what the platform promised: size, digests, parquet footer and page
+layout, rows."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError
-from .footer import FooterError, footer_counts
+from .footer import (
+    DATA_PAGE, DATA_PAGE_V2, DICTIONARY_PAGE, ColumnChunk, FooterError, PageHeader, Truncated, footer_counts, page_header,
+)
 
 PARQUET_MAGIC = b"PAR1"
 _HASH_BLOCK = 256 << 10  # a reused buffer per thread: re-reads cost at most this per disk thread
@@ -120,8 +123,9 @@ _MAX_FOOTER = 256 << 20
 
 
 def parquet_rows(path: Path, *, deep: bool = False) -> int:
-    """Row count from the footer (FileMetaData), after checking both magic markers and that the
-    row groups add up; deep also reads every page with pyarrow (page checksums)."""
+    """Row count from the footer (FileMetaData), after checking both magic markers, that the
+    row groups add up and that every page is where the footer says; deep also reads every page
+    with pyarrow (page checksums)."""
     rows = _footer_rows(path)
     if deep:
         import pyarrow.parquet as pq  # heavy: only for the optional deep check
@@ -137,14 +141,15 @@ def _footer_rows(path: Path) -> int:
     try:
         with path.open("rb") as fh:
             fd = fh.fileno()
-            return footer_rows(lambda offset, n: os.pread(fd, n, offset), os.fstat(fd).st_size, path.name)
+            return footer_rows(lambda offset, n: os.pread(fd, n, offset), os.fstat(fd).st_size, path.name, pages=True)
     except OSError as exc:
         raise IntegrityError(f"cannot read {path.name}: {exc}") from exc
 
 
-def footer_rows(read_at: Callable[[int, int], bytes], size: int, name: str) -> int:
+def footer_rows(read_at: Callable[[int, int], bytes], size: int, name: str, *, pages: bool = False) -> int:
     """Row count from a parquet file's footer, read through `read_at(offset, n)` (any storage):
-    both magic markers, a footer that fits, and row groups that add up to the stated rows."""
+    both magic markers, a footer that fits, and row groups that add up to the stated rows.
+    `pages` (a read per page: for local files) also walks every column chunk's pages."""
     if size < 12 or read_at(0, 4) != PARQUET_MAGIC:
         raise IntegrityError(f"{name} is not a parquet file (magic bytes missing)")
     length, tail = struct.unpack("<I4s", read_at(size - 8, 8))
@@ -162,7 +167,52 @@ def footer_rows(read_at: Callable[[int, int], bytes], size: int, name: str) -> i
     in_groups = sum(rows or 0 for rows in meta.row_group_rows)
     if in_groups != meta.num_rows:
         raise IntegrityError(f"{name}: row groups hold {in_groups} rows, the footer says {meta.num_rows}")
+    if pages:
+        for chunk in meta.chunks:
+            _check_chunk_pages(read_at, chunk, size - 8 - length, name)
     return meta.num_rows
+
+
+_PAGE_HEADER_READ = 256  # bytes read for a page header first (most are 20 to 60)
+_MAX_PAGE_HEADER = 16 << 20
+_LEGACY_SLACK = 100  # parquet-mr <= 1.2.8 left dictionary page headers out of total_compressed_size
+
+
+def _check_chunk_pages(read_at: Callable[[int, int], bytes], chunk: ColumnChunk, data_end: int, name: str) -> None:
+    """Walk a column chunk's pages by their headers: each must parse, the dictionary page and the
+    first data page must be where the footer says, and the pages must fill the chunk. A file
+    joined from two versions (a resume across a change on the server) fails here: the footer of
+    one points into the pages of the other."""
+    end = chunk.start + chunk.length
+    if chunk.start < 4 or chunk.length <= 0 or end > data_end:
+        raise IntegrityError(f"{name}: a column chunk at {chunk.start} (+{chunk.length}) lies outside the data pages")
+    pos, seen_data = chunk.start, False
+    while pos < end:
+        try:
+            header = _page_header_at(read_at, pos, data_end)
+        except FooterError as exc:
+            raise IntegrityError(f"{name}: no page header at byte {pos} where the footer puts a page: {exc}") from None
+        if pos == chunk.dictionary_page and header.kind != DICTIONARY_PAGE:
+            raise IntegrityError(f"{name}: the page at byte {pos} is not the dictionary page the footer says")
+        if pos == chunk.data_page:
+            if header.kind not in (DATA_PAGE, DATA_PAGE_V2):
+                raise IntegrityError(f"{name}: the page at byte {pos} is not the data page the footer says")
+            seen_data = True
+        pos += header.header_size + header.compressed_size
+    if not seen_data or not end <= pos <= min(end + _LEGACY_SLACK, data_end):
+        raise IntegrityError(f"{name}: the pages of the column chunk at {chunk.start} do not fill its {chunk.length} bytes")
+
+
+def _page_header_at(read_at: Callable[[int, int], bytes], pos: int, data_end: int) -> PageHeader:
+    n = _PAGE_HEADER_READ
+    while True:
+        raw = read_at(pos, min(n, data_end - pos))
+        try:
+            return page_header(raw)
+        except Truncated:
+            if len(raw) < min(n, data_end - pos) or n >= min(_MAX_PAGE_HEADER, data_end - pos):
+                raise
+            n *= 64
 
 
 def expected_record_count(batch: Mapping[str, Any]) -> int | None:

@@ -12,6 +12,11 @@ Two lists: `done`, every range written (a process killed at any point keeps them
 still holds the bytes), and `synced`, the ranges as of the last fdatasync. A control file written
 before the machine last booted (another `boot` id: a node crash, or a pod moved to another node)
 keeps only `synced`, since bytes written but never synced may not have survived.
+
+`etag` and `last_modified`, when the server sent them, identify the version of the file the held
+bytes belong to (transfer/validators.py): the resume asks with If-Range. A `.part` whose server
+sends a validator always has a control file, written when the first response arrives; one
+without these fields (an older run, a server that sends none) is confirmed by bytes instead.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..model import FileTask
 from ..transfer.ranges import RangeSet
 from .layout import control_path, part_path, split_marker  # noqa: F401 - part_path re-exported
 from .diskio import atomic_write
+from ..transfer.validators import Validator
 
 CONTROL_VERSION = 1
 
@@ -40,10 +46,11 @@ def _boot_id() -> str | None:
 BOOT_ID = _boot_id()
 
 
-def held_ranges(fd: int, final: Path, task: FileTask) -> RangeSet:
-    """What an earlier run left in the .part, after sanity checks; nothing if they fail."""
+def held_ranges(fd: int, final: Path, task: FileTask) -> tuple[RangeSet, Validator | None]:
+    """What an earlier run left in the .part, after sanity checks (nothing if they fail), and the
+    validator of the version it came from, if the server sent one."""
     length = os.fstat(fd).st_size
-    held = _read_control(final, task)
+    held, validator = _read_control(final, task)
     if held is None:  # a .part from an older version: a contiguous prefix
         prefix = length
         marker = split_marker(final)
@@ -61,31 +68,34 @@ def held_ranges(fd: int, final: Path, task: FileTask) -> RangeSet:
     if not held.total:
         os.ftruncate(fd, 0)
         control_path(final).unlink(missing_ok=True)  # an empty .part needs none (see above)
-    return held
+        validator = None
+    return held, validator
 
 
-def _read_control(final: Path, task: FileTask) -> RangeSet | None:
+def _read_control(final: Path, task: FileTask) -> tuple[RangeSet | None, Validator | None]:
     try:
         state = json.loads(control_path(final).read_text())
     except FileNotFoundError:
-        return None
+        return None, None
     except (OSError, ValueError):
-        return RangeSet()  # unreadable: trust nothing
+        return RangeSet(), None  # unreadable: trust nothing
     if not isinstance(state, dict) or state.get("v") != CONTROL_VERSION:
-        return RangeSet()
+        return RangeSet(), None
     if state.get("size") is not None and task.size is not None and state["size"] != task.size:
-        return RangeSet()  # listed with another size: another file
+        return RangeSet(), None  # listed with another size: another file
     same_boot = BOOT_ID is not None and state.get("boot") == BOOT_ID
     try:
-        return RangeSet((int(a), int(b)) for a, b in state.get("done" if same_boot else "synced", []))
+        held = RangeSet((int(a), int(b)) for a, b in state.get("done" if same_boot else "synced", []))
     except (TypeError, ValueError):
-        return RangeSet()
+        return RangeSet(), None
+    return held, Validator.from_values(state.get("etag"), state.get("last_modified"))
 
 
 def write_control(final: Path, size: int | None, done: list[list[int]], synced: list[list[int]],
-                  durable: bool = False) -> None:
+                  durable: bool = False, validator: Validator | None = None) -> None:
     """Atomically (temp + rename). `durable`: fsynced with its folder, so that after a crash it can
     be old but not missing (a missing one would make a .part with holes pass for a prefix)."""
     path = control_path(final)
-    state = {"v": CONTROL_VERSION, "size": size, "done": done, "synced": synced, "boot": BOOT_ID}
+    state = {"v": CONTROL_VERSION, "size": size, "done": done, "synced": synced, "boot": BOOT_ID,
+             **(validator.state() if validator is not None else {})}
     atomic_write(path, json.dumps(state, separators=(",", ":")), durable=durable, sync_folder=durable)

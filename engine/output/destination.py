@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..model import FileTask
 from ..transfer.pieces import Download
 from ..transfer.ranges import RangeSet
+from ..transfer.validators import Validator
 
 if TYPE_CHECKING:
     import anyio
@@ -88,6 +89,8 @@ class Target(Protocol):
 
     held: RangeSet
     piece_size: int
+    rereads_held: bool  # `read_into` can read what an earlier run left (to compare it with the server's)
+    validator: Validator | None  # the version of the file the held bytes belong to (ETag, Last-Modified)
 
     async def flush(self, offset: int, chunks: list[bytes], download: Download) -> None:
         """Write the bytes at `offset`, tell the model (`download.written`), and persist what is
@@ -101,7 +104,7 @@ class Target(Protocol):
         """Feed bytes [start, end) to the hasher (worker thread); returns where they ended."""
 
     async def restart(self) -> None:
-        """Throw every byte away: the file starts over."""
+        """Throw every byte away, and the validator they came with: the file starts over."""
 
     async def commit(self, download: Download, check: Check) -> int | None:
         """Run the checks on the complete bytes, then make the file visible under its final name."""

@@ -28,6 +28,7 @@ from ..errors import FileWontFit, IntegrityError
 from ..model import FileTask
 from ..transfer.pieces import Download
 from ..transfer.ranges import RangeSet
+from ..transfer.validators import Validator
 from .control import control_path, held_ranges, part_path, write_control
 from .destination import Check, Existing
 from .diskio import pwrite_all
@@ -89,9 +90,11 @@ class LocalDestination(LocalFiles):
 
     async def open(self, task: FileTask) -> LocalTarget:
         final = contained(self.out_dir, task.rel_path)
-        fd, held = await anyio.to_thread.run_sync(self._open_sync, task, final, limiter=self.disk)
-        return LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task), self._names,
-                           partial(self._leave, final.parent))
+        fd, held, validator = await anyio.to_thread.run_sync(self._open_sync, task, final, limiter=self.disk)
+        target = LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task), self._names,
+                             partial(self._leave, final.parent))
+        target.validator = validator
+        return target
 
     def _enter(self, folder: Path) -> None:
         """A file of `folder` opens: its hidden folder must exist until the last one there closes."""
@@ -113,7 +116,7 @@ class LocalDestination(LocalFiles):
             except OSError:
                 pass  # not empty: progress kept for the rerun
 
-    def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet]:
+    def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet, Validator | None]:
         """Create the folders, open the .part, read what it holds, check free space for the rest."""
         self._enter(final.parent)
         try:
@@ -122,12 +125,12 @@ class LocalDestination(LocalFiles):
             self._leave(final.parent)
             raise
 
-    def _open_part(self, task: FileTask, final: Path) -> tuple[int, RangeSet]:
+    def _open_part(self, task: FileTask, final: Path) -> tuple[int, RangeSet, Validator | None]:
         part = part_path(final)
         self._adopt_legacy_part(task, final)
         try:  # most files start fresh: one syscall tells, and there is nothing to read
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            held = RangeSet()
+            held, validator = RangeSet(), None
             control_path(final).unlink(missing_ok=True)  # a stale one would describe another .part
         except FileExistsError:
             fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW)
@@ -135,14 +138,14 @@ class LocalDestination(LocalFiles):
         created = held is not None
         try:
             if held is None:
-                held = held_ranges(fd, final, task)
+                held, validator = held_ranges(fd, final, task)
             _ensure_space(final, task, held.total)
         except BaseException:
             os.close(fd)
             if created:  # an empty .part of ours: nothing to resume from
                 part.unlink(missing_ok=True)
             raise
-        return fd, held
+        return fd, held, validator
 
     def _adopt_legacy_part(self, task: FileTask, final: Path) -> None:
         """Move a `.part` (and its control file or split marker) that a version before this layout
@@ -180,6 +183,8 @@ class LocalTarget:
     """A .part filled by positional writes, one thread hop per flush (write + hash together)."""
 
     piece_size = PIECE
+    rereads_held = True  # held bytes can be compared with the server's (transfer/validators.py)
+    validator: Validator | None = None  # of the version the held bytes belong to, kept in the control file
 
     def __init__(self, final: Path, fd: int, held: RangeSet, export: ExportSettings, disk: anyio.CapacityLimiter,
                  record: Callable[[int, str, int | None, int], None], names: threading.Lock,
@@ -248,7 +253,7 @@ class LocalTarget:
             # Durable when new (no write past the prefix may reach the disk before it does) and
             # after every fdatasync (the synced list it carries is what another boot trusts).
             durable = self._durable and (synced_now or not self._has_control)
-            write_control(self.final, download.size, done, self._synced, durable=durable)
+            write_control(self.final, download.size, done, self._synced, durable=durable, validator=self.validator)
             self._saved_at, self._has_control = time.monotonic(), True
 
     def read_into(self, start: int, end: int, hasher: Any) -> int:
@@ -261,6 +266,7 @@ class LocalTarget:
         with self._save_lock:
             os.ftruncate(self.fd, 0)
             self._synced = []
+            self.validator = None  # the next response's, once it comes
             write_control(self.final, None, [], [])
         self.held = RangeSet()
 

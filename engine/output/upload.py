@@ -39,6 +39,9 @@ SHA256_META, ROWS_META = "aep-export-sha256", "aep-export-rows"
 class StoreTarget:
     """A `Target` (see destination.py) in a bucket."""
 
+    rereads_held = False  # parts of an unfinished multipart upload cannot be read back
+    validator = None  # not kept across pods: the parts an earlier pod uploaded are trusted as before
+
     def __init__(self, link: Uplink, rel: str, staging: str, size: int | None, part_size: int, resumed: Resumed):
         self.link, self.rel, self.staging, self.size = link, rel, staging, size
         self.piece_size = part_size
@@ -266,7 +269,7 @@ class StoreTarget:
     async def restart(self) -> None:
         """The server's file changed: nothing uploaded belongs to it any more."""
         await self._abandon()
-        self.held = RangeSet()
+        self.held, self.validator = RangeSet(), None
 
     async def discard(self) -> None:
         with anyio.CancelScope(shield=True):

@@ -88,6 +88,8 @@ class Downloader:
     async def _download(self, task: FileTask) -> FileResult:
         target = await self.destination.open(task)
         download = Download(task.size, target.held, align=target.piece_size)
+        if target.rereads_held and not (target.validator is not None and target.validator.strong):
+            download.distrust_held()  # confirmed by windows of bytes asked again (transfer/validators.py)
         job = FileJob(task, download, target, Budget(self.export.max_file_attempts))
         try:
             if target.held.total:
@@ -111,6 +113,7 @@ class Downloader:
         """Streams until every byte is held; a file that changed on the server starts over."""
         for restart in range(MAX_RESTARTS + 1):
             try:
+                await self.fetcher.confirm_tail(job)
                 try:
                     async with anyio.create_task_group() as tg:  # helper streams join it
                         job.tg = tg
@@ -150,7 +153,7 @@ class Downloader:
         check_digests(download.digest(), job.digests, view.digest)
         if not (task.is_parquet and self.export.verify_parquet):
             return None
-        rows = footer_rows(view.read_at, view.size, task.name)
+        rows = footer_rows(view.read_at, view.size, task.name, pages=view.path is not None)  # a read per page: local only
         if self.export.deep_verify and view.path is not None:
             parquet_rows(view.path, deep=True)
         return rows

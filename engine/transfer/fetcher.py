@@ -8,6 +8,7 @@ most about a second of transfer per connection; the control file follows each fl
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ..platform.client import PlatformClient, raise_for_status
 from ..retry import Budget, RetryPolicy
 from .pieces import Claim, Download
 from .scheduler import Scheduler
+from .validators import Validator, changed, read_held
 
 if TYPE_CHECKING:
     from ..output.destination import Target
@@ -34,6 +36,7 @@ log = structlog.get_logger("aep_export.transfer")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 FLUSH_AGE = 0.1  # seconds a received byte may wait in memory before it is written (what a kill -9 can lose)
 _IOV_MAX = 512  # chunks per write
+_MAX_LEAD = 1 << 20  # body bytes before a resume window a response may carry (read, not streamed)
 
 
 @dataclass(eq=False)
@@ -149,17 +152,21 @@ class Fetcher:
         """One request from the claim's position to its end (or a response-limit-sized part)."""
         start, size = claim.pos, job.download.size
         headers = {"Accept-Encoding": "identity"}
-        ranged = not (start == 0 and claim.stop == size and (size is None or size <= self.planner.next_size()))
+        lead = job.download.window_before(start)  # held bytes before `start` to ask again and compare
+        ranged = lead > 0 or not (start == 0 and claim.stop == size and (size is None or size <= self.planner.next_size()))
         if ranged:
             end = "" if claim.stop is None else str(min(claim.stop, start + self.planner.next_size()) - 1)
-            headers["Range"] = f"bytes={start}-{end}"
+            headers["Range"] = f"bytes={start - lead}-{end}"
+            headers.update(if_range(job))
         job.requests += 1
         self.counters.requests += 1
         async with self.client.request("GET", job.task.url, headers=headers, auto_decompress=False) as resp:
-            plan = await self._accept(job, claim, resp, ranged, start)
+            plan = await self._accept(job, claim, resp, ranged, start, headers.get("If-Range"))
             if plan is None:
                 return
             skip, expected = plan
+            if job.download.window_before(start):  # still asked for (a 200 may have started the file over)
+                skip, expected = await self._confirm_lead(job, resp, start, skip, expected)
             t0, before = time.monotonic(), job.fetched
             try:
                 received = await self._pump(job, claim, buf, resp, skip)
@@ -226,9 +233,11 @@ class Fetcher:
             job.handed += 1
             job.tg.start_soon(partial(self.run_stream, job, claim, holds_connection=True))
 
-    async def _accept(self, job: FileJob, claim: Claim, resp: Any, ranged: bool, start: int) -> tuple[int, int | None] | None:
+    async def _accept(self, job: FileJob, claim: Claim, resp: Any, ranged: bool, start: int,
+                      sent_if_range: str | None = None) -> tuple[int, int | None] | None:
         """Check a response against the claim: (body bytes to skip, body length), or None when
-        the server says there is nothing at this offset because the file ended."""
+        the server says there is nothing at this offset because the file ended. A response of
+        another version of the file than the held bytes starts the file over."""
         download = job.download
         if resp.status == 416:
             if download.size is not None and start >= download.size:
@@ -253,10 +262,80 @@ class Fetcher:
                 claim.stop = total if claim.stop is None else claim.stop
             elif total != download.size:
                 raise FileChanged(f"the server now reports {total} bytes, the listing said {download.size}")
-        if skip and resp.status == 200:
+        seen = Validator.of(resp.headers)
+        reason = changed(job.target.validator, seen)
+        if sent_if_range and resp.status == 200 and seen != job.target.validator:
+            reason = reason or f"it answered If-Range: {sent_if_range} with the whole file"
+        if reason:
+            if resp.status != 200 or job.download.claims != [claim]:
+                raise FileChanged(f"the file changed on the server: {reason}")
+            log.warning("file_changed_starting_over", file=job.task.rel_path, reason=reason)
+            skip = await self._start_over(job, claim)  # this body is the new file
+        elif skip and resp.status == 200:
             skip = await self._range_ignored(job, claim)
+        await self._keep_validator(job, seen)
         job.digests += digest_claims(resp.headers, full_body=resp.status == 200)
         return skip, expected
+
+    async def _keep_validator(self, job: FileJob, seen: Validator | None) -> None:
+        """The server's validator, once no held byte is left unconfirmed, is kept with the held
+        bytes (the control file): a rerun after a crash asks with If-Range."""
+        if seen is not None and job.target.validator is None and not job.download.unconfirmed:
+            job.target.validator = seen
+            await job.target.checkpoint(job.download)
+
+    async def _confirm_lead(self, job: FileJob, resp: Any, start: int, skip: int, expected: int | None) -> tuple[int, int | None]:
+        """The held bytes before `start` came again at the head of the body: compare them before
+        writing after them. Returns the plan for the rest of the body."""
+        lead = job.download.window_before(start)
+        window = await self.read_window(job, resp, start - skip, expected, start - lead, start)
+        await self.confirm(job, (start - lead, start), window)
+        await self._keep_validator(job, Validator.of(resp.headers))
+        return 0, None if expected is None else expected - skip
+
+    async def confirm_tail(self, job: FileJob) -> None:
+        """The held run that ends the file has no stream after it: its first bytes are asked again
+        alone, before a byte is written in front of them."""
+        window = job.download.tail_window()
+        if window is None:
+            return
+        start, end = window
+        probe = Claim(start, end)  # not one of the file's claims: nothing is written from it
+
+        async def attempt() -> None:
+            headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}", **if_range(job)}
+            job.requests += 1
+            self.counters.requests += 1
+            async with self.scheduler.connections, \
+                    self.client.request("GET", job.task.url, headers=headers, auto_decompress=False) as resp:
+                skip, expected = await self._accept(job, probe, resp, True, start, headers.get("If-Range")) or (0, 0)
+                data = await self.read_window(job, resp, start - skip, expected, start, end)
+            await self.confirm(job, window, data)
+
+        await self.policy.run(attempt, what=job.task.rel_path, budget=job.budget)
+
+    async def read_window(self, job: FileJob, resp: Any, body_start: int, expected: int | None, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the file from the head of a body that begins at `body_start`."""
+        if resp.status != 206 or not 0 <= start - body_start <= _MAX_LEAD:
+            raise FileChanged(f"cannot confirm the held bytes at {start}: "
+                              f"the server answered {resp.status} from byte {body_start}")
+        n = end - body_start if expected is None else min(end - body_start, expected)
+        try:
+            head = await resp.content.readexactly(n)
+        except asyncio.IncompleteReadError:
+            raise TransferError("the body ended inside the bytes asked again to confirm the held ones") from None
+        job.fetched += n
+        self.counters.bytes_fetched += n
+        if n < end - body_start:
+            raise TransferError(f"the server sent {n} bytes, short of the {end - start} asked again at {start}")
+        return head[start - body_start:]
+
+    async def confirm(self, job: FileJob, window: tuple[int, int], data: bytes) -> None:
+        """Held bytes must equal the server's: else the file changed since they were fetched."""
+        held = await anyio.to_thread.run_sync(read_held, job.target.read_into, *window, limiter=self.scheduler.disk)
+        if held != data:
+            raise FileChanged(f"the file changed on the server: the held bytes {window[0]}-{window[1] - 1} differ from its bytes")
+        job.download.confirmed(*window)
 
     async def _range_ignored(self, job: FileJob, claim: Claim) -> int:
         """A 200 to a ranged request: the whole file is coming. A lone stream starts the file over
@@ -265,12 +344,22 @@ class Fetcher:
         if job.download.claims != [claim]:
             return claim.pos
         log.info("range_ignored_starting_over", file=job.task.rel_path, offset=claim.pos)
+        return await self._start_over(job, claim)
+
+    async def _start_over(self, job: FileJob, claim: Claim) -> int:
+        """A lone stream's 200: start the file over from this very body (no request thrown away)."""
         self.counters.restarts += 1
         await job.target.restart()
         job.download.restart(job.download.size)
         claim.pos = claim.flushed = 0
         claim.stop = job.download.size
         return 0
+
+
+def if_range(job: FileJob) -> dict[str, str]:
+    """If-Range for a ranged request, when a validator identifies the bytes held."""
+    value = job.target.validator.if_range() if job.target.validator is not None else None
+    return {"If-Range": value} if value else {}
 
 
 def _head(chunks: list[bytes], n: int = 4) -> bytes:

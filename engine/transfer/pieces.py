@@ -7,6 +7,8 @@
 - `hashed`: the whole-file SHA-256 is fed in order as the held prefix grows. Bytes arriving at the
   prefix are hashed from memory; bytes that arrived out of order (other streams, an earlier run)
   are re-read from the destination once the prefix reaches them, never before.
+- `unconfirmed`: windows of bytes an earlier run left that must match the server's before
+  anything is written next to them (transfer/validators.py), when no strong ETag vouches for them.
 
 Resume, parallel ranges, tail sharing, restarts and verification all work on this one object.
 Writes and hashing happen in worker threads (one per flush), hence the lock.
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .ranges import RangeSet
+from .validators import resume_windows
 
 ReadInto = Callable[[int, int, object], int]  # (start, end, hasher) -> where the bytes ended
 
@@ -51,6 +54,7 @@ class Download:
         self.align = align  # splits land on multiples of this (the destination's piece size)
         self.hasher = hashlib.sha256()
         self.hashed = 0
+        self.unconfirmed: list[tuple[int, int]] = []  # [start, end) windows of held bytes not yet matched
         self._lock = threading.Lock()  # the hash and its state; held while hashing and reading back
         self._ranges_lock = threading.Lock()  # `done` itself, held only while it changes or is copied
 
@@ -127,6 +131,26 @@ class Download:
         with self._lock:
             return self.done.as_list()
 
+    # -- held bytes an earlier run left (event loop only) -------------------------------------
+
+    def distrust_held(self) -> None:
+        """Nothing identifies the held bytes as the server's current file: confirm them by window."""
+        self.unconfirmed = resume_windows(self.done, self.size)
+
+    def window_before(self, offset: int) -> int:
+        """Bytes before `offset` to ask again and compare (a held run ends there unconfirmed), or 0."""
+        return next((offset - start for start, end in self.unconfirmed if end == offset), 0)
+
+    def tail_window(self) -> tuple[int, int] | None:
+        """The unconfirmed window of the held run that ends the file: no stream starts after it."""
+        if self.size is None:
+            return None
+        return next(((start, end) for start, end in self.unconfirmed if self.done.end_of_run(start) >= self.size), None)
+
+    def confirmed(self, start: int, end: int) -> None:
+        if (start, end) in self.unconfirmed:
+            self.unconfirmed.remove((start, end))
+
     # -- whole file ---------------------------------------------------------------------------
 
     @property
@@ -141,6 +165,7 @@ class Download:
                 self.done.clear()
             self.hasher = hashlib.sha256()
             self.hashed = 0
+            self.unconfirmed = []
 
     def digest(self) -> str:
         return self.hasher.hexdigest()

@@ -173,7 +173,7 @@ async def test_a_control_file_without_validators_still_resumes_and_its_bytes_are
         size = len(old)
         held = RangeSet([(0, size // 3)] + ([(2 * size // 3, size)] if layout == "prefix and tail" else []))
         final = expected_path(tmp_path / "out", victim)
-        final.parent.mkdir(parents=True)
+        part_path(final).parent.mkdir(parents=True)  # the hidden folder beside the final name
         part_path(final).write_bytes(old[:held.last_end] if layout == "prefix" else old)  # the gap's bytes are not held
         control_path(final).write_text(json.dumps({"v": 1, "size": size, "done": held.as_list(), "synced": [], "boot": BOOT_ID}))
         windows = resume_windows(held, size)

@@ -8,7 +8,9 @@ ExportError
 │   ├── NotFound             404: unknown dataset, batch or file
 │   └── RetryableStatus      429/5xx: worth another try (Throttled for 429/503)
 │       └── Throttled
-├── TransferError            the connection failed or the body was cut short: retryable
+├── TransferError            the connection failed, the body was cut short or too slow: retryable
+│   └── UnusableBody         a body's first bytes fail a check (an HTML page for a parquet)
+├── RequestLimit             a file used up its requests (export.max_file_requests): it fails alone
 ├── FileChanged              the server's file is not the one we started: start it over
 ├── NotYet                   a polled state is not reached yet (export job, batch): poll again
 ├── IntegrityError           bytes on disk do not match what the platform promised
@@ -18,6 +20,8 @@ ExportError
 """
 
 from __future__ import annotations
+
+from .logs import _mask  # the one list of the run's secrets
 
 
 class ExportError(Exception):
@@ -71,6 +75,15 @@ class TransferError(ExportError):
     """Connection reset, timeout or a body shorter than announced: retry/resume."""
 
 
+class UnusableBody(TransferError):
+    """The first bytes of a body fail a check (not parquet: an error page sent with a 200):
+    a failed attempt, retried with back-off, and what came is quoted."""
+
+
+class RequestLimit(ExportError):
+    """A file cost the most requests it may (export.max_file_requests): it fails, the run goes on."""
+
+
 class FileChanged(ExportError):
     """The total size changed, or the server sent more bytes than the file has: start over."""
 
@@ -93,3 +106,12 @@ class UnsafeNameError(ExportError):
 
 class StoreError(ExportError):
     """The object store failed an operation after its client's own retries; uploaded parts are kept."""
+
+
+def excerpt(data: bytes | str, limit: int = 48) -> str:
+    """What the platform sent, short and printable: quoted, control and non-ASCII bytes escaped
+    (`'<!DOCTYPE html>\\n<html>'…`), never a secret the run knows."""
+    raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else bytes(data)
+    text = _mask(raw.decode("ascii", "backslashreplace"))  # masked whole: a cut never shows half a secret
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return f"'{shown}'" + ("…" if len(text) > limit else "")

@@ -21,6 +21,10 @@ ExportError
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 from .logs import _mask  # the one list of the run's secrets
 
 
@@ -108,10 +112,54 @@ class StoreError(ExportError):
     """The object store failed an operation after its client's own retries; uploaded parts are kept."""
 
 
-def excerpt(data: bytes | str, limit: int = 48) -> str:
-    """What the platform sent, short and printable: quoted, control and non-ASCII bytes escaped
-    (`'<!DOCTYPE html>\\n<html>'…`), never a secret the run knows."""
+def excerpt(data: bytes | str, limit: int = 48, *, quote: bool = True) -> str:
+    """What the platform sent, short and printable: control and non-ASCII bytes escaped
+    (`'<!DOCTYPE html>\\n<html>'…`), quoted unless `quote` is false, never a secret the run knows."""
     raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else bytes(data)
     text = _mask(raw.decode("ascii", "backslashreplace"))  # masked whole: a cut never shows half a secret
     shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
-    return f"'{shown}'" + ("…" if len(text) > limit else "")
+    cut = "…" if len(text) > limit else ""
+    return f"'{shown}'{cut}" if quote else shown + cut
+
+
+_PROBLEM_CODE = re.compile(r"[A-Z][A-Z0-9]*-\d+-\d{3}")  # http://ns.adobe.com/aep/errors/INSGHT-1000-400
+_MESSAGE_LIMIT = 300
+
+
+def error_fields(raw: bytes, reason: str = "") -> tuple[str | None, str]:
+    """(error_code, message) of an error answer, whatever its body: the gateway's {error_code,
+    message}, the problem shape {type, title, status, detail, report, error-chain}, IMS's {error,
+    error_description}; anything else (an HTML page, nothing, invalid JSON, a JSON list or
+    string, unknown keys) is quoted as it came, after the HTTP reason."""
+    if not raw.strip():
+        return None, f"{reason} (empty body)".strip()
+    try:
+        body = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
+        body = None
+    known = _documented_shape(body) if isinstance(body, dict) else None
+    if known is None:
+        quoted = excerpt(raw, 80)
+        return None, f"{reason}: {quoted}" if reason else quoted
+    code, message = (_as_text(v) for v in known)
+    return (excerpt(code, 40, quote=False) if code else None,
+            excerpt(message, _MESSAGE_LIMIT, quote=False) if message else reason)
+
+
+def _as_text(value: Any) -> str:
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _documented_shape(body: dict[str, Any]) -> tuple[Any, Any] | None:
+    if "error_code" in body or "message" in body:  # the gateway
+        return body.get("error_code", body.get("code")), body.get("message")
+    if {"title", "detail", "error-chain"} & body.keys():  # the problem shape of newer services
+        chain = body.get("error-chain")
+        link = chain[0] if isinstance(chain, list) and chain and isinstance(chain[0], dict) else {}
+        match = _PROBLEM_CODE.search(str(body.get("type", "")))
+        code = link.get("errorCode") or (match.group(0) if match else None)
+        parts = [str(body[k]) for k in ("title", "detail") if body.get(k) not in (None, "")]
+        return code, ": ".join(dict.fromkeys(parts))  # a detail equal to the title once
+    if "error" in body:  # IMS
+        return body.get("error"), body.get("error_description")
+    return None

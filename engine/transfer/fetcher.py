@@ -284,7 +284,7 @@ class Fetcher:
                 await job.target.flush(offset, chunks, job.download)  # and progress persisted when due
                 claim.flushed = offset + sum(map(len, chunks))
             buf.kept = max(buf.kept, claim.flushed)
-            buf.busy += time.monotonic() - buf.flushing
+            buf.busy += time.monotonic() - buf.flushing  # the speed check leaves our own time out
             buf.flushing = 0.0
         buf.since = time.monotonic()
         await self.lend()

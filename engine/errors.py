@@ -8,7 +8,9 @@ ExportError
 │   ├── NotFound             404: unknown dataset, batch or file
 │   └── RetryableStatus      429/5xx: worth another try (Throttled for 429/503)
 │       └── Throttled
-├── TransferError            the connection failed or the body was cut short: retryable
+├── TransferError            the connection failed, the body was cut short or too slow: retryable
+│   └── UnusableBody         a body's first bytes fail a check (an HTML page for a parquet)
+├── RequestLimit             a file used up its requests (export.max_file_requests): it fails alone
 ├── FileChanged              the server's file is not the one we started: start it over
 ├── NotYet                   a polled state is not reached yet (export job, batch): poll again
 ├── IntegrityError           bytes on disk do not match what the platform promised
@@ -20,6 +22,12 @@ ExportError
 """
 
 from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .logs import _mask  # the one list of the run's secrets
 
 
 class ExportError(Exception):
@@ -73,6 +81,15 @@ class TransferError(ExportError):
     """Connection reset, timeout or a body shorter than announced: retry/resume."""
 
 
+class UnusableBody(TransferError):
+    """The first bytes of a body fail a check (not parquet: an error page sent with a 200):
+    a failed attempt, retried with back-off, and what came is quoted."""
+
+
+class RequestLimit(ExportError):
+    """A file cost the most requests it may (export.max_file_requests): it fails, the run goes on."""
+
+
 class FileChanged(ExportError):
     """The total size changed, or the server sent more bytes than the file has: start over."""
 
@@ -104,3 +121,56 @@ class UnsafeNameError(ExportError):
 
 class StoreError(ExportError):
     """The object store failed an operation after its client's own retries; uploaded parts are kept."""
+
+
+def excerpt(data: bytes | str, limit: int = 48, *, quote: bool = True) -> str:
+    """What the platform sent, short and printable: control and non-ASCII bytes escaped
+    (`'<!DOCTYPE html>\\n<html>'…`), quoted unless `quote` is false, never a secret the run knows."""
+    raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else bytes(data)
+    text = _mask(raw.decode("ascii", "backslashreplace"))  # masked whole: a cut never shows half a secret
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    cut = "…" if len(text) > limit else ""
+    return f"'{shown}'{cut}" if quote else shown + cut
+
+
+_PROBLEM_CODE = re.compile(r"[A-Z][A-Z0-9]*-\d+-\d{3}")  # http://ns.adobe.com/aep/errors/INSGHT-1000-400
+_MESSAGE_LIMIT = 300
+
+
+def error_fields(raw: bytes, reason: str = "") -> tuple[str | None, str]:
+    """(error_code, message) of an error answer, whatever its body: the gateway's {error_code,
+    message}, the problem shape {type, title, status, detail, report, error-chain}, IMS's {error,
+    error_description}; anything else (an HTML page, nothing, invalid JSON, a JSON list or
+    string, unknown keys) is quoted as it came, after the HTTP reason."""
+    if not raw.strip():
+        return None, f"{reason} (empty body)".strip()
+    try:
+        body = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
+        body = None
+    known = _documented_shape(body) if isinstance(body, dict) else None
+    if known is None:
+        quoted = excerpt(raw, 80)
+        return None, f"{reason}: {quoted}" if reason else quoted
+    code, message = (_as_text(v) for v in known)
+    return (excerpt(code, 40, quote=False) if code else None,
+            excerpt(message, _MESSAGE_LIMIT, quote=False) if message else reason)
+
+
+def _as_text(value: Any) -> str:
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _documented_shape(body: dict[str, Any]) -> tuple[Any, Any] | None:
+    if "error_code" in body or "message" in body:  # the gateway
+        return body.get("error_code", body.get("code")), body.get("message")
+    if {"title", "detail", "error-chain"} & body.keys():  # the problem shape of newer services
+        chain = body.get("error-chain")
+        link = chain[0] if isinstance(chain, list) and chain and isinstance(chain[0], dict) else {}
+        match = _PROBLEM_CODE.search(str(body.get("type", "")))
+        code = link.get("errorCode") or (match.group(0) if match else None)
+        parts = [str(body[k]) for k in ("title", "detail") if body.get(k) not in (None, "")]
+        return code, ": ".join(dict.fromkeys(parts))  # a detail equal to the title once
+    if "error" in body:  # IMS
+        return body.get("error"), body.get("error_description")
+    return None

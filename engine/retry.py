@@ -11,14 +11,18 @@ import asyncio
 import email.utils
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import structlog
 
-from .errors import NotYet, RetryableStatus, Throttled, TransferError
+from .errors import NotYet, RequestLimit, RetryableStatus, Throttled, TransferError
+
+if TYPE_CHECKING:
+    from .config import ExportSettings
 
 log = structlog.get_logger("aep_export.retry")
 T = TypeVar("T")
@@ -26,6 +30,11 @@ T = TypeVar("T")
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 THROTTLE_STATUSES = frozenset({429, 503})
 MAX_RETRY_AFTER = 600.0  # never sleep longer than this on a server's word
+# A failed attempt of a file stream counts as progress (continued at once, its failure count
+# reset) only when it kept at least this many new checked bytes: a server that sends a few
+# bytes and stalls, again and again, spends the failure budget with back-off instead.
+MIN_PROGRESS = 64 << 10
+REQUESTS_PER_BYTES = 256 << 10  # a file's request ceiling grows by one per this many bytes of it
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -112,11 +121,13 @@ class RetryPolicy:
         progress: Callable[[], int] | None = None,
         budget: Budget | None = None,
         deadline: float | None = None,
+        min_progress: int = 1,
     ) -> T:
         """The one retry loop: call fn until it succeeds, fails for good, or runs out of tries.
 
         - progress: a failure after progress (a response cut by the gateway's time limit, a
-          reset mid-body) continues at once, without back-off, and resets the count;
+          reset mid-body) continues at once, without back-off, and resets the count; progress
+          is a count that grew by at least `min_progress` (less is a failure like any other);
         - budget: failures shared by every request of one file (all its streams);
         - deadline: poll until this monotonic time instead of counting attempts (fn raises
           NotYet while the awaited state is not reached).
@@ -130,7 +141,7 @@ class RetryPolicy:
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
-                if progress is not None and progress() != mark:
+                if progress is not None and progress() - mark >= min_progress:
                     self.continuations += 1
                     failures = 0
                     log.debug("continuing", what=what, offset=progress(), cause=describe(exc))
@@ -159,7 +170,49 @@ class Budget:
         return self.spent >= self.limit
 
 
+def request_ceiling(max_file_requests: int, size: int | None) -> int:
+    """Requests one file may cost in all (whatever each gained): a server that answers every
+    request with a little progress never makes a file fetch forever."""
+    return max_file_requests + (size or 0) // REQUESTS_PER_BYTES
+
+
+class SpeedWindow:
+    """The low-speed limit (aria2's --lowest-speed-limit, curl's --speed-limit/--speed-time): a
+    response that brought fewer than `rate` bytes/s over the last `window` seconds is too slow.
+
+    Judged CHECKS times per window from a timer, never per chunk, on the response's clock: the
+    caller's own time (writes to a slow disk, a full spool) is left out of it. A stall is seen
+    within a window and a quarter of its start.
+    """
+
+    CHECKS = 4
+
+    def __init__(self, rate: int, window: float, start: float):
+        self.rate, self.window, self.started = rate, window, start
+        self.step = window / self.CHECKS
+        self._marks: deque[tuple[float, int]] = deque([(start, 0)])  # (response clock, bytes)
+
+    def too_slow(self, now: float, received: int) -> bool:
+        """Record (now, bytes received so far); True when the last window brought too few."""
+        marks = self._marks
+        marks.append((now, received))
+        while len(marks) > 1 and marks[1][0] <= now - self.window:
+            marks.popleft()  # keep the latest mark a whole window old, and what followed it
+        since, then = marks[0]
+        return now - since >= self.window and received - then < self.rate * (now - since)
+
+
+def stall_bound(export: ExportSettings) -> float:
+    """The longest a file stream keeps trying once its server stops sending (after the headers),
+    with these settings: the response is cut within a window and a quarter, then each failed
+    attempt is cut after a window and waits at most its back-off's cap."""
+    attempts = min(export.max_attempts, export.max_file_attempts)
+    window = export.lowest_speed_time
+    backoffs = sum(min(export.backoff_cap, export.backoff_base * 2**k) for k in range(1, attempts))
+    return window * (1 + 1 / SpeedWindow.CHECKS) + attempts * window + backoffs
+
+
 def describe(exc: BaseException) -> str:
     """Short, secret-free text for logs and reports."""
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, RetryableStatus | TransferError) else text
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, RetryableStatus | TransferError | RequestLimit) else text

@@ -7,6 +7,7 @@ the same credentials, before the old one expires and once after a 401 (401013).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from functools import partial
 from typing import Any
@@ -17,7 +18,7 @@ import structlog
 from .origin import origin_of
 from .reach import connecting
 from ..config import AuthSettings, PlatformSettings
-from ..errors import CredentialsRejected, RetryableStatus, TransferError
+from ..errors import CredentialsRejected, RetryableStatus, TransferError, error_fields, excerpt
 from ..logs import register_secret
 from ..retry import RetryPolicy, parse_retry_after
 
@@ -35,6 +36,7 @@ class TokenProvider:
         self._policy = policy
         self._token: str | None = auth.access_token.get_secret_value() or None
         register_secret(self._token)
+        register_secret(auth.client_secret.get_secret_value())  # an error body may echo the form
         self._static = self._token is not None
         self._expires_at = float("inf") if self._static else 0.0
         self._refresh_margin = 300.0
@@ -96,15 +98,16 @@ class TokenProvider:
         try:
             async with await connecting(send, target=f"IMS {origin_of(url)}", setting="auth.ims_url", policy=self._policy,
                                         noticed=self._noticed) as resp:
-                text = await resp.text()
+                raw = await resp.read()  # bytes: a body that is not UTF-8 is quoted, never a decoding error
                 if resp.status in (429, 500, 502, 503, 504):
-                    raise RetryableStatus(resp.status, "IMS unavailable", retry_after=parse_retry_after(resp.headers.get("Retry-After")), url=url)
+                    raise RetryableStatus(resp.status, f"IMS unavailable{_ims_error(raw, resp.reason or '')}",
+                                          retry_after=parse_retry_after(resp.headers.get("Retry-After")), url=url)
                 if resp.status != 200:
-                    raise CredentialsRejected(f"IMS rejected the client credentials (HTTP {resp.status}{_ims_error(text)}); check auth.client_id, auth.client_secret and auth.scopes")
+                    raise CredentialsRejected(f"IMS rejected the client credentials (HTTP {resp.status}{_ims_error(raw, resp.reason or '')}); check auth.client_id, auth.client_secret and auth.scopes")
                 try:
-                    return await resp.json(content_type=None)
+                    return json.loads(raw)
                 except ValueError:
-                    raise CredentialsRejected("IMS answered with something that is not JSON") from None
+                    raise CredentialsRejected(f"IMS answered with something that is not JSON: {excerpt(raw, 80)}") from None
         except aiohttp.ClientConnectionError as exc:
             raise TransferError(f"cannot reach IMS at {self._auth.ims_url}: {exc}") from exc
 
@@ -124,13 +127,10 @@ def parse_token(body: Any) -> tuple[str, float]:
     return token, expires_in
 
 
-def _ims_error(text: str) -> str:
-    """IMS error code only (e.g. invalid_client); its description could echo input."""
-    import json
-
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return ""
-    err = body.get("error") if isinstance(body, dict) else None
-    return f", error={err}" if isinstance(err, str) else ""
+def _ims_error(raw: bytes | str, reason: str = "") -> str:
+    """What IMS said, to follow the status: `, error=invalid_client: <description>` (known secrets
+    masked; a description that repeats the code is left out), or its body quoted as it came."""
+    code, message = error_fields(raw.encode() if isinstance(raw, str) else raw, reason)
+    if code is None:
+        return f": {message}" if message else ""
+    return f", error={code}" + (f": {message}" if message and message != code else "")

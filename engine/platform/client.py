@@ -21,7 +21,9 @@ from .auth import TokenProvider
 from .origin import origin_of, same_origin
 from .reach import connecting
 from ..config import Settings
-from ..errors import CredentialsRejected, NotFound, PlatformError, PlatformUnreachable, RetryableStatus, Throttled, TransferError
+from ..errors import (
+    CredentialsRejected, NotFound, PlatformError, PlatformUnreachable, RetryableStatus, Throttled, TransferError, error_fields, excerpt,
+)
 from ..retry import RETRYABLE_STATUSES, THROTTLE_STATUSES, RetryPolicy, parse_retry_after
 
 log = structlog.get_logger("aep_export.http")
@@ -95,8 +97,8 @@ class PlatformClient:
             raw = await resp.read()
         try:
             return json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            raise RetryableStatus(resp.status, "response is not JSON", url=str(resp.url)) from None
+        except ValueError:  # a proxy's page with a 200: quoted, retried
+            raise RetryableStatus(resp.status, f"response is not JSON: {excerpt(raw, 80)}", url=str(resp.url.with_query(None))) from None
 
     @asynccontextmanager
     async def request(
@@ -125,11 +127,11 @@ class PlatformClient:
                                     f"({origin_of(self.base)}): credentials are only ever sent to the gateway",
                                     url=str(resp.url.with_query(None)))
             if resp.status == 401 and auth_try == 0:
-                code = await _error_code(resp)
+                code, message = await _error_body(resp)
                 resp.release()
                 if self.tokens.invalidate(auth["Authorization"].removeprefix("Bearer ")):
                     continue
-                raise CredentialsRejected(f"the gateway rejected the access token (HTTP 401 {code or ''})".strip())
+                raise CredentialsRejected(f"the gateway rejected the access token (HTTP 401{f' {code}' if code else ''}: {message})")
             try:
                 yield resp
             finally:
@@ -166,31 +168,22 @@ def _without_credentials(headers: dict[str, str]) -> dict[str, str]:
 
 
 async def _error_body(resp: aiohttp.ClientResponse) -> tuple[str | None, str]:
-    """(error_code, message) from a gateway/IMS/Data Access error body, tolerant of any shape."""
+    """(error_code, message) from an error answer, whatever its body (errors.error_fields)."""
+    reason = (resp.reason or "").strip()
     try:
-        raw = await resp.content.read(_ERROR_BODY_LIMIT)
-    except (aiohttp.ClientError, TimeoutError):
-        return None, resp.reason or ""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return None, (resp.reason or "").strip()
-    return error_fields(body, resp.reason or "")
+        raw = await read_capped(resp, _ERROR_BODY_LIMIT)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return None, f"{reason} (the body could not be read: {type(exc).__name__})".strip()
+    return error_fields(raw, reason)
 
 
-def error_fields(body: Any, reason: str = "") -> tuple[str | None, str]:
-    """(error_code, message) of any documented error shape: the gateway's {error_code, message},
-    the problem shape {type, status, title, detail}, IMS's {error, ...} (its description can echo
-    what was sent, so it is left out)."""
-    if not isinstance(body, dict):
-        return None, reason
-    code = body.get("error_code") or body.get("code") or body.get("error")
-    message = body.get("message") or body.get("detail") or body.get("title") or reason
-    return (str(code) if code is not None else None), str(message)[:300]
-
-
-async def _error_code(resp: aiohttp.ClientResponse) -> str | None:
-    return (await _error_body(resp))[0]
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to `limit` bytes (one read may return less than is coming)."""
+    parts, size = [], 0
+    while size < limit and (chunk := await resp.content.read(limit - size)):
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
 
 
 async def raise_for_status(resp: aiohttp.ClientResponse) -> None:

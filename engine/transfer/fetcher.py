@@ -20,10 +20,10 @@ import structlog
 
 from ..checks.integrity import PARQUET_MAGIC, DigestClaim, digest_claims
 from ..config import ExportSettings
-from ..errors import FileChanged, PlatformError, TransferError
+from ..errors import FileChanged, PlatformError, RequestLimit, TransferError, UnusableBody, excerpt
 from ..model import Counters, FileTask
 from ..platform.client import PlatformClient, raise_for_status
-from ..retry import Budget, RetryPolicy
+from ..retry import MIN_PROGRESS, Budget, RetryPolicy, SpeedWindow, describe, request_ceiling
 from .pieces import Claim, Download
 from .scheduler import Scheduler
 from .validators import Validator, changed, read_held
@@ -37,6 +37,7 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 FLUSH_AGE = 0.1  # seconds a received byte may wait in memory before it is written (what a kill -9 can lose)
 _IOV_MAX = 512  # chunks per write
 _MAX_LEAD = 1 << 20  # body bytes before a resume window a response may carry (read, not streamed)
+_QUOTED = 32  # bytes of an unusable body quoted in its error
 
 
 @dataclass(eq=False)
@@ -53,13 +54,22 @@ class FileJob:
     split: bool = False  # another stream joined at least once
     handed: int = 0  # connections given to helpers that have not started yet (returned if they never do)
     digests: list[DigestClaim] = field(default_factory=list)
+    last_failure: str = ""  # what the latest failed request got, for the error that ends the file
+    warned: bool = False  # an unusable body was logged at warning level once
 
 
 @dataclass
 class _Buffer:
+    """One stream's bytes on their way to the destination, and what its requests gained."""
+
     chunks: list[bytes] = field(default_factory=list)
     pending: int = 0
     since: float = field(default_factory=time.monotonic)
+    kept: int = 0  # the furthest end of checked bytes written: progress, never counted twice
+    busy: float = 0.0  # seconds spent in our own flushes (not the server's slowness)
+    flushing: float = 0.0  # when the flush under way started (0: none)
+    skipped: int = 0  # body bytes read and skipped (a 200 for a range)
+    short: bytes = b""  # a whole body too short to check (shorter than the parquet magic)
 
 
 @dataclass
@@ -104,6 +114,8 @@ class Fetcher:
         self.scheduler = scheduler
         self.planner = SegmentPlanner(target_s=export.response_time_limit * 0.5)
         self.buffer_limit = export.write_buffer
+        self.max_file_requests = export.max_file_requests
+        self.lowest_speed, self.lowest_speed_time = export.lowest_speed, export.lowest_speed_time
 
     async def run_stream(self, job: FileJob, claim: Claim | None, *, holds_connection: bool = False) -> None:
         """One connection's work for a file: its claim, then whatever is left unclaimed."""
@@ -127,23 +139,36 @@ class Fetcher:
         await self.lend()  # this connection is free: the largest range still being fetched can use it
 
     async def _fill(self, job: FileJob, claim: Claim, holds_connection: bool) -> None:
-        buf = _Buffer()
+        buf = _Buffer(kept=claim.flushed)
         held = [holds_connection]
 
         async def attempt() -> None:
-            if held[0]:  # a helper starts with the connection it was given
-                held[0] = False
-                try:
-                    await self._segment(job, claim, buf)
-                finally:
-                    self.scheduler.connections.release()
-            else:
-                async with self.scheduler.connections:
-                    await self._segment(job, claim, buf)
+            kept = buf.kept
+            try:
+                if held[0]:  # a helper starts with the connection it was given
+                    held[0] = False
+                    try:
+                        await self._segment(job, claim, buf)
+                    finally:
+                        self.scheduler.connections.release()
+                else:
+                    async with self.scheduler.connections:
+                        await self._segment(job, claim, buf)
+            except Exception as exc:
+                job.last_failure = describe(exc)
+                if isinstance(exc, UnusableBody) and not job.warned:  # once per file; retries log at info
+                    job.warned = True
+                    log.warning("unusable_response", file=job.task.rel_path, error=job.last_failure)
+                raise
+            if buf.kept == kept and (claim.stop is None or claim.pos < claim.stop):
+                job.last_failure = "a response ended without a byte that could be kept"
+                raise TransferError(job.last_failure)  # a failed attempt, whatever the reason
 
         try:
             while claim.stop is None or claim.pos < claim.stop:
-                await self.policy.run(attempt, what=job.task.rel_path, progress=lambda: claim.pos, budget=job.budget)
+                # progress: checked bytes kept (not bytes received), at least MIN_PROGRESS of them
+                await self.policy.run(attempt, what=job.task.rel_path, progress=lambda: buf.kept, budget=job.budget,
+                                      min_progress=MIN_PROGRESS)
         finally:
             if held[0]:
                 self.scheduler.connections.release()
@@ -158,25 +183,66 @@ class Fetcher:
             end = "" if claim.stop is None else str(min(claim.stop, start + self.planner.next_size()) - 1)
             headers["Range"] = f"bytes={start - lead}-{end}"
             headers.update(if_range(job))
-        job.requests += 1
-        self.counters.requests += 1
+        self._count_request(job)
         async with self.client.request("GET", job.task.url, headers=headers, auto_decompress=False) as resp:
-            plan = await self._accept(job, claim, resp, ranged, start, headers.get("If-Range"))
+            try:
+                plan = await self._accept(job, claim, resp, ranged, start, headers.get("If-Range"))
+            except FileChanged:
+                await _refuse_unusable(job, resp)  # an error page is not a new version of the file
+                raise
             if plan is None:
                 return
             skip, expected = plan
             if job.download.window_before(start):  # still asked for (a 200 may have started the file over)
                 skip, expected = await self._confirm_lead(job, resp, start, skip, expected)
             t0, before = time.monotonic(), job.fetched
+            buf.short = b""
             try:
-                received = await self._pump(job, claim, buf, resp, skip)
+                received = await self._pump_watched(job, claim, buf, resp, skip)
             finally:
-                await self._flush(job, claim, buf)
+                await self._flush(job, claim, buf, final=True)
                 self.planner.observe(job.fetched - before, time.monotonic() - t0)
+        if received is not None and buf.short:
+            raise UnusableBody(f"not parquet: the whole body is {excerpt(buf.short)}")
         if received is not None and expected is not None and received < expected:
             raise TransferError(f"body ended after {received} of {expected} bytes")
         if received is not None and claim.stop is None:  # unknown length: the body's end is the file's
             job.download.size = claim.stop = claim.pos
+
+    def _count_request(self, job: FileJob) -> None:
+        """One more request for this file, unless it has cost its ceiling already."""
+        ceiling = request_ceiling(self.max_file_requests, job.download.size)
+        if job.requests >= ceiling:
+            raise RequestLimit(f"{job.requests} requests without finishing the file (export.max_file_requests allows "
+                               f"{ceiling} for it); the last failure: {job.last_failure or 'none'}")
+        job.requests += 1
+        self.counters.requests += 1
+
+    async def _pump_watched(self, job: FileJob, claim: Claim, buf: _Buffer, resp: Any, skip: int) -> int | None:
+        """The hot loop under the low-speed limit: a timer cuts a response too slow for too long
+        (the loop itself pays nothing per chunk for it)."""
+        if not self.lowest_speed:
+            return await self._pump(job, claim, buf, resp, skip)
+        start = claim.pos + buf.skipped
+        window = SpeedWindow(self.lowest_speed, self.lowest_speed_time, _response_clock(buf))
+        loop = asyncio.get_running_loop()
+        with anyio.CancelScope() as scope:
+            def check() -> None:
+                nonlocal timer
+                if window.too_slow(_response_clock(buf), claim.pos + buf.skipped - start):
+                    scope.cancel()
+                else:
+                    timer = loop.call_later(window.step, check)
+
+            timer = loop.call_later(window.step, check)
+            try:
+                return await self._pump(job, claim, buf, resp, skip)
+            finally:
+                timer.cancel()
+        # only the timer cancels this scope: the response was too slow
+        raise TransferError(f"slower than {self.lowest_speed} bytes/s for {self.lowest_speed_time:g} s "
+                            f"(export.lowest_speed): {claim.pos + buf.skipped - start} bytes in "
+                            f"{_response_clock(buf) - window.started:.1f} s")
 
     async def _pump(self, job: FileJob, claim: Claim, buf: _Buffer, resp: Any, skip: int) -> int | None:
         """The hot loop. Returns the body bytes read, or None when the claim ended first."""
@@ -185,6 +251,9 @@ class Fetcher:
         async for chunk, _ in resp.content.iter_chunks():
             received += len(chunk)
             if skip:
+                buf.skipped += min(skip, len(chunk))  # only while skipping: the speed check counts them
+                if received == len(chunk) and resp.status == 200 and job.task.is_parquet:
+                    _raise_unusable(chunk)  # a 200 is the file from its first byte, even when skipped
                 if len(chunk) <= skip:
                     skip -= len(chunk)
                     continue
@@ -208,17 +277,21 @@ class Fetcher:
         job.fetched += n
         self.counters.bytes_fetched += n
 
-    async def _flush(self, job: FileJob, claim: Claim, buf: _Buffer) -> None:
+    async def _flush(self, job: FileJob, claim: Claim, buf: _Buffer, final: bool = False) -> None:
         """Write the buffer, extend the hash (the target persists progress when due); then lend
-        free connections."""
+        free connections. `final`: no more bytes of this response will come."""
         if buf.chunks:
             chunks, offset = buf.chunks, claim.flushed
+            if offset == 0 and job.task.is_parquet and not _head_checked(claim, buf, final):
+                return  # too few bytes to check yet: they wait for the next ones
             buf.chunks, buf.pending = [], 0
-            if offset == 0 and job.task.is_parquet and not _head(chunks).startswith(PARQUET_MAGIC):
-                raise TransferError("the body is not parquet data (an error page?)")
+            buf.flushing = time.monotonic()
             with anyio.CancelScope(shield=True):  # what arrived is kept, even when cancelled
                 await job.target.flush(offset, chunks, job.download)  # and progress persisted when due
                 claim.flushed = offset + sum(map(len, chunks))
+            buf.kept = max(buf.kept, claim.flushed)
+            buf.busy += time.monotonic() - buf.flushing  # the speed check leaves our own time out
+            buf.flushing = 0.0
         buf.since = time.monotonic()
         await self.lend()
 
@@ -304,8 +377,7 @@ class Fetcher:
 
         async def attempt() -> None:
             headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}", **if_range(job)}
-            job.requests += 1
-            self.counters.requests += 1
+            self._count_request(job)
             async with self.scheduler.connections, \
                     self.client.request("GET", job.task.url, headers=headers, auto_decompress=False) as resp:
                 skip, expected = await self._accept(job, probe, resp, True, start, headers.get("If-Range")) or (0, 0)
@@ -360,6 +432,53 @@ def if_range(job: FileJob) -> dict[str, str]:
     """If-Range for a ranged request, when a validator identifies the bytes held."""
     value = job.target.validator.if_range() if job.target.validator is not None else None
     return {"If-Range": value} if value else {}
+
+
+def _head_checked(claim: Claim, buf: _Buffer, final: bool) -> bool:
+    """The parquet magic on a file's first bytes, judged once there are enough of them (a first
+    chunk of 2 bytes waits for the next). Raises UnusableBody; bytes that fail are dropped."""
+    head = _head(buf.chunks, _QUOTED)
+    if len(head) < len(PARQUET_MAGIC) and PARQUET_MAGIC.startswith(head):  # too few bytes to tell
+        if final:  # the body ended or broke first: nothing was checked, nothing is kept
+            buf.short = head
+            _drop(claim, buf)
+        return False
+    if not head.startswith(PARQUET_MAGIC):
+        _drop(claim, buf)
+        _raise_unusable(head)
+    return True
+
+
+def _raise_unusable(head: bytes) -> None:
+    """UnusableBody, quoting them, when a file's first bytes are not parquet (too few to tell pass)."""
+    if not (head.startswith(PARQUET_MAGIC) or (len(head) < len(PARQUET_MAGIC) and PARQUET_MAGIC.startswith(head))):
+        raise UnusableBody(f"not parquet: starts with {excerpt(head[:_QUOTED])}")
+
+
+async def _refuse_unusable(job: FileJob, resp: Any) -> None:
+    """Look at the first bytes of a 200 for a parquet file before taking it for another version
+    of the file: an error page with its own length is an unusable body, quoted."""
+    if resp.status != 200 or not job.task.is_parquet:
+        return
+    head = b""
+    while len(head) < len(PARQUET_MAGIC):  # a first read may bring fewer bytes
+        more = await resp.content.read(_QUOTED - len(head))
+        if not more:
+            break
+        head += more
+    if head:
+        _raise_unusable(head)
+
+def _drop(claim: Claim, buf: _Buffer) -> None:
+    """Forget buffered bytes that failed a check: the claim resumes where its writes end."""
+    buf.chunks, buf.pending = [], 0
+    claim.pos = claim.flushed
+
+
+def _response_clock(buf: _Buffer) -> float:
+    """Seconds on the monotonic clock less those spent in our own flushes (finished or under way)."""
+    now = time.monotonic()
+    return now - buf.busy - (now - buf.flushing if buf.flushing else 0.0)
 
 
 def _head(chunks: list[bytes], n: int = 4) -> bytes:

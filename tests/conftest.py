@@ -168,3 +168,32 @@ def moto():
 
     with MotoServer() as server:
         yield server
+
+
+# ----------------------------------------------------------------------------- files in flight
+# Where a file's bytes wait before its commit, and its control file: the one place tests name
+# them, so that a change of that layout (issue #17: our files in our own namespace) is made here.
+
+
+def part_of(final: Path) -> Path:
+    """The temporary file the engine fills for the file whose final name is `final`."""
+    from engine.output.control import part_path
+
+    return part_path(final)
+
+
+def control_of(final: Path) -> Path:
+    """The control file (held byte ranges) of that temporary file."""
+    from engine.output.control import control_path
+
+    return control_path(final)
+
+
+def parts_under(root: Path) -> list[Path]:
+    """Every temporary file (a file in flight) under `root`."""
+    return sorted(p for p in root.rglob("*.part") if p.is_file())
+
+
+def controls_under(root: Path) -> list[Path]:
+    """Every control file under `root` (a temporary one mid-rename included: *.part.ctl.tmp)."""
+    return sorted(p for p in root.rglob("*.part.ctl*") if p.is_file())

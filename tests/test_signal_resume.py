@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from conftest import assert_files_match, expected_path, toml_config, with_data_dir
+from conftest import assert_files_match, control_of, expected_path, part_of, toml_config, with_data_dir
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.server import ThreadedFakePlatform
-from engine.output.control import control_path, part_path
 from engine.transfer.ranges import RangeSet
 from engine.transfer.validators import resume_windows
 
@@ -53,9 +52,9 @@ def _held(final: Path, size: int) -> RangeSet:
     file's ranges, else the .part as a prefix."""
     if final.exists():
         return RangeSet([(0, size)])
-    if control_path(final).exists():
-        return RangeSet(tuple(r) for r in json.loads(control_path(final).read_text())["done"])
-    part = part_path(final)
+    if control_of(final).exists():
+        return RangeSet(tuple(r) for r in json.loads(control_of(final).read_text())["done"])
+    part = part_of(final)
     return RangeSet([(0, part.stat().st_size)]) if part.exists() else RangeSet()
 
 

@@ -13,6 +13,7 @@ handlers, before it starts, to answer what the documentation never shows but rea
     7. two runs on one output folder                           (tests/test_distrust_disk.py)
     8. stalls and trickles                                     liar.bodies
     9. a SIGTERM before the handlers are installed             (tests/test_distrust_disk.py)
+    -. the four regressions the suite missed (issue's Tests)   liar.regress
 
 `wrap(fp, "h_files", fn)` replaces one handler of a FakePlatform not yet started: `fn(original,
 request)` may call `original(request)` for the documented answer, or answer otherwise. Every

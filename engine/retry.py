@@ -18,7 +18,7 @@ from typing import TypeVar
 import aiohttp
 import structlog
 
-from .errors import NotYet, RetryableStatus, Throttled, TransferError
+from .errors import Failure, NotYet, RetryableStatus, Throttled, TransferError, kind_of
 
 log = structlog.get_logger("aep_export.retry")
 T = TypeVar("T")
@@ -163,3 +163,8 @@ def describe(exc: BaseException) -> str:
     """Short, secret-free text for logs and reports."""
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if not isinstance(exc, RetryableStatus | TransferError) else text
+
+
+def failure(exc: BaseException) -> Failure:
+    """describe(exc), carrying the error's kind for the --json documents."""
+    return Failure(kind_of(exc), describe(exc))

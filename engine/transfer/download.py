@@ -19,7 +19,7 @@ from ..config import ExportSettings
 from ..errors import CredentialsRejected, DiskFull, FileChanged, IntegrityError, PlatformUnreachable, TransferError
 from ..model import Counters, FileResult, FileStatus, FileTask
 from ..platform.client import PlatformClient
-from ..retry import Budget, RetryPolicy, describe
+from ..retry import Budget, RetryPolicy, failure
 from .fetcher import Fetcher, FileJob
 from .pieces import Download
 from .scheduler import Scheduler
@@ -55,7 +55,7 @@ class Downloader:
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(f"no space left in {self.export.out_dir} while writing {task.rel_path}; "
                                "partial files are kept: free space and rerun to resume") from None
-            result = FileResult(task, FileStatus.FAILED, error=describe(exc))
+            result = FileResult(task, FileStatus.FAILED, error=failure(exc))
             log.warning("file_failed", file=task.rel_path, error=result.error)
         finally:
             self.scheduler.files_in_flight -= 1

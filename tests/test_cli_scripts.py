@@ -55,12 +55,12 @@ def fake(fake_data_root: Path):
 
 @pytest.fixture(scope="module")
 def exported(fake, tmp_path_factory: pytest.TempPathFactory):
-    """One complete export (run --json), shared by the tests that read it; (folder, document, process)."""
+    """One complete export, shared by the tests that read it: the folder holding c.toml and out/."""
     base = tmp_path_factory.mktemp("exported")
     (base / "c.toml").write_text(toml_config(fake, base / "out"))
-    p = run_cli("run", "--config", "c.toml", "--json", cwd=base)
+    p = run_cli("run", "--config", "c.toml", "--no-progress", cwd=base)
     assert p.returncode == EXIT_OK, p.stderr[-3000:]
-    return base, json.loads(p.stdout), p
+    return base
 
 
 def _config(fake, tmp_path: Path, datasets: list[str] | None = None, **kw) -> str:
@@ -96,7 +96,7 @@ def test_verify_takes_a_relative_path_after_an_interrupted_run(exported, tmp_pat
 
     from engine.output.control import part_path
 
-    base, doc, _ = exported
+    base = exported
     shutil.copytree(base / "out", tmp_path / "out3")
     final = next(p for p in (tmp_path / "out3").rglob("*.parquet"))
     part = part_path(final)
@@ -137,10 +137,11 @@ def test_unreachable_object_store_is_exit_4_and_one_line_within_the_budget(fake,
 # -- 2. --json: one document on stdout, logs on stderr ---------------------------------------------
 
 
-def test_run_json_is_one_document_with_names_figures_and_error_kinds(fake, exported, tmp_path: Path) -> None:
-    base, doc, p = exported
+def test_run_json_is_one_document_with_names_figures_and_error_kinds(fake, tmp_path: Path) -> None:
+    p = run_cli("run", "--config", _config(fake, tmp_path), "--json", cwd=tmp_path)
+    doc = _one_json_document(p.stdout)
     assert set(doc) == RUN_KEYS and doc["schema"] == "aep-export/run/1" and doc["ok"] and doc["status"] == "ok"
-    assert doc == _one_json_document(p.stdout) and doc["totals"] == read_report(base / "out")["totals"]
+    assert doc["totals"] == read_report(tmp_path / "out")["totals"] and doc["report"] == str(tmp_path / "out" / "report.json")
     assert [d["name"] for d in doc["datasets"]] == NAMES
     assert all(set(d) == RUN_DATASET_KEYS and all(set(b) == RUN_BATCH_KEYS for b in d["batches"]) for d in doc["datasets"])
     assert all(json.loads(ln)["event"] for ln in _stderr_lines(p))  # the logs: JSON lines on stderr (not a terminal)
@@ -148,13 +149,13 @@ def test_run_json_is_one_document_with_names_figures_and_error_kinds(fake, expor
     # an entry that fails: its error with its kind; exit 1
     p = run_cli("run", "--config", _config(fake, tmp_path, [fake.dataset_ids[0], UNKNOWN_ID]), "--json", cwd=tmp_path)
     failed = _one_json_document(p.stdout)
-    assert p.returncode == failed["exit_code"] == EXIT_FAILED and failed["status"] == "failed"
+    assert p.returncode == failed["exit_code"] == EXIT_FAILED and failed["status"] == "failed" and not failed["ok"]
     bad = next(d for d in failed["datasets"] if d["dataset_id"] == UNKNOWN_ID)
     assert bad["error"]["kind"] == "not_found" and UNKNOWN_ID in bad["error"]["message"] and bad["name"] is None
 
 
 def test_check_verify_status_list_json_documents(fake, exported, tmp_path: Path) -> None:
-    base, _, _ = exported
+    base = exported
     config = _config(fake, tmp_path, [fake.dataset_ids[0], UNKNOWN_ID])
     for args in (["check", "--config", config, "--json"], ["run", "--config", config, "--dry-run", "--json"]):
         p = run_cli(*args, cwd=tmp_path)
@@ -365,7 +366,7 @@ def test_close_names() -> None:
 
 
 def test_names_beside_ids_in_the_summary_the_report_and_the_manifests(fake, exported) -> None:
-    base, _, _ = exported
+    base = exported
     out = base / "out"
     by_id = {d["dataset_id"]: d["name"] for d in read_report(out)["datasets"]}
     assert by_id == {ds: fake.model.datasets[ds].name for ds in fake.dataset_ids}

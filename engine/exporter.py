@@ -21,6 +21,7 @@ from .platform.client import PlatformClient, make_session
 from .config import AudienceSettings, DatasetSettings, Settings
 from .platform.discovery import Discovery
 from .platform.selection import Selector
+from .platform.listing import DatasetNames
 from .transfer.download import Downloader
 from .transfer.scheduler import Scheduler
 from .output.destination import open_destination
@@ -83,6 +84,7 @@ class Exporter:
                     self.client = PlatformClient(self.settings, session, tokens, self.policy)
                     self.discovery = Discovery(self.client, ex.created_client, ex.max_listing_pages)
                     self.selector = Selector(self.discovery, self.settings.datasets)
+                    self.names = DatasetNames(self.discovery)
                     self.downloader = Downloader(self.client, ex, self.destination, self.policy, self.counters, self.scheduler)
                     await tokens.token()  # bad credentials: fail before anything is attempted
                     with anyio.CancelScope() as self._scope:
@@ -163,16 +165,8 @@ class Exporter:
                 self._dataset_failed(outcome, exc)
 
     async def _dataset_name(self, dataset_id: str) -> str | None:
-        """The dataset's Catalog name for the summary, the report and the manifests; None when
-        the Catalog does not say (a name is never worth failing a dataset for)."""
-        try:
-            name = (await self.discovery.dataset(dataset_id)).get("name")
-        except (CredentialsRejected, PlatformUnreachable):
-            raise
-        except Exception as exc:
-            log.debug("dataset_name_unknown", dataset=dataset_id, error=describe(exc))
-            return None
-        return name if isinstance(name, str) else None
+        """The dataset's Catalog name for the summary, the report and the manifests (None when unknown)."""
+        return await self.names.name_of(dataset_id)
 
     async def _exported_by_other_shard(self, outcome: DatasetOutcome, dataset_id: str, key: str) -> bool:
         """An audience job's batch that another shard exports for its own dataset entry is left to
@@ -320,6 +314,4 @@ class Exporter:
             "ignored_ranges": c.ignored_ranges,
         }
         write_report(self.destination, run)
-        # at the outcome's level: a run that failed or could not start is not news at info level
-        level = "info" if run.exit_code == EXIT_OK else "warning" if run.exit_code == EXIT_FAILED or self._interrupted else "error"
-        getattr(log, level)("run_summary", **summary_event(run, report_path(self.out_dir, run)))
+        log.info("run_summary", **summary_event(run, report_path(self.out_dir, run)))

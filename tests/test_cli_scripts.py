@@ -373,9 +373,12 @@ def test_names_beside_ids_in_the_summary_the_report_and_the_manifests(fake, expo
     for manifest in out.rglob("_manifest.json"):
         m = read_manifest(manifest.parent)
         assert m["dataset_name"] == by_id[m["dataset_id"]]
+    fake.reset_stats()
     p = run_cli("run", "--config", "c.toml", "--no-progress", cwd=base)  # a rerun: everything already verified
     rows = {ln.split()[0]: ln for ln in p.stdout.splitlines()[3:-1]}
     assert p.returncode == EXIT_OK and all(f"{ds}  {name} " in rows[ds] for ds, name in by_id.items()), p.stdout
+    # the names cost one listing of the sandbox, not one Catalog call per dataset
+    assert fake.stats.requests["catalog.dataSets"] == 1 and fake.stats.requests["catalog.dataSet"] == 0
 
 
 # -- 4. rejected credentials on `run`: what `check` says ----------------------------------------------
@@ -389,7 +392,9 @@ def test_run_with_rejected_credentials_says_what_check_says(fake, tmp_path: Path
     assert run.stdout == check.stdout == ""  # no empty table with the error inside it
     said = check.stderr.strip()
     assert said.startswith("aep-export: credentials rejected: IMS rejected") and "wrong-secret-19" not in said
-    assert _stderr_lines(run)[-1] == said, run.stderr
+    assert run.stderr == check.stderr, run.stderr
+    logged = run_cli("run", "--config", config, "--json-logs", cwd=tmp_path)  # at info: the closing run_summary event too
+    assert logged.stdout == "" and _stderr_lines(logged)[-1] == said and json.loads(_stderr_lines(logged)[0])["event"] == "run_summary"
     assert read_report(tmp_path / "out")["status"] == "credentials_rejected"
 
 

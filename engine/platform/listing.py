@@ -1,4 +1,5 @@
-"""`aep-export list`: the sandbox's datasets by name; and the names closest to one that matches none.
+"""`aep-export list`: the sandbox's datasets by name; the names closest to one that matches none; and
+the names a run shows beside the ids it was given (DatasetNames).
 
 Catalog `GET /dataSets` (aep-api.md §3.5, §3.6) answers an object keyed by id with no paging
 metadata: pages are asked with `start` and `limit` (100) until one comes back short, ordered by
@@ -10,12 +11,14 @@ dataset whose `lastSuccessfulBatch` the Catalog gives as empty is not asked abou
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import structlog
 
 from .auth import TokenProvider
 from .catalog import CATALOG, CATALOG_MAX_LIMIT, MAX_CATALOG_PAGES, NoBatch, entries
@@ -25,7 +28,9 @@ from .selection import LatestBatches
 from ..checks.integrity import expected_record_count
 from ..config import Settings
 from ..errors import CredentialsRejected, ExportError, PlatformUnreachable
-from ..retry import RetryPolicy, failure
+from ..retry import RetryPolicy, describe, failure
+
+log = structlog.get_logger("aep_export.listing")
 
 SUGGESTIONS = 3  # names offered for a name that matches no dataset
 CLOSE_ENOUGH = 0.6  # difflib's own default cutoff
@@ -76,6 +81,51 @@ async def sandbox_datasets(discovery: Discovery, properties: str) -> list[tuple[
         if len(page) < CATALOG_MAX_LIMIT:
             return list(found.items())
     raise ExportError(f"listing the sandbox's datasets did not end after {MAX_CATALOG_PAGES} pages")
+
+
+class DatasetNames:
+    """The Catalog names of the datasets a run was given by id, for its summary, report and manifests.
+
+    Read once per run from the sandbox's listing (one Catalog call per 100 datasets of the sandbox,
+    whatever the number of datasets exported), never one call per dataset: hundreds of datasets
+    would cost hundreds of calls against the gateway's rate limit (as LatestBatches avoids for
+    batches). A dataset the listing lacks (created since: an audience's) is asked for alone. A
+    name is never worth failing anything for: when the Catalog does not say, it is None.
+    """
+
+    def __init__(self, discovery: Discovery):
+        self.discovery = discovery
+        self._lock = asyncio.Lock()
+        self._names: dict[str, str] | None = None
+
+    async def name_of(self, dataset_id: str) -> str | None:
+        names = await self._sandbox_names()
+        if dataset_id in names or not names:
+            return names.get(dataset_id)
+        return await self._one(dataset_id)
+
+    async def _sandbox_names(self) -> dict[str, str]:
+        async with self._lock:
+            if self._names is None:
+                try:
+                    found = await sandbox_datasets(self.discovery, "name")
+                except (CredentialsRejected, PlatformUnreachable):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - names only decorate the outcome
+                    log.warning("dataset_names_unknown", error=describe(exc))
+                    found = []
+                self._names = {key: obj["name"] for key, obj in found if isinstance(obj.get("name"), str)}
+            return self._names
+
+    async def _one(self, dataset_id: str) -> str | None:
+        try:
+            name = (await self.discovery.dataset(dataset_id)).get("name")
+        except (CredentialsRejected, PlatformUnreachable):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.debug("dataset_name_unknown", dataset=dataset_id, error=describe(exc))
+            return None
+        return name if isinstance(name, str) else None
 
 
 async def did_you_mean(discovery: Discovery, name: str) -> str:

@@ -423,3 +423,14 @@ def test_make_demo_installs_only_the_package_and_make_test_still_gets_its_extras
     assert "pip install" not in again, again
     test = _make_n("test", venv)
     assert re.search(r"pip install --quiet -e '\.\[test,bench\]'", test) and "python -m pytest" in test, test
+
+
+def test_the_readme_documents_every_key_of_every_document() -> None:
+    readme = (ROOT / "README.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `aep-export/([a-z]+)/1` \|.*$", readme, re.M)}
+    documented = {"run": RUN_KEYS | RUN_DATASET_KEYS | RUN_BATCH_KEYS, "check": CHECK_KEYS | CHECK_ENTRY_KEYS,
+                  "list": LIST_KEYS | LIST_DATASET_KEYS, "verify": VERIFY_KEYS, "status": STATUS_KEYS}
+    assert set(rows) == set(documented)
+    for command, keys in documented.items():
+        missing = {k for k in keys - COMMON if f"`{k}`" not in rows[command]}
+        assert not missing, (command, missing)

@@ -141,3 +141,6 @@ class Failure(str):
         self = super().__new__(cls, message)
         self.kind = kind
         return self
+
+    def __reduce__(self) -> tuple[type[Failure], tuple[str, str]]:  # copy and pickle keep the kind
+        return Failure, (self.kind, str(self))

@@ -1,37 +1,49 @@
-"""Command line: `aep-export run|check|demo|verify|status|fake-platform`.
+"""Command line: `aep-export run|check|list|demo|verify|status|fake-platform`.
 
 Exit codes (a contract): 0 everything exported and verified; 1 the run finished but something
 failed (report.json says what); 2 usage or configuration error, nothing attempted;
-3 credentials rejected; 4 the platform (gateway or IMS) cannot be reached; 5 another run holds
-the output folder (or this shard of it), nothing attempted; 130/143 interrupted by SIGINT/SIGTERM
-(rerun to resume).
+3 credentials rejected; 4 the platform (gateway or IMS) or the object store cannot be reached;
+5 another run holds the output folder (or this shard of it), nothing attempted; 130/143
+interrupted by SIGINT/SIGTERM (rerun to resume).
+
+This module imports only the standard library at the top: the parser is built, and `--help` and
+usage errors answered, before the engine (aiohttp, pydantic, structlog: ~0.5 s) is imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import anyio
-from . import logs
-from .config import ENV_PREFIX, Settings, config_path_from_env, load_settings, looks_like_dataset_id
-from .errors import ConfigError, CredentialsRejected, DestinationBusy, DiskFull, PlatformUnreachable
-from .exporter import EXIT_BUSY, EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Exporter
+from .errors import ConfigError, CredentialsRejected, DestinationBusy, DiskFull, ExportError, PlatformUnreachable, StoreError
 from .launch import restore_default_signals
-from .output.paths import prepare_out_dir
-from .output.report import RunOutcome, human_bytes, report_path, summary_rows
 from .shard import Shard, parse_shard
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .output.report import RunOutcome
+
+SAID_AS = {"config": "configuration error", "credentials": "credentials rejected", "unreachable": "platform unreachable",
+           "store": "object store error", "busy": "output folder busy", "disk_full": "disk full"}
+JSON_HELP = "one JSON document on stdout instead of text (schema aep-export/{}/1; README: JSON results)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated long options, in every sub-command too (`run --json` was taken for `--json-logs`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aep-export", description="Export Adobe Experience Platform datasets: fast, resumable, verified.")
+    parser = _Parser(prog="aep-export", description="Export Adobe Experience Platform datasets: fast, resumable, verified.")
     parser.add_argument("--version", action=_Version, help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_global_flags(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")  # none: the help (main)
 
     run = sub.add_parser("run", help="export the datasets a config file lists")
     _add_run_flags(run)
@@ -39,8 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", type=_shard_arg, metavar="I/N",
                      help="export only the datasets and audiences of shard I of N (I from 0: $(JOB_COMPLETION_INDEX)/N); "
                           "shards may share one --out")
+    run.add_argument("--json", action="store_true", help=JSON_HELP.format("run") + "; with --dry-run, check's")
     check = sub.add_parser("check", help="check credentials and config against the platform; print what a run would export")
     _add_run_flags(check)
+    check.add_argument("--json", action="store_true", help=JSON_HELP.format("check"))
+
+    listing = sub.add_parser("list", help="list the sandbox's datasets: id, name, created, last successful batch and its size")
+    _add_platform_flags(listing)
+    listing.add_argument("--name", metavar="TEXT", help="only datasets whose name contains TEXT (any case)")
+    listing.add_argument("--json", action="store_true", help=JSON_HELP.format("list"))
+    _add_global_flags(listing, log_level="warning")
 
     demo = sub.add_parser("demo", help="export from an embedded fake platform, to see it work")
     demo.add_argument("--out", type=Path, default=Path("demo-export"), help="output directory (default: ./demo-export)")
@@ -50,44 +70,63 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="re-check an export (a folder or s3://bucket/prefix) against its manifests")
     verify.add_argument("dir", help="the export's out_dir: a folder or s3://bucket/prefix")
     verify.add_argument("--deep", action="store_true", help="also read every parquet page (page checksums)")
-    verify.add_argument("--log-level", default="warning")
+    verify.add_argument("--json", action="store_true", help=JSON_HELP.format("verify"))
+    _add_global_flags(verify, log_level="warning")
 
     status = sub.add_parser("status", help="say per dataset and batch whether an export (all its shards) is complete")
     status.add_argument("dir", help="the export's out_dir: a folder or s3://bucket/prefix")
-    status.add_argument("--json", action="store_true", help="one JSON document instead of the table")
-    status.add_argument("--log-level", default="warning")
+    status.add_argument("--json", action="store_true", help=JSON_HELP.format("status"))
+    _add_global_flags(status, log_level="warning")
 
     from .fake import cli as fake_cli
 
-    fake_cli.add_parser(sub)
+    _add_global_flags(fake_cli.add_parser(sub))
     return parser
+
+
+def _add_platform_flags(p: argparse.ArgumentParser) -> None:
+    """Where the platform is and who asks: every command that talks to it."""
+    p.add_argument("--config", "-c", type=Path, help="TOML file (see config.example.toml; default: $AEP_EXPORT_CONFIG); "
+                                                      "env AEP_EXPORT_* and flags override it")
+    p.add_argument("--org-id", help="platform.org_id")
+    p.add_argument("--sandbox", help="platform.sandbox")
+    p.add_argument("--url", help="platform.url (gateway)")
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """The flags `run` and `check` share: the same config sources, the same overrides."""
-    p.add_argument("--config", "-c", type=Path, help="TOML file (see config.example.toml; default: $AEP_EXPORT_CONFIG); "
-                                                      "env AEP_EXPORT_* and flags override it")
+    _add_platform_flags(p)
     p.add_argument("--out", help="output directory or s3://bucket/prefix (export.out_dir)")
     p.add_argument("--concurrency", type=int, help="parallel downloads (export.concurrency)")
     p.add_argument("--dataset", action="append", metavar="ID|NAME",
                    help="dataset to export: an id (24 hex digits) or a name (repeatable; replaces the config's datasets)")
     p.add_argument("--datasets-file", type=Path, metavar="FILE",
                    help="datasets to export, one id or name a line (# comments; adds to --dataset, replaces the config's)")
-    p.add_argument("--org-id", help="platform.org_id")
-    p.add_argument("--sandbox", help="platform.sandbox")
-    p.add_argument("--url", help="platform.url (gateway)")
     _add_output_flags(p)
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
-    level = p.add_mutually_exclusive_group()
-    level.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    level.add_argument("-v", "--verbose", action="store_true", help="debug logs: every request, retry and decision")
-    level.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress line")
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json-logs", dest="json_logs", action="store_true", default=None, help="JSON lines (default when stdout is not a terminal)")
-    fmt.add_argument("--console-logs", dest="json_logs", action="store_false", help="readable console logs")
+    _add_global_flags(p, log_level="info")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+
+
+def _add_global_flags(p: argparse.ArgumentParser, *, top: bool = False, log_level: str | None = None) -> None:
+    """-v, -q, --json-logs and --console-logs, before the command or after it. On a command's parser
+    they have no default (SUPPRESS): argparse copies a command's defaults over what was given
+    before the command, which would undo `aep-export -q run`."""
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    level = p.add_mutually_exclusive_group()
+    if log_level is not None:
+        level.add_argument("--log-level", default=log_level, choices=["debug", "info", "warning", "error"])
+    level.add_argument("-v", "--verbose", action="store_true", default=default(False), help="debug logs: every request, retry and decision")
+    level.add_argument("-q", "--quiet", action="store_true", default=default(False), help="warnings and errors only, no progress line")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json-logs", dest="json_logs", action="store_true", default=default(None),
+                     help="JSON log lines (default when stderr is not a terminal)")
+    fmt.add_argument("--console-logs", dest="json_logs", action="store_false", default=default(None), help="readable console logs")
 
 
 def entry() -> NoReturn:
@@ -104,79 +143,159 @@ def entry() -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `aep-export` alone: the help, and the usage error's exit code
+        parser.print_help()
+        return 2
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet exclude each other")
     if not (args.command == "run" and not args.dry_run):  # only an export has handlers of its own
         restore_default_signals()
     if args.command == "fake-platform":
         from .fake import cli as fake_cli
 
         return fake_cli.run(args)
-    logs.configure(json_logs=getattr(args, "json_logs", None), level=_log_level(args))
+    from . import logs
+
+    logs.configure(json_logs=args.json_logs, level=_log_level(args))
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "check":
-            return cmd_check(args)
-        if args.command == "demo":
-            return cmd_demo(args)
-        if args.command == "status":
-            return cmd_status(args)
-        return cmd_verify(args)
-    except ConfigError as exc:
-        print(f"aep-export: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except CredentialsRejected as exc:
-        print(f"aep-export: credentials rejected: {exc}", file=sys.stderr)
-        return EXIT_CREDENTIALS
-    except PlatformUnreachable as exc:
-        print(f"aep-export: platform unreachable: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except DestinationBusy as exc:
-        print(f"aep-export: {exc}", file=sys.stderr)
-        return EXIT_BUSY
-    except DiskFull as exc:  # before the run could start (its own disk-full ends in its report)
-        print(f"aep-export: disk full: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _dispatch(args)
+    except (ConfigError, CredentialsRejected, PlatformUnreachable, StoreError, DestinationBusy, DiskFull) as exc:
+        return _stopped(args, exc)
     except KeyboardInterrupt:
         return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    commands = {"run": cmd_run, "check": cmd_check, "list": cmd_list, "demo": cmd_demo, "status": cmd_status, "verify": cmd_verify}
+    return commands[args.command](args)
+
+
+def _stopped(args: argparse.Namespace, exc: ExportError) -> int:
+    """A command that could not run: one line on stderr (and its --json document), the kind's exit code."""
+    from .exporter import EXIT_BUSY, EXIT_CREDENTIALS, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
+
+    code = {"config": EXIT_USAGE, "credentials": EXIT_CREDENTIALS, "unreachable": EXIT_UNREACHABLE,
+            "busy": EXIT_BUSY}.get(exc.kind, EXIT_FAILED)
+    say_stopped(exc.kind, str(exc))
+    if getattr(args, "json", False):
+        from .errors import Failure
+        from .results import document, emit
+
+        emit(document(_schema_command(args), code, [Failure(exc.kind, str(exc))]))
+    return code
+
+
+def say_stopped(kind: str, message: str) -> None:
+    """The one line a command that could not run leaves on stderr (the same for `run` and `check`)."""
+    print(f"aep-export: {SAID_AS.get(kind, kind)}: {message}", file=sys.stderr)
+
+
+def _schema_command(args: argparse.Namespace) -> str:
+    return "check" if args.command == "run" and args.dry_run else args.command
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.dry_run:
-        return check(settings)
-    return export(settings, live=_live(args), shard=args.shard)
+        return check(settings, as_json=args.json)
+    run = export(settings, live=_live(args), shard=args.shard)
+    return show_run(run, settings.export.out_dir, as_json=args.json)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    return check(settings_from_args(args))
+    return check(settings_from_args(args), as_json=args.json)
 
 
-def check(settings: Settings) -> int:
+def check(settings: Settings, *, as_json: bool = False) -> int:
     """Resolve everything a run would export and print it; nothing is downloaded or written."""
+    import anyio
+
+    from .exporter import EXIT_FAILED, EXIT_OK
     from .platform.plan import format_plan, make_plan
 
     plans = anyio.run(make_plan, settings)
-    for line in format_plan(plans):
-        print(line)
-    return EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
+    code = EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
+    if as_json:
+        from .results import check_document, emit
+
+        emit(check_document(plans, code))
+    else:
+        for line in format_plan(plans):
+            print(line)
+    return code
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {}
-    _put(overrides, ("export", "out_dir"), args.out)
-    _put(overrides, ("export", "concurrency"), args.concurrency)
-    _put(overrides, ("platform", "org_id"), args.org_id)
-    _put(overrides, ("platform", "sandbox"), args.sandbox)
-    _put(overrides, ("platform", "url"), args.url)
-    named = list(args.dataset or []) + (_datasets_file(args.datasets_file) if args.datasets_file else [])
+def cmd_list(args: argparse.Namespace) -> int:
+    """The sandbox's datasets, by name; with --name, those whose name contains it."""
+    import anyio
+
+    from .output.report import human_bytes
+    from .platform.listing import list_datasets
+    from .results import emit, iso, list_document
+
+    settings = settings_from_args(args, entries_required=False)
+    rows = anyio.run(list_datasets, settings, args.name)
+    if args.json:
+        emit(list_document(rows, settings.platform.sandbox, args.name))
+        return 0
+    table = [("id", "name", "created", "last successful batch", "size")]
+    for r in rows:
+        size = "-" if r.batch_id is None else human_bytes(r.bytes) if r.bytes is not None else "?"
+        batch = r.batch_id or (f"? ({r.error})" if r.error else "-")
+        table.append((r.id, r.name or "-", iso(r.created) or "-", batch, size))
+    print_table(table)
+    which = f" whose name contains {args.name!r}" if args.name else ""
+    print(f"{len(rows)} dataset{'' if len(rows) == 1 else 's'}{which} in sandbox {settings.platform.sandbox}")
+    return 0
+
+
+# The flags that set a setting: flag -> (dest in the arguments, section, key).
+FLAG_SETTINGS = {"--out": ("out", "export", "out_dir"), "--concurrency": ("concurrency", "export", "concurrency"),
+                 "--org-id": ("org_id", "platform", "org_id"), "--sandbox": ("sandbox", "platform", "sandbox"),
+                 "--url": ("url", "platform", "url")}
+
+
+def settings_from_args(args: argparse.Namespace, *, entries_required: bool = True) -> Settings:
+    from .config import ENV_PREFIX, config_path_from_env, load_settings, looks_like_dataset_id
+
+    overrides = flag_settings(args)
+    named = list(getattr(args, "dataset", None) or [])
+    if getattr(args, "datasets_file", None):
+        named += _datasets_file(args.datasets_file)
     if named:
         overrides["datasets"] = [{"id": d} if looks_like_dataset_id(d) else {"name": d} for d in named]
     config = args.config or config_path_from_env()
     if config is None and not any(k.startswith(ENV_PREFIX) for k in os.environ):
         raise ConfigError("no configuration: pass --config FILE (see config.example.toml), set AEP_EXPORT_CONFIG, "
                           "or set AEP_EXPORT_* variables")
-    return load_settings(config, overrides)
+    return load_settings(config, overrides, entries_required=entries_required)
+
+
+def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the flags give, each checked on its own first, so that a bad value is said to
+    be the flag's (not the config file's, where the message would send the user looking)."""
+    overrides: dict[str, Any] = {}
+    for flag, (dest, section, key) in FLAG_SETTINGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            _check_flag(flag, section, key, value)
+            overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def _check_flag(flag: str, section: str, key: str, value: Any) -> None:
+    from pydantic import ValidationError
+
+    from .config import Settings
+
+    try:
+        Settings.model_fields[section].annotation.model_validate({key: value})  # type: ignore[union-attr]
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            if tuple(err["loc"]) == (key,):  # the other fields of the section are not given here
+                raise ConfigError(f"{flag} {value}: {err['msg'].removeprefix('Value error, ')} (the flag sets {section}.{key})") from None
 
 
 def _datasets_file(path: Path) -> list[str]:
@@ -194,8 +313,11 @@ def _datasets_file(path: Path) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .config import Settings
     from .fake import FakeConfig, FakePlatform
+    from .output.paths import prepare_out_dir
 
+    flag_settings(args)  # --concurrency 0: the flag's error, before the platform starts
     prepare_out_dir(args.out)
     say("aep-export demo: starting the embedded fake platform (generating parquet on first use)…")
     platform = FakePlatform.run_in_thread(FakeConfig.demo())
@@ -209,7 +331,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         })
         say(f"fake platform at {platform.url}; exporting {len(platform.dataset_ids)} datasets "
             f"and {len(platform.export_job_ids)} audience export job(s) into {args.out}/")
-        code = export(settings, live=_live(args))
+        code = show_run(export(settings, live=_live(args)), settings.export.out_dir)
         _demo_proof(platform, args.out)
         return code
     finally:
@@ -240,6 +362,7 @@ def _exported_digest(out: Path, e: Any, file_digest: Any) -> str | None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .output.report import human_bytes
     from .output.verify import verify_export
 
     if "://" in args.dir:
@@ -252,21 +375,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
         result = verify_export(Path(args.dir), deep=args.deep)
     if result.batches == 0:
         raise ConfigError(f"no batch manifests (_manifest.json) under {args.dir}: is this an aep-export output directory?")
+    code = 0 if not result.problems else 1
+    if args.json:
+        from .results import emit, verify_document
+
+        emit(verify_document(result, args.dir, code))
+        return code
     for problem in result.problems or []:
         print(f"FAIL {problem}")
     verdict = "OK" if not result.problems else f"{len(result.problems)} problem(s)"
     print(f"{verdict}: {result.batches} batches, {result.files} files, {human_bytes(result.bytes)} checked")
-    return 0 if not result.problems else 1
+    return code
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
     from .output.status import export_status, render_status
+    from .results import status_document
 
     def report(tree: Any) -> tuple[bool, str | None]:
         status = export_status(tree)
         if not status.reports and not status.rows:
             return False, None
-        return status.complete, json.dumps(status.as_dict(), indent=2) if args.json else render_status(status)
+        if args.json:
+            return status.complete, json.dumps(status_document(status, 0 if status.complete else 1), indent=2)
+        return status.complete, render_status(status)
 
     if "://" in args.dir:
         from .output.buckettree import on_bucket
@@ -282,34 +416,49 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if complete else 1
 
 
-def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> int:
+def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> RunOutcome:
+    import importlib.util
+
+    import anyio
+
+    from .exporter import Exporter
+    from .output.paths import prepare_out_dir
+
     if isinstance(settings.export.out_dir, Path):  # a bucket is checked when the destination opens
         prepare_out_dir(settings.export.out_dir)
     exporter = Exporter(settings, live_progress=live, shard=shard)
     use_uvloop = settings.export.event_loop == "uvloop"
     if use_uvloop and importlib.util.find_spec("uvloop") is None:
         raise ConfigError("export.event_loop = \"uvloop\" but uvloop is not installed (pip install uvloop)")
-    run = anyio.run(exporter.execute, backend_options={"use_uvloop": use_uvloop})
-    if run.exit_code == EXIT_UNREACHABLE and not run.batches():  # one clear line, no empty table
-        print(f"aep-export: platform unreachable: {run.errors[0] if run.errors else ''}", file=sys.stderr)
-        return run.exit_code
-    print_summary(run, settings.export.out_dir)
+    return anyio.run(exporter.execute, backend_options={"use_uvloop": use_uvloop})
+
+
+def show_run(run: RunOutcome, out_dir: Any, *, as_json: bool = False) -> int:
+    """The run's outcome on stdout (the table, or the --json document); a run that could not start
+    (credentials rejected, platform unreachable, nothing exported) is one line on stderr, as `check` says it."""
+    from .exporter import EXIT_CREDENTIALS, EXIT_UNREACHABLE
+    from .output.report import report_path
+
+    if as_json:
+        from .results import emit, run_document
+
+        emit(run_document(run, report_path(out_dir, run)))
+    if run.exit_code in (EXIT_CREDENTIALS, EXIT_UNREACHABLE) and not run.batches():
+        error = run.errors[0] if run.errors else ""
+        say_stopped(getattr(error, "kind", "unreachable" if run.exit_code == EXIT_UNREACHABLE else "credentials"), str(error))
+    elif not as_json:
+        print_summary(run, out_dir)
     if run.report_error:
         print(f"aep-export: {run.status}; the report could not be written: {run.report_error}", file=sys.stderr)
     return run.exit_code
 
 
-def print_summary(run: RunOutcome, out_dir: Path) -> None:
+def print_summary(run: RunOutcome, out_dir: Any) -> None:
     """A plain table on stdout (readable in a terminal and in a container log alike)."""
-    header = ("dataset", "batch", "status", "files", "bytes", "note")
-    rows = [header, *summary_rows(run)]
-    widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
+    from .output.report import human_bytes, report_path, summary_rows
+
     print(f"aep-export: {run.status}")
-    for i, row in enumerate(rows):
-        cells = [cell.ljust(w) if j != 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))]
-        print("  ".join(cells + [row[-1]]).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths) + "  ----")
+    print_table([("dataset", "name", "batch", "status", "files", "bytes", "note"), *summary_rows(run)], right=frozenset({4}))
     for error in run.errors:
         print(f"error: {error}")
     t = run.totals
@@ -320,14 +469,26 @@ def print_summary(run: RunOutcome, out_dir: Path) -> None:
     )
 
 
+def print_table(rows: list[tuple[str, ...]], right: frozenset[int] = frozenset()) -> None:
+    """Rows under their header and a rule, columns as wide as their widest cell (at most 60); the
+    last column is left as it is. `right`: the columns aligned to the right (numbers)."""
+    header = rows[0]
+    widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
+    for i, row in enumerate(rows):
+        cells = [cell.rjust(w) if j in right else cell.ljust(w) for j, (cell, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells + [row[-1]]).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths) + "  ----")
+
+
 def _live(args: argparse.Namespace) -> bool:
     return sys.stderr.isatty() and not args.no_progress and not args.quiet
 
 
 def _log_level(args: argparse.Namespace) -> str:
-    if getattr(args, "verbose", False):
+    if args.verbose:
         return "debug"
-    return "warning" if getattr(args, "quiet", False) else args.log_level
+    return "warning" if args.quiet else args.log_level
 
 
 def _shard_arg(text: str) -> Shard:
@@ -348,11 +509,6 @@ class _Version(argparse.Action):
 
         print(f"aep-export {__version__} (Python {sys.version.split()[0]})")
         parser.exit()
-
-
-def _put(d: dict[str, Any], path: tuple[str, str], value: Any) -> None:
-    if value is not None:
-        d.setdefault(path[0], {})[path[1]] = value
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ DEFAULT_SCOPES = ["openid", "AdobeID", "read_organizations", "additional_info.pr
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_file", default=None)
 _file_values: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("file_values", default={})
 _environ: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("environ", default=os.environ)
+_entries_required: contextvars.ContextVar[bool] = contextvars.ContextVar("entries_required", default=True)
 _DATASET_ID = re.compile(r"[0-9a-fA-F]{24}")
 
 
@@ -146,22 +147,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _something_to_export(self) -> Settings:
-        if not self.datasets and not self.audiences:
+        if not self.datasets and not self.audiences and _entries_required.get():
             raise ValueError("nothing to export: add at least one dataset (datasets = [\"id\"] or [[datasets]]) or an [[audiences]] entry")
         return self
 
 
-def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                  *, entries_required: bool = True) -> Settings:
     """Build Settings from a TOML file, the environment (and files it names) and CLI overrides.
 
     Every failure becomes a ConfigError with one readable paragraph naming the settings.
+    `entries_required=False` for commands that export nothing (`list`): no dataset needed.
     """
     environ = os.environ if environ is None else environ
     check_env_names(environ, _setting_env_names())
     files = read_setting_files(environ)
     if path is not None:
         _check_toml(path)
-    tokens = _toml_file.set(path), _file_values.set(files), _environ.set(environ)
+    tokens = _toml_file.set(path), _file_values.set(files), _environ.set(environ), _entries_required.set(entries_required)
     try:
         return Settings(**(overrides or {}))
     except ValidationError as exc:
@@ -173,6 +176,7 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, en
         _toml_file.reset(tokens[0])
         _file_values.reset(tokens[1])
         _environ.reset(tokens[2])
+        _entries_required.reset(tokens[3])
 
 
 def _setting_env_names() -> dict[str, str]:

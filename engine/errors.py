@@ -19,6 +19,9 @@ ExportError
 ├── DestinationBusy          another run holds the output folder's lock: exit 5, nothing attempted
 ├── StoreError               the object store failed an operation (after its client's own retries)
 └── UnsafeNameError          a server-sent name would escape the output directory
+
+Each class has a `kind`: the short, stable word the `--json` documents give with an error's text
+(README, "JSON results"); `Failure` is an error message that carries its kind.
 """
 
 from __future__ import annotations
@@ -33,13 +36,19 @@ from .logs import _mask  # the one list of the run's secrets
 class ExportError(Exception):
     """Base of every error aep-export raises on purpose."""
 
+    kind = "error"
+
 
 class ConfigError(ExportError):
     """Configuration is missing or invalid; nothing has been attempted."""
 
+    kind = "config"
+
 
 class CredentialsRejected(ExportError):
     """IMS or the gateway refused the credentials (never includes the secret itself)."""
+
+    kind = "credentials"
 
 
 class PlatformUnreachable(ExportError):
@@ -49,9 +58,13 @@ class PlatformUnreachable(ExportError):
     time (engine/platform/reach.py), so callers stop instead of retrying again.
     """
 
+    kind = "unreachable"
+
 
 class PlatformError(ExportError):
     """The platform answered with an HTTP error status."""
+
+    kind = "platform"
 
     def __init__(self, status: int, message: str, *, error_code: str | None = None, url: str = ""):
         self.status = status
@@ -63,6 +76,8 @@ class PlatformError(ExportError):
 
 class NotFound(PlatformError):
     """404: the dataset, batch or file does not exist (or is not visible to us)."""
+
+    kind = "not_found"
 
 
 class RetryableStatus(PlatformError):
@@ -80,6 +95,8 @@ class Throttled(RetryableStatus):
 class TransferError(ExportError):
     """Connection reset, timeout or a body shorter than announced: retry/resume."""
 
+    kind = "transfer"
+
 
 class UnusableBody(TransferError):
     """The first bytes of a body fail a check (not parquet: an error page sent with a 200):
@@ -93,34 +110,72 @@ class RequestLimit(ExportError):
 class FileChanged(ExportError):
     """The total size changed, or the server sent more bytes than the file has: start over."""
 
+    kind = "file_changed"
+
 
 class NotYet(ExportError):
     """What we wait for (an export job, a batch) is not ready yet; the retry loop polls again."""
+
+    kind = "not_ready"
 
 
 class IntegrityError(ExportError):
     """Downloaded bytes fail a check (size, digest, parquet footer, record count)."""
 
+    kind = "integrity"
+
 
 class DiskFull(ExportError):
     """No space left in the output directory; .part files are kept so a rerun resumes."""
+
+    kind = "disk_full"
 
 
 class FileWontFit(ExportError):
     """A file's listed size exceeds the free space before it starts: that file fails, the others
     go on (a listing may be wrong; a disk that fills up mid-write is DiskFull)."""
 
+    kind = "wont_fit"
+
 
 class DestinationBusy(ExportError):
     """Another run holds the lock of the output folder (or of this shard): nothing is attempted."""
+
+    kind = "busy"
 
 
 class UnsafeNameError(ExportError):
     """A name sent by the server would write outside the output directory."""
 
+    kind = "unsafe_name"
+
 
 class StoreError(ExportError):
     """The object store failed an operation after its client's own retries; uploaded parts are kept."""
+
+    kind = "store"
+
+
+def kind_of(exc: BaseException) -> str:
+    """The `kind` of an error: its class's for ours, "os" for the system's, "internal" for a bug."""
+    if isinstance(exc, ExportError):
+        return exc.kind
+    return "os" if isinstance(exc, OSError) else "internal"
+
+
+class Failure(str):
+    """An error message that knows its kind: a plain str to everything else (report.json, the
+    summary table), `{"kind", "message"}` in a --json document."""
+
+    kind: str
+
+    def __new__(cls, kind: str, message: str) -> Failure:
+        self = super().__new__(cls, message)
+        self.kind = kind
+        return self
+
+    def __reduce__(self) -> tuple[type[Failure], tuple[str, str]]:  # copy and pickle keep the kind
+        return Failure, (self.kind, str(self))
 
 
 def excerpt(data: bytes | str, limit: int = 48, *, quote: bool = True) -> str:

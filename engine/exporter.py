@@ -22,17 +22,18 @@ from .platform.client import PlatformClient, make_session
 from .config import AudienceSettings, DatasetSettings, Settings
 from .platform.discovery import Discovery
 from .platform.selection import Selector
+from .platform.listing import DatasetNames
 from .transfer.download import Downloader
 from .transfer.scheduler import Scheduler
 from .output.destination import open_destination
 from .output.runlock import hold_destination
 from .launch import take_early_signal
-from .errors import CredentialsRejected, DiskFull, PlatformUnreachable
+from .errors import CredentialsRejected, DiskFull, Failure, PlatformUnreachable, kind_of
 from .logs import register_secret
 from .progress import show_progress
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
 from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, summary_event, write_report
-from .retry import RetryPolicy, describe
+from .retry import RetryPolicy, describe, failure
 from .output.report import report_path
 from .output.layout import report_name
 from .shard import Shard, entry_key, share_of
@@ -104,6 +105,7 @@ class Exporter:
                 self.client = PlatformClient(self.settings, session, tokens, self.policy)
                 self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages)
                 self.selector = Selector(self.discovery, self.settings.datasets)
+                self.names = DatasetNames(self.discovery)
                 self.downloader = Downloader(self.client, self.settings.export, self.destination, self.policy, self.counters, self.scheduler)
                 await tokens.token()  # bad credentials: fail before anything is attempted
                 await self._pool()
@@ -150,10 +152,11 @@ class Exporter:
             try:
                 selection = await self.selector.select(ds)
                 outcome.dataset_id = selection.dataset_id
+                outcome.name = ds.name or await self._dataset_name(selection.dataset_id)
                 for key, obj in selection.batches:
                     await self._export_batch(outcome, selection.dataset_id, key, obj, "dataset", send, alone=len(selection.batches) == 1)
                 for r in selection.replaced:  # reported, not exported: a newer chosen batch replaces it
-                    outcome.batches.append(BatchOutcome(BatchRef(selection.dataset_id, r.key, r.obj), status="replaced", errors=[r.note]))
+                    outcome.batches.append(BatchOutcome(BatchRef(selection.dataset_id, r.key, r.obj), status="replaced", errors=[Failure("replaced", r.note)]))
             except Exception as exc:
                 self._dataset_failed(outcome, exc)
 
@@ -169,12 +172,17 @@ class Exporter:
                 found = await self.discovery.audience_batches(aud, on_job)
                 async with limiter:
                     for dataset_id, key, obj in found:
-                        outcome.dataset_id = dataset_id
+                        if outcome.dataset_id != dataset_id:
+                            outcome.dataset_id, outcome.name = dataset_id, await self._dataset_name(dataset_id)
                         if await self._exported_by_other_shard(outcome, dataset_id, key):
                             continue
                         await self._export_batch(outcome, dataset_id, key, obj, outcome.source, send)
             except Exception as exc:
                 self._dataset_failed(outcome, exc)
+
+    async def _dataset_name(self, dataset_id: str) -> str | None:
+        """The dataset's Catalog name for the summary, the report and the manifests (None when unknown)."""
+        return await self.names.name_of(dataset_id)
 
     async def _exported_by_other_shard(self, outcome: DatasetOutcome, dataset_id: str, key: str) -> bool:
         """An audience job's batch that another shard exports for its own dataset entry is left to
@@ -204,7 +212,7 @@ class Exporter:
             if alone:
                 raise
             # One of several chosen batches: it fails alone, the others are still exported.
-            outcome.batches.append(BatchOutcome(BatchRef(dataset_id, key, obj), status="failed", errors=[describe(exc)]))
+            outcome.batches.append(BatchOutcome(BatchRef(dataset_id, key, obj), status="failed", errors=[failure(exc)]))
             log.error("batch_failed", dataset=dataset_id, batch=key, error=describe(exc))
             return
         if batch.key in self._batches:
@@ -212,7 +220,7 @@ class Exporter:
             log.info("batch_already_exporting", dataset=dataset_id, batch=batch.batch_id, source=source)
             outcome.batches.append(self._batches[batch.key])
             return
-        bo = BatchOutcome(batch)
+        bo = BatchOutcome(batch, dataset_name=outcome.name)
         self._batches[batch.key] = bo
         outcome.batches.append(bo)
         log.info("batch_found", dataset=dataset_id, batch=batch.batch_id, source=source, dataset_files=len(dataset_files), records=batch.expected_records)
@@ -228,7 +236,7 @@ class Exporter:
 
     def _dataset_failed(self, outcome: DatasetOutcome, exc: Exception) -> None:
         outcome.status = "failed"
-        outcome.error = describe(exc)
+        outcome.error = failure(exc)
         if isinstance(exc, CredentialsRejected | PlatformUnreachable):
             self._abort(exc)
             if isinstance(exc, PlatformUnreachable):
@@ -254,15 +262,15 @@ class Exporter:
                 try:
                     result = await self.downloader.fetch(task)
                 except anyio.get_cancelled_exc_class():
-                    bo.results.append(FileResult(task, FileStatus.CANCELLED, error="interrupted"))
+                    bo.results.append(FileResult(task, FileStatus.CANCELLED, error=Failure("interrupted", "interrupted")))
                     raise
                 except (CredentialsRejected, DiskFull, PlatformUnreachable) as exc:
-                    bo.results.append(FileResult(task, FileStatus.FAILED, error=describe(exc)))
+                    bo.results.append(FileResult(task, FileStatus.FAILED, error=failure(exc)))
                     self._abort(exc)
                     return
                 except Exception as exc:  # a bug must cost one file, never the pool
                     log.exception("unexpected_error", file=task.rel_path)
-                    result = FileResult(task, FileStatus.FAILED, error=describe(exc))
+                    result = FileResult(task, FileStatus.FAILED, error=failure(exc))
                 bo.results.append(result)
                 await self._maybe_finalize(bo)
 
@@ -283,7 +291,7 @@ class Exporter:
         for bo in self._batches.values():
             if bo.status == "running":
                 if bo.listing is None:
-                    bo.errors.append("listing incomplete")
+                    bo.errors.append(Failure("listing_incomplete", "listing incomplete"))
                     bo.status = "cancelled" if self._interrupted else "failed"
                 else:
                     try:  # writes what is verified; no _SUCCESS if incomplete
@@ -297,13 +305,13 @@ class Exporter:
                 done = (d.batches or d.delegated) and all(b.status in ("ok", "replaced") for b in d.batches)
                 d.status = "ok" if done else ("cancelled" if self._interrupted else "failed")
         if isinstance(self._fatal, DiskFull):
-            run.errors.append(str(self._fatal))
+            run.errors.append(Failure(kind_of(self._fatal), str(self._fatal)))
             run.exit_code, run.status = EXIT_FAILED, "disk_full"
         elif isinstance(self._fatal, PlatformUnreachable):
-            run.errors.append(str(self._fatal))
+            run.errors.append(Failure(kind_of(self._fatal), str(self._fatal)))
             run.exit_code, run.status = EXIT_UNREACHABLE, "unreachable"
         elif self._fatal is not None:
-            run.errors.append(describe(self._fatal))
+            run.errors.append(Failure(kind_of(self._fatal), str(self._fatal)))  # as `check` says it
             run.exit_code, run.status = EXIT_CREDENTIALS, "credentials_rejected"
         elif self._interrupted is not None:
             run.exit_code, run.status = EXIT_SIGNAL[self._interrupted], "interrupted"

@@ -1,6 +1,7 @@
 """The console script's first stop: `--version` answers without importing the engine (start-up
 time: aiohttp, pydantic and structlog alone take a few hundred milliseconds); everything else goes
-to the CLI.
+to the CLI, whose parser is built from the standard library alone, so `--help` and usage errors
+do not pay for the engine either (engine/cli.py imports it once a command runs).
 
 A SIGTERM or SIGINT that comes during those imports, before the exporter's own handlers exist,
 must not kill the run half-way with no report: it is remembered here, first thing, and the

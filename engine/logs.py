@@ -1,4 +1,4 @@
-"""Structured logs: JSON lines when stdout is not a terminal, readable console output when it is.
+"""Structured logs on stderr: JSON lines when stderr is not a terminal, readable console output when it is.
 
 Every secret the run knows (client secret, tokens) is registered and masked in every field,
 a second line of defence behind SecretStr and never logging headers.
@@ -105,8 +105,8 @@ _LOGGER = _StderrLogger()
 
 
 def configure(*, json_logs: bool | None = None, level: str = "info") -> None:
-    if json_logs is None:
-        json_logs = not sys.stdout.isatty()
+    if json_logs is None:  # logs go to stderr: its terminal decides (`run > summary.txt` still reads well)
+        json_logs = not sys.stderr.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
         processors=[

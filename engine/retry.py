@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 import aiohttp
 import structlog
 
-from .errors import NotYet, RequestLimit, RetryableStatus, Throttled, TransferError
+from .errors import Failure, NotYet, RequestLimit, RetryableStatus, Throttled, TransferError, kind_of
 
 if TYPE_CHECKING:
     from .config import ExportSettings
@@ -216,3 +216,8 @@ def describe(exc: BaseException) -> str:
     """Short, secret-free text for logs and reports."""
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if not isinstance(exc, RetryableStatus | TransferError | RequestLimit) else text
+
+
+def failure(exc: BaseException) -> Failure:
+    """describe(exc), carrying the error's kind for the --json documents."""
+    return Failure(kind_of(exc), describe(exc))

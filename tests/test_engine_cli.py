@@ -56,10 +56,11 @@ def test_cli_json_logs_are_json_lines_and_stdout_is_the_summary(cli_export) -> N
     lines = proc.stdout.splitlines()
     # the summary: a status line, a header, a rule, one row per batch, then the closing totals line
     assert lines[0] == "aep-export: ok", lines[:3]
-    assert lines[1].split() == ["dataset", "batch", "status", "files", "bytes", "note"], lines[1]
+    assert lines[1].split() == ["dataset", "name", "batch", "status", "files", "bytes", "note"], lines[1]
     assert set(lines[2]) <= {"-", " "} and "-" in lines[2], lines[2]
+    status_at = lines[1].index("status")  # names hold spaces: the columns are found by the header
     rows = lines[3:-1]
-    assert rows and all(ln.split()[2] == "ok" for ln in rows), rows
+    assert rows and all(ln[status_at:].split()[0] == "ok" for ln in rows), rows
     assert not any(ln.lstrip().startswith("{") for ln in lines)  # no log line on stdout
     tail = lines[-1]
     assert re.match(r"^\d+ files \(\d+ downloaded, \d+ already verified\)", tail), tail

@@ -8,7 +8,8 @@ boto3 blocks a thread per request (an upload cannot be cancelled). aiobotocore r
 Credentials, region and endpoint come from botocore's standard chain: AWS_ACCESS_KEY_ID /
 AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL(_S3), profiles, web
 identity (EKS pod roles) and the container or instance role. Failures are translated once here:
-a missing bucket is a configuration error (exit 2), refused credentials exit 3, anything else
+a missing bucket is a configuration error (exit 2), refused credentials exit 3, an endpoint that
+cannot be reached exit 4 (after the gateway's budget, engine/platform/reach.py), anything else
 (after botocore's own retries) is a StoreError.
 """
 
@@ -29,6 +30,8 @@ import anyio.lowlevel
 from ..config import StoreURL
 from ..errors import ConfigError, CredentialsRejected, StoreError
 from ..logs import register_secret
+from ..platform.reach import CONNECT_FAILURES, connecting
+from ..retry import RetryPolicy
 
 T = TypeVar("T")
 COPY_LIMIT = 5 << 30  # S3's largest single CopyObject; larger objects are copied part by part
@@ -94,14 +97,29 @@ class Bucket:
         frozen = await credentials.get_frozen_credentials()
         register_secret(frozen.secret_key)
         register_secret(frozen.token)
+        async with session.create_client("s3", config=config.merge(AioConfig(retries={"mode": "standard", "max_attempts": 1}))) as probe:
+            await cls(url, probe).preflight()
         async with session.create_client("s3", config=config) as client:
-            bucket = cls(url, client)
-            await bucket.preflight()
-            yield bucket
+            yield cls(url, client)
 
     async def preflight(self) -> None:
-        """One listing: the bucket exists and the credentials are accepted."""
-        await self._call("list_objects_v2", "check the bucket", Prefix=self.key(""), MaxKeys=1)
+        """One listing: the endpoint answers, the bucket exists and the credentials are accepted.
+
+        Made with a client that does not retry (botocore's own retries took a minute to give up
+        on an endpoint that refuses connections): an endpoint that cannot be reached is retried
+        like the gateway, for the same budget, then stops the run with exit 4 and one line."""
+        endpoint = self.client.meta.endpoint_url
+        await connecting(self._first_listing, target=f"the object store at {endpoint}",
+                         setting="AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3, AWS_REGION)", policy=RetryPolicy())
+
+    async def _first_listing(self) -> None:
+        try:
+            await self.client.list_objects_v2(Bucket=self.name, Prefix=self.key(""), MaxKeys=1)
+        except Exception as exc:
+            cause = getattr(exc, "kwargs", {}).get("error")  # botocore wraps aiohttp's connection errors
+            if isinstance(cause, CONNECT_FAILURES):
+                raise cause from exc
+            raise translate(exc, "check the bucket", self.url) from None
 
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run a coroutine function on the bucket's event loop from a blocking thread."""

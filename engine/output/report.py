@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..platform.discovery import Listing
-from ..errors import DiskFull, StoreError, UnsafeNameError
+from ..errors import DiskFull, Failure, StoreError, UnsafeNameError, kind_of
 from ..model import BatchRef, FileResult, FileStatus
 from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name  # noqa: F401 - re-exported for callers
 from .paths import safe_relative
@@ -42,6 +42,7 @@ class BatchOutcome:
     errors: list[str] = field(default_factory=list)
     records_found: int | None = None
     seconds: float = 0.0
+    dataset_name: str | None = None  # for the manifest
 
     @property
     def all_in(self) -> bool:
@@ -57,6 +58,7 @@ class DatasetOutcome:
     dataset_id: str
     source: str = "dataset"
     status: str = "running"
+    name: str | None = None  # the Catalog's name of the dataset, when known
     error: str | None = None
     batches: list[BatchOutcome] = field(default_factory=list)
     # (dataset id, batch id, shard) of batches left to the shard that exports that dataset
@@ -77,20 +79,21 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
     try:
         folder = safe_relative(f"{outcome.batch.dataset_id}/{outcome.batch.batch_id}", "batch folder")
     except UnsafeNameError as exc:
-        outcome.status, outcome.errors = "failed", [str(exc)]
+        outcome.status, outcome.errors = "failed", [Failure(exc.kind, str(exc))]
         return  # nothing may be written there
     ok_files = sorted((r for r in outcome.results if r.ok), key=lambda r: r.task.rel_in_batch)
-    errors = [f"{r.task.rel_in_batch}: {r.error or r.status.value}" for r in outcome.results if not r.ok]
+    errors = [Failure(_file_error_kind(r), f"{r.task.rel_in_batch}: {r.error or r.status.value}") for r in outcome.results if not r.ok]
     assert outcome.listing is not None
-    errors += [f"{name}: refused: {why}" for name, why in outcome.listing.refused]
+    errors += [Failure("unsafe_name", f"{name}: refused: {why}") for name, why in outcome.listing.refused]
     if outcome.listing.untrusted:  # the cause of every other error here: said first
-        errors.insert(0, f"listing not trusted: {outcome.listing.untrusted}")
+        errors.insert(0, Failure("listing_untrusted", f"listing not trusted: {outcome.listing.untrusted}"))
     if missing := outcome.listing.files - len(outcome.results):
-        errors.append(f"{missing} files not attempted")
+        errors.append(Failure("not_attempted", f"{missing} files not attempted"))
     outcome.records_found = _records(ok_files)
     expected = outcome.batch.expected_records
     if not errors and expected is not None and outcome.records_found is not None and outcome.records_found != expected:
-        errors.append(f"record count mismatch: the batch states {expected} records, the parquet files hold {outcome.records_found}")
+        errors.append(Failure("record_count", f"record count mismatch: the batch states {expected} records, "
+                                              f"the parquet files hold {outcome.records_found}"))
     outcome.errors = errors
     cancelled = any(r.status is FileStatus.CANCELLED for r in outcome.results)
     outcome.status = "ok" if not errors else "cancelled" if cancelled else "failed"
@@ -107,10 +110,16 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
             files.write_text(f"{folder}/{SUCCESS}", "", durable=False)
         update_latest(files, outcome.batch.dataset_id, outcome)
     except (UnsafeNameError, StoreError) as exc:  # a folder leading outside out_dir; a bucket that failed
-        outcome.status, outcome.errors = "failed", [str(exc)]
+        outcome.status, outcome.errors = "failed", [Failure(kind_of(exc), str(exc))]
     except DiskFull as exc:  # the batch is not finished; the run stops (the caller's DiskFull)
-        outcome.status, outcome.errors = "failed", [*outcome.errors, f"batch files not written: {exc}"]
+        outcome.status, outcome.errors = "failed", [*outcome.errors, Failure(kind_of(exc), f"batch files not written: {exc}")]
         raise
+
+
+def _file_error_kind(r: FileResult) -> str:
+    if r.status is FileStatus.CANCELLED:
+        return "interrupted"
+    return r.error.kind if isinstance(r.error, Failure) else "file_failed"
 
 
 _pointer_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per dataset
@@ -170,6 +179,7 @@ def _manifest(outcome: BatchOutcome, files: list[FileResult]) -> dict[str, Any]:
     listing = outcome.listing
     return {
         "dataset_id": b.dataset_id,
+        "dataset_name": outcome.dataset_name,
         "batch_id": b.batch_id,
         "source": b.source,
         "status": outcome.status,
@@ -225,7 +235,7 @@ def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
     ignores them): when the disk is full at the end, the final report is written into that room
     in place (shortened if it must be), so a full disk still leaves a report that says so.
     Raises DiskFull when even that fails."""
-    body = _report_body(run)
+    body = report_body(run)
     text = json.dumps(body, indent=2) + "\n"
     name = report_name(run.shard)
     files = _files(out_dir)
@@ -249,7 +259,9 @@ def _shorter(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield {**body, "datasets": [], "shortened": "the disk was full: per-dataset details left out"}
 
 
-def _report_body(run: RunOutcome) -> dict[str, Any]:
+def report_body(run: RunOutcome) -> dict[str, Any]:
+    """The report's content (also the base of `run --json`). Error texts may be `Failure`s: plain
+    strings in report.json, `{"kind", "message"}` in the --json document."""
     return {
         "tool": "aep-export",
         "started_at": run.started_at,
@@ -263,6 +275,7 @@ def _report_body(run: RunOutcome) -> dict[str, Any]:
         "datasets": [
             {
                 "dataset_id": d.dataset_id,
+                "name": d.name,
                 "source": d.source,
                 "status": d.status,
                 "error": d.error,
@@ -302,19 +315,21 @@ def summary_event(run: RunOutcome, report: Path) -> dict[str, Any]:
     }
 
 
-def summary_rows(run: RunOutcome) -> list[tuple[str, str, str, str, str, str]]:
+def summary_rows(run: RunOutcome) -> list[tuple[str, str, str, str, str, str, str]]:
+    """(dataset, name, batch, status, files, bytes, note) per batch (per dataset when it has none)."""
     rows = []
     for d in run.datasets:
         label = d.dataset_id if d.source == "dataset" else f"{d.dataset_id} ({d.source})"
+        name = d.name or "-"
         for ds, batch, shard in d.delegated:
-            rows.append((label, batch, "delegated", "-", "-", f"exported by shard {shard} with dataset {ds}"))
+            rows.append((label, name, batch, "delegated", "-", "-", f"exported by shard {shard} with dataset {ds}"))
         if not d.batches and not d.delegated:
-            rows.append((label, "-", d.status, "0", "0 B", d.error or ""))
+            rows.append((label, name, "-", d.status, "0", "0 B", d.error or ""))
         for b in d.batches:
             note = b.errors[0] if b.errors else ""
             if len(b.errors) > 1:
                 note += f" (+{len(b.errors) - 1} more)"
-            rows.append((label, b.batch.batch_id, b.status, str(sum(1 for r in b.results if r.ok)), human_bytes(b.bytes), note))
+            rows.append((label, name, b.batch.batch_id, b.status, str(sum(1 for r in b.results if r.ok)), human_bytes(b.bytes), note))
     return rows
 
 

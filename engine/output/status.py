@@ -58,7 +58,8 @@ class ExportStatus:
 def export_status(root: Path | ExportTree) -> ExportStatus:
     from .localfiles import LocalTree
 
-    tree = LocalTree(root) if isinstance(root, Path) else root
+    # resolved once here: the tree's paths are real paths, so a relative root could not contain them
+    tree = LocalTree(root.resolve()) if isinstance(root, Path) else root
     status = ExportStatus(tree)
     reports = _reports(tree)
     if not reports:

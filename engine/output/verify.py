@@ -58,7 +58,8 @@ class VerifyResult:
 def verify_export(root: Path | ExportTree, *, deep: bool = False) -> VerifyResult:
     from .localfiles import LocalTree
 
-    tree = LocalTree(root) if isinstance(root, Path) else root
+    # resolved once here: the tree's paths are real paths, so a relative root could not contain them
+    tree = LocalTree(root.resolve()) if isinstance(root, Path) else root
     result = VerifyResult(problems=[])
     folders = tree.batch_folders(MANIFEST)
     temporary = tree.incomplete("")

@@ -27,6 +27,8 @@ FAILED_JOB = frozenset({"FAILED", "CANCELLED", "CANCELLING"})  # CANCELLED: the 
 class AudienceFailed(ExportError):
     """The export job failed or was cancelled (its reason included), or did not finish in time."""
 
+    kind = "audience_failed"
+
 
 @dataclass
 class AudiencePlan:

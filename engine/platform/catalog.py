@@ -33,9 +33,13 @@ Batch = tuple[str, dict[str, Any]]  # (Catalog key, batch object)
 class NoBatch(ExportError):
     """The dataset exists but has no successful batch to export."""
 
+    kind = "no_batch"
+
 
 class DatasetNameError(ExportError):
     """A dataset name matched no dataset, or several."""
+
+    kind = "dataset_name"
 
 
 class CatalogApi:
@@ -145,8 +149,11 @@ class CatalogApi:
         if len(matches) == 1:
             return matches[0][0]
         if not matches:
-            raise DatasetNameError(f"no dataset is named {name!r} in this sandbox (names match exactly, case included); "
-                                   "use its id instead, from the Datasets page of the Experience Platform UI")
+            from .listing import did_you_mean  # the whole sandbox's names: read only on this error
+
+            hint = await did_you_mean(self, name)
+            raise DatasetNameError(f"no dataset is named {name!r} in this sandbox (names match exactly, case included){hint}; "
+                                   "`aep-export list` shows every name, or use its id (from the Datasets page of the Experience Platform UI)")
         listed = ", ".join(f"{key} (created {_iso(_created(obj))})" for key, obj in matches[:10])
         raise DatasetNameError(f"{len(matches)}{'+' if len(matches) >= 20 else ''} datasets are named {name!r}: {listed}; "
                                "use the id of the one to export")

@@ -49,6 +49,8 @@ class Listing:
 class UntrustedListing(ExportError):
     """A listing that contradicts itself or the Catalog: its batch fails, nothing else does."""
 
+    kind = "listing_untrusted"
+
 
 FileSink = Callable[[FileTask], Awaitable[None]]
 

@@ -19,10 +19,10 @@ from .client import PlatformClient, make_session
 from .discovery import Discovery
 from .selection import Replaced, Selector
 from ..config import AudienceSettings, DatasetSettings, Settings
-from ..errors import CredentialsRejected, PlatformUnreachable
+from ..errors import CredentialsRejected, Failure, PlatformUnreachable
 from ..model import FileTask
 from ..output.report import human_bytes
-from ..retry import RetryPolicy, describe
+from ..retry import RetryPolicy, failure
 
 
 @dataclass
@@ -89,7 +89,7 @@ async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan
             fatal.append(exc)
             scope.cancel()
         except Exception as exc:
-            plan.error = describe(exc)
+            plan.error = failure(exc)
 
 
 async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dict[str, Any]) -> PlannedBatch:
@@ -98,7 +98,7 @@ async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dic
     except (CredentialsRejected, PlatformUnreachable):
         raise
     except Exception as exc:
-        return PlannedBatch(dataset_id, key, error=describe(exc))
+        return PlannedBatch(dataset_id, key, error=failure(exc))
     planned = PlannedBatch(dataset_id, batch.batch_id)
 
     async def count(task: FileTask) -> None:
@@ -107,9 +107,9 @@ async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dic
     listing = await discovery.list_files(batch, dataset_files, count)
     planned.files, planned.bytes = listing.files, listing.bytes
     if listing.refused:
-        planned.error = f"{len(listing.refused)} file name(s) would be refused: {listing.refused[0][0]!r}"
+        planned.error = Failure("unsafe_name", f"{len(listing.refused)} file name(s) would be refused: {listing.refused[0][0]!r}")
     if listing.untrusted:
-        planned.error = f"listing not trusted: {listing.untrusted}"
+        planned.error = Failure("listing_untrusted", f"listing not trusted: {listing.untrusted}")
     return planned
 
 

@@ -19,7 +19,7 @@ from ..errors import CredentialsRejected, DiskFull, FileChanged, IntegrityError,
 from ..model import Counters, FileResult, FileStatus, FileTask
 from ..output.diskio import is_no_space
 from ..platform.client import PlatformClient
-from ..retry import Budget, RetryPolicy, describe
+from ..retry import Budget, RetryPolicy, failure
 from .fetcher import Fetcher, FileJob
 from .pieces import Download
 from .scheduler import Scheduler
@@ -55,7 +55,7 @@ class Downloader:
             if is_no_space(exc):
                 raise DiskFull(f"no space left in {self.export.out_dir} while writing {task.rel_path}; "
                                "partial files are kept: free space and rerun to resume") from None
-            result = FileResult(task, FileStatus.FAILED, error=describe(exc))
+            result = FileResult(task, FileStatus.FAILED, error=failure(exc))
             log.warning("file_failed", file=task.rel_path, error=result.error)
         finally:
             self.scheduler.files_in_flight -= 1

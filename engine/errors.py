@@ -30,7 +30,7 @@ import json
 import re
 from typing import Any
 
-from .logs import _mask  # the one list of the run's secrets
+from .masking import mask as _mask  # the one list of the run's secrets
 
 
 class ExportError(Exception):

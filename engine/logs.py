@@ -14,28 +14,9 @@ from typing import Any
 
 import structlog
 
-_SECRETS: set[str] = set()
+from .masking import MASK, mask as _mask, register_secret  # noqa: F401 - register_secret re-exported
+
 _SENSITIVE_KEYS = ("token", "secret", "authorization", "password", "api_key")
-MASK = "***"
-
-
-def register_secret(value: str | None) -> None:
-    if value and len(value) >= 6:
-        _SECRETS.add(value)
-
-
-def _mask(value: Any) -> Any:
-    """Every known secret replaced, in strings and in the lists and mappings that hold them."""
-    if isinstance(value, str):
-        for secret in _SECRETS:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
-    if isinstance(value, (list, tuple)):
-        return type(value)(_mask(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _mask(v) for k, v in value.items()}
-    return value
 
 
 def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -376,7 +376,7 @@ async def test_client_sends_gateway_headers_and_maps_statuses() -> None:
 def test_a_secret_is_masked_inside_the_lists_and_mappings_a_log_field_holds() -> None:
     """Error lists (a batch's errors, the run's) go into log fields as lists: a secret quoted by an
     error message must be masked there as in a plain string field."""
-    from engine import logs
+    from engine import logs, masking
 
     secret = "tok-7f3a9c1e55"
     logs.register_secret(secret)
@@ -384,7 +384,7 @@ def test_a_secret_is_masked_inside_the_lists_and_mappings_a_log_field_holds() ->
         event = logs.redact(None, "info", {"errors": [f"401 for Bearer {secret}", ("x", secret)],
                                            "detail": {"body": f"echo {secret}"}, "plain": f"a {secret}"})
     finally:
-        logs._SECRETS.discard(secret)
+        masking._SECRETS.discard(secret)
     assert secret not in repr(event)
     assert event["errors"][0] == f"401 for Bearer {logs.MASK}" and event["errors"][1] == ("x", logs.MASK)
     assert event["detail"] == {"body": f"echo {logs.MASK}"} and event["plain"] == f"a {logs.MASK}"

@@ -64,7 +64,9 @@ def test_a_file_regenerated_after_a_kill_ends_as_the_new_file_never_a_mix(tmp_pa
     kill_at = random.Random(case).uniform(0.3, 0.6) * victim.size
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline and liar.sent < kill_at:
+    # the kill lands once the server sent that much AND the run keeps some of it on disk (its control
+    # file is rewritten at most twice a second: bytes sent are not yet bytes held)
+    while proc.poll() is None and time.monotonic() < deadline and (liar.sent < kill_at or not _held(final).total):
         time.sleep(0.01)
     assert proc.poll() is None and kill_at <= liar.sent < victim.size, "the kill would not land mid-file"
     proc.send_signal(signal.SIGKILL)
@@ -100,11 +102,16 @@ def test_a_file_regenerated_after_a_kill_ends_as_the_new_file_never_a_mix(tmp_pa
 
 
 def _held(final: Path) -> RangeSet:
-    """What the killed run left: its control file's ranges, else the .part as a prefix."""
-    if control_path(final).exists():
+    """What the killed run left: its control file's ranges, else the .part as a prefix (nothing
+    while neither exists: a live run may be creating or removing them as this reads)."""
+    try:
         return RangeSet(tuple(r) for r in json.loads(control_path(final).read_text())["done"])
-    part = part_path(final)
-    return RangeSet([(0, part.stat().st_size)]) if part.exists() else RangeSet()
+    except FileNotFoundError:
+        pass
+    try:
+        return RangeSet([(0, part_path(final).stat().st_size)])
+    except FileNotFoundError:
+        return RangeSet()
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import anyio
+
 from . import logs
 from .config import ENV_PREFIX, Settings, config_path_from_env, load_settings, looks_like_dataset_id
 from .errors import ConfigError, CredentialsRejected, DestinationBusy, DiskFull, PlatformUnreachable
@@ -85,7 +86,8 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     level.add_argument("-v", "--verbose", action="store_true", help="debug logs: every request, retry and decision")
     level.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress line")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json-logs", dest="json_logs", action="store_true", default=None, help="JSON lines (default when stdout is not a terminal)")
+    fmt.add_argument("--json-logs", dest="json_logs", action="store_true", default=None,
+                     help="JSON lines (default when stdout is not a terminal)")
     fmt.add_argument("--console-logs", dest="json_logs", action="store_false", help="readable console logs")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
 
@@ -306,8 +308,8 @@ def print_summary(run: RunOutcome, out_dir: Path) -> None:
     widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
     print(f"aep-export: {run.status}")
     for i, row in enumerate(rows):
-        cells = [cell.ljust(w) if j != 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))]
-        print("  ".join(cells + [row[-1]]).rstrip())
+        cells = [cell.ljust(w) if j != 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=False))]
+        print("  ".join([*cells, row[-1]]).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths) + "  ----")
     for error in run.errors:

@@ -8,34 +8,34 @@ complete and its last file is in.
 
 from __future__ import annotations
 
+import contextlib
 import signal
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .config import AudienceSettings, DatasetSettings, Settings
+from .errors import CredentialsRejected, DiskFull, PlatformUnreachable
+from .launch import take_early_signal
+from .logs import register_secret
+from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
+from .output.destination import open_destination
+from .output.layout import report_name
+from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, report_path, summary_event, write_report
+from .output.runlock import hold_destination
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
-from .config import AudienceSettings, DatasetSettings, Settings
 from .platform.discovery import Discovery
 from .platform.selection import Selector
+from .progress import show_progress
+from .retry import RetryPolicy, describe
+from .shard import Shard, entry_key, share_of
 from .transfer.download import Downloader
 from .transfer.scheduler import Scheduler
-from .output.destination import open_destination
-from .output.runlock import hold_destination
-from .launch import take_early_signal
-from .errors import CredentialsRejected, DiskFull, PlatformUnreachable
-from .logs import register_secret
-from .progress import show_progress
-from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
-from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, summary_event, write_report
-from .retry import RetryPolicy, describe
-from .output.report import report_path
-from .output.layout import report_name
-from .shard import Shard, entry_key, share_of
 
 log = structlog.get_logger("aep_export")
 
@@ -104,7 +104,8 @@ class Exporter:
                 self.client = PlatformClient(self.settings, session, tokens, self.policy)
                 self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages)
                 self.selector = Selector(self.discovery, self.settings.datasets)
-                self.downloader = Downloader(self.client, self.settings.export, self.destination, self.policy, self.counters, self.scheduler)
+                self.downloader = Downloader(self.client, self.settings.export, self.destination, self.policy, self.counters,
+                                             self.scheduler)
                 await tokens.token()  # bad credentials: fail before anything is attempted
                 await self._pool()
         except (CredentialsRejected, DiskFull, PlatformUnreachable) as exc:
@@ -154,10 +155,11 @@ class Exporter:
                     await self._export_batch(outcome, selection.dataset_id, key, obj, "dataset", send, alone=len(selection.batches) == 1)
                 for r in selection.replaced:  # reported, not exported: a newer chosen batch replaces it
                     outcome.batches.append(BatchOutcome(BatchRef(selection.dataset_id, r.key, r.obj), status="replaced", errors=[r.note]))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one dataset's failure is reported and the others go on
                 self._dataset_failed(outcome, exc)
 
-    async def _produce_audience(self, aud: AudienceSettings, send: MemoryObjectSendStream[FileTask], limiter: anyio.CapacityLimiter) -> None:
+    async def _produce_audience(self, aud: AudienceSettings, send: MemoryObjectSendStream[FileTask],
+                                limiter: anyio.CapacityLimiter) -> None:
         outcome = DatasetOutcome(aud.label, source=aud.label)
 
         def on_job(job_id: str) -> None:
@@ -173,7 +175,7 @@ class Exporter:
                         if await self._exported_by_other_shard(outcome, dataset_id, key):
                             continue
                         await self._export_batch(outcome, dataset_id, key, obj, outcome.source, send)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one dataset's failure is reported and the others go on
                 self._dataset_failed(outcome, exc)
 
     async def _exported_by_other_shard(self, outcome: DatasetOutcome, dataset_id: str, key: str) -> bool:
@@ -186,7 +188,7 @@ class Exporter:
             theirs = {k for k, _ in (await self.selector.select(entry)).batches}
         except (CredentialsRejected, PlatformUnreachable):
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - any other failure: this shard takes the batch
             return False  # that shard exports nothing of it: this one does
         if key not in theirs:
             return False
@@ -215,7 +217,8 @@ class Exporter:
         bo = BatchOutcome(batch)
         self._batches[batch.key] = bo
         outcome.batches.append(bo)
-        log.info("batch_found", dataset=dataset_id, batch=batch.batch_id, source=source, dataset_files=len(dataset_files), records=batch.expected_records)
+        log.info("batch_found", dataset=dataset_id, batch=batch.batch_id, source=source, dataset_files=len(dataset_files),
+                 records=batch.expected_records)
 
         async def sink(task: FileTask) -> None:
             self.counters.files_total += 1
@@ -354,8 +357,6 @@ class Exporter:
         except DiskFull as exc:
             self.run.report_error = str(exc)
             log.error("report_not_written", error=str(exc))
-            try:
+            with contextlib.suppress(OSError):
                 self.destination.delete(report_name(self.run.shard))
-            except OSError:
-                pass
 

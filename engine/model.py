@@ -44,7 +44,7 @@ class FileTask:
         return self.name.endswith(".parquet")
 
 
-class FileStatus(str, Enum):
+class FileStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() of a status (reports, logs)
     DOWNLOADED = "downloaded"
     REUSED = "reused"  # verified by an earlier run, not fetched again
     FAILED = "failed"

@@ -72,7 +72,7 @@ class Pacer:
         self._resume_at = max(self._resume_at, time.monotonic() + seconds)
 
     async def wait(self) -> None:
-        while (delay := self._resume_at - time.monotonic()) > 0:
+        while (delay := self._resume_at - time.monotonic()) > 0:  # noqa: ASYNC110 - the deadline moves when another request is throttled
             await asyncio.sleep(delay)
 
 

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import assert_files_match, expected_path, read_report, run_export, settings_for
+from liar import listings
+
 from engine.exporter import EXIT_FAILED
 from engine.fake import DatasetSpec, FakeConfig
 from engine.model import BatchRef, FileTask
 from engine.output.report import SUCCESS
-from engine.platform.dataaccess import UntrustedListing, check_against_catalog, Listing
+from engine.platform.dataaccess import Listing, UntrustedListing, check_against_catalog
 from engine.platform.discovery import Discovery
 from engine.platform.plan import make_plan
-from liar import listings
 
 PAGE = 10
 
@@ -244,7 +244,8 @@ async def test_identical_entries_listed_twice_are_refused_and_none_of_the_listin
 
 
 async def test_a_dataset_file_listed_twice_in_a_batch_is_refused() -> None:
-    client = Pages({"/data/foundation/export/batches/b/files": {"data": [{"dataSetFileId": "f1"}, {"dataSetFileId": "f2"}, {"dataSetFileId": "f1"}]}})
+    listed = [{"dataSetFileId": "f1"}, {"dataSetFileId": "f2"}, {"dataSetFileId": "f1"}]
+    client = Pages({"/data/foundation/export/batches/b/files": {"data": listed}})
     with pytest.raises(UntrustedListing, match="the dataSetFiles of batch b lists the dataSetFileId 'f1' twice"):
         await Discovery(client).resolve_batch("ds", "b", {})  # type: ignore[arg-type]
     # and a directory that lists itself (or another dataSetFile of the batch) again

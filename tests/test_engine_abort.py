@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 from aiohttp import web
-
 from conftest import read_manifest, read_report, run_export, settings_for
+
 from engine.exporter import EXIT_CREDENTIALS
 from engine.fake import FakeConfig
 from engine.fake.server import gw_error

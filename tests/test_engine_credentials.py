@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import files_under, read_report, run_cli, run_export, settings_for, toml_config
 
-from conftest import files_under, read_report, run_cli, settings_for, run_export, toml_config
 from engine.exporter import EXIT_CREDENTIALS
 from engine.fake import FakeConfig
 

@@ -10,10 +10,15 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp import web
-
 from conftest import (
-    assert_files_match, read_manifest, read_report, run_export, settings_for, sha256sum_check,
+    assert_files_match,
+    read_manifest,
+    read_report,
+    run_export,
+    settings_for,
+    sha256sum_check,
 )
+
 from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.data import ExpectedFile
@@ -52,6 +57,7 @@ class Exported:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, fake_data_root: Path) -> Exported:
     from conftest import with_data_dir
+
     from engine.fake import FakePlatform
 
     cfg = with_data_dir(FakeConfig(seed=41, page_size=2, datasets=list(VARIANTS.values())), fake_data_root)

@@ -6,6 +6,7 @@ import unicodedata
 from pathlib import Path
 
 from conftest import assert_files_match, files_under, read_manifest, read_report, run_export, settings_for
+
 from engine.exporter import EXIT_FAILED
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.data import HOSTILE_NAMES

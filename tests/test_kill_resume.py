@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import control_of, controls_under, part_of, parts_under
+from liar import wrap
+
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.server import ThreadedFakePlatform
 from engine.transfer.ranges import RangeSet
 from engine.transfer.validators import resume_windows
-from liar import wrap
 
 SLOW, FAST = 250e3, 4e6  # bytes/s per response
 IN_FLIGHT = 256 << 10  # per connection: sent by the server, still in socket buffers at the kill

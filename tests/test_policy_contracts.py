@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_export, settings_for
+
 from engine.config import AudienceSettings, DatasetSettings, ExportSettings
 from engine.errors import Throttled, TransferError
 from engine.exporter import EXIT_OK

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from conftest import assert_files_match, expected_path, journal_path, read_report, run_export, settings_for, sha256_of
+
 from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, Faults
 from engine.output import local

@@ -12,8 +12,9 @@ from typing import Any
 
 import anyio
 import pytest
-
 from conftest import run_export
+from s3server import MotoServer
+
 from engine.config import ExportSettings, Settings, StoreURL
 from engine.fake import DatasetSpec, FakeConfig, Faults
 from engine.output import bucket as bucket_module
@@ -22,7 +23,6 @@ from engine.output.objectstore import MAX_PARTS, part_size_for, staging_key, upl
 from engine.output.spool import Spool
 from engine.output.upload import StoreTarget
 from engine.output.verify import verify_export
-from s3server import MotoServer
 
 PART = 5 << 20
 

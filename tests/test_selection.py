@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-
 from conftest import assert_files_match, clean_env, read_report, run_cli, run_export, toml_config
+
 from engine.config import Settings
 from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
@@ -174,7 +174,8 @@ async def test_pinned_batches_and_the_legacy_batch_key(tmp_path: Path, make_fake
         ds, other = fp.dataset_ids
         b0, b1, b2 = successful(fp, ds)
         out = tmp_path / "out"
-        run = await run_export(settings(fp, out, [{"id": ds, "batches": [b0.key, b2.key]}, {"id": other, "batch": fp.latest_batch(other).key}]))
+        chosen = [{"id": ds, "batches": [b0.key, b2.key]}, {"id": other, "batch": fp.latest_batch(other).key}]
+        run = await run_export(settings(fp, out, chosen))
         assert run.exit_code == EXIT_OK, read_report(out)
         assert exported_batch_folders(out, ds) == {b0.data_id, b2.data_id}
         assert exported_batch_folders(out, other) == {fp.latest_batch(other).data_id}

@@ -16,7 +16,15 @@ from typing import Any
 
 from ..errors import IntegrityError
 from .footer import (
-    DATA_PAGE, DATA_PAGE_V2, DICTIONARY_PAGE, ColumnChunk, FooterError, PageHeader, Truncated, footer_counts, page_header,
+    DATA_PAGE,
+    DATA_PAGE_V2,
+    DICTIONARY_PAGE,
+    ColumnChunk,
+    FooterError,
+    PageHeader,
+    Truncated,
+    footer_counts,
+    page_header,
 )
 
 PARQUET_MAGIC = b"PAR1"

@@ -142,7 +142,7 @@ class CatalogApi:
                 fields = rest.split(",")
             else:
                 fields = spec.split(",")
-        return sorted(objs, key=lambda o: tuple(_sort_key(o.get(f)) for f in fields) + (o["id"],),
+        return sorted(objs, key=lambda o: (*tuple(_sort_key(o.get(f)) for f in fields), o["id"]),
                       reverse=direction.strip().lower() == "desc")
 
     @staticmethod

@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from .data import DataSetFile, Dataset, PartFile
+from .data import Dataset, DataSetFile, PartFile
 from .faults import RequestFaultState
 from .http import EXPORT, FAULTS, T0, content_type_for, gw_error, int_param, parse_range
 
@@ -105,7 +105,7 @@ class DataAccessApi:
 
     async def h_blob(self, request: web.Request) -> web.StreamResponse:
         """Redirect target: no gateway auth, but a signed URL (like a pre-signed blob URL)."""
-        names = sorted(k.lower() for k in request.headers.keys())
+        names = sorted(k.lower() for k in request.headers)
         self.stats.redirect_requests += 1
         self.stats.redirect_header_names.append(names)
         if "authorization" in names or "x-api-key" in names:

@@ -116,7 +116,7 @@ class Bucket:
     async def _call(self, op: str, what: str, **kw: Any) -> Any:
         try:
             return await getattr(self.client, op)(Bucket=self.name, **kw)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             raise translate(exc, what, self.url) from None
 
     # -- objects --------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ class Bucket:
     async def head(self, rel: str) -> dict[str, Any] | None:
         try:
             return await self.client.head_object(Bucket=self.name, Key=self.key(rel))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             if _code(exc) in _MISSING:
                 return None
             raise translate(exc, f"read {rel}", self.url) from None
@@ -150,7 +150,7 @@ class Bucket:
             async with resp["Body"] as body:
                 async for chunk in body.iter_chunks(1 << 20):
                     yield chunk
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             raise translate(exc, f"read {rel}", self.url) from None
 
     async def read_text(self, rel: str) -> str | None:
@@ -160,7 +160,7 @@ class Bucket:
                 return (await body.read()).decode("utf-8")
         except UnicodeDecodeError:
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             if _code(exc) in _MISSING:
                 return None
             raise translate(exc, f"read {rel}", self.url) from None
@@ -229,7 +229,7 @@ class Bucket:
         while True:
             try:
                 page = await self.client.list_parts(Bucket=self.name, **kw)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
                 if _code(exc) == "NoSuchUpload":
                     return None
                 raise translate(exc, f"list the parts of {rel}", self.url) from None
@@ -245,7 +245,7 @@ class Bucket:
     async def abort(self, rel: str, upload_id: str) -> None:
         try:
             await self.client.abort_multipart_upload(Bucket=self.name, Key=self.key(rel), UploadId=upload_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             if _code(exc) != "NoSuchUpload":
                 raise translate(exc, f"abort the upload of {rel}", self.url) from None
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from ..checks.integrity import PARQUET_MAGIC
 from ..model import FileTask
 from ..transfer.ranges import RangeSet
-from .layout import control_path, part_path, split_marker  # noqa: F401 - part_path re-exported
-from .diskio import atomic_write
 from ..transfer.validators import Validator
+from .diskio import atomic_write
+from .layout import control_path, part_path, split_marker  # noqa: F401 - part_path re-exported
 
 CONTROL_VERSION = 1
 

@@ -8,6 +8,7 @@ trip readers such as pyarrow.dataset).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Iterator, Sequence
@@ -111,7 +112,5 @@ def fsync_folder(folder: Path) -> None:
 
 
 def _remove(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # the write's own error is the one to report
         path.unlink(missing_ok=True)
-    except OSError:
-        pass  # the write's own error is the one to report

@@ -9,6 +9,7 @@ the control file says which ranges that covered (what a node crash cannot take b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -111,10 +112,8 @@ class LocalDestination(LocalFiles):
             if self._in_flight[folder]:
                 return
             del self._in_flight[folder]
-            try:
+            with contextlib.suppress(OSError):  # not empty: progress kept for the rerun
                 temp_folder(folder).rmdir()
-            except OSError:
-                pass  # not empty: progress kept for the rerun
 
     def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet, Validator | None]:
         """Create the folders, open the .part, read what it holds, check free space for the rest."""

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..checks.integrity import file_digest, parquet_rows
 from ..errors import UnsafeNameError
-from .layout import is_temporary
 from .diskio import atomic_write, no_space_is_disk_full, rewrite_in_place
+from .layout import is_temporary
 from .paths import contained
 
 

@@ -32,8 +32,8 @@ from ..errors import IntegrityError
 from ..model import BatchRef, FileTask
 from .bucket import Bucket, ObjectView, Part, Upload
 from .destination import Existing
-from .paths import safe_relative
 from .layout import OLD_SUMS, SUCCESS, SUMS, UPLOADS, parse_sums
+from .paths import safe_relative
 from .spool import Spool
 from .upload import ROWS_META, SHA256_META, StoreTarget
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -109,10 +110,8 @@ def prepare_out_dir(out_dir: Path) -> None:
         os.unlink(probe)
     except OSError as exc:
         for folder in created:  # deepest first
-            try:
+            with contextlib.suppress(OSError):
                 folder.rmdir()
-            except OSError:
-                pass
         raise ConfigError(f"output directory {out_dir} cannot be used: {_why(exc, out_dir)}") from None
 
 

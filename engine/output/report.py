@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..platform.discovery import Listing
 from ..errors import DiskFull, StoreError, UnsafeNameError
 from ..model import BatchRef, FileResult, FileStatus
+from ..platform.discovery import Listing
 from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name  # noqa: F401 - re-exported for callers
 from .paths import safe_relative
 

@@ -162,7 +162,7 @@ def render_status(status: ExportStatus) -> str:
     header = ("shard", "dataset", "batch", "state", "note")
     rows = [header, *((r.shard, r.dataset, r.batch, r.state, r.note) for r in status.rows)]
     widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
-    lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths)] + [r[-1]]).rstrip() for r in rows]
+    lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)] + [r[-1]]).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  ----")
     for name in status.ignored:
         lines.append(f"ignored: {name} (an earlier run with another shard count)")

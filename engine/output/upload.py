@@ -165,7 +165,7 @@ class StoreTarget:
                     part = await self.link.bucket.upload_part(self.staging, upload_id, piece.number, body, piece.length, digest)
                 self.parts[piece.number] = part
                 piece.uploaded = True
-        except Exception as exc:  # the file fails at its next flush or at commit; parts uploaded stay
+        except Exception as exc:  # noqa: BLE001 - kept and raised at the file's next flush or commit; the file fails at its next flush or at commit; parts uploaded stay
             self.failure = self.failure or exc
         finally:
             spool.uploads_pending -= 1

@@ -15,12 +15,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from .origin import origin_of
-from .reach import connecting
 from ..config import AuthSettings, PlatformSettings
 from ..errors import CredentialsRejected, RetryableStatus, TransferError, error_fields, excerpt
 from ..logs import register_secret
 from ..retry import RetryPolicy, parse_retry_after
+from .origin import origin_of
+from .reach import connecting
 
 log = structlog.get_logger("aep_export.auth")
 
@@ -103,7 +103,9 @@ class TokenProvider:
                     raise RetryableStatus(resp.status, f"IMS unavailable{_ims_error(raw, resp.reason or '')}",
                                           retry_after=parse_retry_after(resp.headers.get("Retry-After")), url=url)
                 if resp.status != 200:
-                    raise CredentialsRejected(f"IMS rejected the client credentials (HTTP {resp.status}{_ims_error(raw, resp.reason or '')}); check auth.client_id, auth.client_secret and auth.scopes")
+                    why = _ims_error(raw, resp.reason or "")
+                    raise CredentialsRejected(f"IMS rejected the client credentials (HTTP {resp.status}{why});"
+                                              " check auth.client_id, auth.client_secret and auth.scopes")
                 try:
                     return json.loads(raw)
                 except ValueError:

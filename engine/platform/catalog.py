@@ -54,7 +54,8 @@ class CatalogApi:
         if found:
             return found[0]
         await self.dataset(dataset_id)  # an unknown dataset says so
-        raise NoBatch(f"dataset {dataset_id} has no successful batch" + (" in the since/until window" if any(w is not None for w in window) else ""))
+        in_window = " in the since/until window" if any(w is not None for w in window) else ""
+        raise NoBatch(f"dataset {dataset_id} has no successful batch{in_window}")
 
     async def latest_successful_batches(self, dataset_ids: list[str]) -> dict[str, Batch]:
         """One Catalog query for several datasets: `dataSet=a,b,…` matches any listed value.

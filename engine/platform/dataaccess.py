@@ -14,12 +14,12 @@ from typing import Any
 
 import structlog
 
-from .catalog import related_batches, stated_file_count
 from ..checks.integrity import expected_record_count
 from ..config import ExportSettings
 from ..errors import ExportError, NotFound, PlatformError, UnsafeNameError
 from ..model import BatchRef, FileTask
 from ..output.paths import folder_id, listed_name
+from .catalog import related_batches, stated_file_count
 
 log = structlog.get_logger("aep_export.discovery")
 
@@ -74,7 +74,8 @@ class DataAccessApi:
         last_error: Exception | None = None
         for candidate in candidates:
             try:
-                files = [item async for item in self._pages(f"{EXPORT}/batches/{candidate}/files", f"the dataSetFiles of batch {candidate}")]
+                listing = self._pages(f"{EXPORT}/batches/{candidate}/files", f"the dataSetFiles of batch {candidate}")
+                files = [item async for item in listing]
             except PlatformError as exc:
                 if exc.status not in NOT_THIS_ID:
                     raise

@@ -8,12 +8,12 @@ selection.py    config entries -> the batches a run exports (used by `run` and b
 
 from __future__ import annotations
 
+from ..retry import RetryPolicy
 from .audiences import AudienceJobs
 from .catalog import CatalogApi, NoBatch  # noqa: F401 - re-exported
 from .client import PlatformClient
 from .dataaccess import MAX_LISTING_PAGES, DataAccessApi, Listing  # noqa: F401 - Listing re-exported (output/report.py)
 from .selection import CATALOG_GROUP, LatestBatches  # noqa: F401 - re-exported
-from ..retry import RetryPolicy
 
 
 class Discovery(CatalogApi, DataAccessApi, AudienceJobs):

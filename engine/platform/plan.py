@@ -14,15 +14,15 @@ from typing import Any
 
 import anyio
 
-from .auth import TokenProvider
-from .client import PlatformClient, make_session
-from .discovery import Discovery
-from .selection import Replaced, Selector
 from ..config import AudienceSettings, DatasetSettings, Settings
 from ..errors import CredentialsRejected, PlatformUnreachable
 from ..model import FileTask
 from ..output.report import human_bytes
 from ..retry import RetryPolicy, describe
+from .auth import TokenProvider
+from .client import PlatformClient, make_session
+from .discovery import Discovery
+from .selection import Replaced, Selector
 
 
 @dataclass
@@ -88,7 +88,7 @@ async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan
         except (CredentialsRejected, PlatformUnreachable) as exc:
             fatal.append(exc)
             scope.cancel()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a batch's failure is shown in the plan, not fatal
             plan.error = describe(exc)
 
 
@@ -97,7 +97,7 @@ async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dic
         batch, dataset_files = await discovery.resolve_batch(dataset_id, key, obj)
     except (CredentialsRejected, PlatformUnreachable):
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a batch's failure is shown in the plan, not fatal
         return PlannedBatch(dataset_id, key, error=describe(exc))
     planned = PlannedBatch(dataset_id, batch.batch_id)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import structlog
 
-from .catalog import DOWNLOADABLE, Batch, NoBatch, predecessors, related_datasets, replay_reason, status_of
 from ..config import DatasetSettings
 from ..errors import CredentialsRejected, ExportError, NotFound, PlatformUnreachable
+from .catalog import DOWNLOADABLE, Batch, NoBatch, predecessors, related_datasets, replay_reason, status_of
 
 log = structlog.get_logger("aep_export.selection")
 

@@ -51,7 +51,7 @@ class Downloader:
             result = await self._reuse(task) or await self._download_verified(task)
         except (CredentialsRejected, DiskFull, PlatformUnreachable):
             raise  # fatal for the whole run, not for this file
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one file's failure is recorded; the run goes on
             if is_no_space(exc):
                 raise DiskFull(f"no space left in {self.export.out_dir} while writing {task.rel_path}; "
                                "partial files are kept: free space and rerun to resume") from None

@@ -19,12 +19,12 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .config import AudienceSettings, DatasetSettings, Settings
+from .early import take_early_signal
 from .errors import CredentialsRejected, DiskFull, PlatformUnreachable
-from .launch import take_early_signal
+from .layout import report_name
 from .logs import register_secret
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
-from .output.destination import open_destination
-from .output.layout import report_name
+from .output.opener import open_destination
 from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, report_path, summary_event, write_report
 from .output.runlock import hold_destination
 from .platform.auth import TokenProvider
@@ -135,7 +135,7 @@ class Exporter:
     async def _watch_signals(self, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
-            early = take_early_signal()  # one that came before this receiver (engine/launch.py)
+            early = take_early_signal()  # one that came before this receiver (engine/early.py)
             signum = early if early is not None else await anext(aiter(signals))
             self._interrupted = signal.Signals(signum)
             log.warning("interrupted", signal=self._interrupted.name, during_start_up=early is not None,

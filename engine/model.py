@@ -92,3 +92,19 @@ class Timer:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+
+@dataclass
+class Listing:
+    """What one batch's listing produced besides downloadable files."""
+
+    skipped: list[str] = field(default_factory=list)  # marker files such as _SUCCESS
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (name, why) unsafe names
+    files: int = 0
+    bytes: int = 0  # sum of the listed lengths (where given)
+    untrusted: str | None = None  # why the listing cannot be trusted: the batch fails, without _SUCCESS
+
+    @property
+    def named(self) -> int:
+        """Every file the listing named: handed on, refused, or skipped as a marker."""
+        return self.files + len(self.refused) + len(self.skipped)

@@ -25,8 +25,8 @@ from liar.files import Regenerated, same_size_variant
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
 from engine.fake.server import ThreadedFakePlatform
 from engine.output.control import control_path, part_path
-from engine.transfer.ranges import RangeSet
-from engine.transfer.validators import RESUME_WINDOW, resume_windows
+from engine.ranges import RangeSet
+from engine.validators import RESUME_WINDOW, resume_windows
 
 RATE = 400e3  # bytes/s of the first run: the kill lands mid-file
 
@@ -200,7 +200,7 @@ async def test_a_control_file_without_validators_still_resumes_and_its_bytes_are
 def test_validators_from_the_server_are_untrusted_text() -> None:
     """What is sent back in If-Range: a strong ETag, else the date; never a weak ETag, never a
     value that is not a plain header value; a change of either is a change of the file."""
-    from engine.transfer.validators import Validator, changed
+    from engine.validators import Validator, changed
 
     assert Validator.of({"ETag": '"abc"', "Last-Modified": "Wed, 01 Jan 2026 00:00:00 GMT"}).if_range() == '"abc"'
     assert Validator.of({"ETag": 'W/"abc"', "Last-Modified": "Wed, 01 Jan 2026 00:00:00 GMT"}).if_range() == (

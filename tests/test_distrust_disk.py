@@ -38,7 +38,7 @@ from engine.errors import ExportError
 from engine.exporter import Exporter
 from engine.fake import FakeConfig, FakePlatform
 from engine.fake.server import ThreadedFakePlatform
-from engine.output.layout import LATEST, MANIFEST, SUCCESS, SUMS
+from engine.layout import LATEST, MANIFEST, SUCCESS, SUMS
 from engine.shard import Shard, share_of
 
 EXIT_OK, EXIT_FAILED, EXIT_BUSY, EXIT_SIGTERM = 0, 1, 5, 143

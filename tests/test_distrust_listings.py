@@ -19,9 +19,9 @@ from engine.exporter import EXIT_FAILED
 from engine.fake import DatasetSpec, FakeConfig
 from engine.model import BatchRef, FileTask
 from engine.output.report import SUCCESS
+from engine.plan import make_plan
 from engine.platform.dataaccess import Listing, UntrustedListing, check_against_catalog
 from engine.platform.discovery import Discovery
-from engine.platform.plan import make_plan
 
 PAGE = 10
 

@@ -1,7 +1,7 @@
 """Names from the server never reach our own namespace (issue #17, cases 2 and 5).
 
 Our temporary and control files live in a hidden folder beside the data, named from a hash
-(engine/output/layout.py), so no listed name can be one of them and none passes NAME_MAX; a listed
+(engine/layout.py), so no listed name can be one of them and none passes NAME_MAX; a listed
 id that would be one of our own files fails its batch alone, in one line. `verify` flags any
 temporary file left behind, and `status` never calls a failed batch done.
 """
@@ -19,7 +19,7 @@ from liar.names import rename_dataset_file, rename_files
 from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.server import ThreadedFakePlatform
-from engine.output.layout import MANIFEST, STATE_DIR, SUCCESS, SUMS
+from engine.layout import MANIFEST, STATE_DIR, SUCCESS, SUMS
 from engine.output.status import DONE, FAILED, export_status
 from engine.output.verify import verify_export
 
@@ -173,8 +173,8 @@ async def test_verify_flags_every_leftover_temporary_file(tmp_path: Path, make_f
 async def test_a_part_left_beside_its_final_name_by_the_previous_version_resumes(tmp_path: Path, make_fake) -> None:
     """Compatibility: `<final>.part` and `<final>.part.ctl` beside the final name (the layout before)
     resume from exactly the ranges they hold, then leave nothing behind."""
-    from engine.transfer.ranges import RangeSet
-    from engine.transfer.validators import resume_windows
+    from engine.ranges import RangeSet
+    from engine.validators import resume_windows
 
     fp = make_fake(FakeConfig.small(n_datasets=1, files=2, rows=30000, seed=177))
     out = tmp_path / "out"

@@ -29,7 +29,7 @@ from liar.regress import corrupt_every_body, overstate_records
 
 from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import FakeConfig
-from engine.output.layout import LATEST, SUCCESS
+from engine.layout import LATEST, SUCCESS
 from engine.output.local import LocalTarget
 from engine.transfer.download import INTEGRITY_REFETCHES
 

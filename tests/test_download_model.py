@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from engine.transfer.pieces import Download
-from engine.transfer.ranges import RangeSet
+from engine.pieces import Download
+from engine.ranges import RangeSet
 
 
 def test_rangeset_merges_touching_and_overlapping_ranges() -> None:

@@ -23,8 +23,8 @@ from engine.exporter import EXIT_OK
 from engine.fake import FakeConfig
 from engine.output.control import BOOT_ID
 from engine.output.report import SUCCESS
-from engine.transfer.ranges import RangeSet
-from engine.transfer.validators import resume_windows
+from engine.ranges import RangeSet
+from engine.validators import resume_windows
 
 
 def window_bytes(held: list[tuple[int, int]], size: int) -> int:

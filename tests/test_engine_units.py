@@ -25,7 +25,8 @@ from engine.errors import (
     TransferError,
     UnsafeNameError,
 )
-from engine.output.paths import contained, safe_component, safe_relative
+from engine.layout import safe_component, safe_relative
+from engine.output.paths import contained
 from engine.platform.auth import TokenProvider
 from engine.platform.client import PlatformClient, make_session
 from engine.platform.discovery import Discovery

@@ -18,7 +18,7 @@ from conftest import assert_files_match, journal_path, run_cli, run_export, sett
 
 from engine.exporter import EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
-from engine.output.layout import LATEST, OLD_SUMS, SUMS, parse_latest, parse_sums, read_latest, read_sums
+from engine.layout import LATEST, OLD_SUMS, SUMS, parse_latest, parse_sums, read_latest, read_sums
 
 
 def rows_of(batch) -> int:

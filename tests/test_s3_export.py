@@ -26,7 +26,7 @@ from s3server import REGION, MotoServer
 
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.data import ExpectedFile
-from engine.output.layout import LATEST, MANIFEST, SUCCESS, SUMS
+from engine.layout import LATEST, MANIFEST, SUCCESS, SUMS
 
 PART = 5 << 20
 

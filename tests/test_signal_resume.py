@@ -22,8 +22,8 @@ from conftest import assert_files_match, control_of, expected_path, part_of, tom
 
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.server import ThreadedFakePlatform
-from engine.transfer.ranges import RangeSet
-from engine.transfer.validators import resume_windows
+from engine.ranges import RangeSet
+from engine.validators import resume_windows
 
 
 @pytest.fixture

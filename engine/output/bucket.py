@@ -76,6 +76,7 @@ class Bucket:
     @asynccontextmanager
     async def connect(cls, url: StoreURL, *, connections: int = 32) -> AsyncIterator[Bucket]:
         """A client for the URL's bucket, checked before anything is attempted (bucket, credentials)."""
+        # Imported here: aiobotocore is needed only for an s3:// out_dir (an optional extra's worth of start-up time)
         from aiobotocore.config import AioConfig
         from aiobotocore.session import get_session
 

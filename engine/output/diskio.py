@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DiskFull
-from .layout import write_temp
+from ..layout import write_temp
 
 IOV_MAX = 512  # chunks per pwritev, well below the kernel's IOV_MAX (1024)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from .layout import STATE_DIR, read_sums, shard_suffix
+from ..layout import STATE_DIR, read_sums, shard_suffix
 
 log = structlog.get_logger("aep_export.journal")
 

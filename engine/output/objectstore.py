@@ -26,14 +26,14 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
+from .. import sizing
 from ..checks.integrity import footer_rows
 from ..config import ExportSettings, StoreSettings, StoreURL
 from ..errors import IntegrityError
+from ..layout import OLD_SUMS, SUCCESS, SUMS, UPLOADS, parse_sums, safe_relative
 from ..model import BatchRef, FileTask
 from .bucket import Bucket, ObjectView, Part, Upload
 from .destination import Existing
-from .layout import OLD_SUMS, SUCCESS, SUMS, UPLOADS, parse_sums
-from .paths import safe_relative
 from .spool import Spool
 from .upload import ROWS_META, SHA256_META, StoreTarget
 
@@ -105,7 +105,7 @@ class ObjectStoreDestination:
     async def connect(cls, export: ExportSettings, store: StoreSettings,
                       disk: anyio.CapacityLimiter) -> AsyncIterator[ObjectStoreDestination]:
         assert isinstance(export.out_dir, StoreURL)
-        async with Bucket.connect(export.out_dir, connections=export.concurrency + store.uploads + 4) as bucket:
+        async with Bucket.connect(export.out_dir, connections=sizing.store_pool(export, store)) as bucket:
             spool = Spool(store.spool_dir, store.spool_limit)
             try:
                 async with anyio.create_task_group() as tg:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..errors import DiskFull, StoreError, UnsafeNameError
-from ..model import BatchRef, FileResult, FileStatus
-from ..platform.discovery import Listing
-from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name  # noqa: F401 - re-exported for callers
-from .paths import safe_relative
+from ..layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name, safe_relative  # noqa: F401 - re-exported for callers
+from ..model import BatchRef, FileResult, FileStatus, Listing
+from ..units import human_bytes
+from .localfiles import LocalFiles
 
 if TYPE_CHECKING:
     from .destination import Files
@@ -65,8 +65,6 @@ class DatasetOutcome:
 
 def _files(out: Path | Files) -> Files:
     """A local folder's batch files, or the destination's own (object storage)."""
-    from .localfiles import LocalFiles
-
     return LocalFiles(out) if isinstance(out, Path) else out
 
 
@@ -316,11 +314,3 @@ def summary_rows(run: RunOutcome) -> list[tuple[str, str, str, str, str, str]]:
                 note += f" (+{len(b.errors) - 1} more)"
             rows.append((label, b.batch.batch_id, b.status, str(sum(1 for r in b.results if r.ok)), human_bytes(b.bytes), note))
     return rows
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

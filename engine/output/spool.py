@@ -24,7 +24,7 @@ import anyio
 import structlog
 
 from ..checks.integrity import hash_from_disk
-from ..transfer.ranges import RangeSet
+from ..ranges import RangeSet
 from .diskio import pwrite_all
 
 log = structlog.get_logger("aep_export.output")

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS
+from ..layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS
+from .localfiles import LocalTree
 from .verify import ExportTree
 
 _SHARD_REPORT = re.compile(r"report\.shard-(\d+)-of-(\d+)\.json")
@@ -56,8 +57,6 @@ class ExportStatus:
 
 
 def export_status(root: Path | ExportTree) -> ExportStatus:
-    from .localfiles import LocalTree
-
     tree = LocalTree(root) if isinstance(root, Path) else root
     status = ExportStatus(tree)
     reports = _reports(tree)

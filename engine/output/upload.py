@@ -21,8 +21,8 @@ import anyio
 import structlog
 
 from ..errors import IntegrityError, StoreError
-from ..transfer.pieces import Download
-from ..transfer.ranges import RangeSet
+from ..pieces import Download
+from ..ranges import RangeSet
 from .bucket import ObjectView, Part, b64
 from .destination import Check, ViewFile
 from .spool import Piece, PieceView

@@ -3,7 +3,7 @@
 It reads the export through a tree (`localfiles.LocalTree` for a folder, `buckettree.BucketTree`
 for a bucket prefix), so both are checked by the same rules. Exports made before the Hadoop/Spark
 naming are read too (checksums in `SHA256SUMS`). Temporary files, where they are now and where
-earlier versions kept them (output/layout.py), are problems: a run stopped or failed there.
+earlier versions kept them (engine/layout.py), are problems: a run stopped or failed there.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import IntegrityError
-from .layout import LATEST, MANIFEST, OLD_SUMS, PART, SUCCESS, SUMS, is_temporary, parse_latest, parse_sums
+from ..layout import LATEST, MANIFEST, OLD_SUMS, PART, SUCCESS, SUMS, is_temporary, parse_latest, parse_sums
+from .localfiles import LocalTree
 
 
 class ExportTree(Protocol):
@@ -56,8 +57,6 @@ class VerifyResult:
 
 
 def verify_export(root: Path | ExportTree, *, deep: bool = False) -> VerifyResult:
-    from .localfiles import LocalTree
-
     tree = LocalTree(root) if isinstance(root, Path) else root
     result = VerifyResult(problems=[])
     folders = tree.batch_folders(MANIFEST)

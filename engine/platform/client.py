@@ -17,6 +17,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from .. import sizing
 from ..config import Settings
 from ..errors import (
     CredentialsRejected,
@@ -44,12 +45,10 @@ _AUTH_HEADERS = ("authorization", "x-api-key", "x-gw-ims-org-id", "x-sandbox-nam
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
-    """One session per run: keep-alive pool sized by the scheduler, no total timeout on bodies."""
-    from ..transfer.scheduler import pool_size
-
+    """One session per run: keep-alive pool sized in engine/sizing.py, no total timeout on bodies."""
     ex = settings.export
     connector = aiohttp.TCPConnector(
-        limit=pool_size(ex),
+        limit=sizing.http_pool(ex),
         limit_per_host=0,
         ttl_dns_cache=300,
     )

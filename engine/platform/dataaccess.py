@@ -17,8 +17,8 @@ import structlog
 from ..checks.integrity import expected_record_count
 from ..config import ExportSettings
 from ..errors import ExportError, NotFound, PlatformError, UnsafeNameError
-from ..model import BatchRef, FileTask
-from ..output.paths import folder_id, listed_name
+from ..layout import folder_id, listed_name
+from ..model import BatchRef, FileTask, Listing
 from .catalog import related_batches, stated_file_count
 
 log = structlog.get_logger("aep_export.discovery")
@@ -28,22 +28,6 @@ MAX_LISTING_PAGES = ExportSettings.model_fields["max_listing_pages"].default
 MAX_DEPTH = 8
 # Answers to a Catalog key that is not the data batch id (the old Customer AI form): try the next id.
 NOT_THIS_ID = frozenset({400, 404, 422})
-
-
-@dataclass
-class Listing:
-    """What one batch's listing produced besides downloadable files."""
-
-    skipped: list[str] = field(default_factory=list)  # marker files such as _SUCCESS
-    refused: list[tuple[str, str]] = field(default_factory=list)  # (name, why) unsafe names
-    files: int = 0
-    bytes: int = 0  # sum of the listed lengths (where given)
-    untrusted: str | None = None  # why the listing cannot be trusted: the batch fails, without _SUCCESS
-
-    @property
-    def named(self) -> int:
-        """Every file the listing named: handed on, refused, or skipped as a marker."""
-        return self.files + len(self.refused) + len(self.skipped)
 
 
 class UntrustedListing(ExportError):

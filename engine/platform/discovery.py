@@ -12,7 +12,7 @@ from ..retry import RetryPolicy
 from .audiences import AudienceJobs
 from .catalog import CatalogApi, NoBatch  # noqa: F401 - re-exported
 from .client import PlatformClient
-from .dataaccess import MAX_LISTING_PAGES, DataAccessApi, Listing  # noqa: F401 - Listing re-exported (output/report.py)
+from .dataaccess import MAX_LISTING_PAGES, DataAccessApi
 from .selection import CATALOG_GROUP, LatestBatches  # noqa: F401 - re-exported
 
 

@@ -18,10 +18,10 @@ from ..config import ExportSettings
 from ..errors import CredentialsRejected, DiskFull, FileChanged, IntegrityError, PlatformUnreachable, TransferError
 from ..model import Counters, FileResult, FileStatus, FileTask
 from ..output.diskio import is_no_space
+from ..pieces import Download
 from ..platform.client import PlatformClient
 from ..retry import Budget, RetryPolicy, describe
 from .fetcher import Fetcher, FileJob
-from .pieces import Download
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class Downloader:
         target = await self.destination.open(task)
         download = Download(task.size, target.held, align=target.piece_size)
         if target.rereads_held and not (target.validator is not None and target.validator.strong):
-            download.distrust_held()  # confirmed by windows of bytes asked again (transfer/validators.py)
+            download.distrust_held()  # confirmed by windows of bytes asked again (engine/validators.py)
         job = FileJob(task, download, target, Budget(self.export.max_file_attempts))
         try:
             if target.held.total:

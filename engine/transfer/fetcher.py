@@ -22,11 +22,11 @@ from ..checks.integrity import PARQUET_MAGIC, DigestClaim, digest_claims
 from ..config import ExportSettings
 from ..errors import FileChanged, PlatformError, RequestLimit, TransferError, UnusableBody, excerpt
 from ..model import Counters, FileTask
+from ..pieces import Claim, Download
 from ..platform.client import PlatformClient, raise_for_status
 from ..retry import MIN_PROGRESS, Budget, RetryPolicy, SpeedWindow, describe, request_ceiling
-from .pieces import Claim, Download
+from ..validators import Validator, changed, read_held
 from .scheduler import Scheduler
-from .validators import Validator, changed, read_held
 
 if TYPE_CHECKING:
     from ..output.destination import Target

@@ -8,7 +8,7 @@
   prefix are hashed from memory; bytes that arrived out of order (other streams, an earlier run)
   are re-read from the destination once the prefix reaches them, never before.
 - `unconfirmed`: windows of bytes an earlier run left that must match the server's before
-  anything is written next to them (transfer/validators.py), when no strong ETag vouches for them.
+  anything is written next to them (engine/validators.py), when no strong ETag vouches for them.
 
 Resume, parallel ranges, tail sharing, restarts and verification all work on this one object.
 Writes and hashing happen in worker threads (one per flush), hence the lock.

@@ -14,15 +14,16 @@ from typing import Any
 
 import anyio
 
-from ..config import AudienceSettings, DatasetSettings, Settings
-from ..errors import CredentialsRejected, PlatformUnreachable
-from ..model import FileTask
-from ..output.report import human_bytes
-from ..retry import RetryPolicy, describe
-from .auth import TokenProvider
-from .client import PlatformClient, make_session
-from .discovery import Discovery
-from .selection import Replaced, Selector
+from . import sizing
+from .config import AudienceSettings, DatasetSettings, Settings
+from .errors import CredentialsRejected, PlatformUnreachable
+from .model import FileTask
+from .platform.auth import TokenProvider
+from .platform.client import PlatformClient, make_session
+from .platform.discovery import Discovery
+from .platform.selection import Replaced, Selector
+from .retry import RetryPolicy, describe
+from .units import human_bytes
 
 
 @dataclass
@@ -60,7 +61,7 @@ async def make_plan(settings: Settings) -> list[EntryPlan]:
         await tokens.token()
         selector = Selector(discovery, settings.datasets)
         plans = [EntryPlan(ds.label) for ds in settings.datasets] + [EntryPlan(aud.label) for aud in settings.audiences]
-        limiter = anyio.CapacityLimiter(ex.discovery_concurrency)
+        limiter = anyio.CapacityLimiter(sizing.discovery_slots(ex))
         entries: list[DatasetSettings | AudienceSettings] = [*settings.datasets, *settings.audiences]
         fatal: list[Exception] = []  # credentials or reachability: the whole check stops on the first
         async with anyio.create_task_group() as tg:

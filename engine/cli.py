@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -21,9 +22,10 @@ import anyio
 
 from . import logs
 from .config import ENV_PREFIX, Settings, config_path_from_env, load_settings, looks_like_dataset_id
-from .errors import ConfigError, CredentialsRejected, DestinationBusy, DiskFull, PlatformUnreachable
-from .exporter import EXIT_BUSY, EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Exporter
+from .errors import ConfigError, RunFatal
+from .exporter import Exporter
 from .launch import restore_default_signals
+from .outcome import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL, EXIT_UNREACHABLE, EXIT_USAGE
 from .output.paths import prepare_out_dir
 from .output.report import RunOutcome, report_path, summary_rows
 from .shard import Shard, parse_shard
@@ -131,20 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"aep-export: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except CredentialsRejected as exc:
-        print(f"aep-export: credentials rejected: {exc}", file=sys.stderr)
-        return EXIT_CREDENTIALS
-    except PlatformUnreachable as exc:
-        print(f"aep-export: platform unreachable: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except DestinationBusy as exc:
-        print(f"aep-export: {exc}", file=sys.stderr)
-        return EXIT_BUSY
-    except DiskFull as exc:  # before the run could start (its own disk-full ends in its report)
-        print(f"aep-export: disk full: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except RunFatal as exc:  # before the run could start (a run's own ends in its report)
+        print(f"aep-export: {exc.label}: {exc}" if exc.label else f"aep-export: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGNAL[signal.SIGINT]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -262,7 +255,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"FAIL {problem}")
     verdict = "OK" if not result.problems else f"{len(result.problems)} problem(s)"
     print(f"{verdict}: {result.batches} batches, {result.files} files, {human_bytes(result.bytes)} checked")
-    return 0 if not result.problems else 1
+    return EXIT_OK if not result.problems else EXIT_FAILED
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -285,7 +278,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if text is None:
         raise ConfigError(f"no run report (report*.json) or batch manifest under {args.dir}: is this an aep-export output directory?")
     print(text)
-    return 0 if complete else 1
+    return EXIT_OK if complete else EXIT_FAILED
 
 
 def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> int:

@@ -40,6 +40,7 @@ from .config_env import (  # noqa: F401 - CONFIG_ENV and config_path_from_env ar
 )
 from .config_store import StoreSettings, StoreURL, _out_dir  # out_dir = "s3://…" and [store]
 from .errors import ConfigError
+from .retry import MAX_ATTEMPTS
 
 DEFAULT_SCOPES = ["openid", "AdobeID", "read_organizations", "additional_info.projectedProductContext", "session"]
 
@@ -114,7 +115,7 @@ class ExportSettings(_Section):
     connect_timeout: float = Field(30.0, gt=0)
     read_timeout: float = Field(60.0, gt=0, description="idle timeout between body reads")
     response_time_limit: float = Field(60.0, gt=0, description="the gateway cuts any response at this age")
-    max_attempts: int = Field(8, ge=1, le=100, description="tries per request")
+    max_attempts: int = Field(MAX_ATTEMPTS, ge=1, le=100, description="tries per request")
     max_file_attempts: int = Field(12, ge=1, le=1000, description="failed requests a file may cost in all")
     max_listing_pages: int = Field(1000, ge=1, le=1_000_000,
                                    description="pages one Data Access listing may have before it is taken for a paging loop")

@@ -20,10 +20,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .config import AudienceSettings, DatasetSettings, Settings
 from .early import take_early_signal
-from .errors import CredentialsRejected, DiskFull, PlatformUnreachable
+from .errors import DiskFull, PlatformUnreachable, RunFatal
 from .layout import report_name
 from .logs import register_secret
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
+from .outcome import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL
 from .output.opener import open_destination
 from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, report_path, summary_event, write_report
 from .output.runlock import hold_destination
@@ -39,9 +40,6 @@ from .transfer.scheduler import Scheduler
 
 log = structlog.get_logger("aep_export")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CREDENTIALS, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
-EXIT_BUSY = 5  # another run holds the destination (runlock.py): nothing attempted, nothing written
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @dataclass
@@ -80,7 +78,7 @@ class Exporter:
         that cannot be opened (a missing bucket, refused credentials) raises before anything is
         attempted, and so does one another run holds (DestinationBusy: exit 5)."""
         ex = self.settings.export
-        self.policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
+        self.policy = RetryPolicy.for_export(ex)
         self.scheduler = Scheduler(ex)
         with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
             async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
@@ -108,7 +106,7 @@ class Exporter:
                                              self.scheduler)
                 await tokens.token()  # bad credentials: fail before anything is attempted
                 await self._pool()
-        except (CredentialsRejected, DiskFull, PlatformUnreachable) as exc:
+        except RunFatal as exc:
             self._abort(exc)
 
     async def _pool(self) -> None:
@@ -186,7 +184,7 @@ class Exporter:
         shard, entry = self.share.elsewhere[dataset_id]
         try:
             theirs = {k for k, _ in (await self.selector.select(entry)).batches}
-        except (CredentialsRejected, PlatformUnreachable):
+        except RunFatal:
             raise
         except Exception:  # noqa: BLE001 - any other failure: this shard takes the batch
             return False  # that shard exports nothing of it: this one does
@@ -200,7 +198,7 @@ class Exporter:
                             send: MemoryObjectSendStream[FileTask], alone: bool = True) -> None:
         try:
             batch, dataset_files = await self.discovery.resolve_batch(dataset_id, key, obj, source)
-        except (CredentialsRejected, PlatformUnreachable):
+        except RunFatal:
             raise
         except Exception as exc:
             if alone:
@@ -232,7 +230,7 @@ class Exporter:
     def _dataset_failed(self, outcome: DatasetOutcome, exc: Exception) -> None:
         outcome.status = "failed"
         outcome.error = describe(exc)
-        if isinstance(exc, CredentialsRejected | PlatformUnreachable):
+        if isinstance(exc, RunFatal):
             self._abort(exc)
             if isinstance(exc, PlatformUnreachable):
                 return  # said once for the run, not once per dataset
@@ -259,7 +257,7 @@ class Exporter:
                 except anyio.get_cancelled_exc_class():
                     bo.results.append(FileResult(task, FileStatus.CANCELLED, error="interrupted"))
                     raise
-                except (CredentialsRejected, DiskFull, PlatformUnreachable) as exc:
+                except RunFatal as exc:
                     bo.results.append(FileResult(task, FileStatus.FAILED, error=describe(exc)))
                     self._abort(exc)
                     return
@@ -299,15 +297,9 @@ class Exporter:
             if d.status not in ("failed",):
                 done = (d.batches or d.delegated) and all(b.status in ("ok", "replaced") for b in d.batches)
                 d.status = "ok" if done else ("cancelled" if self._interrupted else "failed")
-        if isinstance(self._fatal, DiskFull):
-            run.errors.append(str(self._fatal))
-            run.exit_code, run.status = EXIT_FAILED, "disk_full"
-        elif isinstance(self._fatal, PlatformUnreachable):
-            run.errors.append(str(self._fatal))
-            run.exit_code, run.status = EXIT_UNREACHABLE, "unreachable"
-        elif self._fatal is not None:
-            run.errors.append(describe(self._fatal))
-            run.exit_code, run.status = EXIT_CREDENTIALS, "credentials_rejected"
+        if isinstance(self._fatal, RunFatal):
+            run.errors.append(describe(self._fatal) if self._fatal.typed else str(self._fatal))
+            run.exit_code, run.status = self._fatal.exit_code, self._fatal.status
         elif self._interrupted is not None:
             run.exit_code, run.status = EXIT_SIGNAL[self._interrupted], "interrupted"
         elif all(d.status == "ok" for d in run.datasets) and run.datasets:

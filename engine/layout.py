@@ -98,6 +98,7 @@ def is_temporary(name: str) -> bool:
 
 # -- names that are ours -----------------------------------------------------------------------------
 
+SUMS_NAMES = (SUMS, OLD_SUMS)  # where a batch's checksum list is read from: the new name wins
 OWN_NAMES = frozenset(n.casefold() for n in (MANIFEST, SUMS, OLD_SUMS, SUCCESS, LATEST, STATE_DIR))
 _REPORT = re.compile(r"report(\.shard-\d+-of-\d+)?\.json")
 
@@ -122,9 +123,19 @@ def report_name(shard: str | None = None) -> str:
     return f"report{shard_suffix(shard)}.json"
 
 
+def batch_folder(dataset_id: str, batch_id: str) -> str:
+    """`{dataset}/{batch}`: a batch's folder, relative to the export's root."""
+    return f"{dataset_id}/{batch_id}"
+
+
+def file_path(dataset_id: str, batch_id: str, dataset_file_id: str, name: str) -> str:
+    """`{dataset}/{batch}/{dataSetFileId}/{name}`: a data file, relative to the export's root."""
+    return f"{batch_folder(dataset_id, batch_id)}/{dataset_file_id}/{name}"
+
+
 def sums_path(batch_folder: Path) -> Path | None:
     """The checksum list of a batch folder: the new name, else the old one, else None."""
-    for name in (SUMS, OLD_SUMS):
+    for name in SUMS_NAMES:
         path = batch_folder / name
         if path.is_file():
             return path

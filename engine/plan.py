@@ -16,7 +16,7 @@ import anyio
 
 from . import sizing
 from .config import AudienceSettings, DatasetSettings, Settings
-from .errors import CredentialsRejected, PlatformUnreachable
+from .errors import RunFatal
 from .model import FileTask
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
@@ -54,7 +54,7 @@ class EntryPlan:
 async def make_plan(settings: Settings) -> list[EntryPlan]:
     """Every entry resolved, in config order. Credentials or an unreachable platform raise."""
     ex = settings.export
-    policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
+    policy = RetryPolicy.for_export(ex)
     async with make_session(settings) as session:
         tokens = TokenProvider(settings.auth, session, policy)
         discovery = Discovery(PlatformClient(settings, session, tokens, policy), ex.created_client, ex.max_listing_pages)
@@ -86,7 +86,7 @@ async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan
                 plan.dataset_id = entry.dataset_id or (found[0][0] if found else None)
             for dataset_id, key, obj in found:
                 plan.batches.append(await _count_files(discovery, dataset_id, key, obj))
-        except (CredentialsRejected, PlatformUnreachable) as exc:
+        except RunFatal as exc:
             fatal.append(exc)
             scope.cancel()
         except Exception as exc:  # noqa: BLE001 - a batch's failure is shown in the plan, not fatal
@@ -96,7 +96,7 @@ async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan
 async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dict[str, Any]) -> PlannedBatch:
     try:
         batch, dataset_files = await discovery.resolve_batch(dataset_id, key, obj)
-    except (CredentialsRejected, PlatformUnreachable):
+    except RunFatal:
         raise
     except Exception as exc:  # noqa: BLE001 - a batch's failure is shown in the plan, not fatal
         return PlannedBatch(dataset_id, key, error=describe(exc))

@@ -17,8 +17,9 @@ from engine.config import Settings
 from engine.exporter import Exporter
 from engine.fake import FakeConfig, FakePlatform
 from engine.fake.data import ExpectedFile, spec_cache_key
+from engine.layout import MANIFEST, REPORT, SUCCESS, SUMS
 from engine.output.journal import JOURNAL, STATE_DIR
-from engine.output.report import MANIFEST, REPORT, SUCCESS, SUMS, RunOutcome
+from engine.output.report import RunOutcome
 
 BOOKKEEPING = {MANIFEST, SUMS, SUCCESS}
 

@@ -162,7 +162,7 @@ async def test_a_control_file_without_validators_still_resumes_and_its_bytes_are
     ends the file is confirmed alone, before anything is written in front of it."""
     from conftest import run_export, settings_for
 
-    from engine.exporter import EXIT_OK
+    from engine.outcome import EXIT_OK
     from engine.output.control import BOOT_ID
 
     fp = make_fake(FakeConfig.small(n_datasets=1, files=1, rows=40000, seed=72))

@@ -15,10 +15,10 @@ import pytest
 from conftest import assert_files_match, expected_path, read_report, run_export, settings_for
 from liar import listings
 
-from engine.exporter import EXIT_FAILED
 from engine.fake import DatasetSpec, FakeConfig
+from engine.layout import SUCCESS
 from engine.model import BatchRef, FileTask
-from engine.output.report import SUCCESS
+from engine.outcome import EXIT_FAILED
 from engine.plan import make_plan
 from engine.platform.dataaccess import Listing, UntrustedListing, check_against_catalog
 from engine.platform.discovery import Discovery

@@ -16,10 +16,10 @@ import pytest
 from conftest import assert_files_match, expected_path, read_report, run_cli, run_export, settings_for, sha256_of, toml_config
 from liar.names import rename_dataset_file, rename_files
 
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.server import ThreadedFakePlatform
 from engine.layout import MANIFEST, STATE_DIR, SUCCESS, SUMS
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.output.status import DONE, FAILED, export_status
 from engine.output.verify import verify_export
 

@@ -27,11 +27,11 @@ from conftest import (
 )
 from liar.regress import corrupt_every_body, overstate_records
 
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import FakeConfig
 from engine.layout import LATEST, SUCCESS
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.output.local import LocalTarget
-from engine.transfer.download import INTEGRITY_REFETCHES
+from engine.retry import INTEGRITY_REFETCHES
 
 
 def _key(e) -> str:

@@ -22,10 +22,10 @@ from liar import bodies
 from structlog.testing import capture_logs
 
 from engine.config import ExportSettings
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.data import ExpectedFile
 from engine.model import FileResult
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.output.report import RunOutcome
 from engine.retry import MIN_PROGRESS, RetryPolicy, SpeedWindow, request_ceiling, stall_bound
 

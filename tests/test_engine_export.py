@@ -19,10 +19,10 @@ from conftest import (
     sha256sum_check,
 )
 
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.data import ExpectedFile
-from engine.output.report import SUCCESS
+from engine.layout import SUCCESS
+from engine.outcome import EXIT_FAILED, EXIT_OK
 
 # One org holding every variant the fake offers (tiny parquet, small pages).
 VARIANTS = {

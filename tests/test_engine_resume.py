@@ -19,10 +19,10 @@ from conftest import (
     sha256sum_check,
 )
 
-from engine.exporter import EXIT_OK
 from engine.fake import FakeConfig
+from engine.layout import SUCCESS
+from engine.outcome import EXIT_OK
 from engine.output.control import BOOT_ID
-from engine.output.report import SUCCESS
 from engine.ranges import RangeSet
 from engine.validators import resume_windows
 

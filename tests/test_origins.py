@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 from conftest import assert_files_match, read_report, run_export, settings_for, with_data_dir
 
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.platform.origin import origin_of, same_origin
 
 

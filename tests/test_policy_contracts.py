@@ -14,8 +14,8 @@ from conftest import run_export, settings_for
 
 from engine.config import AudienceSettings, DatasetSettings, ExportSettings
 from engine.errors import Throttled, TransferError
-from engine.exporter import EXIT_OK
 from engine.fake import FakeConfig
+from engine.outcome import EXIT_OK
 from engine.output.status import export_status
 from engine.pieces import Download
 from engine.platform.origin import same_origin

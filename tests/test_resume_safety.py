@@ -15,8 +15,8 @@ from pathlib import Path
 
 from conftest import assert_files_match, expected_path, journal_path, read_report, run_export, settings_for, sha256_of
 
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, Faults
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.output import local
 from engine.output.control import control_path, part_path
 

@@ -14,9 +14,9 @@ from aiohttp import web
 from conftest import assert_files_match, clean_env, read_report, run_cli, run_export, toml_config
 
 from engine.config import Settings
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
 from engine.fake.data import Batch
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.platform.auth import TokenProvider
 from engine.platform.client import PlatformClient, make_session
 from engine.platform.discovery import Discovery

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from conftest import assert_files_match, expected_path, read_report, run_export, settings_for
 
-from engine.exporter import EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, Faults
+from engine.outcome import EXIT_OK
 from engine.output import local
 from engine.transfer.scheduler import Scheduler
 

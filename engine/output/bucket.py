@@ -29,6 +29,7 @@ import anyio.lowlevel
 from ..config import StoreURL
 from ..errors import ConfigError, CredentialsRejected, StoreError
 from ..logs import register_secret
+from ..retry import MAX_ATTEMPTS
 
 T = TypeVar("T")
 COPY_LIMIT = 5 << 30  # S3's largest single CopyObject; larger objects are copied part by part
@@ -74,14 +75,14 @@ class Bucket:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: StoreURL, *, connections: int = 32) -> AsyncIterator[Bucket]:
+    async def connect(cls, url: StoreURL, *, connections: int = 32, attempts: int = MAX_ATTEMPTS) -> AsyncIterator[Bucket]:
         """A client for the URL's bucket, checked before anything is attempted (bucket, credentials)."""
         # Imported here: aiobotocore is needed only for an s3:// out_dir (an optional extra's worth of start-up time)
         from aiobotocore.config import AioConfig
         from aiobotocore.session import get_session
 
         session = get_session()
-        config = AioConfig(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=connections,
+        config = AioConfig(retries={"mode": "standard", "max_attempts": attempts}, max_pool_connections=connections,
                            connect_timeout=30, read_timeout=120,
                            # every body we send carries its x-amz-checksum-sha256: no second hash to sign it
                            s3={"payload_signing_enabled": False})

@@ -18,11 +18,10 @@ import anyio
 from ..checks.integrity import footer_rows
 from ..config import StoreURL
 from ..errors import ConfigError, IntegrityError
-from ..layout import STATE_DIR, UPLOADS
+from ..layout import MANIFEST, STATE_DIR, SUCCESS, UPLOADS
 from .bucket import Bucket, ObjectView
 from .destination import ViewFile
 from .objectstore import upload_owner
-from .report import MANIFEST, SUCCESS
 from .verify import ExportTree
 
 T = TypeVar("T")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..errors import DiskFull, StoreError, UnsafeNameError
-from ..layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name, safe_relative  # noqa: F401 - re-exported for callers
+from ..layout import LATEST, MANIFEST, OLD_SUMS, SUCCESS, SUMS, batch_folder, report_name, safe_relative
 from ..model import BatchRef, FileResult, FileStatus, Listing
 from ..units import human_bytes
 from .localfiles import LocalFiles
@@ -73,7 +73,7 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
     outcome.seconds = time.monotonic() - outcome.started
     files = _files(out_dir)
     try:
-        folder = safe_relative(f"{outcome.batch.dataset_id}/{outcome.batch.batch_id}", "batch folder")
+        folder = safe_relative(batch_folder(outcome.batch.dataset_id, outcome.batch.batch_id), "batch folder")
     except UnsafeNameError as exc:
         outcome.status, outcome.errors = "failed", [str(exc)]
         return  # nothing may be written there
@@ -142,10 +142,10 @@ def update_latest(files: Files, dataset_id: str, batch: BatchOutcome | None = No
 
 def _complete_key(files: Files, dataset_id: str, batch_id: str) -> tuple[int, str]:
     """(Catalog created time, id) of a complete batch; (-1, id) when it is not complete."""
-    if not files.exists(f"{dataset_id}/{batch_id}/{SUCCESS}"):
+    if not files.exists(f"{batch_folder(dataset_id, batch_id)}/{SUCCESS}"):
         return -1, batch_id
     try:
-        manifest = json.loads(files.read_text(f"{dataset_id}/{batch_id}/{MANIFEST}") or "{}")
+        manifest = json.loads(files.read_text(f"{batch_folder(dataset_id, batch_id)}/{MANIFEST}") or "{}")
     except ValueError:
         manifest = {}
     return _created(manifest.get("batch") if isinstance(manifest, dict) else None), batch_id

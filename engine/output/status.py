@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS
+from ..layout import LATEST, MANIFEST, REPORT, SUCCESS, SUMS_NAMES, batch_folder
 from .localfiles import LocalTree
 from .verify import ExportTree
 
@@ -123,7 +123,7 @@ def _batch_row(tree: ExportTree, shard: str, label: str, dataset_id: str, b: dic
     """Done only when the folder says so (`_SUCCESS` and an ok manifest) and the report does not
     say the run failed or left it: a report's failure wins over what the folder shows."""
     batch = str(b.get("batch_id", "?"))
-    state, why = _disk_state(tree, f"{dataset_id}/{batch}")
+    state, why = _disk_state(tree, batch_folder(dataset_id, batch))
     reported = b.get("status")
     errors = "; ".join((b.get("errors") or [])[:2])
     if reported == "failed" or state == FAILED:
@@ -140,7 +140,7 @@ def _disk_state(tree: ExportTree, folder: str) -> tuple[str, str]:
     except (OSError, ValueError):
         return MISSING, "no manifest"
     if manifest.get("status") == "ok" and tree.exists(f"{folder}/{SUCCESS}"):
-        listed = tree.exists(f"{folder}/{SUMS}") or tree.exists(f"{folder}/{OLD_SUMS}")
+        listed = any(tree.exists(f"{folder}/{name}") for name in SUMS_NAMES)
         return (DONE, "") if listed else (DONE, "checksum list missing")
     if manifest.get("status") == "failed":
         return FAILED, "; ".join(manifest.get("errors", [])[:2])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import IntegrityError
-from ..layout import LATEST, MANIFEST, OLD_SUMS, PART, SUCCESS, SUMS, is_temporary, parse_latest, parse_sums
+from ..layout import LATEST, MANIFEST, PART, SUCCESS, SUMS, SUMS_NAMES, is_temporary, parse_latest, parse_sums
 from .localfiles import LocalTree
 
 
@@ -157,7 +157,7 @@ def _verify_file(tree: ExportTree, shown: str, entry: dict, problems: list[Probl
 
 def _read_sums(tree: ExportTree, rel_folder: str, problems: list[Problem]) -> tuple[str, dict[str, str]]:
     """(the list's name as shown, {path: sha256}) from `_SHA256SUMS`, else the old `SHA256SUMS`."""
-    for name in (SUMS, OLD_SUMS):
+    for name in SUMS_NAMES:
         text = tree.read_text(f"{rel_folder}/{name}")
         if text is not None:
             return f"{rel_folder}/{name}", parse_sums(text)

@@ -17,7 +17,7 @@ import structlog
 from ..checks.integrity import expected_record_count
 from ..config import ExportSettings
 from ..errors import ExportError, NotFound, PlatformError, UnsafeNameError
-from ..layout import folder_id, listed_name
+from ..layout import file_path, folder_id, listed_name
 from ..model import BatchRef, FileTask, Listing
 from .catalog import related_batches, stated_file_count
 
@@ -120,7 +120,7 @@ class DataAccessApi:
             return
         url = href(item) or str(self.client.url(f"{EXPORT}/files/{dsf_id}").with_query(path=name))
         size = length(item.get("length"))
-        task = FileTask(batch, dsf_id, rel, url, size, f"{batch.dataset_id}/{batch.batch_id}/{dsf_id}/{rel}")
+        task = FileTask(batch, dsf_id, rel, url, size, file_path(batch.dataset_id, batch.batch_id, dsf_id, rel))
         listing.files += 1
         listing.bytes += size or 0
         await walk.sink(task)

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from ..config import DatasetSettings
-from ..errors import CredentialsRejected, ExportError, NotFound, PlatformUnreachable
+from ..errors import ExportError, NotFound, RunFatal
 from .catalog import DOWNLOADABLE, Batch, NoBatch, predecessors, related_datasets, replay_reason, status_of
 
 log = structlog.get_logger("aep_export.selection")
@@ -156,7 +156,7 @@ class LatestBatches:
             if n not in self._answers:
                 try:
                     self._answers[n] = await self.discovery.latest_successful_batches(self._groups[n])
-                except (CredentialsRejected, PlatformUnreachable):
+                except RunFatal:
                     raise  # the run stops: no point in asking again one by one
                 except ExportError as exc:  # each dataset's own query will meet (and report) it
                     log.warning("grouped_catalog_query_failed", datasets=len(self._groups[n]), error=str(exc))

@@ -15,12 +15,12 @@ import structlog
 
 from ..checks.integrity import check_digests, footer_rows, parquet_rows
 from ..config import ExportSettings
-from ..errors import CredentialsRejected, DiskFull, FileChanged, IntegrityError, PlatformUnreachable, TransferError
+from ..errors import DiskFull, FileChanged, IntegrityError, RunFatal, TransferError
 from ..model import Counters, FileResult, FileStatus, FileTask
 from ..output.diskio import is_no_space
 from ..pieces import Download
 from ..platform.client import PlatformClient
-from ..retry import Budget, RetryPolicy, describe
+from ..retry import INTEGRITY_REFETCHES, MAX_RESTARTS, Budget, RetryPolicy, describe
 from .fetcher import Fetcher, FileJob
 from .scheduler import Scheduler
 
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("aep_export.transfer")
 
-INTEGRITY_REFETCHES = 2  # a file whose bytes fail verification is fetched again this often
-MAX_RESTARTS = 3  # starts over because the server's file changed under us
 
 
 class Downloader:
@@ -49,7 +47,7 @@ class Downloader:
         self.scheduler.files_in_flight += 1
         try:
             result = await self._reuse(task) or await self._download_verified(task)
-        except (CredentialsRejected, DiskFull, PlatformUnreachable):
+        except RunFatal:
             raise  # fatal for the whole run, not for this file
         except Exception as exc:  # noqa: BLE001 - one file's failure is recorded; the run goes on
             if is_no_space(exc):

@@ -27,18 +27,22 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .config_entries import AudienceSettings, DatasetSettings, _Section  # [[datasets]] and [[audiences]]
-from .config_env import (  # noqa: F401 - CONFIG_ENV and config_path_from_env are used by the CLI
-    CONFIG_ENV,
-    ENV_PREFIX,
+from .config_entries import AudienceSettings as AudienceSettings  # [[datasets]] and [[audiences]]: re-exported
+from .config_entries import DatasetSettings as DatasetSettings
+from .config_entries import _Section
+from .config_env import CONFIG_ENV as CONFIG_ENV  # re-exported for the CLI
+from .config_env import ENV_PREFIX as ENV_PREFIX
+from .config_env import (
     PlainEnvSource,
     SettingFilesSource,
     check_env_names,
-    config_path_from_env,
     field_of,
     read_setting_files,
 )
-from .config_store import StoreSettings, StoreURL, _out_dir  # out_dir = "s3://…" and [store]
+from .config_env import config_path_from_env as config_path_from_env
+from .config_store import StoreSettings as StoreSettings  # out_dir = "s3://…" and [store]: re-exported
+from .config_store import StoreURL as StoreURL
+from .config_store import _out_dir
 from .errors import ConfigError
 from .retry import MAX_ATTEMPTS
 

@@ -84,7 +84,7 @@ class NotFound(PlatformError):
 class RetryableStatus(PlatformError):
     """A status worth retrying (500, 502, 503, 504, 429)."""
 
-    def __init__(self, status: int, message: str, *, retry_after: float | None = None, **kw):
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None, **kw: Any):
         super().__init__(status, message, **kw)
         self.retry_after = retry_after
 

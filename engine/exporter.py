@@ -12,6 +12,7 @@ import contextlib
 import signal
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import anyio
 import structlog
@@ -166,7 +167,7 @@ class Exporter:
         self.run.datasets.append(outcome)
         async with send:
             try:
-                found = await self.discovery.audience_batches(aud, on_job)
+                found = await self.discovery.audiences.audience_batches(aud, on_job)
                 async with limiter:
                     for dataset_id, key, obj in found:
                         outcome.dataset_id = dataset_id
@@ -194,10 +195,10 @@ class Exporter:
         outcome.delegated.append((dataset_id, key, shard))
         return True
 
-    async def _export_batch(self, outcome: DatasetOutcome, dataset_id: str, key: str, obj: dict, source: str,
+    async def _export_batch(self, outcome: DatasetOutcome, dataset_id: str, key: str, obj: dict[str, Any], source: str,
                             send: MemoryObjectSendStream[FileTask], alone: bool = True) -> None:
         try:
-            batch, dataset_files = await self.discovery.resolve_batch(dataset_id, key, obj, source)
+            batch, dataset_files = await self.discovery.data_access.resolve_batch(dataset_id, key, obj, source)
         except RunFatal:
             raise
         except Exception as exc:
@@ -223,7 +224,7 @@ class Exporter:
             self.counters.bytes_total += task.size or 0
             await send.send(task)
 
-        bo.listing = await self.discovery.list_files(batch, dataset_files, sink)
+        bo.listing = await self.discovery.data_access.list_files(batch, dataset_files, sink)
         await self._maybe_finalize(bo)
         outcome.status = "listed"
 

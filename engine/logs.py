@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -38,7 +39,7 @@ def _mask(value: Any) -> Any:
     return value
 
 
-def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
         if any(s in key.lower() for s in _SENSITIVE_KEYS):
             event[key] = MASK

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .ranges import RangeSet
@@ -94,7 +94,7 @@ class Download:
         self.claims.append(claim)
         return claim
 
-    def _unclaimed(self):
+    def _unclaimed(self) -> Iterator[tuple[int, int]]:
         if self.size is None:
             return
         busy = RangeSet((c.flushed, c.stop) for c in self.claims if c.stop is not None)  # buffered bytes too

@@ -81,7 +81,7 @@ async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan
                 plan.dataset_id, plan.replaced, plan.left_out = selection.dataset_id, selection.replaced, selection.left_out
                 found = [(selection.dataset_id, key, obj) for key, obj in selection.batches]
             else:
-                audience = await discovery.audience_plan(entry)
+                audience = await discovery.audiences.audience_plan(entry)
                 plan.actions, found = audience.actions, audience.batches
                 plan.dataset_id = entry.dataset_id or (found[0][0] if found else None)
             for dataset_id, key, obj in found:
@@ -95,7 +95,7 @@ async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan
 
 async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dict[str, Any]) -> PlannedBatch:
     try:
-        batch, dataset_files = await discovery.resolve_batch(dataset_id, key, obj)
+        batch, dataset_files = await discovery.data_access.resolve_batch(dataset_id, key, obj)
     except RunFatal:
         raise
     except Exception as exc:  # noqa: BLE001 - a batch's failure is shown in the plan, not fatal
@@ -105,7 +105,7 @@ async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dic
     async def count(task: FileTask) -> None:
         planned.unsized += task.size is None
 
-    listing = await discovery.list_files(batch, dataset_files, count)
+    listing = await discovery.data_access.list_files(batch, dataset_files, count)
     planned.files, planned.bytes = listing.files, listing.bytes
     if listing.refused:
         planned.error = f"{len(listing.refused)} file name(s) would be refused: {listing.refused[0][0]!r}"

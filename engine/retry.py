@@ -225,7 +225,7 @@ def stall_bound(export: ExportSettings) -> float:
     attempts = min(export.max_attempts, export.max_file_attempts)
     window = export.lowest_speed_time
     backoffs = sum(min(export.backoff_cap, export.backoff_base * 2**k) for k in range(1, attempts))
-    return window * (1 + 1 / SpeedWindow.CHECKS) + attempts * window + backoffs
+    return float(window * (1 + 1 / SpeedWindow.CHECKS) + attempts * window + backoffs)
 
 
 def describe(exc: BaseException) -> str:

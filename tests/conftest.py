@@ -178,14 +178,14 @@ def moto():
 
 def part_of(final: Path) -> Path:
     """The temporary file the engine fills for the file whose final name is `final`."""
-    from engine.output.control import part_path
+    from engine.layout import part_path
 
     return part_path(final)
 
 
 def control_of(final: Path) -> Path:
     """The control file (held byte ranges) of that temporary file."""
-    from engine.output.control import control_path
+    from engine.layout import control_path
 
     return control_path(final)
 

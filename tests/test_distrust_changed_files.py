@@ -24,7 +24,7 @@ from liar.files import Regenerated, same_size_variant
 
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
 from engine.fake.server import ThreadedFakePlatform
-from engine.output.control import control_path, part_path
+from engine.layout import control_path, part_path
 from engine.ranges import RangeSet
 from engine.validators import RESUME_WINDOW, resume_windows
 

@@ -186,8 +186,8 @@ class Pages:
 async def _items(client: Pages, start: str, max_listing_pages: int | None = None) -> list[dict]:
     discovery = Discovery(client)  # type: ignore[arg-type]
     if max_listing_pages is not None:
-        discovery.max_listing_pages = max_listing_pages  # export.max_listing_pages
-    return [item async for item in discovery._pages(start)]
+        discovery.data_access.max_listing_pages = max_listing_pages  # export.max_listing_pages
+    return [item async for item in discovery.data_access._pages(start)]
 
 
 def _page(*names: str, nxt: str | None = None) -> dict[str, Any]:
@@ -233,7 +233,7 @@ async def _listing(pages: dict[str, Any], dataset_files: list[dict], catalog: di
         tasks.append(task)
 
     batch = BatchRef("ds", "b", catalog or {})
-    return await Discovery(Pages(pages)).list_files(batch, dataset_files, sink), tasks  # type: ignore[arg-type]
+    return await Discovery(Pages(pages)).data_access.list_files(batch, dataset_files, sink), tasks  # type: ignore[arg-type]
 
 
 async def test_identical_entries_listed_twice_are_refused_and_none_of_the_listing_is_fetched() -> None:
@@ -247,7 +247,7 @@ async def test_a_dataset_file_listed_twice_in_a_batch_is_refused() -> None:
     listed = [{"dataSetFileId": "f1"}, {"dataSetFileId": "f2"}, {"dataSetFileId": "f1"}]
     client = Pages({"/data/foundation/export/batches/b/files": {"data": listed}})
     with pytest.raises(UntrustedListing, match="the dataSetFiles of batch b lists the dataSetFileId 'f1' twice"):
-        await Discovery(client).resolve_batch("ds", "b", {})  # type: ignore[arg-type]
+        await Discovery(client).data_access.resolve_batch("ds", "b", {})  # type: ignore[arg-type]
     # and a directory that lists itself (or another dataSetFile of the batch) again
     listing, tasks = await _listing({"/d": {"data": [{"name": "a"}, {"dataSetFileId": "d", "_links": {"self": {"href": "/d"}}}]}},
                                     [{"dataSetFileId": "d", "_links": {"self": {"href": "/d"}}}])

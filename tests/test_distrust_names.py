@@ -123,7 +123,8 @@ async def test_a_valid_name_of_250_bytes_exports(tmp_path: Path, make_fake) -> N
 async def test_temporary_files_are_hidden_from_readers_and_named_within_name_max(tmp_path: Path, make_fake) -> None:
     """A run stopped mid-file leaves its .part and control file where `pyarrow.dataset` (and
     `**/*.parquet`) never sees them, under names of fixed length."""
-    from engine.output.control import control_path, part_path, write_control
+    from engine.layout import control_path, part_path
+    from engine.output.control import write_control
 
     fp = make_fake(FakeConfig.small(n_datasets=1, files=2, rows=2000, seed=175))
     async with fp:
@@ -142,7 +143,7 @@ async def test_temporary_files_are_hidden_from_readers_and_named_within_name_max
 
 
 def _leftover_forms(final: Path) -> list[Path]:
-    from engine.output.control import control_path, part_path
+    from engine.layout import control_path, part_path
 
     batch = final.parent.parent
     return [part_path(final), control_path(final), control_path(final).with_name(control_path(final).name + ".tmp"),

@@ -249,7 +249,7 @@ async def test_many_datasets_are_discovered_concurrently_with_downloads(tmp_path
 
 async def test_many_datasets_cost_one_catalog_query_per_group(tmp_path: Path, make_fake) -> None:
     """30 datasets (each with a newer failed and a processing batch): 2 grouped Catalog queries, right batches."""
-    from engine.platform.discovery import CATALOG_GROUP
+    from engine.platform.selection import CATALOG_GROUP
 
     n = CATALOG_GROUP + 5
     async with make_fake(FakeConfig.small(n_datasets=n, files=1, rows=20, seed=47)) as fp:

@@ -305,7 +305,7 @@ class StubClient:
 
 async def _collect(pages: dict[str, object], start: str) -> tuple[list[str], list[str]]:
     stub = StubClient(pages)
-    items = [item["name"] async for item in Discovery(stub)._pages(start)]  # type: ignore[arg-type]
+    items = [item["name"] async for item in Discovery(stub).data_access._pages(start)]  # type: ignore[arg-type]
     return items, stub.calls
 
 

@@ -78,7 +78,7 @@ async def _listed(body: Any, start: str = "/listing") -> list[FileTask]:
 
     discovery = Discovery(StubClient({start: body}))  # type: ignore[arg-type]
     batch = BatchRef("ds", "batch")
-    listing = await discovery.list_files(batch, [{"dataSetFileId": "dsf-1", "_links": {"self": {"href": start}}}], sink)
+    listing = await discovery.data_access.list_files(batch, [{"dataSetFileId": "dsf-1", "_links": {"self": {"href": start}}}], sink)
     assert listing.files == len(tasks)
     return tasks
 
@@ -111,7 +111,7 @@ async def engine_catalog_old_form(f: dict) -> None:
             return await super().get_json(url, params)
 
     stub = KeyMissing({f"/data/foundation/export/batches/{data_id}/files": files})
-    batch, dsfs = await Discovery(stub).resolve_batch("ds", key, obj)  # type: ignore[arg-type]
+    batch, dsfs = await Discovery(stub).data_access.resolve_batch("ds", key, obj)  # type: ignore[arg-type]
     assert batch.batch_id == data_id and batch.expected_records == 46721830 and dsfs == files["data"]
 
 
@@ -126,7 +126,7 @@ async def engine_created_dataset(f: dict) -> None:
 
 async def engine_batch_files(f: dict) -> None:
     stub = StubClient({"/batch": f["body"]})
-    items = [i async for i in Discovery(stub)._pages("/batch")]  # type: ignore[arg-type]
+    items = [i async for i in Discovery(stub).data_access._pages("/batch")]  # type: ignore[arg-type]
     assert [i["dataSetFileId"] for i in items] == [i["dataSetFileId"] for i in f["body"]["data"]]
     assert href(items[0]).startswith("https://platform.adobe.io:443/")
 
@@ -134,7 +134,7 @@ async def engine_batch_files(f: dict) -> None:
 async def engine_batch_files_paged(f: dict) -> None:
     nxt = f["body"]["_links"]["next"]["href"]
     stub = StubClient({"/batch": f["body"], nxt: {"data": [{"dataSetFileId": "{FILE_ID_2}"}], "_page": {"limit": 1, "count": 6}}})
-    items = [i async for i in Discovery(stub)._pages("/batch")]  # type: ignore[arg-type]
+    items = [i async for i in Discovery(stub).data_access._pages("/batch")]  # type: ignore[arg-type]
     assert [i["dataSetFileId"] for i in items] == ["{FILE_ID_1}", "{FILE_ID_2}"]  # next followed, then the end
 
 
@@ -146,7 +146,7 @@ async def engine_files_listing(f: dict) -> None:
         tasks.append(task)
 
     stub = StubClient({"/listing": f["body"], nxt: {"data": [], "_page": {"limit": 100, "count": 0}}})
-    await Discovery(stub).list_files(BatchRef("ds", "b"), [{"dataSetFileId": "035e2520-5e69-11ea-b624-51ecfeba55d0-1",  # type: ignore[arg-type]
+    await Discovery(stub).data_access.list_files(BatchRef("ds", "b"), [{"dataSetFileId": "035e2520-5e69-11ea-b624-51ecfeba55d0-1",  # type: ignore[arg-type]
                                                             "_links": {"self": {"href": "/listing"}}}], sink)
     (task,) = tasks
     item = f["body"]["data"][0]
@@ -163,7 +163,7 @@ async def engine_files_directory(f: dict) -> None:
         tasks.append(task)
 
     stub = StubClient({"/dir": f["body"], child: leaf})
-    await Discovery(stub).list_files(BatchRef("ds", "b"), [{"dataSetFileId": "8dcedb36-1cb2-4496-9a38-7b2041114b56-1",  # type: ignore[arg-type]
+    await Discovery(stub).data_access.list_files(BatchRef("ds", "b"), [{"dataSetFileId": "8dcedb36-1cb2-4496-9a38-7b2041114b56-1",  # type: ignore[arg-type]
                                                             "_links": {"self": {"href": "/dir"}}}], sink)
     expected = [("8dcedb36-1cb2-4496-9a38-7b2041114b56-1-1", "part-00000.snappy.parquet", 10)]
     assert [(t.dataset_file_id, t.name, t.size) for t in tasks] == expected

@@ -225,7 +225,8 @@ def _page_header_at(read_at: Callable[[int, int], bytes], pos: int, data_end: in
 
 def expected_record_count(batch: Mapping[str, Any]) -> int | None:
     """Record count the Catalog states for a batch, in either metrics form; None if unknown."""
-    metrics = batch.get("metrics") if isinstance(batch.get("metrics"), Mapping) else {}
+    found = batch.get("metrics")
+    metrics: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     for source, key in ((metrics, "outputRecordCount"), (metrics, "recordsWritten"), (batch, "recordCount")):
         value = source.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from ..checks.integrity import PARQUET_MAGIC
-from ..layout import control_path, part_path, split_marker  # noqa: F401 - part_path re-exported
+from ..layout import control_path, split_marker
 from ..model import FileTask
 from ..ranges import RangeSet
 from ..validators import Validator

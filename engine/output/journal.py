@@ -15,6 +15,7 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 import structlog
 
@@ -44,7 +45,7 @@ class Journal:
         self.path = out_dir / STATE_DIR / journal_name(shard)
         self._entries: dict[str, Verified] = {}
         self._sums: dict[str, dict[str, str]] = {}  # batch folder -> its checksum list, read once
-        self._fh = None
+        self._fh: TextIO | None = None
         self._lock = threading.Lock()  # commits record from worker threads
 
     def load(self) -> None:

@@ -26,13 +26,13 @@ import structlog
 from ..checks.integrity import file_digest, hash_from_disk, parquet_rows
 from ..config import ExportSettings
 from ..errors import FileWontFit, IntegrityError
-from ..layout import legacy_part, split_marker, temp_folder
+from ..layout import control_path, legacy_part, part_path, split_marker, temp_folder
 from ..model import FileTask
 from ..pieces import Download
 from ..ranges import RangeSet
 from ..units import human_bytes
 from ..validators import Validator
-from .control import control_path, held_ranges, part_path, write_control
+from .control import held_ranges, write_control
 from .destination import Check, Existing
 from .diskio import pwrite_all
 from .journal import Journal, Verified
@@ -48,6 +48,7 @@ PIECE = 1 << 20  # splits between streams land on multiples of this
 
 class LocalDestination(LocalFiles):
     def __init__(self, export: ExportSettings, journal: Journal, disk: anyio.CapacityLimiter):
+        assert isinstance(export.out_dir, Path)  # output/opener.py opens a bucket otherwise
         super().__init__(export.out_dir)
         self.export = export
         self.out_dir = export.out_dir

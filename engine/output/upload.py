@@ -23,6 +23,7 @@ import structlog
 from ..errors import IntegrityError, StoreError
 from ..pieces import Download
 from ..ranges import RangeSet
+from ..validators import Validator
 from .bucket import ObjectView, Part, b64
 from .destination import Check, ViewFile
 from .spool import Piece, PieceView
@@ -40,7 +41,7 @@ class StoreTarget:
     """A `Target` (see destination.py) in a bucket."""
 
     rereads_held = False  # parts of an unfinished multipart upload cannot be read back
-    validator = None  # not kept across pods: the parts an earlier pod uploaded are trusted as before
+    validator: Validator | None = None  # not kept across pods: the parts an earlier pod uploaded are trusted as before
 
     def __init__(self, link: Uplink, rel: str, staging: str, size: int | None, part_size: int, resumed: Resumed):
         self.link, self.rel, self.staging, self.size = link, rel, staging, size

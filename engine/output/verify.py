@@ -9,9 +9,9 @@ earlier versions kept them (engine/layout.py), are problems: a run stopped or fa
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import IntegrityError
 from ..layout import LATEST, MANIFEST, PART, SUCCESS, SUMS, SUMS_NAMES, is_temporary, parse_latest, parse_sums
@@ -53,7 +53,7 @@ class VerifyResult:
     batches: int = 0
     files: int = 0
     bytes: int = 0
-    problems: list[Problem] | None = None
+    problems: list[Problem] = field(default_factory=list)
 
 
 def verify_export(root: Path | ExportTree, *, deep: bool = False) -> VerifyResult:
@@ -132,7 +132,7 @@ def _verify_batch(tree: ExportTree, rel_folder: str, result: VerifyResult, deep:
         problems.append(Problem(rel_folder, f"{SUCCESS} present but files do not verify"))
 
 
-def _verify_file(tree: ExportTree, shown: str, entry: dict, problems: list[Problem], deep: bool) -> bool:
+def _verify_file(tree: ExportTree, shown: str, entry: dict[str, Any], problems: list[Problem], deep: bool) -> bool:
     size = tree.size(shown)
     if size is None:
         problems.append(Problem(shown, "missing"))

@@ -85,7 +85,7 @@ class TokenProvider:
         self.exchanges += 1
         log.info("token_obtained", expires_in_s=int(expires_in))
 
-    async def _exchange(self) -> dict:
+    async def _exchange(self) -> dict[str, Any]:
         form = {
             "grant_type": "client_credentials",
             "client_id": self._auth.client_id,
@@ -107,7 +107,7 @@ class TokenProvider:
                     raise CredentialsRejected(f"IMS rejected the client credentials (HTTP {resp.status}{why});"
                                               " check auth.client_id, auth.client_secret and auth.scopes")
                 try:
-                    return json.loads(raw)
+                    return dict(json.loads(raw))
                 except ValueError:
                     raise CredentialsRejected(f"IMS answered with something that is not JSON: {excerpt(raw, 80)}") from None
         except aiohttp.ClientConnectionError as exc:

@@ -16,6 +16,8 @@ from typing import Any
 import structlog
 
 from ..errors import ExportError, NotFound, NotYet, PlatformError
+from ..retry import RetryPolicy
+from .client import PlatformClient
 
 log = structlog.get_logger("aep_export.catalog")
 
@@ -39,7 +41,11 @@ class DatasetNameError(ExportError):
 
 
 class CatalogApi:
-    """Catalog calls (a mixin of Discovery: uses self.client and self.created_client)."""
+    """Catalog calls through the run's client (Discovery holds one)."""
+
+    def __init__(self, client: PlatformClient, created_client: str | None = None):
+        self.client = client
+        self.created_client = created_client  # only batches this client wrote (export.created_client)
 
     # -- the latest successful batch --------------------------------------------------------
 
@@ -96,7 +102,8 @@ class CatalogApi:
                 found.setdefault(key, obj)
             if len(page) < CATALOG_MAX_LIMIT:
                 return _oldest_first(found)
-            newest = max(_created(obj) for _, obj in page)
+            created = [_created(obj) for _, obj in page]
+            newest = None if None in created else max(c for c in created if c is not None)
             if newest is None:
                 raise ExportError(f"Catalog batches of {dataset_id} carry no created time: cannot page through them safely")
             if cursor is not None and newest - 1 <= cursor:
@@ -158,7 +165,7 @@ class CatalogApi:
                 "fileDescription": {"persisted": True, "containerFormat": "parquet", "format": "parquet"}}
         return created_dataset_id(await self.client.post_json(f"{CATALOG}/dataSets", body))
 
-    async def wait_until_downloadable(self, batch_id: str, deadline: float, policy: Any) -> dict[str, Any]:
+    async def wait_until_downloadable(self, batch_id: str, deadline: float, policy: RetryPolicy) -> dict[str, Any]:
         """Poll the batch until it is success/active; a terminal failure or the deadline ends it."""
         async def poll() -> dict[str, Any]:
             try:
@@ -198,39 +205,39 @@ def status_of(obj: dict[str, Any]) -> str:
     return str(obj.get("status", "")).lower()
 
 
-def related_datasets(obj: dict) -> list[str]:
+def related_datasets(obj: dict[str, Any]) -> list[str]:
     return [str(r["id"]) for r in obj.get("relatedObjects") or []
             if isinstance(r, dict) and r.get("type") == "dataSet" and r.get("id")]
 
 
-def related_batches(obj: dict) -> list[str]:
+def related_batches(obj: dict[str, Any]) -> list[str]:
     return [str(r["id"]) for r in obj.get("relatedObjects") or []
             if isinstance(r, dict) and r.get("type") == "batch" and r.get("id")]
 
 
-def predecessors(obj: dict) -> list[str]:
+def predecessors(obj: dict[str, Any]) -> list[str]:
     """Batch ids (or external ids) this batch replaces (`replay`, §3.4)."""
-    replay = obj.get("replay") if isinstance(obj.get("replay"), dict) else {}
+    replay = _section(obj, "replay")
     ids = list(replay.get("predecessors") or []) + list(replay.get("predecessorsByExternalId") or [])
     return [str(i) for i in ids if i]
 
 
-def replay_reason(obj: dict) -> str:
-    replay = obj.get("replay") if isinstance(obj.get("replay"), dict) else {}
+def replay_reason(obj: dict[str, Any]) -> str:
+    replay = _section(obj, "replay")
     return str(replay.get("reason") or "")
 
 
-def stated_file_count(obj: dict) -> int | None:
+def stated_file_count(obj: dict[str, Any]) -> int | None:
     """The files the Catalog says the batch wrote (`metrics.outputFileCount`, new form only);
     None when unknown: no metrics, the old form, or -1 (which `inputFileCount` is documented to be)."""
-    metrics = obj.get("metrics") if isinstance(obj.get("metrics"), dict) else {}
+    metrics = _section(obj, "metrics")
     value = metrics.get("outputFileCount")
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def batch_errors(obj: dict) -> str:
+def batch_errors(obj: dict[str, Any]) -> str:
     errors = [e for e in obj.get("errors") or [] if isinstance(e, dict)]
     return "".join(f"; {e.get('code', '')} {e.get('description', '')}".rstrip() for e in errors[:3])
 
@@ -251,6 +258,12 @@ def _window_params(after: int | None, before: int | None) -> dict[str, str]:
     if before is not None:
         params["createdBefore"] = str(before)
     return params
+
+
+def _section(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested object of a Catalog answer, or {} when it is missing or not an object."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _created(obj: dict[str, Any]) -> int | None:

@@ -20,6 +20,7 @@ from ..errors import ExportError, NotFound, PlatformError, UnsafeNameError
 from ..layout import file_path, folder_id, listed_name
 from ..model import BatchRef, FileTask, Listing
 from .catalog import related_batches, stated_file_count
+from .client import PlatformClient
 
 log = structlog.get_logger("aep_export.discovery")
 
@@ -48,11 +49,14 @@ class _BatchWalk:
 
 
 class DataAccessApi:
-    """Data Access listings (a mixin of Discovery: uses self.client)."""
+    """Data Access listings through the run's client (Discovery holds one)."""
 
-    max_listing_pages: int = MAX_LISTING_PAGES
+    def __init__(self, client: PlatformClient, max_listing_pages: int = MAX_LISTING_PAGES):
+        self.client = client
+        self.max_listing_pages = max_listing_pages  # pages of one Data Access listing (export.max_listing_pages)
 
-    async def resolve_batch(self, dataset_id: str, key: str, obj: dict[str, Any], source: str = "dataset") -> tuple[BatchRef, list[dict]]:
+    async def resolve_batch(self, dataset_id: str, key: str, obj: dict[str, Any],
+                            source: str = "dataset") -> tuple[BatchRef, list[dict[str, Any]]]:
         """The id the files are really listed under, and that batch's dataSetFiles."""
         candidates = list(dict.fromkeys([key, *related_batches(obj)]))
         last_error: Exception | None = None
@@ -70,7 +74,7 @@ class DataAccessApi:
                 return BatchRef(folder_id(dataset_id, "dataset id"), batch_id, obj, expected_record_count(obj), source), files
         raise last_error or NotFound(404, f"batch {key} has no files")
 
-    async def list_files(self, batch: BatchRef, dataset_files: list[dict], sink: FileSink) -> Listing:
+    async def list_files(self, batch: BatchRef, dataset_files: list[dict[str, Any]], sink: FileSink) -> Listing:
         """Walk every dataSetFile (descending into nested ones) and hand each file to `sink`. A
         listing that cannot be trusted stops the walk and says why in `Listing.untrusted`."""
         walk = _BatchWalk(batch, sink)
@@ -106,7 +110,7 @@ class DataAccessApi:
                 child = str(item["dataSetFileId"])
                 await self._walk(walk, child, href(item) or f"{EXPORT}/files/{child}", depth + 1)
 
-    async def _file(self, walk: _BatchWalk, dsf_id: str, item: dict) -> None:
+    async def _file(self, walk: _BatchWalk, dsf_id: str, item: dict[str, Any]) -> None:
         batch, listing = walk.batch, walk.listing
         name = str(item["name"])
         try:
@@ -125,7 +129,7 @@ class DataAccessApi:
         listing.bytes += size or 0
         await walk.sink(task)
 
-    async def _pages(self, url: str, what: str = "the listing") -> AsyncIterator[dict]:
+    async def _pages(self, url: str, what: str = "the listing") -> AsyncIterator[dict[str, Any]]:
         """Items of a Data Access listing, following `_links.next`; accepts a bare array too.
         Each page is checked (PageGuard) before any of its items is yielded."""
         guard = PageGuard(what, self.max_listing_pages)
@@ -162,7 +166,7 @@ class PageGuard:
         self.pages += 1
         self.urls[url] = self.pages
 
-    def admit(self, items: list[dict]) -> None:
+    def admit(self, items: list[dict[str, Any]]) -> None:
         """After a page arrived: every entry on it must be new."""
         keys = [key for key in map(entry_key, items) if key is not None]
         if keys and all(key in self.entries for key in keys):
@@ -178,7 +182,7 @@ class PageGuard:
             self.entries[key] = self.pages
 
 
-def entry_key(item: dict) -> tuple[str, str] | None:
+def entry_key(item: dict[str, Any]) -> tuple[str, str] | None:
     """What an entry is listed as: a file by its name, a dataSetFile by its id (as the walk reads them)."""
     if "name" in item:
         return "name", str(item["name"])
@@ -202,7 +206,7 @@ def check_against_catalog(batch: BatchRef, listing: Listing) -> None:
                                f"counts {stated} (metrics.outputFileCount)")
 
 
-def listing_items(body: Any) -> list[dict]:
+def listing_items(body: Any) -> list[dict[str, Any]]:
     """`data[]` of a listing, or the bare array one ETL-guide example shows."""
     items = body if isinstance(body, list) else body.get("data", []) if isinstance(body, dict) else []
     return [item for item in items if isinstance(item, dict)]

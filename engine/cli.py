@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import anyio
 
 from . import logs
-from .config import ENV_PREFIX, Settings, config_path_from_env, load_settings, looks_like_dataset_id
+from .config import ENV_PREFIX, Settings, StoreURL, config_path_from_env, load_settings, looks_like_dataset_id
 from .errors import ConfigError, RunFatal
 from .exporter import Exporter
 from .launch import restore_default_signals
@@ -298,7 +298,7 @@ def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> int
     return run.exit_code
 
 
-def print_summary(run: RunOutcome, out_dir: Path) -> None:
+def print_summary(run: RunOutcome, out_dir: Path | StoreURL) -> None:
     """A plain table on stdout (readable in a terminal and in a container log alike)."""
     header = ("dataset", "batch", "status", "files", "bytes", "note")
     rows = [header, *summary_rows(run)]

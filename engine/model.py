@@ -108,3 +108,9 @@ class Listing:
     def named(self) -> int:
         """Every file the listing named: handed on, refused, or skipped as a marker."""
         return self.files + len(self.refused) + len(self.skipped)
+
+
+def catalog_created(obj: Any) -> int | None:
+    """A Catalog object's `created` (ms since the epoch), the one reader of it; None when missing or not a number."""
+    value = obj.get("created") if isinstance(obj, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

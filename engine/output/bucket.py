@@ -15,6 +15,7 @@ a missing bucket is a configuration error (exit 2), refused credentials exit 3, 
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -216,7 +217,7 @@ class Bucket:
                                 PartNumber=number, Body=body, ContentLength=length, ChecksumSHA256=b64(sha256))
         return Part(number, length, resp["ETag"], b64(sha256))
 
-    async def list_uploads(self, rel_prefix: str) -> list[Upload]:
+    async def list_uploads(self, rel_prefix: str) -> builtins.list[Upload]:  # `list` is a method here
         found, kw = [], {"Prefix": self.key(rel_prefix)}
         while True:
             page = await self._call("list_multipart_uploads", f"list uploads under {rel_prefix}", **kw)
@@ -225,7 +226,7 @@ class Bucket:
                 return found
             kw.update(KeyMarker=page["NextKeyMarker"], UploadIdMarker=page["NextUploadIdMarker"])
 
-    async def list_parts(self, rel: str, upload_id: str) -> list[Part] | None:
+    async def list_parts(self, rel: str, upload_id: str) -> builtins.list[Part] | None:
         """The parts already uploaded, or None when the upload no longer exists."""
         parts, kw = [], {"Key": self.key(rel), "UploadId": upload_id}
         while True:
@@ -240,7 +241,7 @@ class Bucket:
                 return parts
             kw["PartNumberMarker"] = page["NextPartNumberMarker"]
 
-    async def complete(self, rel: str, upload_id: str, parts: list[Part]) -> None:
+    async def complete(self, rel: str, upload_id: str, parts: builtins.list[Part]) -> None:
         await self._call("complete_multipart_upload", f"complete {rel}", Key=self.key(rel), UploadId=upload_id,
                          MultipartUpload={"Parts": [p.for_completion() for p in sorted(parts, key=lambda p: p.number)]})
 

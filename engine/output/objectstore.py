@@ -21,7 +21,6 @@ import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 import structlog
@@ -250,7 +249,7 @@ class ObjectStoreDestination:
         return self.bucket.call(listed)
 
 
-def _usable_parts(parts: list[Any], size: int, part_size: int) -> dict[str, Any]:
+def _usable_parts(parts: list[Part], size: int, part_size: int) -> dict[int, Part]:
     """Parts of the expected length for their place in the file (anything else is uploaded again)."""
     count = max(1, -(-size // part_size))
     usable = {}

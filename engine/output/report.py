@@ -22,7 +22,7 @@ import structlog
 
 from ..errors import DiskFull, StoreError, UnsafeNameError
 from ..layout import LATEST, MANIFEST, OLD_SUMS, SUCCESS, SUMS, batch_folder, report_name, safe_relative
-from ..model import BatchRef, FileResult, FileStatus, Listing
+from ..model import BatchRef, FileResult, FileStatus, Listing, catalog_created
 from ..units import human_bytes
 from .localfiles import LocalFiles
 
@@ -152,8 +152,7 @@ def _complete_key(files: Files, dataset_id: str, batch_id: str) -> tuple[int, st
 
 
 def _created(catalog: Any) -> int:
-    created = catalog.get("created") if isinstance(catalog, dict) else None
-    return created if isinstance(created, int) and not isinstance(created, bool) else 0
+    return catalog_created(catalog) or 0
 
 
 def _records(files: list[FileResult]) -> int | None:

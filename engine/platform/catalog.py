@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from ..errors import ExportError, NotFound, NotYet, PlatformError
+from ..model import catalog_created
 from ..retry import RetryPolicy
 from .client import PlatformClient
 
@@ -267,8 +268,7 @@ def _section(obj: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _created(obj: dict[str, Any]) -> int | None:
-    value = obj.get("created")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return catalog_created(obj)
 
 
 def _oldest_first(found: dict[str, dict[str, Any]]) -> list[Batch]:

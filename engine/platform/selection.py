@@ -20,6 +20,7 @@ import structlog
 
 from ..config import DatasetSettings
 from ..errors import ExportError, NotFound, RunFatal
+from ..model import catalog_created
 from .catalog import DOWNLOADABLE, Batch, NoBatch, predecessors, related_datasets, replay_reason, status_of
 from .discovery import Discovery
 
@@ -128,8 +129,7 @@ def drop_replaced(batches: list[Batch]) -> tuple[list[Batch], list[Replaced]]:
 
 
 def _created(obj: dict[str, Any]) -> int:
-    value = obj.get("created")
-    return value if isinstance(value, int) else 0
+    return catalog_created(obj) or 0
 
 
 class LatestBatches:

@@ -136,13 +136,19 @@ def parquet_rows(path: Path, *, deep: bool = False) -> int:
     with pyarrow (page checksums)."""
     rows = _footer_rows(path)
     if deep:
-        import pyarrow.parquet as pq  # heavy: only for the optional deep check
-
-        try:
-            pq.read_table(path, page_checksum_verification=True)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise IntegrityError(f"{path.name}: parquet pages unreadable: {exc}") from exc
+        read_every_page(path, path.name)
     return rows
+
+
+def read_every_page(source: Any, name: str) -> None:
+    """The deep check, wherever the file is (a path, or a file object over a bucket's object):
+    pyarrow reads every page and checks its checksum."""
+    import pyarrow.parquet as pq  # heavy: only for the optional deep check
+
+    try:
+        pq.read_table(source, page_checksum_verification=True)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise IntegrityError(f"{name}: parquet pages unreadable: {exc}") from exc
 
 
 def _footer_rows(path: Path) -> int:

@@ -123,7 +123,7 @@ def discover(fake: Fake, concurrency: int) -> PeerDiscovery:
         for answer in pool.map(lambda g: latest_batches(client, g), groups):
             newest.update(answer)
         missing = [d for d in datasets if d not in newest]
-        for ds, found in zip(missing, pool.map(lambda d: latest_batches(client, [d]).get(d), missing)):
+        for ds, found in zip(missing, pool.map(lambda d: latest_batches(client, [d]).get(d), missing), strict=False):
             if found is None:
                 raise LookupError(f"dataset {ds}: no successful batch")
             newest[ds] = found

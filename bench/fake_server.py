@@ -31,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_argv(argv: list[str]):  # noqa: ANN201 - FakeConfig (imported lazily with numpy/pyarrow)
+def config_from_argv(argv: list[str]):
     """The FakeConfig for these flags: the fake's own parsing, then the composed datasets if given."""
     from engine.fake import DatasetSpec
 

@@ -6,6 +6,7 @@ can kill exactly what we started and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,10 +17,11 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.checks.integrity import file_digest
 
@@ -46,10 +48,8 @@ class RunResult:
 
 
 def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def run_measured(argv: list[str], *, timeout: float, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -153,10 +153,8 @@ class Fake:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -173,7 +171,7 @@ def start_fake(fake_args: list[str], *, timeout: float = 900.0, log_dir: Path) -
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "fake.stderr.log"
     argv = [PYTHON, "-m", "bench.fake_server", "--port", "0", *fake_args]
-    err = open(log, "wb")
+    err = open(log, "wb")  # noqa: SIM115 - the fake's log stays open for the process's lifetime; closed in Fake.stop
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     err.close()
@@ -242,7 +240,7 @@ def check_outputs(out_dir: Path, expected: list[ExpectedFile]) -> tuple[int, lis
         return None
 
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:  # sha256 releases the GIL
-        problems = [p for p in pool.map(check, zip(paths, expected)) if p]
+        problems = [p for p in pool.map(check, zip(paths, expected, strict=False)) if p]
     return len(expected) - len(problems), problems
 
 

@@ -84,7 +84,7 @@ def summarize(doc: dict[str, Any], files: int, nbytes: int, top: int = TOP) -> d
     sampled = imports = idle = 0.0
     for prof in doc.get("profiles", []):
         busy = 0.0
-        for stack, weight in zip(prof.get("samples", []), prof.get("weights", [])):
+        for stack, weight in zip(prof.get("samples", []), prof.get("weights", []), strict=False):
             if not stack:
                 continue
             if idle_leaf[stack[-1]]:

@@ -50,7 +50,7 @@ def machine() -> dict[str, Any]:
         "mem_gib": mem_gib, "aria2c": _cmd_version(["aria2c", "--version"]) if shutil.which("aria2c") else None,
         "curl": _cmd_version(["curl", "--version"]) if shutil.which("curl") else None,
         "git_commit": git, "engine_dirty": dirty,
-        "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 

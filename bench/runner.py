@@ -45,7 +45,8 @@ class FakeSession:
     def start(self) -> harness.Fake:
         self.stop()
         t0 = time.perf_counter()
-        self.fake = harness.start_fake(self.profile.fake_args, timeout=self.profile.start_timeout_s, log_dir=self.root / f"fake-{self.starts}")
+        self.fake = harness.start_fake(self.profile.fake_args, timeout=self.profile.start_timeout_s,
+                                       log_dir=self.root / f"fake-{self.starts}")
         self.starts += 1
         self.sha256 = {e.rel_path: e.sha256 for e in self.fake.expected}
         warm = discovery.discover(self.fake, self.concurrency)  # also checks the listing is complete

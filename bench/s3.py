@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                     work = Path(tempfile.mkdtemp(prefix=f"{target}-", dir=root))
                     if target == "disk":
                         r = engine_run(fake, str(work / "out"), work, args.concurrency, None)
-                        good, problems = harness.check_outputs(work / "out", fake.expected)
+                        _good, problems = harness.check_outputs(work / "out", fake.expected)
                     else:
                         bucket = f"bench-{uuid.uuid4().hex[:10]}"
                         moto.create_bucket(bucket)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nexport of {len(fake.expected)} files, {total / 2**20:.0f} MiB, C={args.concurrency}, {reps} reps (medians)")
     print(f"{'target':<6} {'MB/s':>7} {'CPU s/GiB':>10} {'RSS MiB':>8} {'spool MiB':>10} {'ok':>4}")
     for target, t in results.items():
-        print(f"{target:<6} {t['mb_s']:>7} {t['cpu_s_per_gib']:>10} {t['peak_rss_mib']:>8} {str(t['spool_peak_mib']):>10} "
+        print(f"{target:<6} {t['mb_s']:>7} {t['cpu_s_per_gib']:>10} {t['peak_rss_mib']:>8} {t['spool_peak_mib']!s:>10} "
               f"{'yes' if t['ok'] else 'NO':>4}")
     print(f"s3/disk throughput: {ratio}")
     command = "python -m bench.s3 " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

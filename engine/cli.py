@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import ConfigError, CredentialsRejected, DestinationBusy, DiskFull, ExportError, PlatformUnreachable, StoreError
+from .errors import ConfigError, ExportError, RunFatal, StoreError
 from .launch import restore_default_signals
+from .outcome import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL
 from .shard import Shard, parse_shard
+
+# The imports inside the command functions below are deliberate (start-up time): each command loads
+# only what it uses (the fake's numpy, the plan, verify, status, the bucket reader).
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -161,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(json_logs=args.json_logs, level=_log_level(args))
     try:
         return _dispatch(args)
-    except (ConfigError, CredentialsRejected, PlatformUnreachable, StoreError, DestinationBusy, DiskFull) as exc:
+    except (ConfigError, RunFatal, StoreError) as exc:  # before the run could start (a run's own ends in its report)
         return _stopped(args, exc)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGNAL[signal.SIGINT]
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -174,10 +180,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _stopped(args: argparse.Namespace, exc: ExportError) -> int:
     """A command that could not run: one line on stderr (and its --json document), the kind's exit code."""
-    from .exporter import EXIT_BUSY, EXIT_CREDENTIALS, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
+    from .outcome import EXIT_FAILED, EXIT_USAGE
 
-    code = {"config": EXIT_USAGE, "credentials": EXIT_CREDENTIALS, "unreachable": EXIT_UNREACHABLE,
-            "busy": EXIT_BUSY}.get(exc.kind, EXIT_FAILED)
+    code = exc.exit_code if isinstance(exc, RunFatal) else EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
     say_stopped(exc.kind, str(exc))
     if getattr(args, "json", False):
         from .errors import Failure
@@ -212,8 +217,8 @@ def check(settings: Settings, *, as_json: bool = False) -> int:
     """Resolve everything a run would export and print it; nothing is downloaded or written."""
     import anyio
 
-    from .exporter import EXIT_FAILED, EXIT_OK
-    from .platform.plan import format_plan, make_plan
+    from .outcome import EXIT_FAILED, EXIT_OK
+    from .plan import format_plan, make_plan
 
     plans = anyio.run(make_plan, settings)
     code = EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
@@ -231,9 +236,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     """The sandbox's datasets, by name; with --name, those whose name contains it."""
     import anyio
 
-    from .output.report import human_bytes
     from .platform.listing import list_datasets
     from .results import emit, iso, list_document
+    from .units import human_bytes
 
     settings = settings_from_args(args, entries_required=False)
     rows = anyio.run(list_datasets, settings, args.name)
@@ -362,8 +367,8 @@ def _exported_digest(out: Path, e: Any, file_digest: Any) -> str | None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .output.report import human_bytes
     from .output.verify import verify_export
+    from .units import human_bytes
 
     if "://" in args.dir:
         from .output.buckettree import on_bucket
@@ -413,7 +418,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if text is None:
         raise ConfigError(f"no run report (report*.json) or batch manifest under {args.dir}: is this an aep-export output directory?")
     print(text)
-    return 0 if complete else 1
+    return EXIT_OK if complete else EXIT_FAILED
 
 
 def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> RunOutcome:
@@ -436,7 +441,7 @@ def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> Run
 def show_run(run: RunOutcome, out_dir: Any, *, as_json: bool = False) -> int:
     """The run's outcome on stdout (the table, or the --json document); a run that could not start
     (credentials rejected, platform unreachable, nothing exported) is one line on stderr, as `check` says it."""
-    from .exporter import EXIT_CREDENTIALS, EXIT_UNREACHABLE
+    from .outcome import EXIT_CREDENTIALS, EXIT_UNREACHABLE
     from .output.report import report_path
 
     if as_json:
@@ -455,7 +460,8 @@ def show_run(run: RunOutcome, out_dir: Any, *, as_json: bool = False) -> int:
 
 def print_summary(run: RunOutcome, out_dir: Any) -> None:
     """A plain table on stdout (readable in a terminal and in a container log alike)."""
-    from .output.report import human_bytes, report_path, summary_rows
+    from .output.report import report_path, summary_rows
+    from .units import human_bytes
 
     print(f"aep-export: {run.status}")
     print_table([("dataset", "name", "batch", "status", "files", "bytes", "note"), *summary_rows(run)], right=frozenset({4}))
@@ -469,14 +475,14 @@ def print_summary(run: RunOutcome, out_dir: Any) -> None:
     )
 
 
-def print_table(rows: list[tuple[str, ...]], right: frozenset[int] = frozenset()) -> None:
+def print_table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> None:
     """Rows under their header and a rule, columns as wide as their widest cell (at most 60); the
     last column is left as it is. `right`: the columns aligned to the right (numbers)."""
     header = rows[0]
     widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
     for i, row in enumerate(rows):
-        cells = [cell.rjust(w) if j in right else cell.ljust(w) for j, (cell, w) in enumerate(zip(row, widths))]
-        print("  ".join(cells + [row[-1]]).rstrip())
+        cells = [cell.rjust(w) if j in right else cell.ljust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=False))]
+        print("  ".join([*cells, row[-1]]).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths) + "  ----")
 

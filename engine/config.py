@@ -18,19 +18,38 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PlainValidator, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
-
-from .config_env import (  # noqa: F401 - CONFIG_ENV and config_path_from_env are used by the CLI
-    CONFIG_ENV, ENV_PREFIX, PlainEnvSource, SettingFilesSource, check_env_names, config_path_from_env, field_of, read_setting_files,
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
 )
-from .config_entries import AudienceSettings, DatasetSettings, _Section  # [[datasets]] and [[audiences]]
-from .config_store import StoreSettings, StoreURL, _out_dir  # out_dir = "s3://…" and [store]
+
+from .config_entries import AudienceSettings as AudienceSettings  # [[datasets]] and [[audiences]]: re-exported
+from .config_entries import DatasetSettings as DatasetSettings
+from .config_entries import _Section
+from .config_env import CONFIG_ENV as CONFIG_ENV  # re-exported for the CLI
+from .config_env import ENV_PREFIX as ENV_PREFIX
+from .config_env import (
+    PlainEnvSource,
+    SettingFilesSource,
+    check_env_names,
+    field_of,
+    read_setting_files,
+)
+from .config_env import config_path_from_env as config_path_from_env
+from .config_store import StoreSettings as StoreSettings  # out_dir = "s3://…" and [store]: re-exported
+from .config_store import StoreURL as StoreURL
+from .config_store import _out_dir
 from .errors import ConfigError
+from .retry import MAX_ATTEMPTS
 
 DEFAULT_SCOPES = ["openid", "AdobeID", "read_organizations", "additional_info.projectedProductContext", "session"]
 
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_file", default=None)
-_file_values: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("file_values", default={})
+_file_values: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("file_values", default={})  # noqa: B039 - never mutated: set() replaces the whole dict
 _environ: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("environ", default=os.environ)
 _entries_required: contextvars.ContextVar[bool] = contextvars.ContextVar("entries_required", default=True)
 _DATASET_ID = re.compile(r"[0-9a-fA-F]{24}")
@@ -101,9 +120,10 @@ class ExportSettings(_Section):
     connect_timeout: float = Field(30.0, gt=0)
     read_timeout: float = Field(60.0, gt=0, description="idle timeout between body reads")
     response_time_limit: float = Field(60.0, gt=0, description="the gateway cuts any response at this age")
-    max_attempts: int = Field(8, ge=1, le=100, description="tries per request")
+    max_attempts: int = Field(MAX_ATTEMPTS, ge=1, le=100, description="tries per request")
     max_file_attempts: int = Field(12, ge=1, le=1000, description="failed requests a file may cost in all")
-    max_listing_pages: int = Field(1000, ge=1, le=1_000_000, description="pages one Data Access listing may have before it is taken for a paging loop")
+    max_listing_pages: int = Field(1000, ge=1, le=1_000_000,
+                                   description="pages one Data Access listing may have before it is taken for a paging loop")
     max_file_requests: int = Field(100, ge=1, description="requests a file may cost in all, plus one per 256 KiB of it")
     lowest_speed: int = Field(1024, ge=0, description="bytes/s under which a response is cut and retried (0: never)")
     lowest_speed_time: float = Field(15.0, gt=0, description="seconds a response may stay under lowest_speed")

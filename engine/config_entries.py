@@ -33,7 +33,7 @@ class DatasetSettings(_Section):
     def _non_empty(cls, v: str | None, info: Any) -> str | None:
         if v is not None and not v.strip():
             raise ValueError(f"dataset {info.field_name} must not be empty")
-        return v.strip() if info.field_name != "name" or v is None else v
+        return v.strip() if v is not None and info.field_name != "name" else v
 
     @field_validator("batches", mode="before")
     @classmethod

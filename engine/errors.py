@@ -2,8 +2,11 @@
 
 ExportError
 ├── ConfigError              bad or missing configuration: exit 2, nothing attempted
-├── CredentialsRejected      IMS or the gateway refused our credentials: exit 3
-├── PlatformUnreachable      the gateway or IMS cannot be reached (refused, DNS, TLS): exit 4
+├── RunFatal                 ends the whole run, with its own exit code (engine/outcome.py)
+│   ├── CredentialsRejected  IMS or the gateway refused our credentials: exit 3
+│   ├── PlatformUnreachable  the gateway or IMS cannot be reached (refused, DNS, TLS): exit 4
+│   ├── DiskFull             the output volume is full: the run stops, partial work is kept: exit 1
+│   └── DestinationBusy      another run holds the output folder's lock: exit 5, nothing attempted
 ├── PlatformError            the platform answered with an error status
 │   ├── NotFound             404: unknown dataset, batch or file
 │   └── RetryableStatus      429/5xx: worth another try (Throttled for 429/503)
@@ -14,9 +17,7 @@ ExportError
 ├── FileChanged              the server's file is not the one we started: start it over
 ├── NotYet                   a polled state is not reached yet (export job, batch): poll again
 ├── IntegrityError           bytes on disk do not match what the platform promised
-├── DiskFull                 the output volume is full: the run stops, partial work is kept
 ├── FileWontFit              one file is larger than the free space: it fails alone
-├── DestinationBusy          another run holds the output folder's lock: exit 5, nothing attempted
 ├── StoreError               the object store failed an operation (after its client's own retries)
 └── UnsafeNameError          a server-sent name would escape the output directory
 
@@ -28,9 +29,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from .masking import mask as _mask  # the one list of the run's secrets
+from .outcome import EXIT_BUSY, EXIT_CREDENTIALS, EXIT_FAILED, EXIT_UNREACHABLE
 
 
 class ExportError(Exception):
@@ -45,20 +47,32 @@ class ConfigError(ExportError):
     kind = "config"
 
 
-class CredentialsRejected(ExportError):
+class RunFatal(ExportError):
+    """Nothing else can succeed: the run stops, with this error's exit code and status.
+    `except RunFatal` is how every layer lets one through (grep: `except RunFatal`)."""
+
+    exit_code: ClassVar[int]
+    status: ClassVar[str]  # the report's and the summary's run status
+    label: ClassVar[str]  # the CLI's one line: "aep-export: {label}: {error}"
+    typed: ClassVar[bool] = False  # the report names the error's type (describe) rather than its text alone
+
+
+class CredentialsRejected(RunFatal):
     """IMS or the gateway refused the credentials (never includes the secret itself)."""
 
     kind = "credentials"
+    exit_code, status, label, typed = EXIT_CREDENTIALS, "credentials_rejected", "credentials rejected", True
 
 
-class PlatformUnreachable(ExportError):
+class PlatformUnreachable(RunFatal):
     """No connection to the gateway or IMS could be made for a while: nothing else can succeed.
 
     Not a TransferError on purpose: the connection attempts were already retried for a bounded
-    time (engine/platform/reach.py), so callers stop instead of retrying again.
+    time (engine/reach.py), so callers stop instead of retrying again.
     """
 
     kind = "unreachable"
+    exit_code, status, label = EXIT_UNREACHABLE, "unreachable", "platform unreachable"
 
 
 class PlatformError(ExportError):
@@ -83,7 +97,7 @@ class NotFound(PlatformError):
 class RetryableStatus(PlatformError):
     """A status worth retrying (500, 502, 503, 504, 429)."""
 
-    def __init__(self, status: int, message: str, *, retry_after: float | None = None, **kw):
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None, **kw: Any):
         super().__init__(status, message, **kw)
         self.retry_after = retry_after
 
@@ -125,10 +139,11 @@ class IntegrityError(ExportError):
     kind = "integrity"
 
 
-class DiskFull(ExportError):
+class DiskFull(RunFatal):
     """No space left in the output directory; .part files are kept so a rerun resumes."""
 
     kind = "disk_full"
+    exit_code, status, label = EXIT_FAILED, "disk_full", "disk full"
 
 
 class FileWontFit(ExportError):
@@ -138,10 +153,11 @@ class FileWontFit(ExportError):
     kind = "wont_fit"
 
 
-class DestinationBusy(ExportError):
+class DestinationBusy(RunFatal):
     """Another run holds the lock of the output folder (or of this shard): nothing is attempted."""
 
     kind = "busy"
+    exit_code, status, label = EXIT_BUSY, "busy", ""  # its message names the other run
 
 
 class UnsafeNameError(ExportError):

@@ -8,41 +8,40 @@ complete and its last file is in.
 
 from __future__ import annotations
 
+import contextlib
 import signal
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .config import AudienceSettings, DatasetSettings, Settings
+from .early import take_early_signal
+from .errors import DiskFull, Failure, PlatformUnreachable, RunFatal, kind_of
+from .layout import report_name
+from .masking import register_secret
+from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
+from .outcome import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL
+from .output.opener import open_destination
+from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, report_path, summary_event, write_report
+from .output.runlock import hold_destination
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
-from .config import AudienceSettings, DatasetSettings, Settings
 from .platform.discovery import Discovery
-from .platform.selection import Selector
 from .platform.listing import DatasetNames
+from .platform.selection import Selector
+from .progress import show_progress
+from .retry import RetryPolicy, describe, failure
+from .shard import Shard, entry_key, share_of
 from .transfer.download import Downloader
 from .transfer.scheduler import Scheduler
-from .output.destination import open_destination
-from .output.runlock import hold_destination
-from .launch import take_early_signal
-from .errors import CredentialsRejected, DiskFull, Failure, PlatformUnreachable, kind_of
-from .logs import register_secret
-from .progress import show_progress
-from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
-from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, summary_event, write_report
-from .retry import RetryPolicy, describe, failure
-from .output.report import report_path
-from .output.layout import report_name
-from .shard import Shard, entry_key, share_of
 
 log = structlog.get_logger("aep_export")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CREDENTIALS, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
-EXIT_BUSY = 5  # another run holds the destination (runlock.py): nothing attempted, nothing written
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @dataclass
@@ -81,7 +80,7 @@ class Exporter:
         that cannot be opened (a missing bucket, refused credentials) raises before anything is
         attempted, and so does one another run holds (DestinationBusy: exit 5)."""
         ex = self.settings.export
-        self.policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
+        self.policy = RetryPolicy.for_export(ex)
         self.scheduler = Scheduler(ex)
         with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
             async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
@@ -106,10 +105,11 @@ class Exporter:
                 self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages)
                 self.selector = Selector(self.discovery, self.settings.datasets)
                 self.names = DatasetNames(self.discovery)
-                self.downloader = Downloader(self.client, self.settings.export, self.destination, self.policy, self.counters, self.scheduler)
+                self.downloader = Downloader(self.client, self.settings.export, self.destination, self.policy, self.counters,
+                                             self.scheduler)
                 await tokens.token()  # bad credentials: fail before anything is attempted
                 await self._pool()
-        except (CredentialsRejected, DiskFull, PlatformUnreachable) as exc:
+        except RunFatal as exc:
             self._abort(exc)
 
     async def _pool(self) -> None:
@@ -136,7 +136,7 @@ class Exporter:
     async def _watch_signals(self, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
-            early = take_early_signal()  # one that came before this receiver (engine/launch.py)
+            early = take_early_signal()  # one that came before this receiver (engine/early.py)
             signum = early if early is not None else await anext(aiter(signals))
             self._interrupted = signal.Signals(signum)
             log.warning("interrupted", signal=self._interrupted.name, during_start_up=early is not None,
@@ -156,11 +156,13 @@ class Exporter:
                 for key, obj in selection.batches:
                     await self._export_batch(outcome, selection.dataset_id, key, obj, "dataset", send, alone=len(selection.batches) == 1)
                 for r in selection.replaced:  # reported, not exported: a newer chosen batch replaces it
-                    outcome.batches.append(BatchOutcome(BatchRef(selection.dataset_id, r.key, r.obj), status="replaced", errors=[Failure("replaced", r.note)]))
-            except Exception as exc:
+                    outcome.batches.append(BatchOutcome(BatchRef(selection.dataset_id, r.key, r.obj), status="replaced",
+                                                        errors=[Failure("replaced", r.note)]))
+            except Exception as exc:  # noqa: BLE001 - one dataset's failure is reported and the others go on
                 self._dataset_failed(outcome, exc)
 
-    async def _produce_audience(self, aud: AudienceSettings, send: MemoryObjectSendStream[FileTask], limiter: anyio.CapacityLimiter) -> None:
+    async def _produce_audience(self, aud: AudienceSettings, send: MemoryObjectSendStream[FileTask],
+                                limiter: anyio.CapacityLimiter) -> None:
         outcome = DatasetOutcome(aud.label, source=aud.label)
 
         def on_job(job_id: str) -> None:
@@ -169,7 +171,7 @@ class Exporter:
         self.run.datasets.append(outcome)
         async with send:
             try:
-                found = await self.discovery.audience_batches(aud, on_job)
+                found = await self.discovery.audiences.audience_batches(aud, on_job)
                 async with limiter:
                     for dataset_id, key, obj in found:
                         if outcome.dataset_id != dataset_id:
@@ -177,7 +179,7 @@ class Exporter:
                         if await self._exported_by_other_shard(outcome, dataset_id, key):
                             continue
                         await self._export_batch(outcome, dataset_id, key, obj, outcome.source, send)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one dataset's failure is reported and the others go on
                 self._dataset_failed(outcome, exc)
 
     async def _dataset_name(self, dataset_id: str) -> str | None:
@@ -192,9 +194,9 @@ class Exporter:
         shard, entry = self.share.elsewhere[dataset_id]
         try:
             theirs = {k for k, _ in (await self.selector.select(entry)).batches}
-        except (CredentialsRejected, PlatformUnreachable):
+        except RunFatal:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - any other failure: this shard takes the batch
             return False  # that shard exports nothing of it: this one does
         if key not in theirs:
             return False
@@ -202,11 +204,11 @@ class Exporter:
         outcome.delegated.append((dataset_id, key, shard))
         return True
 
-    async def _export_batch(self, outcome: DatasetOutcome, dataset_id: str, key: str, obj: dict, source: str,
+    async def _export_batch(self, outcome: DatasetOutcome, dataset_id: str, key: str, obj: dict[str, Any], source: str,
                             send: MemoryObjectSendStream[FileTask], alone: bool = True) -> None:
         try:
-            batch, dataset_files = await self.discovery.resolve_batch(dataset_id, key, obj, source)
-        except (CredentialsRejected, PlatformUnreachable):
+            batch, dataset_files = await self.discovery.data_access.resolve_batch(dataset_id, key, obj, source)
+        except RunFatal:
             raise
         except Exception as exc:
             if alone:
@@ -223,21 +225,22 @@ class Exporter:
         bo = BatchOutcome(batch, dataset_name=outcome.name)
         self._batches[batch.key] = bo
         outcome.batches.append(bo)
-        log.info("batch_found", dataset=dataset_id, batch=batch.batch_id, source=source, dataset_files=len(dataset_files), records=batch.expected_records)
+        log.info("batch_found", dataset=dataset_id, batch=batch.batch_id, source=source, dataset_files=len(dataset_files),
+                 records=batch.expected_records)
 
         async def sink(task: FileTask) -> None:
             self.counters.files_total += 1
             self.counters.bytes_total += task.size or 0
             await send.send(task)
 
-        bo.listing = await self.discovery.list_files(batch, dataset_files, sink)
+        bo.listing = await self.discovery.data_access.list_files(batch, dataset_files, sink)
         await self._maybe_finalize(bo)
         outcome.status = "listed"
 
     def _dataset_failed(self, outcome: DatasetOutcome, exc: Exception) -> None:
         outcome.status = "failed"
         outcome.error = failure(exc)
-        if isinstance(exc, CredentialsRejected | PlatformUnreachable):
+        if isinstance(exc, RunFatal):
             self._abort(exc)
             if isinstance(exc, PlatformUnreachable):
                 return  # said once for the run, not once per dataset
@@ -264,7 +267,7 @@ class Exporter:
                 except anyio.get_cancelled_exc_class():
                     bo.results.append(FileResult(task, FileStatus.CANCELLED, error=Failure("interrupted", "interrupted")))
                     raise
-                except (CredentialsRejected, DiskFull, PlatformUnreachable) as exc:
+                except RunFatal as exc:
                     bo.results.append(FileResult(task, FileStatus.FAILED, error=failure(exc)))
                     self._abort(exc)
                     return
@@ -304,15 +307,9 @@ class Exporter:
             if d.status not in ("failed",):
                 done = (d.batches or d.delegated) and all(b.status in ("ok", "replaced") for b in d.batches)
                 d.status = "ok" if done else ("cancelled" if self._interrupted else "failed")
-        if isinstance(self._fatal, DiskFull):
-            run.errors.append(Failure(kind_of(self._fatal), str(self._fatal)))
-            run.exit_code, run.status = EXIT_FAILED, "disk_full"
-        elif isinstance(self._fatal, PlatformUnreachable):
-            run.errors.append(Failure(kind_of(self._fatal), str(self._fatal)))
-            run.exit_code, run.status = EXIT_UNREACHABLE, "unreachable"
-        elif self._fatal is not None:
+        if isinstance(self._fatal, RunFatal):
             run.errors.append(Failure(kind_of(self._fatal), str(self._fatal)))  # as `check` says it
-            run.exit_code, run.status = EXIT_CREDENTIALS, "credentials_rejected"
+            run.exit_code, run.status = self._fatal.exit_code, self._fatal.status
         elif self._interrupted is not None:
             run.exit_code, run.status = EXIT_SIGNAL[self._interrupted], "interrupted"
         elif all(d.status == "ok" for d in run.datasets) and run.datasets:
@@ -362,8 +359,6 @@ class Exporter:
         except DiskFull as exc:
             self.run.report_error = str(exc)
             log.error("report_not_written", error=str(exc))
-            try:
+            with contextlib.suppress(OSError):
                 self.destination.delete(report_name(self.run.shard))
-            except OSError:
-                pass
 

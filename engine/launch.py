@@ -16,32 +16,23 @@ import os
 import signal
 import sys
 
+from .early import remember as _remember
+from .early import take_early_signal
+
 _EARLY = (signal.SIGINT, signal.SIGTERM)
-_received: list[int] = []
-
-
-def _remember(signum: int, _frame: object) -> None:
-    _received.append(signum)
 
 
 def entry() -> None:
     for signum in _EARLY:
         signal.signal(signum, _remember)
     if sys.argv[1:] == ["--version"]:
-        from . import __version__
+        from . import __version__  # start-up time: `--version` answers before the engine's imports
 
         print(f"aep-export {__version__} (Python {sys.version.split()[0]})")
         return
-    from .cli import entry as cli_entry
+    from .cli import entry as cli_entry  # start-up time: after the signal handlers above
 
     cli_entry()
-
-
-def take_early_signal() -> int | None:
-    """The first signal that came before the exporter's handlers, if one did (taken once)."""
-    signum = _received[0] if _received else None
-    _received.clear()
-    return signum
 
 
 def restore_default_signals() -> None:

@@ -10,16 +10,18 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-from .masking import MASK, mask as _mask, register_secret  # noqa: F401 - register_secret re-exported
+from .masking import MASK, register_secret  # noqa: F401 - register_secret re-exported
+from .masking import mask as _mask
 
 _SENSITIVE_KEYS = ("token", "secret", "authorization", "password", "api_key")
 
 
-def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
         if any(s in key.lower() for s in _SENSITIVE_KEYS):
             event[key] = MASK

@@ -44,7 +44,7 @@ class FileTask:
         return self.name.endswith(".parquet")
 
 
-class FileStatus(str, Enum):
+class FileStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() of a status (reports, logs)
     DOWNLOADED = "downloaded"
     REUSED = "reused"  # verified by an earlier run, not fetched again
     FAILED = "failed"
@@ -92,3 +92,25 @@ class Timer:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+
+@dataclass
+class Listing:
+    """What one batch's listing produced besides downloadable files."""
+
+    skipped: list[str] = field(default_factory=list)  # marker files such as _SUCCESS
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (name, why) unsafe names
+    files: int = 0
+    bytes: int = 0  # sum of the listed lengths (where given)
+    untrusted: str | None = None  # why the listing cannot be trusted: the batch fails, without _SUCCESS
+
+    @property
+    def named(self) -> int:
+        """Every file the listing named: handed on, refused, or skipped as a marker."""
+        return self.files + len(self.refused) + len(self.skipped)
+
+
+def catalog_created(obj: Any) -> int | None:
+    """A Catalog object's `created` (ms since the epoch), the one reader of it; None when missing or not a number."""
+    value = obj.get("created") if isinstance(obj, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

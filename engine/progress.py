@@ -9,7 +9,7 @@ import structlog
 
 from .logs import Terminal
 from .model import Counters
-from .output.report import human_bytes
+from .units import human_bytes
 
 log = structlog.get_logger("aep_export.progress")
 

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from .output.report import RunOutcome
     from .output.status import ExportStatus
     from .output.verify import VerifyResult
+    from .plan import EntryPlan
     from .platform.listing import DatasetRow
-    from .platform.plan import EntryPlan
 
 VERSION = 1
 

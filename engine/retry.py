@@ -1,4 +1,8 @@
-"""The one place for failure policy: what is retryable, how long to wait, and pool-wide back-off.
+"""The one place for failure policy: what is retryable, how often and how long to wait, and
+pool-wide back-off. Every retry loop takes its numbers from here or from the RetryPolicy built from
+the settings (RetryPolicy.for_export): requests (RetryPolicy.run, the client's POST), connection
+attempts (reach.py), the S3 client's own retries (output/bucket.py), a file fetched again
+after failing verification or started over because it changed (transfer/download.py).
 
 Back-off is exponential with full jitter (AWS architecture blog), capped. A throttling answer
 (429/503) pauses the *whole* pool through the shared Pacer, unlike aria2 which aborts on 429 or
@@ -35,6 +39,12 @@ MAX_RETRY_AFTER = 600.0  # never sleep longer than this on a server's word
 # bytes and stalls, again and again, spends the failure budget with back-off instead.
 MIN_PROGRESS = 64 << 10
 REQUESTS_PER_BYTES = 256 << 10  # a file's request ceiling grows by one per this many bytes of it
+MAX_ATTEMPTS = 8  # tries per request (export.max_attempts' default; the S3 client's too)
+# Connection attempts to one host keep being retried for this long before the run stops:
+# long enough to ride out a restarting gateway or a DNS blip, short enough to fail a bad URL fast.
+UNREACHABLE_AFTER_S = 15.0
+INTEGRITY_REFETCHES = 2  # a file whose bytes fail verification is fetched again this often
+MAX_RESTARTS = 3  # starts over because the server's file changed under us
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -72,19 +82,25 @@ class Pacer:
         self._resume_at = max(self._resume_at, time.monotonic() + seconds)
 
     async def wait(self) -> None:
-        while (delay := self._resume_at - time.monotonic()) > 0:
+        while (delay := self._resume_at - time.monotonic()) > 0:  # noqa: ASYNC110 - the deadline moves when another request is throttled
             await asyncio.sleep(delay)
 
 
 @dataclass
 class RetryPolicy:
-    max_attempts: int = 8
+    max_attempts: int = MAX_ATTEMPTS
     base: float = 0.5
     cap: float = 30.0
+    reach_budget: float = UNREACHABLE_AFTER_S  # seconds of failed connection attempts before PlatformUnreachable
     pacer: Pacer = field(default_factory=Pacer)
     rng: random.Random = field(default_factory=random.Random)
     retries: int = 0  # counted for the run report
     continuations: int = 0  # failures after progress, continued at once
+
+    @classmethod
+    def for_export(cls, export: ExportSettings) -> RetryPolicy:
+        """The run's policy from its settings (a run and `check` alike)."""
+        return cls(max_attempts=export.max_attempts, base=export.backoff_base, cap=export.backoff_cap)
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
@@ -209,7 +225,7 @@ def stall_bound(export: ExportSettings) -> float:
     attempts = min(export.max_attempts, export.max_file_attempts)
     window = export.lowest_speed_time
     backoffs = sum(min(export.backoff_cap, export.backoff_base * 2**k) for k in range(1, attempts))
-    return window * (1 + 1 / SpeedWindow.CHECKS) + attempts * window + backoffs
+    return float(window * (1 + 1 / SpeedWindow.CHECKS) + attempts * window + backoffs)
 
 
 def describe(exc: BaseException) -> str:

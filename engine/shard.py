@@ -49,7 +49,7 @@ def entry_key(entry: Any) -> str:
     """What decides an entry's shard: `dataset:<id or name>`, `audience:<export job id>` or
     `audience:segment:<segment id>`."""
     if hasattr(entry, "segment_id"):  # an [[audiences]] entry
-        return entry.label
+        return str(entry.label)
     return f"dataset:{entry.label}" if entry.id is not None else f"dataset:{entry.name}"
 
 
@@ -65,7 +65,9 @@ class Share:
 def share_of(datasets: list[Any], audiences: list[Any], shard: Shard | None) -> Share:
     if shard is None:
         return Share(list(datasets), list(audiences))
-    mine = lambda e: shard_of(entry_key(e), shard.count) == shard.index  # noqa: E731
+    def mine(entry: Any) -> bool:
+        return shard_of(entry_key(entry), shard.count) == shard.index
+
     share = Share([d for d in datasets if mine(d)], [a for a in audiences if mine(a)])
     for d in datasets:
         if not mine(d) and getattr(d, "id", None):

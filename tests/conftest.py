@@ -17,8 +17,9 @@ from engine.config import Settings
 from engine.exporter import Exporter
 from engine.fake import FakeConfig, FakePlatform
 from engine.fake.data import ExpectedFile, spec_cache_key
-from engine.output.report import MANIFEST, REPORT, SUCCESS, SUMS, RunOutcome
+from engine.layout import MANIFEST, REPORT, SUCCESS, SUMS
 from engine.output.journal import JOURNAL, STATE_DIR
+from engine.output.report import RunOutcome
 
 BOOKKEEPING = {MANIFEST, SUMS, SUCCESS}
 
@@ -177,14 +178,14 @@ def moto():
 
 def part_of(final: Path) -> Path:
     """The temporary file the engine fills for the file whose final name is `final`."""
-    from engine.output.control import part_path
+    from engine.layout import part_path
 
     return part_path(final)
 
 
 def control_of(final: Path) -> Path:
     """The control file (held byte ranges) of that temporary file."""
-    from engine.output.control import control_path
+    from engine.layout import control_path
 
     return control_path(final)
 

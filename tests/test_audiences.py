@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import assert_files_match, read_report, run_export
+
 from engine.config import Settings
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.retry import RetryPolicy
 
 SEGMENT = "seg-high-value"

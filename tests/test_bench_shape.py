@@ -54,7 +54,7 @@ def raw_for(name: str, tools: list[str]) -> dict:
     for t in tools[1:]:
         samples[t] = [sample([rr(1.5)], [disc(0.5)], nbytes, files)]
     if name == "resume":
-        for t, refetched in zip(tools, (3 * MB, 1 * MB, 2 * MB)):
+        for t, refetched in zip(tools, (3 * MB, 1 * MB, 2 * MB), strict=False):
             samples[t][0]["refetched_bytes"] = refetched
     if name == "lan":
         samples["dd"] = [{"wall_s": 0.5, "mb_s": 200.0, "ok": True, "rc": 0, "cpu_s": 0.1, "peak_rss_mib": 1}]
@@ -67,7 +67,7 @@ def test_every_profile_keeps_the_contract_shape(name: str) -> None:
     entry = json.loads(json.dumps(profile_entry(build(name, quick=True), raw_for(name, tools), tools, 16, True)))
     assert "limit_mb_s" in entry and set(entry["tools"]) == set(tools)
     for t in tools:
-        assert CONTRACT <= set(entry["tools"][t])
+        assert set(entry["tools"][t]) >= CONTRACT
     peer, engine = entry["tools"]["aria2c-sha"], entry["tools"]["engine"]
     assert peer["mb_s"] == pytest.approx(100 / (1.5 + 0.5)) and peer["discovery_s"] == pytest.approx(0.5)
     assert engine["mb_s"] == pytest.approx(100 / 2.0) and engine["discovery_s"] is None

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import clean_env, run_cli, toml_config
+
 from engine.fake import DatasetSpec, FakeConfig
 
 SEGMENT = "seg-check"
@@ -56,7 +56,8 @@ def test_check_prints_each_batch_with_its_files_and_size_and_writes_nothing(org,
     replaced = fp.model.batches_by_key[replacement.replaces]
     assert f"batch {replaced.key}: not exported, replaced by" in p.stdout
     assert f"-> dataset {churn}" in p.stdout and "left out (not successful): 1 failed, 1 processing" in p.stdout
-    assert "would create dataset 'aep-export audience seg-check" in p.stdout and "would post an export job for segment seg-check" in p.stdout
+    assert "would create dataset 'aep-export audience seg-check" in p.stdout
+    assert "would post an export job for segment seg-check" in p.stdout
     total_files, total_bytes = sum(f for f, _ in want.values()), sum(b for _, b in want.values())
     assert re.search(rf"^{len(want)} batches, {total_files} files, .* would be exported$", p.stdout, re.M), p.stdout
     assert sum(b for _, b in planned.values()) == total_bytes

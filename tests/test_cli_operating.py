@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import clean_env, read_report, run_cli, toml_config
+
 from engine.fake import DatasetSpec, FakeConfig, Faults
 
 
@@ -20,6 +20,7 @@ def events(stderr: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def fake(fake_data_root: Path):
     from conftest import with_data_dir
+
     from engine.fake import FakePlatform
 
     # a few seeded 503s, so the debug log has retries to show
@@ -44,13 +45,14 @@ def test_version(tmp_path: Path) -> None:
 
 def test_verbose_logs_every_request_retry_and_decision(fake, tmp_path: Path) -> None:
     fake.reset_stats()
-    out, p = _run(fake, tmp_path, "-v", "--shard", "0/1")
+    _out, p = _run(fake, tmp_path, "-v", "--shard", "0/1")
     assert p.returncode == 0, p.stderr[-2000:]
     evs = events(p.stderr)
     http = [e for e in evs if e["event"] == "http"]
     # one debug line per request the fake answered (it counts them too), with method, URL and status
     assert len(http) == sum(fake.stats.statuses.values()) - fake.stats.requests["ims.token"] and http
-    assert {200} < {e["status"] for e in http} <= {200, 500, 502, 503, 504} and all(e["level"] == "debug" and "?" not in e["url"] for e in http)
+    assert {200} < {e["status"] for e in http} <= {200, 500, 502, 503, 504}
+    assert all(e["level"] == "debug" and "?" not in e["url"] for e in http)
     assert any(e["event"] == "retrying" for e in evs)
     debug = {e["event"] for e in evs if e["level"] == "debug"}
     assert {"shard_entries", "journal_loaded", "latest_pointer"} <= debug, debug

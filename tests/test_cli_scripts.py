@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import clean_env, read_manifest, read_report, run_cli, toml_config
+
 from engine.exporter import EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from engine.fake import DatasetSpec, FakeConfig
 
@@ -44,6 +44,7 @@ LIST_DATASET_KEYS = {"id", "name", "created", "last_batch", "error"}
 @pytest.fixture(scope="module")
 def fake(fake_data_root: Path):
     from conftest import with_data_dir
+
     from engine.fake import FakePlatform
 
     cfg = with_data_dir(FakeConfig(seed=191, datasets=[
@@ -318,11 +319,13 @@ def test_list_shows_every_dataset_with_its_last_successful_batch(fake, tmp_path:
 
     p = run_cli("list", "--config", config, "--name", "PROPENSITY", cwd=tmp_path)  # substring, any case
     assert p.returncode == EXIT_OK and p.stdout.splitlines()[0].split()[:3] == ["id", "name", "created"]
-    assert all(name in p.stdout for name in NAMES) and p.stdout.rstrip().endswith(f"3 datasets whose name contains 'PROPENSITY' in sandbox {fake.sandbox}")
+    assert all(name in p.stdout for name in NAMES)
+    assert p.stdout.rstrip().endswith(f"3 datasets whose name contains 'PROPENSITY' in sandbox {fake.sandbox}")
     p = run_cli("list", "--config", config, "--name", "churn", "--json", cwd=tmp_path)
     assert [d["name"] for d in json.loads(p.stdout)["datasets"]] == ["Churn propensity"]
     p = run_cli("list", "--config", config, "--name", "no such thing", cwd=tmp_path)
-    assert p.returncode == EXIT_OK and p.stdout.rstrip().endswith(f"0 datasets whose name contains 'no such thing' in sandbox {fake.sandbox}")
+    assert p.returncode == EXIT_OK
+    assert p.stdout.rstrip().endswith(f"0 datasets whose name contains 'no such thing' in sandbox {fake.sandbox}")
 
 
 async def test_the_sandbox_listing_pages_until_a_short_page_and_keeps_each_dataset_once() -> None:

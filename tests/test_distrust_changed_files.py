@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import expected_path, read_report, run_cli, toml_config, with_data_dir
+from liar.files import Regenerated, same_size_variant
+
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
 from engine.fake.server import ThreadedFakePlatform
-from engine.output.control import control_path, part_path
-from engine.transfer.ranges import RangeSet
-from engine.transfer.validators import RESUME_WINDOW, resume_windows
-from liar.files import Regenerated, same_size_variant
+from engine.layout import control_path, part_path
+from engine.ranges import RangeSet
+from engine.validators import RESUME_WINDOW, resume_windows
 
 RATE = 400e3  # bytes/s of the first run: the kill lands mid-file
 
@@ -115,7 +115,7 @@ def _held(final: Path) -> RangeSet:
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def _common_suffix(a: bytes, b: bytes) -> int:
@@ -168,7 +168,8 @@ async def test_a_control_file_without_validators_still_resumes_and_its_bytes_are
     and confirmed by the windows asked again, even when the server now sends an ETag. The run that
     ends the file is confirmed alone, before anything is written in front of it."""
     from conftest import run_export, settings_for
-    from engine.exporter import EXIT_OK
+
+    from engine.outcome import EXIT_OK
     from engine.output.control import BOOT_ID
 
     fp = make_fake(FakeConfig.small(n_datasets=1, files=1, rows=40000, seed=72))
@@ -206,7 +207,7 @@ async def test_a_control_file_without_validators_still_resumes_and_its_bytes_are
 def test_validators_from_the_server_are_untrusted_text() -> None:
     """What is sent back in If-Range: a strong ETag, else the date; never a weak ETag, never a
     value that is not a plain header value; a change of either is a change of the file."""
-    from engine.transfer.validators import Validator, changed
+    from engine.validators import Validator, changed
 
     assert Validator.of({"ETag": '"abc"', "Last-Modified": "Wed, 01 Jan 2026 00:00:00 GMT"}).if_range() == '"abc"'
     assert Validator.of({"ETag": 'W/"abc"', "Last-Modified": "Wed, 01 Jan 2026 00:00:00 GMT"}).if_range() == (

@@ -31,16 +31,15 @@ from pathlib import Path
 import anyio
 import pytest
 from aiohttp import web
+from conftest import assert_files_match, expected_path, read_report, run_export, settings_for, toml_config, with_data_dir
+from liar import wrap
 
-from conftest import (assert_files_match, expected_path, read_report, run_export, settings_for, toml_config,
-                      with_data_dir)
 from engine.errors import ExportError
 from engine.exporter import Exporter
 from engine.fake import FakeConfig, FakePlatform
 from engine.fake.server import ThreadedFakePlatform
-from engine.output.layout import LATEST, MANIFEST, SUCCESS, SUMS
+from engine.layout import LATEST, MANIFEST, SUCCESS, SUMS
 from engine.shard import Shard, share_of
-from liar import wrap
 
 EXIT_OK, EXIT_FAILED, EXIT_BUSY, EXIT_SIGTERM = 0, 1, 5, 143
 

@@ -74,7 +74,7 @@ async def _gateway_error(client: PlatformClient, status: int, body: bytes, heade
 # ----------------------------------------------------------------------------- documented shapes
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in FIXTURES.glob("gateway_error_*.json")) + ["throttled_429"])
+@pytest.mark.parametrize("name", [*sorted(p.stem for p in FIXTURES.glob("gateway_error_*.json")), "throttled_429"])
 async def test_the_gateway_shape_gives_its_code_and_message(name: str, client: PlatformClient) -> None:
     f = fixture(name)
     exc = await _gateway_error(client, f["status"], json.dumps(f["body"]).encode(), f.get("headers"))

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import assert_files_match, expected_path, read_report, run_export, settings_for
-from engine.exporter import EXIT_FAILED
-from engine.fake import DatasetSpec, FakeConfig
-from engine.model import BatchRef, FileTask
-from engine.output.report import SUCCESS
-from engine.platform.dataaccess import UntrustedListing, check_against_catalog, Listing
-from engine.platform.discovery import Discovery
-from engine.platform.plan import make_plan
 from liar import listings
+
+from engine.fake import DatasetSpec, FakeConfig
+from engine.layout import SUCCESS
+from engine.model import BatchRef, FileTask
+from engine.outcome import EXIT_FAILED
+from engine.plan import make_plan
+from engine.platform.dataaccess import Listing, UntrustedListing, check_against_catalog
+from engine.platform.discovery import Discovery
 
 PAGE = 10
 
@@ -186,8 +186,8 @@ class Pages:
 async def _items(client: Pages, start: str, max_listing_pages: int | None = None) -> list[dict]:
     discovery = Discovery(client)  # type: ignore[arg-type]
     if max_listing_pages is not None:
-        discovery.max_listing_pages = max_listing_pages  # export.max_listing_pages
-    return [item async for item in discovery._pages(start)]
+        discovery.data_access.max_listing_pages = max_listing_pages  # export.max_listing_pages
+    return [item async for item in discovery.data_access._pages(start)]
 
 
 def _page(*names: str, nxt: str | None = None) -> dict[str, Any]:
@@ -233,7 +233,7 @@ async def _listing(pages: dict[str, Any], dataset_files: list[dict], catalog: di
         tasks.append(task)
 
     batch = BatchRef("ds", "b", catalog or {})
-    return await Discovery(Pages(pages)).list_files(batch, dataset_files, sink), tasks  # type: ignore[arg-type]
+    return await Discovery(Pages(pages)).data_access.list_files(batch, dataset_files, sink), tasks  # type: ignore[arg-type]
 
 
 async def test_identical_entries_listed_twice_are_refused_and_none_of_the_listing_is_fetched() -> None:
@@ -244,9 +244,10 @@ async def test_identical_entries_listed_twice_are_refused_and_none_of_the_listin
 
 
 async def test_a_dataset_file_listed_twice_in_a_batch_is_refused() -> None:
-    client = Pages({"/data/foundation/export/batches/b/files": {"data": [{"dataSetFileId": "f1"}, {"dataSetFileId": "f2"}, {"dataSetFileId": "f1"}]}})
+    listed = [{"dataSetFileId": "f1"}, {"dataSetFileId": "f2"}, {"dataSetFileId": "f1"}]
+    client = Pages({"/data/foundation/export/batches/b/files": {"data": listed}})
     with pytest.raises(UntrustedListing, match="the dataSetFiles of batch b lists the dataSetFileId 'f1' twice"):
-        await Discovery(client).resolve_batch("ds", "b", {})  # type: ignore[arg-type]
+        await Discovery(client).data_access.resolve_batch("ds", "b", {})  # type: ignore[arg-type]
     # and a directory that lists itself (or another dataSetFile of the batch) again
     listing, tasks = await _listing({"/d": {"data": [{"name": "a"}, {"dataSetFileId": "d", "_links": {"self": {"href": "/d"}}}]}},
                                     [{"dataSetFileId": "d", "_links": {"self": {"href": "/d"}}}])

@@ -1,7 +1,7 @@
 """Names from the server never reach our own namespace (issue #17, cases 2 and 5).
 
 Our temporary and control files live in a hidden folder beside the data, named from a hash
-(engine/output/layout.py), so no listed name can be one of them and none passes NAME_MAX; a listed
+(engine/layout.py), so no listed name can be one of them and none passes NAME_MAX; a listed
 id that would be one of our own files fails its batch alone, in one line. `verify` flags any
 temporary file left behind, and `status` never calls a failed batch done.
 """
@@ -13,16 +13,15 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
+from conftest import assert_files_match, expected_path, read_report, run_cli, run_export, settings_for, sha256_of, toml_config
+from liar.names import rename_dataset_file, rename_files
 
-from conftest import (assert_files_match, expected_path, read_report, run_cli, run_export, settings_for,
-                      sha256_of, toml_config)
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.server import ThreadedFakePlatform
-from engine.output.layout import MANIFEST, STATE_DIR, SUCCESS, SUMS
+from engine.layout import MANIFEST, STATE_DIR, SUCCESS, SUMS
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.output.status import DONE, FAILED, export_status
 from engine.output.verify import verify_export
-from liar.names import rename_dataset_file, rename_files
 
 
 def _victim_batch(fp, dataset_id: str):
@@ -124,7 +123,8 @@ async def test_a_valid_name_of_250_bytes_exports(tmp_path: Path, make_fake) -> N
 async def test_temporary_files_are_hidden_from_readers_and_named_within_name_max(tmp_path: Path, make_fake) -> None:
     """A run stopped mid-file leaves its .part and control file where `pyarrow.dataset` (and
     `**/*.parquet`) never sees them, under names of fixed length."""
-    from engine.output.control import control_path, part_path, write_control
+    from engine.layout import control_path, part_path
+    from engine.output.control import write_control
 
     fp = make_fake(FakeConfig.small(n_datasets=1, files=2, rows=2000, seed=175))
     async with fp:
@@ -143,7 +143,7 @@ async def test_temporary_files_are_hidden_from_readers_and_named_within_name_max
 
 
 def _leftover_forms(final: Path) -> list[Path]:
-    from engine.output.control import control_path, part_path
+    from engine.layout import control_path, part_path
 
     batch = final.parent.parent
     return [part_path(final), control_path(final), control_path(final).with_name(control_path(final).name + ".tmp"),
@@ -174,8 +174,8 @@ async def test_verify_flags_every_leftover_temporary_file(tmp_path: Path, make_f
 async def test_a_part_left_beside_its_final_name_by_the_previous_version_resumes(tmp_path: Path, make_fake) -> None:
     """Compatibility: `<final>.part` and `<final>.part.ctl` beside the final name (the layout before)
     resume from exactly the ranges they hold, then leave nothing behind."""
-    from engine.transfer.ranges import RangeSet
-    from engine.transfer.validators import resume_windows
+    from engine.ranges import RangeSet
+    from engine.validators import resume_windows
 
     fp = make_fake(FakeConfig.small(n_datasets=1, files=2, rows=30000, seed=177))
     out = tmp_path / "out"

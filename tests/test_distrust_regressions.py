@@ -14,17 +14,24 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import (
-    assert_files_match, control_of, expected_path, part_of, read_manifest, read_report, run_export, settings_for,
+    assert_files_match,
+    control_of,
+    expected_path,
+    part_of,
+    read_manifest,
+    read_report,
+    run_export,
+    settings_for,
     sha256_of,
 )
-from engine.exporter import EXIT_FAILED, EXIT_OK
-from engine.fake import FakeConfig
-from engine.output.layout import LATEST, SUCCESS
-from engine.output.local import LocalTarget
-from engine.transfer.download import INTEGRITY_REFETCHES
 from liar.regress import corrupt_every_body, overstate_records
+
+from engine.fake import FakeConfig
+from engine.layout import LATEST, SUCCESS
+from engine.outcome import EXIT_FAILED, EXIT_OK
+from engine.output.local import LocalTarget
+from engine.retry import INTEGRITY_REFETCHES
 
 
 def _key(e) -> str:

@@ -17,17 +17,17 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import assert_files_match, expected_path, run_export, settings_for
+from liar import bodies
 from structlog.testing import capture_logs
 
-from conftest import assert_files_match, expected_path, run_export, settings_for
 from engine.config import ExportSettings
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.data import ExpectedFile
 from engine.model import FileResult
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.output.report import RunOutcome
 from engine.retry import MIN_PROGRESS, RetryPolicy, SpeedWindow, request_ceiling, stall_bound
-from liar import bodies
 
 WINDOW = 0.3  # export.lowest_speed_time in these tests
 CEILING = 40  # export.max_file_requests in these tests

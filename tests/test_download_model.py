@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 
 import pytest
 
-from engine.transfer.pieces import Download
-from engine.transfer.ranges import RangeSet
+from engine.pieces import Download
+from engine.ranges import RangeSet
 
 
 def test_rangeset_merges_touching_and_overlapping_ranges() -> None:
@@ -106,11 +107,11 @@ def test_the_hash_is_the_whole_files_whatever_order_the_bytes_arrive_in() -> Non
         disk = bytearray(len(data))
         d = Download(len(data))
         cuts = sorted({0, len(data), *(rng.randrange(len(data)) for _ in range(rng.randint(1, 12)))})
-        pieces = list(zip(cuts, cuts[1:]))
+        pieces = list(itertools.pairwise(cuts))
         rng.shuffle(pieces)
 
         def read_into(start: int, end: int, hasher) -> int:
-            hasher.update(bytes(disk[start:end]))
+            hasher.update(bytes(disk[start:end]))  # noqa: B023 - called within this iteration only
             return end
 
         for a, b in pieces:

@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 from aiohttp import web
-
 from conftest import read_manifest, read_report, run_export, settings_for
-from engine.exporter import EXIT_CREDENTIALS
+
 from engine.fake import FakeConfig
 from engine.fake.server import gw_error
-from engine.output.report import SUCCESS
+from engine.layout import SUCCESS
+from engine.outcome import EXIT_CREDENTIALS
 from engine.output.verify import verify_export
 
 

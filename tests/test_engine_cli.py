@@ -8,14 +8,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_files_match, clean_env, expected_path, files_under, run_cli, sha256sum_check, toml_config
+
 from engine.fake import DatasetSpec, FakeConfig
+
 
 @pytest.fixture(scope="module")
 def cli_export(tmp_path_factory: pytest.TempPathFactory, fake_data_root: Path):
     """One real CLI run (debug JSON logs) against a threaded fake platform, shared by this module."""
     from conftest import with_data_dir
+
     from engine.fake import FakePlatform
 
     cfg = with_data_dir(FakeConfig(seed=81, page_size=2, datasets=[
@@ -45,7 +47,7 @@ def test_cli_run_exit_0_and_files_with_env_and_flag_precedence(cli_export) -> No
 
 
 def test_cli_json_logs_are_json_lines_and_stdout_is_the_summary(cli_export) -> None:
-    _, _, out, proc, _ = cli_export
+    _, _, _out, proc, _ = cli_export
     events = []
     for line in proc.stderr.splitlines():
         if line.strip():
@@ -68,7 +70,7 @@ def test_cli_json_logs_are_json_lines_and_stdout_is_the_summary(cli_export) -> N
 
 
 def test_no_secret_or_token_in_any_output(cli_export) -> None:
-    fp, base, out, proc, tokens = cli_export
+    fp, _base, out, proc, tokens = cli_export
     assert tokens, "the fake issued no token: the check below would be empty"
     secrets = [fp.client_secret, *tokens]
     texts = {"stdout": proc.stdout, "stderr": proc.stderr}

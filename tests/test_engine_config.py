@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import clean_env, run_cli
+
 from engine.config import load_settings
 from engine.errors import ConfigError
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import files_under, read_report, run_cli, run_export, settings_for, toml_config
 
-from conftest import files_under, read_report, run_cli, settings_for, run_export, toml_config
-from engine.exporter import EXIT_CREDENTIALS
 from engine.fake import FakeConfig
+from engine.outcome import EXIT_CREDENTIALS
 
 WRONG_SECRET = "wrong-Secret-7f3a9c2e51"
 BAD_TOKEN = "bad-static-token-4c1d8e77a0"

@@ -10,14 +10,19 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp import web
-
 from conftest import (
-    assert_files_match, read_manifest, read_report, run_export, settings_for, sha256sum_check,
+    assert_files_match,
+    read_manifest,
+    read_report,
+    run_export,
+    settings_for,
+    sha256sum_check,
 )
-from engine.exporter import EXIT_FAILED, EXIT_OK
+
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.data import ExpectedFile
-from engine.output.report import SUCCESS
+from engine.layout import SUCCESS
+from engine.outcome import EXIT_FAILED, EXIT_OK
 
 # One org holding every variant the fake offers (tiny parquet, small pages).
 VARIANTS = {
@@ -52,6 +57,7 @@ class Exported:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, fake_data_root: Path) -> Exported:
     from conftest import with_data_dir
+
     from engine.fake import FakePlatform
 
     cfg = with_data_dir(FakeConfig(seed=41, page_size=2, datasets=list(VARIANTS.values())), fake_data_root)
@@ -243,7 +249,7 @@ async def test_many_datasets_are_discovered_concurrently_with_downloads(tmp_path
 
 async def test_many_datasets_cost_one_catalog_query_per_group(tmp_path: Path, make_fake) -> None:
     """30 datasets (each with a newer failed and a processing batch): 2 grouped Catalog queries, right batches."""
-    from engine.platform.discovery import CATALOG_GROUP
+    from engine.platform.selection import CATALOG_GROUP
 
     n = CATALOG_GROUP + 5
     async with make_fake(FakeConfig.small(n_datasets=n, files=1, rows=20, seed=47)) as fp:

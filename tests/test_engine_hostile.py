@@ -6,10 +6,11 @@ import unicodedata
 from pathlib import Path
 
 from conftest import assert_files_match, files_under, read_manifest, read_report, run_export, settings_for
-from engine.exporter import EXIT_FAILED
+
 from engine.fake import DatasetSpec, FakeConfig
 from engine.fake.data import HOSTILE_NAMES
-from engine.output.report import SUCCESS
+from engine.layout import SUCCESS
+from engine.outcome import EXIT_FAILED
 
 
 async def test_hostile_names_refused_others_exported(tmp_path: Path, make_fake) -> None:

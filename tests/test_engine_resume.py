@@ -7,17 +7,24 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import (
-    assert_files_match, expected_path, journal_path, read_manifest, read_report, run_export, settings_for,
-    sha256_of, sha256sum_check,
+    assert_files_match,
+    expected_path,
+    journal_path,
+    read_manifest,
+    read_report,
+    run_export,
+    settings_for,
+    sha256_of,
+    sha256sum_check,
 )
-from engine.exporter import EXIT_OK
+
 from engine.fake import FakeConfig
+from engine.layout import SUCCESS
+from engine.outcome import EXIT_OK
 from engine.output.control import BOOT_ID
-from engine.output.report import SUCCESS
-from engine.transfer.ranges import RangeSet
-from engine.transfer.validators import resume_windows
+from engine.ranges import RangeSet
+from engine.validators import resume_windows
 
 
 def window_bytes(held: list[tuple[int, int]], size: int) -> int:
@@ -142,7 +149,8 @@ async def test_leftover_part_file_is_resumed_or_replaced(tmp_path: Path, make_fa
         assert not list(out.rglob("*.part"))
         # resumed: the first half was not fetched again, but for the window that confirms it
         half = len(src) // 2
-        assert fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"] <= victim.size - half + window_bytes([(0, half)], victim.size)
+        refetched = fp.stats.bytes_by_file[f"{victim.dataset_file_id}/{victim.name}"]
+        assert refetched <= victim.size - half + window_bytes([(0, half)], victim.size)
         assert os.path.getsize(final) == victim.size
 
 

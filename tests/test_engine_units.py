@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email.utils
 import hashlib
@@ -14,18 +13,25 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from engine.platform.auth import TokenProvider
-from engine.platform.client import PlatformClient, make_session
+from engine.checks.integrity import DigestClaim, check_digests, digest_claims, expected_record_count, file_digest
 from engine.config import Settings
-from engine.platform.discovery import Discovery
-from engine.transfer.fetcher import parse_content_range
 from engine.errors import (
-    CredentialsRejected, IntegrityError, NotFound, PlatformError, RetryableStatus, Throttled, TransferError,
+    CredentialsRejected,
+    IntegrityError,
+    NotFound,
+    PlatformError,
+    RetryableStatus,
+    Throttled,
+    TransferError,
     UnsafeNameError,
 )
-from engine.checks.integrity import DigestClaim, check_digests, digest_claims, expected_record_count, file_digest
-from engine.output.paths import contained, safe_component, safe_relative
+from engine.layout import safe_component, safe_relative
+from engine.output.paths import contained
+from engine.platform.auth import TokenProvider
+from engine.platform.client import PlatformClient, make_session
+from engine.platform.discovery import Discovery
 from engine.retry import MAX_RETRY_AFTER, RetryPolicy, is_retryable, parse_retry_after
+from engine.transfer.fetcher import parse_content_range
 
 # ----------------------------------------------------------------------------- Retry-After
 
@@ -80,7 +86,7 @@ def test_delay_for_honours_retry_after_and_throttle_pauses_pool() -> None:
     (aiohttp.ClientConnectionError(), True),
     (aiohttp.ServerDisconnectedError(), True),
     (aiohttp.ClientPayloadError("short"), True),
-    (asyncio.TimeoutError(), True),
+    (TimeoutError(), True),
     (TimeoutError(), True),
     (NotFound(404, "x"), False),
     (PlatformError(400, "bad request"), False),
@@ -299,7 +305,7 @@ class StubClient:
 
 async def _collect(pages: dict[str, object], start: str) -> tuple[list[str], list[str]]:
     stub = StubClient(pages)
-    items = [item["name"] async for item in Discovery(stub)._pages(start)]  # type: ignore[arg-type]
+    items = [item["name"] async for item in Discovery(stub).data_access._pages(start)]  # type: ignore[arg-type]
     return items, stub.calls
 
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_files_match, clean_env, read_report, run_cli, toml_config
+
 from engine.config import load_settings
 from engine.errors import ConfigError
 from engine.fake import FakeConfig

@@ -156,9 +156,9 @@ async def test_catalog_latest_successful_batch(fp: FakePlatform, http: aiohttp.C
     after = await get_json(http, f"{fp.url}{CAT}/batches?dataSet={ds}&createdAfter={batch['created']}", headers(fp))
     assert key not in after and len(after) == 2
     asc = await get_json(http, f"{fp.url}{CAT}/batches?dataSet={ds}&sort=asc:created&properties=status", headers(fp))
-    assert list(asc.values())[0] == {"status": "success"}
+    assert next(iter(asc.values())) == {"status": "success"}
     paged = await get_json(http, f"{fp.url}{CAT}/batches?dataSet={ds}&orderBy=desc:created&limit=1&start=1", headers(fp))
-    assert list(paged.values())[0]["status"] == "failed"
+    assert next(iter(paged.values()))["status"] == "failed"
 
 
 async def test_catalog_variants(fp: FakePlatform, http: aiohttp.ClientSession) -> None:
@@ -244,7 +244,7 @@ async def test_hostile_names_are_served_by_path(http: aiohttp.ClientSession) -> 
         parts = await collect_parts(http, fp, fp.latest_batch(fp.dataset_ids[0]).data_id)
         names = {i["name"] for _, i in parts}
         assert "../../evil.parquet" in names and any("\x01" in n for n in names)
-        for href, item in parts:
+        for _href, item in parts:
             async with http.get(item["_links"]["self"]["href"], headers=headers(fp)) as r:
                 assert r.status == 200 and len(await r.read()) == int(item["length"])
 

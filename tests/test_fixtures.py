@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from engine.checks.integrity import expected_record_count
 from engine.config import Settings
 from engine.errors import CredentialsRejected, PlatformError, Throttled
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
@@ -19,9 +20,14 @@ from engine.model import BatchRef, FileTask
 from engine.platform.audiences import job_batches, job_failure, job_status
 from engine.platform.auth import TokenProvider, _ims_error, parse_token
 from engine.platform.catalog import (
-    created_dataset_id, downloadable, entries, predecessors, related_batches, related_datasets, replay_reason,
+    created_dataset_id,
+    downloadable,
+    entries,
+    predecessors,
+    related_batches,
+    related_datasets,
+    replay_reason,
 )
-from engine.checks.integrity import expected_record_count
 from engine.platform.client import PlatformClient, make_session
 from engine.platform.dataaccess import href, length, listing_items
 from engine.platform.discovery import Discovery
@@ -72,7 +78,7 @@ async def _listed(body: Any, start: str = "/listing") -> list[FileTask]:
 
     discovery = Discovery(StubClient({start: body}))  # type: ignore[arg-type]
     batch = BatchRef("ds", "batch")
-    listing = await discovery.list_files(batch, [{"dataSetFileId": "dsf-1", "_links": {"self": {"href": start}}}], sink)
+    listing = await discovery.data_access.list_files(batch, [{"dataSetFileId": "dsf-1", "_links": {"self": {"href": start}}}], sink)
     assert listing.files == len(tasks)
     return tasks
 
@@ -105,7 +111,7 @@ async def engine_catalog_old_form(f: dict) -> None:
             return await super().get_json(url, params)
 
     stub = KeyMissing({f"/data/foundation/export/batches/{data_id}/files": files})
-    batch, dsfs = await Discovery(stub).resolve_batch("ds", key, obj)  # type: ignore[arg-type]
+    batch, dsfs = await Discovery(stub).data_access.resolve_batch("ds", key, obj)  # type: ignore[arg-type]
     assert batch.batch_id == data_id and batch.expected_records == 46721830 and dsfs == files["data"]
 
 
@@ -120,7 +126,7 @@ async def engine_created_dataset(f: dict) -> None:
 
 async def engine_batch_files(f: dict) -> None:
     stub = StubClient({"/batch": f["body"]})
-    items = [i async for i in Discovery(stub)._pages("/batch")]  # type: ignore[arg-type]
+    items = [i async for i in Discovery(stub).data_access._pages("/batch")]  # type: ignore[arg-type]
     assert [i["dataSetFileId"] for i in items] == [i["dataSetFileId"] for i in f["body"]["data"]]
     assert href(items[0]).startswith("https://platform.adobe.io:443/")
 
@@ -128,7 +134,7 @@ async def engine_batch_files(f: dict) -> None:
 async def engine_batch_files_paged(f: dict) -> None:
     nxt = f["body"]["_links"]["next"]["href"]
     stub = StubClient({"/batch": f["body"], nxt: {"data": [{"dataSetFileId": "{FILE_ID_2}"}], "_page": {"limit": 1, "count": 6}}})
-    items = [i async for i in Discovery(stub)._pages("/batch")]  # type: ignore[arg-type]
+    items = [i async for i in Discovery(stub).data_access._pages("/batch")]  # type: ignore[arg-type]
     assert [i["dataSetFileId"] for i in items] == ["{FILE_ID_1}", "{FILE_ID_2}"]  # next followed, then the end
 
 
@@ -140,7 +146,7 @@ async def engine_files_listing(f: dict) -> None:
         tasks.append(task)
 
     stub = StubClient({"/listing": f["body"], nxt: {"data": [], "_page": {"limit": 100, "count": 0}}})
-    await Discovery(stub).list_files(BatchRef("ds", "b"), [{"dataSetFileId": "035e2520-5e69-11ea-b624-51ecfeba55d0-1",  # type: ignore[arg-type]
+    await Discovery(stub).data_access.list_files(BatchRef("ds", "b"), [{"dataSetFileId": "035e2520-5e69-11ea-b624-51ecfeba55d0-1",  # type: ignore[arg-type]
                                                             "_links": {"self": {"href": "/listing"}}}], sink)
     (task,) = tasks
     item = f["body"]["data"][0]
@@ -149,16 +155,18 @@ async def engine_files_listing(f: dict) -> None:
 
 async def engine_files_directory(f: dict) -> None:
     child = f["body"]["data"][0]["_links"]["self"]["href"]
-    leaf = {"data": [{"name": "part-00000.snappy.parquet", "length": "10", "_links": {"self": {"href": f"{child}?path=part-00000.snappy.parquet"}}}]}
+    part = "part-00000.snappy.parquet"
+    leaf = {"data": [{"name": part, "length": "10", "_links": {"self": {"href": f"{child}?path={part}"}}}]}
     tasks: list[FileTask] = []
 
     async def sink(task: FileTask) -> None:
         tasks.append(task)
 
     stub = StubClient({"/dir": f["body"], child: leaf})
-    await Discovery(stub).list_files(BatchRef("ds", "b"), [{"dataSetFileId": "8dcedb36-1cb2-4496-9a38-7b2041114b56-1",  # type: ignore[arg-type]
+    await Discovery(stub).data_access.list_files(BatchRef("ds", "b"), [{"dataSetFileId": "8dcedb36-1cb2-4496-9a38-7b2041114b56-1",  # type: ignore[arg-type]
                                                             "_links": {"self": {"href": "/dir"}}}], sink)
-    assert [(t.dataset_file_id, t.name, t.size) for t in tasks] == [("8dcedb36-1cb2-4496-9a38-7b2041114b56-1-1", "part-00000.snappy.parquet", 10)]
+    expected = [("8dcedb36-1cb2-4496-9a38-7b2041114b56-1-1", "part-00000.snappy.parquet", 10)]
+    assert [(t.dataset_file_id, t.name, t.size) for t in tasks] == expected
 
 
 async def engine_files_bare_array(f: dict) -> None:
@@ -312,9 +320,9 @@ def shape_problems(sample: Any, actual: Any, path: str = "", omit: tuple[str, ..
             problems += shape_problems(value, actual[i], sub, omit, maps) if i < len(actual) else [f"{sub}: missing"]
         return problems
     numbers = (int, float)
-    if isinstance(sample, bool) or isinstance(actual, bool) or not (isinstance(sample, numbers) and isinstance(actual, numbers)):
-        if type(sample) is not type(actual):
-            return [f"{path}: {type(sample).__name__} expected, got {type(actual).__name__} ({actual!r})"]
+    either_bool = isinstance(sample, bool) or isinstance(actual, bool)
+    if (either_bool or not (isinstance(sample, numbers) and isinstance(actual, numbers))) and type(sample) is not type(actual):
+        return [f"{path}: {type(sample).__name__} expected, got {type(actual).__name__} ({actual!r})"]
     return []
 
 
@@ -437,7 +445,8 @@ async def fake_catalog_last_batches(fp, ids, http) -> Answer:
 
 
 async def fake_catalog_create_dataset(fp, ids, http) -> Answer:
-    return await _ask(http, "POST", f"{fp.url}/data/foundation/catalog/dataSets", json=load("catalog_create_dataset")["request"]["json"], headers=_h(fp))
+    body = load("catalog_create_dataset")["request"]["json"]
+    return await _ask(http, "POST", f"{fp.url}/data/foundation/catalog/dataSets", json=body, headers=_h(fp))
 
 
 async def fake_export_batch_files(fp, ids, http) -> Answer:
@@ -513,7 +522,7 @@ async def fake_ups_job_delete(fp, ids, http) -> Answer:
 
 
 FAKE: dict[str, Any] = {name.removeprefix("fake_"): fn for name, fn in globals().items() if name.startswith("fake_")}
-FAKE.update({f"gateway_error_{c}": (lambda c: lambda fp, ids, http: fake_gateway_error(fp, ids, http, c))(c)
+FAKE.update({f"gateway_error_{c}": (lambda c: lambda fp, ids, http: fake_gateway_error(fp, ids, http, c))(c)  # noqa: B023 - bound by the outer lambda's argument
              for c in ("403010", "401013", "403000", "403003", "400003", "403025", "403027")})
 
 
@@ -531,9 +540,9 @@ async def test_the_fake_answers_with_the_samples_shape(name: str, org) -> None:
     sample = f["body"]
     if f.get("keyed_by_id"):
         assert isinstance(body, dict) and len(body) == len(sample), body
-        for (s_key, s_obj), (key, obj) in zip(sample.items(), body.items()):
+        for (_s_key, s_obj), (key, obj) in zip(sample.items(), body.items(), strict=False):
             if "id" in s_obj:
                 assert obj["id"] == key
-        sample, body = list(sample.values())[0], list(body.values())[0]
+        sample, body = next(iter(sample.values())), next(iter(body.values()))
     problems = shape_problems(sample, body, omit=tuple(f.get("fake_may_omit", ())), maps=tuple(f.get("maps", ())))
     assert not problems, f"{name}: the fake differs from the documented sample: {problems}"

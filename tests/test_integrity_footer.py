@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import IntegrityError
 from engine.checks.integrity import parquet_rows
+from engine.errors import IntegrityError
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ cases a file fetched in several ranges at once), that the rerun ends byte-identi
 left behind, and what the rerun fetched, in two parts:
 - exactly: it fetches what the killed run did not keep (its final files, the ranges its control
   files list, or its .part files as prefixes), not a byte more but the few KiB per held range
-  asked again to confirm the file did not change (transfer/validators.py: the fake sends no ETag);
+  asked again to confirm the file did not change (engine/validators.py: the fake sends no ETag);
 - bounded: what the killed run received but did not keep (a write buffer, a control file not yet
   rewritten) is at most about one second of transfer per connection (plus what the socket
   buffers held on its way: sent by the server, never read).
@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import control_of, controls_under, part_of, parts_under
+from liar import wrap
+
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.server import ThreadedFakePlatform
-from engine.transfer.ranges import RangeSet
-from engine.transfer.validators import resume_windows
-from liar import wrap
+from engine.ranges import RangeSet
+from engine.validators import resume_windows
 
 SLOW, FAST = 250e3, 4e6  # bytes/s per response
 IN_FLIGHT = 256 << 10  # per connection: sent by the server, still in socket buffers at the kill

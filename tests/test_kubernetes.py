@@ -132,7 +132,7 @@ def test_config_and_secret_file_fit_the_pod(job, container, tmp_path: Path, monk
 def test_readme_kubernetes_section_matches_the_manifests(job, container) -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Run on Kubernetes", 1)[1].split("\n## ", 1)[0]
-    for name in manifests() + ["kustomization.yaml"]:
+    for name in [*manifests(), "kustomization.yaml"]:
         assert f"deploy/kubernetes/{name}" in section or name in section, name
     blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
     assert blocks, "the section shows the Job's essentials as YAML"
@@ -150,7 +150,7 @@ def assert_subset(shown: Any, actual: Any, where: str = "job") -> None:
             assert_subset(v, actual[k], f"{where}.{k}")
     elif isinstance(shown, list):
         assert isinstance(actual, list) and len(shown) == len(actual), where
-        for i, (s, a) in enumerate(zip(shown, actual)):
+        for i, (s, a) in enumerate(zip(shown, actual, strict=False)):
             assert_subset(s, a, f"{where}[{i}]")
     else:
         assert shown == actual, f"{where}: README says {shown!r}, job.yaml {actual!r}"

@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-
 from conftest import assert_files_match, read_report, run_export, settings_for, with_data_dir
-from engine.exporter import EXIT_FAILED, EXIT_OK
+
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.platform.origin import origin_of, same_origin
 
 
@@ -66,9 +66,8 @@ async def _first_links(fp: FakePlatform) -> tuple[str, str]:
     batch = fp.latest_batch(fp.dataset_ids[0]).data_id
     h = {"Authorization": f"Bearer {fp.static_token}", "x-api-key": fp.client_id,
          "x-gw-ims-org-id": fp.org_id, "x-sandbox-name": fp.sandbox}
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{fp.url}/data/foundation/export/batches/{batch}/files", headers=h) as r:
-            body = await r.json()
+    async with aiohttp.ClientSession() as http, http.get(f"{fp.url}/data/foundation/export/batches/{batch}/files", headers=h) as r:
+        body = await r.json()
     return body["data"][0]["_links"]["self"]["href"], body["_links"]["next"]["href"]
 
 

@@ -14,11 +14,11 @@ import duckdb
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import assert_files_match, journal_path, run_cli, run_export, settings_for, sha256sum_check, with_data_dir
-from engine.exporter import EXIT_OK
+
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
-from engine.output.layout import LATEST, OLD_SUMS, SUMS, parse_latest, parse_sums, read_latest, read_sums
+from engine.layout import LATEST, OLD_SUMS, SUMS, parse_latest, parse_sums, read_latest, read_sums
+from engine.outcome import EXIT_OK
 
 
 def rows_of(batch) -> int:

@@ -10,18 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_export, settings_for
+
 from engine.config import AudienceSettings, DatasetSettings, ExportSettings
 from engine.errors import Throttled, TransferError
-from engine.exporter import EXIT_OK
 from engine.fake import FakeConfig
+from engine.outcome import EXIT_OK
 from engine.output.status import export_status
+from engine.pieces import Download
 from engine.platform.origin import same_origin
 from engine.retry import Budget, RetryPolicy
 from engine.shard import entry_key, shard_of
 from engine.transfer.fetcher import FileJob
-from engine.transfer.pieces import Download
 from engine.transfer.scheduler import Scheduler
 
 # ----------------------------------------------------------------------------- origins

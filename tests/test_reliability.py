@@ -209,8 +209,8 @@ def test_no_secret_in_any_output_at_debug_level(tmp_path):
     try:
         out = tmp_path / "out"
         config = write_config(fp, tmp_path / "c.toml", out)
-        res = subprocess.run([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--log-level", "debug", "--no-progress"],
-                             capture_output=True, text=True, timeout=120)
+        argv = [sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--log-level", "debug", "--no-progress"]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         tokens = fp.issued_tokens
     finally:
         fp.stop()

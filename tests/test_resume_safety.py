@@ -14,10 +14,11 @@ import os
 from pathlib import Path
 
 from conftest import assert_files_match, expected_path, journal_path, read_report, run_export, settings_for, sha256_of
-from engine.exporter import EXIT_FAILED, EXIT_OK
+
 from engine.fake import DatasetSpec, FakeConfig, Faults
+from engine.layout import control_path, part_path
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.output import local
-from engine.output.control import control_path, part_path
 
 
 async def test_no_stream_writes_past_the_prefix_of_a_part_that_has_no_control_file(tmp_path: Path, make_fake, monkeypatch) -> None:

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import clean_env, run_cli, toml_config
-from engine.output.layout import LATEST, MANIFEST, SUCCESS, SUMS
+from s3server import REGION, MotoServer
+
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.data import ExpectedFile
-from s3server import REGION, MotoServer
+from engine.layout import LATEST, MANIFEST, SUCCESS, SUMS
 
 PART = 5 << 20
 
@@ -114,7 +114,8 @@ def test_export_into_a_bucket_is_byte_identical_verified_reusable_and_readable(t
     assert json.loads(moto.read(bucket, f"{prefix}/report.json"))["totals"]["files_reused"] == len(expected)
 
     check = cli("verify", f"s3://{bucket}/{prefix}", moto=moto, cwd=tmp_path)
-    assert check.returncode == 0 and check.stdout.startswith(f"OK: {len(batches)} batches, {len(expected)} files"), check.stdout + check.stderr
+    summary = f"OK: {len(batches)} batches, {len(expected)} files"
+    assert check.returncode == 0 and check.stdout.startswith(summary), check.stdout + check.stderr
     status = cli("status", f"s3://{bucket}/{prefix}", "--json", moto=moto, cwd=tmp_path)
     assert status.returncode == 0, status.stdout + status.stderr
     assert json.loads(status.stdout)["complete"] and {r["batch"] for r in json.loads(status.stdout)["rows"]} == {b for _, b in batches}

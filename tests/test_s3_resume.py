@@ -12,8 +12,9 @@ from typing import Any
 
 import anyio
 import pytest
-
 from conftest import run_export
+from s3server import MotoServer
+
 from engine.config import ExportSettings, Settings, StoreURL
 from engine.fake import DatasetSpec, FakeConfig, Faults
 from engine.output import bucket as bucket_module
@@ -22,7 +23,6 @@ from engine.output.objectstore import MAX_PARTS, part_size_for, staging_key, upl
 from engine.output.spool import Spool
 from engine.output.upload import StoreTarget
 from engine.output.verify import verify_export
-from s3server import MotoServer
 
 PART = 5 << 20
 
@@ -273,7 +273,7 @@ async def test_parts_left_by_a_dead_pod_are_kept_and_the_hash_finished_from_the_
 async def test_flushes_cut_at_part_boundaries_land_in_the_right_parts(tmp_path: Path) -> None:
     """Chunks that end exactly on a part boundary, span several parts, or come out of order."""
     from engine.output.objectstore import Resumed, Uplink
-    from engine.transfer.pieces import Download
+    from engine.pieces import Download
 
     part, size = 8, 30
     data = bytes(range(size))

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-
 from conftest import assert_files_match, clean_env, read_report, run_cli, run_export, toml_config
+
 from engine.config import Settings
-from engine.exporter import EXIT_FAILED, EXIT_OK
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
 from engine.fake.data import Batch
+from engine.outcome import EXIT_FAILED, EXIT_OK
 from engine.platform.auth import TokenProvider
 from engine.platform.client import PlatformClient, make_session
 from engine.platform.discovery import Discovery
@@ -96,7 +96,7 @@ async def test_paging_through_shared_milliseconds_misses_and_doubles_nothing(sha
     ds = fp.dataset_ids[0]
     every = fp.model.datasets[ds].batches
     async with discovery_for(fp) as discovery:
-        got = await discovery.batches_created(ds)
+        got = await discovery.catalog.batches_created(ds)
     keys = [key for key, _ in got]
     assert len(keys) == len(set(keys)) == len(every) == 14  # 12 successful, 1 failed, 1 processing
     assert set(keys) == {b.key for b in every}
@@ -118,7 +118,7 @@ async def test_windows_whose_edges_fall_on_page_boundaries(shared_ms: FakePlatfo
     hi = _ms(fp, until) if until is not None else None
     after, before = (lo - 1 if lo is not None else None), hi  # since inclusive, until exclusive (config.window_ms)
     async with discovery_for(fp) as discovery:
-        got = [key for key, _ in await discovery.batches_created(ds, after, before)]
+        got = [key for key, _ in await discovery.catalog.batches_created(ds, after, before)]
     want = {b.key for b in fp.model.datasets[ds].batches if (lo is None or b.created >= lo) and (hi is None or b.created < hi)}
     assert want and len(got) == len(set(got)) and set(got) == want
 
@@ -159,7 +159,7 @@ async def test_batches_created_while_paging_are_listed_once(make_fake, pages_of_
 
     fp.h_batches = h_batches  # routes are bound when the server starts
     async with fp, discovery_for(fp) as discovery:
-        keys = [key for key, _ in await discovery.batches_created(ds)]
+        keys = [key for key, _ in await discovery.catalog.batches_created(ds)]
     assert len(served) >= 2 and served[0] == 4
     assert len(keys) == len(set(keys)) == 14 and {b.key for b in late} <= set(keys)
 
@@ -174,7 +174,8 @@ async def test_pinned_batches_and_the_legacy_batch_key(tmp_path: Path, make_fake
         ds, other = fp.dataset_ids
         b0, b1, b2 = successful(fp, ds)
         out = tmp_path / "out"
-        run = await run_export(settings(fp, out, [{"id": ds, "batches": [b0.key, b2.key]}, {"id": other, "batch": fp.latest_batch(other).key}]))
+        chosen = [{"id": ds, "batches": [b0.key, b2.key]}, {"id": other, "batch": fp.latest_batch(other).key}]
+        run = await run_export(settings(fp, out, chosen))
         assert run.exit_code == EXIT_OK, read_report(out)
         assert exported_batch_folders(out, ds) == {b0.data_id, b2.data_id}
         assert exported_batch_folders(out, other) == {fp.latest_batch(other).data_id}

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-
 from conftest import assert_files_match, expected_path, read_report, run_export, settings_for
-from engine.exporter import EXIT_OK
+
 from engine.fake import FakeConfig
+from engine.outcome import EXIT_OK
 
 GARBAGE = 64 << 10
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-
 from conftest import assert_files_match, clean_env, run_cli, toml_config, with_data_dir
+
 from engine.config import AudienceSettings, DatasetSettings
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.server import ThreadedFakePlatform

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-
 from conftest import assert_files_match, control_of, expected_path, part_of, toml_config, with_data_dir
+
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.server import ThreadedFakePlatform
-from engine.transfer.ranges import RangeSet
-from engine.transfer.validators import resume_windows
+from engine.ranges import RangeSet
+from engine.validators import resume_windows
 
 
 @pytest.fixture
@@ -96,6 +96,7 @@ def test_sigterm_keeps_held_bytes_and_the_rerun_never_asks_for_them(tmp_path: Pa
     for k, h in held.items():
         starts = [s for key, s in asked if key == k]
         confirming = {start for start, _ in resume_windows(h, expected[k].size)}  # a few KiB asked again (the fake sends no ETag)
-        assert not [s for s in starts if h.end_of_run(s) > s and s not in confirming], f"{k}: asked again from inside {h.as_list()}: {starts}"
+        inside = [s for s in starts if h.end_of_run(s) > s and s not in confirming]
+        assert not inside, f"{k}: asked again from inside {h.as_list()}: {starts}"
         if h.total == expected[k].size:
             assert starts == [], f"{k} was complete but fetched again"

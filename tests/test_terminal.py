@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from conftest import clean_env, toml_config
+
 from engine.fake import DatasetSpec, FakeConfig, Faults
 
 PROGRESS = "⬇"  # the live line's first character (engine/progress.py)

@@ -5,15 +5,16 @@ strategy with several streams writing one file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-
 from conftest import assert_files_match, expected_path, read_report, run_export, settings_for
-from engine.exporter import EXIT_OK
+
 from engine.fake import DatasetSpec, FakeConfig, Faults
+from engine.outcome import EXIT_OK
 from engine.output import local
 from engine.transfer.scheduler import Scheduler
 
@@ -38,10 +39,8 @@ async def test_a_file_starting_over_while_another_file_streams(tmp_path: Path, m
 
     async def slow_restart(self) -> None:
         window["open"] = True
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(lent_in_window.wait(), timeout=30)
-        except TimeoutError:
-            pass
         window["open"] = False
         await original_restart(self)
 

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from conftest import clean_env, read_report, run_export, settings_for
-from engine.exporter import EXIT_UNREACHABLE
+
 from engine.fake import FakeConfig, Faults
-from engine.platform.reach import UNREACHABLE_AFTER_S
+from engine.outcome import EXIT_UNREACHABLE
+from engine.retry import UNREACHABLE_AFTER_S
 
 BOUND_S = 40.0
 

@@ -16,7 +16,9 @@ the whole decoder. tests/test_integrity_footer.py checks it against pyarrow on r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 # Compact protocol wire types (thrift/doc/specs/thrift-compact-protocol.md)
 _BOOL_TRUE, _BOOL_FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT, _UUID = range(1, 14)
@@ -78,7 +80,10 @@ def page_header(raw: bytes) -> PageHeader:
 
 def footer_counts(raw: bytes) -> FooterCounts:
     r = _CompactReader(raw)
-    num_rows, schema, groups, chunks = None, 0, [], []
+    num_rows: int | None = None
+    schema = 0
+    groups: list[Any] = []
+    chunks: list[Any] = []
     for field, wire in r.fields():
         if field == 2 and wire == _LIST:
             schema = r.skip_list()
@@ -184,7 +189,7 @@ class _CompactReader:
         n = self.varint()
         return (n >> 1) ^ -(n & 1)
 
-    def fields(self):
+    def fields(self) -> Iterator[tuple[int, int]]:
         """(field id, wire type) of each field of a struct, up to its stop byte."""
         field = 0
         while True:

@@ -16,7 +16,15 @@ from typing import Any
 
 from ..errors import IntegrityError
 from .footer import (
-    DATA_PAGE, DATA_PAGE_V2, DICTIONARY_PAGE, ColumnChunk, FooterError, PageHeader, Truncated, footer_counts, page_header,
+    DATA_PAGE,
+    DATA_PAGE_V2,
+    DICTIONARY_PAGE,
+    ColumnChunk,
+    FooterError,
+    PageHeader,
+    Truncated,
+    footer_counts,
+    page_header,
 )
 
 PARQUET_MAGIC = b"PAR1"
@@ -128,13 +136,19 @@ def parquet_rows(path: Path, *, deep: bool = False) -> int:
     with pyarrow (page checksums)."""
     rows = _footer_rows(path)
     if deep:
-        import pyarrow.parquet as pq  # heavy: only for the optional deep check
-
-        try:
-            pq.read_table(path, page_checksum_verification=True)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise IntegrityError(f"{path.name}: parquet pages unreadable: {exc}") from exc
+        read_every_page(path, path.name)
     return rows
+
+
+def read_every_page(source: Any, name: str) -> None:
+    """The deep check, wherever the file is (a path, or a file object over a bucket's object):
+    pyarrow reads every page and checks its checksum."""
+    import pyarrow.parquet as pq  # heavy: only for the optional deep check
+
+    try:
+        pq.read_table(source, page_checksum_verification=True)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise IntegrityError(f"{name}: parquet pages unreadable: {exc}") from exc
 
 
 def _footer_rows(path: Path) -> int:
@@ -217,7 +231,8 @@ def _page_header_at(read_at: Callable[[int, int], bytes], pos: int, data_end: in
 
 def expected_record_count(batch: Mapping[str, Any]) -> int | None:
     """Record count the Catalog states for a batch, in either metrics form; None if unknown."""
-    metrics = batch.get("metrics") if isinstance(batch.get("metrics"), Mapping) else {}
+    found = batch.get("metrics")
+    metrics: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     for source, key in ((metrics, "outputRecordCount"), (metrics, "recordsWritten"), (batch, "recordCount")):
         value = source.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:

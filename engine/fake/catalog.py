@@ -6,13 +6,18 @@ import hashlib
 import math
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .data import Batch, Dataset
 from .http import int_param, json_body, problem
+
+if TYPE_CHECKING:
+    from .config import FakeConfig
+    from .data import Model
 
 PAGING = {"limit", "start", "offset", "orderBy", "sort", "properties", "property"}
 
@@ -29,7 +34,15 @@ class CreatedDataset:
 
 
 class CatalogApi:
-    """Catalog routes (a mixin of FakePlatform)."""
+    """Catalog routes (a mixin of FakePlatform, which sets what it uses, declared here)."""
+
+    cfg: FakeConfig
+    model: Model
+    hidden_batches: set[str]  # Catalog keys not yet visible (tests: created while paging)
+    _attached: dict[str, str]
+    _batch_polls: Counter[str]
+    _created: dict[str, CreatedDataset]
+    _objs_by_dataset: dict[str, list[dict[str, Any]]] | None
 
     def _batch_obj(self, b: Batch) -> dict[str, Any]:
         ds = b.dataset
@@ -142,7 +155,7 @@ class CatalogApi:
                 fields = rest.split(",")
             else:
                 fields = spec.split(",")
-        return sorted(objs, key=lambda o: tuple(_sort_key(o.get(f)) for f in fields) + (o["id"],),
+        return sorted(objs, key=lambda o: (*tuple(_sort_key(o.get(f)) for f in fields), o["id"]),
                       reverse=direction.strip().lower() == "desc")
 
     @staticmethod

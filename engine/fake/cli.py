@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .presets import PRESETS
+
 if TYPE_CHECKING:
     from .config import FakeConfig
-
-from .presets import PRESETS
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -73,7 +74,8 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
     cfg = FakeConfig.preset(args.preset, seed=args.seed)
     specs = list(cfg.datasets)
     if args.datasets:
-        specs = [dataclasses.replace(specs[i % len(specs)], id=None, name=None, audience_job=(i == 0 and any(s.audience_job for s in specs)))
+        with_job = any(s.audience_job for s in specs)
+        specs = [dataclasses.replace(specs[i % len(specs)], id=None, name=None, audience_job=(i == 0 and with_job))
                  for i in range(args.datasets)]
     overrides: dict[str, Any] = {}
     if args.files_per_batch:
@@ -95,10 +97,8 @@ async def serve(cfg: FakeConfig, host: str, port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
     from .server import FakePlatform
 
     async with FakePlatform(cfg, host=host, port=port) as fp:

@@ -209,7 +209,7 @@ class Model:
             name=spec.name or f"Customer AI Scores - fake app {i}",
             view_id=_hex(24, self.seed, "view", ds_id), created=created,
         )
-        statuses = [spec.status_word] * max(spec.batches, 0)
+        statuses: list[str] = [spec.status_word] * max(spec.batches, 0)
         if spec.failed_batch:
             statuses.append("failed")
         if spec.processing_batch:

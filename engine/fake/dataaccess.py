@@ -8,20 +8,38 @@ import hashlib
 import hmac
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from .data import DataSetFile, Dataset, PartFile
+from .data import Dataset, DataSetFile, PartFile
 from .faults import RequestFaultState
 from .http import EXPORT, FAULTS, T0, content_type_for, gw_error, int_param, parse_range
+
+if TYPE_CHECKING:
+    from .config import FakeConfig
+    from .data import Model
+    from .faults import FaultEngine
+    from .server import FakeStats
 
 CHUNK = 1 << 20
 
 
 class DataAccessApi:
-    """Data Access routes and the redirect (blob) host's download (a mixin of FakePlatform)."""
+    """Data Access routes and the redirect (blob) host's download (a mixin of FakePlatform, which
+    sets what it uses, declared here)."""
+
+    cfg: FakeConfig
+    model: Model
+    stats: FakeStats
+    faults_engine: FaultEngine
+    redirect_url: str
+    _attached: dict[str, str]
+    _sig_key: bytes
+
+    def link_base(self, request: web.Request, rel: str = "self") -> str:
+        raise NotImplementedError  # FakePlatform's
 
     def _page_size(self, ds: Dataset) -> int:
         return max(1, min(100, ds.spec.page_size or self.cfg.page_size))
@@ -105,7 +123,7 @@ class DataAccessApi:
 
     async def h_blob(self, request: web.Request) -> web.StreamResponse:
         """Redirect target: no gateway auth, but a signed URL (like a pre-signed blob URL)."""
-        names = sorted(k.lower() for k in request.headers.keys())
+        names = sorted(k.lower() for k in request.headers)
         self.stats.redirect_requests += 1
         self.stats.redirect_header_names.append(names)
         if "authorization" in names or "x-api-key" in names:
@@ -137,7 +155,7 @@ class DataAccessApi:
         rng = parse_range(request.headers.get("Range"), total)
         if rng is not None and fs.decide("ignore_range", fl.ignore_range):
             rng = None
-        if rng == "416":
+        if isinstance(rng, str):  # "416"
             return web.Response(status=416, headers={"Content-Range": f"bytes */{total}"})
         return await self._stream(request, f, part, rng, fs)
 

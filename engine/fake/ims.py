@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from .config import FakeConfig
+    from .server import FakeStats
 
 
 class ImsApi:
     """`POST /ims/token/v3` (a mixin of FakePlatform: uses its cfg, stats and token table)."""
+
+    cfg: FakeConfig
+    stats: FakeStats
+    _tokens: dict[str, float]  # token -> monotonic expiry
 
     async def h_token(self, request: web.Request) -> web.Response:
         form = dict(request.query)

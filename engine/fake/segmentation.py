@@ -5,11 +5,16 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .http import UPS, int_param, json_body, problem
+
+if TYPE_CHECKING:
+    from .catalog import CreatedDataset
+    from .config import FakeConfig
+    from .data import Model
 
 
 @dataclass
@@ -27,7 +32,14 @@ class ExportJob:
 
 
 class SegmentationApi:
-    """Export job routes (a mixin of FakePlatform)."""
+    """Export job routes (a mixin of FakePlatform, which sets what it uses, declared here)."""
+
+    cfg: FakeConfig
+    model: Model
+    _jobs: dict[int, ExportJob]
+    _next_job_id: int
+    _attached: dict[str, str]
+    _created: dict[str, CreatedDataset]
 
     def _preconfigure_jobs(self) -> None:
         for ds in self.model.datasets.values():

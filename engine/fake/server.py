@@ -6,6 +6,7 @@ it is sent (a correct client must not forward Authorization/x-api-key there).
 """
 
 from __future__ import annotations
+
 import asyncio
 import email.utils
 import hashlib
@@ -13,9 +14,10 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -90,7 +92,7 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
     # -- public API -------------------------------------------------------------------
 
     @property
-    def faults(self):  # noqa: ANN201 - live Faults object; mutate to toggle at runtime
+    def faults(self):
         return self.cfg.faults
 
     @property
@@ -154,7 +156,9 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
     def reset_stats(self) -> None:
         self.faults_engine.reset()
         s = self.stats
-        s.requests.clear(); s.statuses.clear(); s.bytes_by_file.clear()
+        s.requests.clear()
+        s.statuses.clear()
+        s.bytes_by_file.clear()
         s.bytes_sent = s.tokens_issued = s.redirect_requests = 0
         s.redirect_header_names.clear()
         s.redirect_saw_auth = False
@@ -356,7 +360,7 @@ class ThreadedFakePlatform:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self.platform.start())
-        except BaseException as exc:  # surface start errors to the caller
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the caller in start(); surface start errors to the caller
             self._error = exc
             self._ready.set()
             return

@@ -9,13 +9,14 @@ Credentials, region and endpoint come from botocore's standard chain: AWS_ACCESS
 AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL(_S3), profiles, web
 identity (EKS pod roles) and the container or instance role. Failures are translated once here:
 a missing bucket is a configuration error (exit 2), refused credentials exit 3, an endpoint that
-cannot be reached exit 4 (after the gateway's budget, engine/platform/reach.py), anything else
+cannot be reached exit 4 (after the gateway's budget, engine/reach.py), anything else
 (after botocore's own retries) is a StoreError.
 """
 
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,9 +30,9 @@ import anyio.lowlevel
 
 from ..config import StoreURL
 from ..errors import ConfigError, CredentialsRejected, StoreError
-from ..logs import register_secret
-from ..platform.reach import CONNECT_FAILURES, connecting
-from ..retry import RetryPolicy
+from ..masking import register_secret
+from ..reach import CONNECT_FAILURES, connecting
+from ..retry import MAX_ATTEMPTS, RetryPolicy
 
 T = TypeVar("T")
 COPY_LIMIT = 5 << 30  # S3's largest single CopyObject; larger objects are copied part by part
@@ -77,13 +78,14 @@ class Bucket:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: StoreURL, *, connections: int = 32) -> AsyncIterator[Bucket]:
+    async def connect(cls, url: StoreURL, *, connections: int = 32, attempts: int = MAX_ATTEMPTS) -> AsyncIterator[Bucket]:
         """A client for the URL's bucket, checked before anything is attempted (bucket, credentials)."""
+        # Imported here: aiobotocore is needed only for an s3:// out_dir (an optional extra's worth of start-up time)
         from aiobotocore.config import AioConfig
         from aiobotocore.session import get_session
 
         session = get_session()
-        config = AioConfig(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=connections,
+        config = AioConfig(retries={"mode": "standard", "max_attempts": attempts}, max_pool_connections=connections,
                            connect_timeout=30, read_timeout=120,
                            # every body we send carries its x-amz-checksum-sha256: no second hash to sign it
                            s3={"payload_signing_enabled": False})
@@ -134,7 +136,7 @@ class Bucket:
     async def _call(self, op: str, what: str, **kw: Any) -> Any:
         try:
             return await getattr(self.client, op)(Bucket=self.name, **kw)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             raise translate(exc, what, self.url) from None
 
     # -- objects --------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ class Bucket:
     async def head(self, rel: str) -> dict[str, Any] | None:
         try:
             return await self.client.head_object(Bucket=self.name, Key=self.key(rel))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             if _code(exc) in _MISSING:
                 return None
             raise translate(exc, f"read {rel}", self.url) from None
@@ -168,7 +170,7 @@ class Bucket:
             async with resp["Body"] as body:
                 async for chunk in body.iter_chunks(1 << 20):
                     yield chunk
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             raise translate(exc, f"read {rel}", self.url) from None
 
     async def read_text(self, rel: str) -> str | None:
@@ -178,7 +180,7 @@ class Bucket:
                 return (await body.read()).decode("utf-8")
         except UnicodeDecodeError:
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             if _code(exc) in _MISSING:
                 return None
             raise translate(exc, f"read {rel}", self.url) from None
@@ -232,7 +234,7 @@ class Bucket:
                                 PartNumber=number, Body=body, ContentLength=length, ChecksumSHA256=b64(sha256))
         return Part(number, length, resp["ETag"], b64(sha256))
 
-    async def list_uploads(self, rel_prefix: str) -> list[Upload]:
+    async def list_uploads(self, rel_prefix: str) -> builtins.list[Upload]:  # `list` is a method here
         found, kw = [], {"Prefix": self.key(rel_prefix)}
         while True:
             page = await self._call("list_multipart_uploads", f"list uploads under {rel_prefix}", **kw)
@@ -241,13 +243,13 @@ class Bucket:
                 return found
             kw.update(KeyMarker=page["NextKeyMarker"], UploadIdMarker=page["NextUploadIdMarker"])
 
-    async def list_parts(self, rel: str, upload_id: str) -> list[Part] | None:
+    async def list_parts(self, rel: str, upload_id: str) -> builtins.list[Part] | None:
         """The parts already uploaded, or None when the upload no longer exists."""
         parts, kw = [], {"Key": self.key(rel), "UploadId": upload_id}
         while True:
             try:
                 page = await self.client.list_parts(Bucket=self.name, **kw)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
                 if _code(exc) == "NoSuchUpload":
                     return None
                 raise translate(exc, f"list the parts of {rel}", self.url) from None
@@ -256,14 +258,14 @@ class Bucket:
                 return parts
             kw["PartNumberMarker"] = page["NextPartNumberMarker"]
 
-    async def complete(self, rel: str, upload_id: str, parts: list[Part]) -> None:
+    async def complete(self, rel: str, upload_id: str, parts: builtins.list[Part]) -> None:
         await self._call("complete_multipart_upload", f"complete {rel}", Key=self.key(rel), UploadId=upload_id,
                          MultipartUpload={"Parts": [p.for_completion() for p in sorted(parts, key=lambda p: p.number)]})
 
     async def abort(self, rel: str, upload_id: str) -> None:
         try:
             await self.client.abort_multipart_upload(Bucket=self.name, Key=self.key(rel), UploadId=upload_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             if _code(exc) != "NoSuchUpload":
                 raise translate(exc, f"abort the upload of {rel}", self.url) from None
 

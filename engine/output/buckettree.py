@@ -15,14 +15,13 @@ from typing import TypeVar
 
 import anyio
 
-from ..checks.integrity import footer_rows
+from ..checks.integrity import footer_rows, read_every_page
 from ..config import StoreURL
-from ..errors import ConfigError, IntegrityError
+from ..errors import ConfigError
+from ..layout import MANIFEST, STATE_DIR, SUCCESS, UPLOADS
 from .bucket import Bucket, ObjectView
 from .destination import ViewFile
-from .layout import STATE_DIR, UPLOADS
 from .objectstore import upload_owner
-from .report import MANIFEST, SUCCESS
 from .verify import ExportTree
 
 T = TypeVar("T")
@@ -82,12 +81,7 @@ class BucketTree:
         view = ObjectView(self.bucket, rel, self.objects[rel])
         rows = footer_rows(view.read_at, view.size, rel.rpartition("/")[2])
         if deep:
-            import pyarrow.parquet as pq  # heavy: only for the optional deep check
-
-            try:
-                pq.read_table(io.BufferedReader(ViewFile(view.read_at, view.size), 8 << 20), page_checksum_verification=True)
-            except Exception as exc:  # pyarrow raises several types for a damaged file
-                raise IntegrityError(f"{rel}: parquet pages unreadable: {exc}") from exc
+            read_every_page(io.BufferedReader(ViewFile(view.read_at, view.size), 8 << 20), rel)
         return rows
 
     def top_level_names(self) -> list[str]:

@@ -1,6 +1,6 @@
 """The control file of a `.part`: which byte ranges it holds (aria2's `.aria2`, in JSON).
 
-Where both live is output/layout.py (`part_path`, `control_path`: in the hidden folder beside the
+Where both live is engine/layout.py (`part_path`, `control_path`: in the hidden folder beside the
 final name). The control file is rewritten atomically (temp + rename), so a cut write leaves the previous
 state readable. A .part without one is a contiguous prefix: one stream appending to it in order
 needs no control file (small files never get one), and one is written before a second stream may
@@ -14,7 +14,7 @@ before the machine last booted (another `boot` id: a node crash, or a pod moved 
 keeps only `synced`, since bytes written but never synced may not have survived.
 
 `etag` and `last_modified`, when the server sent them, identify the version of the file the held
-bytes belong to (transfer/validators.py): the resume asks with If-Range. A `.part` whose server
+bytes belong to (engine/validators.py): the resume asks with If-Range. A `.part` whose server
 sends a validator always has a control file, written when the first response arrives; one
 without these fields (an older run, a server that sends none) is confirmed by bytes instead.
 """
@@ -26,11 +26,11 @@ import os
 from pathlib import Path
 
 from ..checks.integrity import PARQUET_MAGIC
+from ..layout import control_path, split_marker
 from ..model import FileTask
-from ..transfer.ranges import RangeSet
-from .layout import control_path, part_path, split_marker  # noqa: F401 - part_path re-exported
+from ..ranges import RangeSet
+from ..validators import Validator
 from .diskio import atomic_write
-from ..transfer.validators import Validator
 
 CONTROL_VERSION = 1
 

@@ -10,20 +10,14 @@ The local folder is one implementation (`output/local.py`); object storage is an
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..model import FileTask
-from ..transfer.pieces import Download
-from ..transfer.ranges import RangeSet
-from ..transfer.validators import Validator
-
-if TYPE_CHECKING:
-    import anyio
-
-    from ..config import ExportSettings, StoreSettings
+from ..pieces import Download
+from ..ranges import RangeSet
+from ..validators import Validator
 
 
 @dataclass(frozen=True)
@@ -137,35 +131,3 @@ class Destination(Files, Protocol):
     async def open(self, task: FileTask) -> Target: ...
 
     def record(self, task: FileTask, size: int, sha256: str, rows: int | None) -> None: ...
-
-
-@asynccontextmanager
-async def open_destination(export: ExportSettings, store: StoreSettings, disk: anyio.CapacityLimiter,
-                           shard: str | None = None) -> AsyncIterator[Destination]:
-    """The destination out_dir names, ready (a bucket is checked before anything is attempted).
-    A shard keeps its own journal in a folder; in a bucket each object's metadata is its entry."""
-    from ..config import StoreURL
-
-    if isinstance(export.out_dir, StoreURL):
-        from .objectstore import ObjectStoreDestination
-
-        async with ObjectStoreDestination.connect(export, store, disk) as bucket:
-            yield bucket
-        return
-    from .diskio import is_no_space
-    from .journal import Journal
-    from .local import LocalDestination
-
-    export.out_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(export.out_dir, shard)
-    journal.load()
-    try:
-        yield LocalDestination(export, journal, disk)
-    finally:
-        try:
-            journal.close()
-        except OSError as exc:
-            # Its last fsync found no space (NFS reports it there, after the report is written):
-            # the run's outcome stands, the journal only saves re-hashing (README, Resume).
-            if not is_no_space(exc):
-                raise

@@ -8,6 +8,7 @@ trip readers such as pyarrow.dataset).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Iterator, Sequence
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DiskFull
-from .layout import write_temp
+from ..layout import write_temp
 
 IOV_MAX = 512  # chunks per pwritev, well below the kernel's IOV_MAX (1024)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -111,7 +112,5 @@ def fsync_folder(folder: Path) -> None:
 
 
 def _remove(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # the write's own error is the one to report
         path.unlink(missing_ok=True)
-    except OSError:
-        pass  # the write's own error is the one to report

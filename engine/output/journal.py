@@ -15,10 +15,11 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 import structlog
 
-from .layout import STATE_DIR, read_sums, shard_suffix
+from ..layout import STATE_DIR, read_sums, shard_suffix
 
 log = structlog.get_logger("aep_export.journal")
 
@@ -44,7 +45,7 @@ class Journal:
         self.path = out_dir / STATE_DIR / journal_name(shard)
         self._entries: dict[str, Verified] = {}
         self._sums: dict[str, dict[str, str]] = {}  # batch folder -> its checksum list, read once
-        self._fh = None
+        self._fh: TextIO | None = None
         self._lock = threading.Lock()  # commits record from worker threads
 
     def load(self) -> None:

@@ -1,5 +1,5 @@
 """The local folder as a destination: a `.part` filled in place, with its control file
-(output/control.py), both in the hidden folder beside the final name (output/layout.py), renamed
+(output/control.py), both in the hidden folder beside the final name (engine/layout.py), renamed
 to its final name once verified. A `.part` an earlier version left beside the final name is moved
 there first and resumed.
 
@@ -9,6 +9,7 @@ the control file says which ranges that covered (what a node crash cannot take b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -25,18 +26,18 @@ import structlog
 from ..checks.integrity import file_digest, hash_from_disk, parquet_rows
 from ..config import ExportSettings
 from ..errors import FileWontFit, IntegrityError
+from ..layout import control_path, legacy_part, part_path, split_marker, temp_folder
 from ..model import FileTask
-from ..transfer.pieces import Download
-from ..transfer.ranges import RangeSet
-from ..transfer.validators import Validator
-from .control import control_path, held_ranges, part_path, write_control
+from ..pieces import Download
+from ..ranges import RangeSet
+from ..units import human_bytes
+from ..validators import Validator
+from .control import held_ranges, write_control
 from .destination import Check, Existing
 from .diskio import pwrite_all
 from .journal import Journal, Verified
-from .layout import legacy_part, split_marker, temp_folder
 from .localfiles import LocalFiles
 from .paths import contained
-from .report import human_bytes
 
 log = structlog.get_logger("aep_export.output")
 
@@ -47,6 +48,7 @@ PIECE = 1 << 20  # splits between streams land on multiples of this
 
 class LocalDestination(LocalFiles):
     def __init__(self, export: ExportSettings, journal: Journal, disk: anyio.CapacityLimiter):
+        assert isinstance(export.out_dir, Path)  # output/opener.py opens a bucket otherwise
         super().__init__(export.out_dir)
         self.export = export
         self.out_dir = export.out_dir
@@ -111,10 +113,8 @@ class LocalDestination(LocalFiles):
             if self._in_flight[folder]:
                 return
             del self._in_flight[folder]
-            try:
+            with contextlib.suppress(OSError):  # not empty: progress kept for the rerun
                 temp_folder(folder).rmdir()
-            except OSError:
-                pass  # not empty: progress kept for the rerun
 
     def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet, Validator | None]:
         """Create the folders, open the .part, read what it holds, check free space for the rest."""
@@ -183,7 +183,7 @@ class LocalTarget:
     """A .part filled by positional writes, one thread hop per flush (write + hash together)."""
 
     piece_size = PIECE
-    rereads_held = True  # held bytes can be compared with the server's (transfer/validators.py)
+    rereads_held = True  # held bytes can be compared with the server's (engine/validators.py)
     validator: Validator | None = None  # of the version the held bytes belong to, kept in the control file
 
     def __init__(self, final: Path, fd: int, held: RangeSet, export: ExportSettings, disk: anyio.CapacityLimiter,

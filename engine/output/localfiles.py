@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..checks.integrity import file_digest, parquet_rows
 from ..errors import UnsafeNameError
-from .layout import is_temporary
+from ..layout import SUCCESS, is_temporary
 from .diskio import atomic_write, no_space_is_disk_full, rewrite_in_place
 from .paths import contained
 
@@ -52,8 +52,6 @@ class LocalFiles:
 
     def complete_batches(self, dataset_id: str) -> list[str]:
         """Batch folders of a dataset that hold a `_SUCCESS`."""
-        from .layout import SUCCESS
-
         folder = self.path(f"{dataset_id}/x").parent
         return sorted(p.parent.name for p in folder.glob(f"*/{SUCCESS}") if p.is_file()) if folder.is_dir() else []
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -26,14 +26,14 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
+from .. import sizing
 from ..checks.integrity import footer_rows
 from ..config import ExportSettings, StoreSettings, StoreURL
 from ..errors import IntegrityError
+from ..layout import SUCCESS, SUMS_NAMES, UPLOADS, batch_folder, parse_sums, safe_relative
 from ..model import BatchRef, FileTask
 from .bucket import Bucket, ObjectView, Part, Upload
 from .destination import Existing
-from .paths import safe_relative
-from .layout import OLD_SUMS, SUCCESS, SUMS, UPLOADS, parse_sums
 from .spool import Spool
 from .upload import ROWS_META, SHA256_META, StoreTarget
 
@@ -105,7 +105,7 @@ class ObjectStoreDestination:
     async def connect(cls, export: ExportSettings, store: StoreSettings,
                       disk: anyio.CapacityLimiter) -> AsyncIterator[ObjectStoreDestination]:
         assert isinstance(export.out_dir, StoreURL)
-        async with Bucket.connect(export.out_dir, connections=export.concurrency + store.uploads + 4) as bucket:
+        async with Bucket.connect(export.out_dir, connections=sizing.store_pool(export, store), attempts=export.max_attempts) as bucket:
             spool = Spool(store.spool_dir, store.spool_limit)
             try:
                 async with anyio.create_task_group() as tg:
@@ -138,10 +138,18 @@ class ObjectStoreDestination:
             await self._clean(rel, state)
         return found
 
+    async def _first_text(self, rels: Iterable[str]) -> str:
+        """The first of these objects that exists, as text ("" when none does)."""
+        for rel in rels:
+            text = await self.bucket.read_text(rel)
+            if text:
+                return text
+        return ""
+
     async def _check_unrecorded(self, task: FileTask, rel: str, size: int, state: BatchState) -> Existing | None:
         if state.sums is None:
-            folder = f"{task.batch.dataset_id}/{task.batch.batch_id}"
-            text = await self.bucket.read_text(f"{folder}/{SUMS}") or await self.bucket.read_text(f"{folder}/{OLD_SUMS}") or ""
+            folder = batch_folder(task.batch.dataset_id, task.batch.batch_id)
+            text = await self._first_text(f"{folder}/{name}" for name in SUMS_NAMES)
             state.sums = parse_sums(text)
         recorded = state.sums.get(task.rel_in_batch)
         if recorded is None:
@@ -204,7 +212,7 @@ class ObjectStoreDestination:
             return self._batches[key]
 
     async def _load(self, batch: BatchRef) -> BatchState:
-        folder = safe_relative(f"{batch.dataset_id}/{batch.batch_id}") + "/"
+        folder = safe_relative(batch_folder(batch.dataset_id, batch.batch_id)) + "/"
         state = BatchState()
         async for rel, size in self.bucket.list(folder):
             state.objects[rel] = size
@@ -241,7 +249,7 @@ class ObjectStoreDestination:
         return self.bucket.call(listed)
 
 
-def _usable_parts(parts: list, size: int, part_size: int) -> dict:
+def _usable_parts(parts: list[Part], size: int, part_size: int) -> dict[int, Part]:
     """Parts of the expected length for their place in the file (anything else is uploaded again)."""
     count = max(1, -(-size // part_size))
     usable = {}

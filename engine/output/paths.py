@@ -1,62 +1,15 @@
-"""Turning server-sent names into paths that can never leave the output directory."""
+"""Paths below the output directory, proven to stay there (the names are checked in engine/layout.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import tempfile
-import unicodedata
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from ..errors import UnsafeNameError
-from .layout import STATE_DIR, is_own_name
-
-_MAX_COMPONENT = 255
-
-
-def safe_component(value: str, what: str) -> str:
-    """A single path component: no separators, no dot-dirs, no control characters."""
-    if not value or value in (".", ".."):
-        raise UnsafeNameError(f"{what} {value!r} is not a usable file name")
-    if "/" in value or "\\" in value:
-        raise UnsafeNameError(f"{what} {value!r} contains a path separator")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise UnsafeNameError(f"{what} {value!r} contains control characters")
-    if len(value.encode()) > _MAX_COMPONENT:
-        raise UnsafeNameError(f"{what} {value[:40]!r}… is longer than {_MAX_COMPONENT} bytes")
-    return value
-
-
-def safe_relative(name: str, what: str = "file name") -> str:
-    """A relative POSIX path whose every component is safe ('a/b.parquet' is fine, '../x' is not)."""
-    if "\\" in name:
-        raise UnsafeNameError(f"{what} {name!r} contains a backslash")
-    if name.startswith("/") or PurePosixPath(name).is_absolute():
-        raise UnsafeNameError(f"{what} {name!r} is an absolute path")
-    parts = name.split("/")
-    for part in parts:
-        safe_component(part, what)
-    return "/".join(parts)
-
-
-def folder_id(value: str, what: str) -> str:
-    """A dataset, batch or dataSetFile id as the folder it names: one safe component, and none of
-    the names of our own files (`_SUCCESS`, `_manifest.json`, `.aep-export`, …), which it would
-    otherwise take the place of, or share a folder with."""
-    safe_component(value, what)
-    if is_own_name(value):
-        raise UnsafeNameError(f"{what} {value!r} is the name of one of aep-export's own files")
-    return value
-
-
-def listed_name(name: str) -> str:
-    """A file name from a listing as a path below its dataSetFile's folder: safe, and never into the
-    hidden folder where our temporary files are (output/layout.py)."""
-    rel = safe_relative(name)
-    if any(part.casefold() == STATE_DIR for part in rel.split("/")):
-        raise UnsafeNameError(f"file name {name!r} leads into aep-export's own folder {STATE_DIR}")
-    return rel
+from ..errors import ConfigError, UnsafeNameError
 
 
 def contained(root: Path, rel: str) -> Path:
@@ -99,8 +52,6 @@ def prepare_out_dir(out_dir: Path) -> None:
     ConfigError line (exit 2), and the folders this call created are removed again: nothing is
     left half-written.
     """
-    from ..errors import ConfigError
-
     created = [p for p in (out_dir, *out_dir.parents) if not os.path.lexists(p)]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,10 +60,8 @@ def prepare_out_dir(out_dir: Path) -> None:
         os.unlink(probe)
     except OSError as exc:
         for folder in created:  # deepest first
-            try:
+            with contextlib.suppress(OSError):
                 folder.rmdir()
-            except OSError:
-                pass
         raise ConfigError(f"output directory {out_dir} cannot be used: {_why(exc, out_dir)}") from None
 
 

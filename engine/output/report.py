@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..platform.discovery import Listing
 from ..errors import DiskFull, Failure, StoreError, UnsafeNameError, kind_of
-from ..model import BatchRef, FileResult, FileStatus
-from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS, report_name  # noqa: F401 - re-exported for callers
-from .paths import safe_relative
+from ..layout import LATEST, MANIFEST, OLD_SUMS, SUCCESS, SUMS, batch_folder, report_name, safe_relative
+from ..model import BatchRef, FileResult, FileStatus, Listing, catalog_created
+from ..units import human_bytes
+from .localfiles import LocalFiles
 
 if TYPE_CHECKING:
     from .destination import Files
@@ -67,8 +67,6 @@ class DatasetOutcome:
 
 def _files(out: Path | Files) -> Files:
     """A local folder's batch files, or the destination's own (object storage)."""
-    from .localfiles import LocalFiles
-
     return LocalFiles(out) if isinstance(out, Path) else out
 
 
@@ -77,12 +75,13 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
     outcome.seconds = time.monotonic() - outcome.started
     files = _files(out_dir)
     try:
-        folder = safe_relative(f"{outcome.batch.dataset_id}/{outcome.batch.batch_id}", "batch folder")
+        folder = safe_relative(batch_folder(outcome.batch.dataset_id, outcome.batch.batch_id), "batch folder")
     except UnsafeNameError as exc:
         outcome.status, outcome.errors = "failed", [Failure(exc.kind, str(exc))]
         return  # nothing may be written there
     ok_files = sorted((r for r in outcome.results if r.ok), key=lambda r: r.task.rel_in_batch)
-    errors = [Failure(_file_error_kind(r), f"{r.task.rel_in_batch}: {r.error or r.status.value}") for r in outcome.results if not r.ok]
+    errors: list[str] = [Failure(_file_error_kind(r), f"{r.task.rel_in_batch}: {r.error or r.status.value}")
+                         for r in outcome.results if not r.ok]
     assert outcome.listing is not None
     errors += [Failure("unsafe_name", f"{name}: refused: {why}") for name, why in outcome.listing.refused]
     if outcome.listing.untrusted:  # the cause of every other error here: said first
@@ -153,18 +152,17 @@ def update_latest(files: Files, dataset_id: str, batch: BatchOutcome | None = No
 
 def _complete_key(files: Files, dataset_id: str, batch_id: str) -> tuple[int, str]:
     """(Catalog created time, id) of a complete batch; (-1, id) when it is not complete."""
-    if not files.exists(f"{dataset_id}/{batch_id}/{SUCCESS}"):
+    if not files.exists(f"{batch_folder(dataset_id, batch_id)}/{SUCCESS}"):
         return -1, batch_id
     try:
-        manifest = json.loads(files.read_text(f"{dataset_id}/{batch_id}/{MANIFEST}") or "{}")
+        manifest = json.loads(files.read_text(f"{batch_folder(dataset_id, batch_id)}/{MANIFEST}") or "{}")
     except ValueError:
         manifest = {}
     return _created(manifest.get("batch") if isinstance(manifest, dict) else None), batch_id
 
 
 def _created(catalog: Any) -> int:
-    created = catalog.get("created") if isinstance(catalog, dict) else None
-    return created if isinstance(created, int) and not isinstance(created, bool) else 0
+    return catalog_created(catalog) or 0
 
 
 def _records(files: list[FileResult]) -> int | None:
@@ -331,11 +329,3 @@ def summary_rows(run: RunOutcome) -> list[tuple[str, str, str, str, str, str, st
                 note += f" (+{len(b.errors) - 1} more)"
             rows.append((label, name, b.batch.batch_id, b.status, str(sum(1 for r in b.results if r.ok)), human_bytes(b.bytes), note))
     return rows
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

@@ -32,8 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DestinationBusy
+from ..layout import STATE_DIR, lock_name
 from .diskio import no_space_is_disk_full
-from .layout import STATE_DIR, lock_name
 
 
 @contextmanager

@@ -24,7 +24,7 @@ import anyio
 import structlog
 
 from ..checks.integrity import hash_from_disk
-from ..transfer.ranges import RangeSet
+from ..ranges import RangeSet
 from .diskio import pwrite_all
 
 log = structlog.get_logger("aep_export.output")
@@ -75,7 +75,7 @@ class Piece:
         """The part's SHA-256: from memory when its bytes came in order, else read back (worker thread)."""
         with self.lock:
             if self.hasher is not None and self.hashed == self.end:
-                return self.hasher.digest()
+                return bytes(self.hasher.digest())
             h = hashlib.sha256()
             hash_from_disk(self.fd, h, 0, self.length)
             return h.digest()

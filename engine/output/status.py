@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .layout import LATEST, MANIFEST, OLD_SUMS, REPORT, SUCCESS, SUMS
+from ..layout import LATEST, MANIFEST, REPORT, SUCCESS, SUMS_NAMES, batch_folder
+from .localfiles import LocalTree
 from .verify import ExportTree
 
 _SHARD_REPORT = re.compile(r"report\.shard-(\d+)-of-(\d+)\.json")
@@ -56,8 +57,6 @@ class ExportStatus:
 
 
 def export_status(root: Path | ExportTree) -> ExportStatus:
-    from .localfiles import LocalTree
-
     # resolved once here: the tree's paths are real paths, so a relative root could not contain them
     tree = LocalTree(root.resolve()) if isinstance(root, Path) else root
     status = ExportStatus(tree)
@@ -125,7 +124,7 @@ def _batch_row(tree: ExportTree, shard: str, label: str, dataset_id: str, b: dic
     """Done only when the folder says so (`_SUCCESS` and an ok manifest) and the report does not
     say the run failed or left it: a report's failure wins over what the folder shows."""
     batch = str(b.get("batch_id", "?"))
-    state, why = _disk_state(tree, f"{dataset_id}/{batch}")
+    state, why = _disk_state(tree, batch_folder(dataset_id, batch))
     reported = b.get("status")
     errors = "; ".join((b.get("errors") or [])[:2])
     if reported == "failed" or state == FAILED:
@@ -142,7 +141,7 @@ def _disk_state(tree: ExportTree, folder: str) -> tuple[str, str]:
     except (OSError, ValueError):
         return MISSING, "no manifest"
     if manifest.get("status") == "ok" and tree.exists(f"{folder}/{SUCCESS}"):
-        listed = tree.exists(f"{folder}/{SUMS}") or tree.exists(f"{folder}/{OLD_SUMS}")
+        listed = any(tree.exists(f"{folder}/{name}") for name in SUMS_NAMES)
         return (DONE, "") if listed else (DONE, "checksum list missing")
     if manifest.get("status") == "failed":
         return FAILED, "; ".join(manifest.get("errors", [])[:2])
@@ -163,7 +162,7 @@ def render_status(status: ExportStatus) -> str:
     header = ("shard", "dataset", "batch", "state", "note")
     rows = [header, *((r.shard, r.dataset, r.batch, r.state, r.note) for r in status.rows)]
     widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
-    lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths)] + [r[-1]]).rstrip() for r in rows]
+    lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)] + [r[-1]]).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  ----")
     for name in status.ignored:
         lines.append(f"ignored: {name} (an earlier run with another shard count)")

@@ -21,8 +21,9 @@ import anyio
 import structlog
 
 from ..errors import IntegrityError, StoreError
-from ..transfer.pieces import Download
-from ..transfer.ranges import RangeSet
+from ..pieces import Download
+from ..ranges import RangeSet
+from ..validators import Validator
 from .bucket import ObjectView, Part, b64
 from .destination import Check, ViewFile
 from .spool import Piece, PieceView
@@ -40,7 +41,7 @@ class StoreTarget:
     """A `Target` (see destination.py) in a bucket."""
 
     rereads_held = False  # parts of an unfinished multipart upload cannot be read back
-    validator = None  # not kept across pods: the parts an earlier pod uploaded are trusted as before
+    validator: Validator | None = None  # not kept across pods: the parts an earlier pod uploaded are trusted as before
 
     def __init__(self, link: Uplink, rel: str, staging: str, size: int | None, part_size: int, resumed: Resumed):
         self.link, self.rel, self.staging, self.size = link, rel, staging, size
@@ -165,7 +166,7 @@ class StoreTarget:
                     part = await self.link.bucket.upload_part(self.staging, upload_id, piece.number, body, piece.length, digest)
                 self.parts[piece.number] = part
                 piece.uploaded = True
-        except Exception as exc:  # the file fails at its next flush or at commit; parts uploaded stay
+        except Exception as exc:  # noqa: BLE001 - kept and raised at the file's next flush or commit; the file fails at its next flush or at commit; parts uploaded stay
             self.failure = self.failure or exc
         finally:
             spool.uploads_pending -= 1

@@ -3,18 +3,19 @@
 It reads the export through a tree (`localfiles.LocalTree` for a folder, `buckettree.BucketTree`
 for a bucket prefix), so both are checked by the same rules. Exports made before the Hadoop/Spark
 naming are read too (checksums in `SHA256SUMS`). Temporary files, where they are now and where
-earlier versions kept them (output/layout.py), are problems: a run stopped or failed there.
+earlier versions kept them (engine/layout.py), are problems: a run stopped or failed there.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import IntegrityError
-from .layout import LATEST, MANIFEST, OLD_SUMS, PART, SUCCESS, SUMS, is_temporary, parse_latest, parse_sums
+from ..layout import LATEST, MANIFEST, PART, SUCCESS, SUMS, SUMS_NAMES, is_temporary, parse_latest, parse_sums
+from .localfiles import LocalTree
 
 
 class ExportTree(Protocol):
@@ -52,12 +53,10 @@ class VerifyResult:
     batches: int = 0
     files: int = 0
     bytes: int = 0
-    problems: list[Problem] | None = None
+    problems: list[Problem] = field(default_factory=list)
 
 
 def verify_export(root: Path | ExportTree, *, deep: bool = False) -> VerifyResult:
-    from .localfiles import LocalTree
-
     # resolved once here: the tree's paths are real paths, so a relative root could not contain them
     tree = LocalTree(root.resolve()) if isinstance(root, Path) else root
     result = VerifyResult(problems=[])
@@ -134,7 +133,7 @@ def _verify_batch(tree: ExportTree, rel_folder: str, result: VerifyResult, deep:
         problems.append(Problem(rel_folder, f"{SUCCESS} present but files do not verify"))
 
 
-def _verify_file(tree: ExportTree, shown: str, entry: dict, problems: list[Problem], deep: bool) -> bool:
+def _verify_file(tree: ExportTree, shown: str, entry: dict[str, Any], problems: list[Problem], deep: bool) -> bool:
     size = tree.size(shown)
     if size is None:
         problems.append(Problem(shown, "missing"))
@@ -159,7 +158,7 @@ def _verify_file(tree: ExportTree, shown: str, entry: dict, problems: list[Probl
 
 def _read_sums(tree: ExportTree, rel_folder: str, problems: list[Problem]) -> tuple[str, dict[str, str]]:
     """(the list's name as shown, {path: sha256}) from `_SHA256SUMS`, else the old `SHA256SUMS`."""
-    for name in (SUMS, OLD_SUMS):
+    for name in SUMS_NAMES:
         text = tree.read_text(f"{rel_folder}/{name}")
         if text is not None:
             return f"{rel_folder}/{name}", parse_sums(text)

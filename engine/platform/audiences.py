@@ -16,6 +16,9 @@ import structlog
 
 from ..config import AudienceSettings
 from ..errors import ExportError, NotFound, NotYet
+from ..retry import RetryPolicy
+from .catalog import CatalogApi
+from .client import PlatformClient
 
 log = structlog.get_logger("aep_export.audiences")
 
@@ -39,21 +42,30 @@ class AudiencePlan:
 
 
 class AudienceJobs:
-    """Export jobs (a mixin of Discovery: uses self.client and self.policy, and CatalogApi)."""
+    """Export jobs through the run's client; the datasets and batches they write, through the Catalog."""
+
+    def __init__(self, client: PlatformClient, catalog: CatalogApi):
+        self.client = client
+        self.catalog = catalog
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The run's failure policy; its back-off paces the polls of jobs and batches."""
+        return self.client.policy
 
     async def audience_batches(self, aud: AudienceSettings, on_job: Any = None) -> list[tuple[str, str, dict[str, Any]]]:
         """(dataset id, batch id, Catalog object) of each batch the audience's job wrote, once downloadable."""
         deadline = time.monotonic() + aud.wait_timeout
-        job_id = aud.export_job_id or await self.start_segment_export(aud.segment_id, aud.dataset_id)
+        job_id = aud.export_job_id or await self.start_segment_export(_segment(aud), aud.dataset_id)
         if on_job is not None:
             on_job(job_id)
         job = await self.wait_for_job(job_id, deadline)
-        return [(dataset_id, batch_id, await self.wait_until_downloadable(batch_id, deadline, self.policy))
+        return [(dataset_id, batch_id, await self.catalog.wait_until_downloadable(batch_id, deadline, self.policy))
                 for dataset_id, batch_id in job_batches(job)]
 
     async def start_segment_export(self, segment_id: str, dataset_id: str | None) -> str:
         if dataset_id is None:
-            dataset_id = await self.create_profile_dataset(dataset_name_for(segment_id))
+            dataset_id = await self.catalog.create_profile_dataset(dataset_name_for(segment_id))
             log.info("dataset_created", segment=segment_id, dataset=dataset_id,
                      note=f"to export into it again, set dataset_id = \"{dataset_id}\" in this [[audiences]] entry")
         job = await self.client.post_json(f"{SEGMENTATION}/export/jobs", export_job_body(segment_id, dataset_id))
@@ -66,7 +78,7 @@ class AudienceJobs:
 
     async def wait_for_job(self, job_id: str, deadline: float) -> dict[str, Any]:
         async def poll() -> dict[str, Any]:
-            job = await self.client.get_json(f"{SEGMENTATION}/export/jobs/{job_id}")
+            job: dict[str, Any] = await self.client.get_json(f"{SEGMENTATION}/export/jobs/{job_id}")
             status = job_status(job)
             if status == DONE_JOB:
                 return job
@@ -88,7 +100,7 @@ class AudienceJobs:
                 plan.actions.append(f"create dataset {dataset_name_for(aud.segment_id)!r} (Profile union schema)")
                 target = "it"
             else:
-                await self.dataset(aud.dataset_id)  # NotFound says so
+                await self.catalog.dataset(aud.dataset_id)  # NotFound says so
                 target = f"dataset {aud.dataset_id}"
             plan.actions.append(f"post an export job for segment {aud.segment_id} into {target}, {wait}")
             return plan
@@ -101,7 +113,7 @@ class AudienceJobs:
             return plan
         for dataset_id, batch_id in job_batches(job):
             try:
-                obj = await self.batch(batch_id)
+                obj = await self.catalog.batch(batch_id)
             except NotFound:
                 obj = {}
             plan.batches.append((dataset_id, batch_id, obj))
@@ -147,3 +159,10 @@ def job_batches(job: dict[str, Any]) -> list[tuple[str, str]]:
     if not batches:
         raise ExportError(f"export job {job.get('id')} succeeded but names no batch")
     return batches
+
+
+def _segment(aud: AudienceSettings) -> str:
+    """The segment whose export a run starts (config: an entry names a segment or an export job)."""
+    if aud.segment_id is None:
+        raise ExportError(f"audience {aud.label}: neither segment_id nor export_job_id is set")
+    return aud.segment_id

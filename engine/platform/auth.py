@@ -15,12 +15,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from .origin import origin_of
-from .reach import connecting
 from ..config import AuthSettings, PlatformSettings
 from ..errors import CredentialsRejected, RetryableStatus, TransferError, error_fields, excerpt
-from ..logs import register_secret
+from ..masking import register_secret
+from ..reach import connecting
 from ..retry import RetryPolicy, parse_retry_after
+from .origin import origin_of
 
 log = structlog.get_logger("aep_export.auth")
 
@@ -85,7 +85,7 @@ class TokenProvider:
         self.exchanges += 1
         log.info("token_obtained", expires_in_s=int(expires_in))
 
-    async def _exchange(self) -> dict:
+    async def _exchange(self) -> dict[str, Any]:
         form = {
             "grant_type": "client_credentials",
             "client_id": self._auth.client_id,
@@ -103,9 +103,11 @@ class TokenProvider:
                     raise RetryableStatus(resp.status, f"IMS unavailable{_ims_error(raw, resp.reason or '')}",
                                           retry_after=parse_retry_after(resp.headers.get("Retry-After")), url=url)
                 if resp.status != 200:
-                    raise CredentialsRejected(f"IMS rejected the client credentials (HTTP {resp.status}{_ims_error(raw, resp.reason or '')}); check auth.client_id, auth.client_secret and auth.scopes")
+                    why = _ims_error(raw, resp.reason or "")
+                    raise CredentialsRejected(f"IMS rejected the client credentials (HTTP {resp.status}{why});"
+                                              " check auth.client_id, auth.client_secret and auth.scopes")
                 try:
-                    return json.loads(raw)
+                    return dict(json.loads(raw))
                 except ValueError:
                     raise CredentialsRejected(f"IMS answered with something that is not JSON: {excerpt(raw, 80)}") from None
         except aiohttp.ClientConnectionError as exc:

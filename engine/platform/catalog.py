@@ -10,12 +10,17 @@ by offset with the exact `created=` filter.
 
 from __future__ import annotations
 
+import difflib
+import re
 import time
 from typing import Any
 
 import structlog
 
-from ..errors import ExportError, NotFound, NotYet, PlatformError
+from ..errors import CredentialsRejected, ExportError, NotFound, NotYet, PlatformError, PlatformUnreachable
+from ..model import catalog_created
+from ..retry import RetryPolicy
+from .client import PlatformClient
 
 log = structlog.get_logger("aep_export.catalog")
 
@@ -43,7 +48,11 @@ class DatasetNameError(ExportError):
 
 
 class CatalogApi:
-    """Catalog calls (a mixin of Discovery: uses self.client and self.created_client)."""
+    """Catalog calls through the run's client (Discovery holds one)."""
+
+    def __init__(self, client: PlatformClient, created_client: str | None = None):
+        self.client = client
+        self.created_client = created_client  # only batches this client wrote (export.created_client)
 
     # -- the latest successful batch --------------------------------------------------------
 
@@ -58,7 +67,8 @@ class CatalogApi:
         if found:
             return found[0]
         await self.dataset(dataset_id)  # an unknown dataset says so
-        raise NoBatch(f"dataset {dataset_id} has no successful batch" + (" in the since/until window" if any(w is not None for w in window) else ""))
+        in_window = " in the since/until window" if any(w is not None for w in window) else ""
+        raise NoBatch(f"dataset {dataset_id} has no successful batch{in_window}")
 
     async def latest_successful_batches(self, dataset_ids: list[str]) -> dict[str, Batch]:
         """One Catalog query for several datasets: `dataSet=a,b,…` matches any listed value.
@@ -99,7 +109,8 @@ class CatalogApi:
                 found.setdefault(key, obj)
             if len(page) < CATALOG_MAX_LIMIT:
                 return _oldest_first(found)
-            newest = max(_created(obj) for _, obj in page)
+            created = [_created(obj) for _, obj in page]
+            newest = None if None in created else max(c for c in created if c is not None)
             if newest is None:
                 raise ExportError(f"Catalog batches of {dataset_id} carry no created time: cannot page through them safely")
             if cursor is not None and newest - 1 <= cursor:
@@ -149,11 +160,10 @@ class CatalogApi:
         if len(matches) == 1:
             return matches[0][0]
         if not matches:
-            from .listing import did_you_mean  # the whole sandbox's names: read only on this error
-
-            hint = await did_you_mean(self, name)
+            hint = await did_you_mean(self, name)  # the whole sandbox's names: read only on this error
             raise DatasetNameError(f"no dataset is named {name!r} in this sandbox (names match exactly, case included){hint}; "
-                                   "`aep-export list` shows every name, or use its id (from the Datasets page of the Experience Platform UI)")
+                                   "`aep-export list` shows every name, or use its id "
+                                   "(from the Datasets page of the Experience Platform UI)")
         listed = ", ".join(f"{key} (created {_iso(_created(obj))})" for key, obj in matches[:10])
         raise DatasetNameError(f"{len(matches)}{'+' if len(matches) >= 20 else ''} datasets are named {name!r}: {listed}; "
                                "use the id of the one to export")
@@ -164,7 +174,7 @@ class CatalogApi:
                 "fileDescription": {"persisted": True, "containerFormat": "parquet", "format": "parquet"}}
         return created_dataset_id(await self.client.post_json(f"{CATALOG}/dataSets", body))
 
-    async def wait_until_downloadable(self, batch_id: str, deadline: float, policy: Any) -> dict[str, Any]:
+    async def wait_until_downloadable(self, batch_id: str, deadline: float, policy: RetryPolicy) -> dict[str, Any]:
         """Poll the batch until it is success/active; a terminal failure or the deadline ends it."""
         async def poll() -> dict[str, Any]:
             try:
@@ -204,39 +214,39 @@ def status_of(obj: dict[str, Any]) -> str:
     return str(obj.get("status", "")).lower()
 
 
-def related_datasets(obj: dict) -> list[str]:
+def related_datasets(obj: dict[str, Any]) -> list[str]:
     return [str(r["id"]) for r in obj.get("relatedObjects") or []
             if isinstance(r, dict) and r.get("type") == "dataSet" and r.get("id")]
 
 
-def related_batches(obj: dict) -> list[str]:
+def related_batches(obj: dict[str, Any]) -> list[str]:
     return [str(r["id"]) for r in obj.get("relatedObjects") or []
             if isinstance(r, dict) and r.get("type") == "batch" and r.get("id")]
 
 
-def predecessors(obj: dict) -> list[str]:
+def predecessors(obj: dict[str, Any]) -> list[str]:
     """Batch ids (or external ids) this batch replaces (`replay`, §3.4)."""
-    replay = obj.get("replay") if isinstance(obj.get("replay"), dict) else {}
+    replay = _section(obj, "replay")
     ids = list(replay.get("predecessors") or []) + list(replay.get("predecessorsByExternalId") or [])
     return [str(i) for i in ids if i]
 
 
-def replay_reason(obj: dict) -> str:
-    replay = obj.get("replay") if isinstance(obj.get("replay"), dict) else {}
+def replay_reason(obj: dict[str, Any]) -> str:
+    replay = _section(obj, "replay")
     return str(replay.get("reason") or "")
 
 
-def stated_file_count(obj: dict) -> int | None:
+def stated_file_count(obj: dict[str, Any]) -> int | None:
     """The files the Catalog says the batch wrote (`metrics.outputFileCount`, new form only);
     None when unknown: no metrics, the old form, or -1 (which `inputFileCount` is documented to be)."""
-    metrics = obj.get("metrics") if isinstance(obj.get("metrics"), dict) else {}
+    metrics = _section(obj, "metrics")
     value = metrics.get("outputFileCount")
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def batch_errors(obj: dict) -> str:
+def batch_errors(obj: dict[str, Any]) -> str:
     errors = [e for e in obj.get("errors") or [] if isinstance(e, dict)]
     return "".join(f"; {e.get('code', '')} {e.get('description', '')}".rstrip() for e in errors[:3])
 
@@ -259,9 +269,14 @@ def _window_params(after: int | None, before: int | None) -> dict[str, str]:
     return params
 
 
+def _section(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested object of a Catalog answer, or {} when it is missing or not an object."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _created(obj: dict[str, Any]) -> int | None:
-    value = obj.get("created")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return catalog_created(obj)
 
 
 def _oldest_first(found: dict[str, dict[str, Any]]) -> list[Batch]:
@@ -270,3 +285,59 @@ def _oldest_first(found: dict[str, dict[str, Any]]) -> list[Batch]:
 
 def _iso(ms: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000)) if ms else "?"
+
+
+# -- the sandbox's datasets: `list`, the names a run shows, "did you mean" ----------------------
+
+SUGGESTIONS = 3  # names offered for a name that matches no dataset
+CLOSE_ENOUGH = 0.6  # difflib's own default cutoff
+CLOSE_MARGIN = 0.05  # a suggestion this much less like the name than the best one is noise
+
+
+async def sandbox_datasets(catalog: Any, properties: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every dataset of the sandbox, once each, with the given top-level properties."""
+    found: dict[str, dict[str, Any]] = {}
+    for page_no in range(MAX_CATALOG_PAGES):
+        params = {"properties": properties, "orderBy": "asc:created", "limit": str(CATALOG_MAX_LIMIT),
+                  "start": str(page_no * CATALOG_MAX_LIMIT)}
+        page = entries(await catalog.client.get_json(f"{CATALOG}/dataSets", params))
+        for key, obj in page:
+            found.setdefault(key, obj)
+        if len(page) < CATALOG_MAX_LIMIT:
+            return list(found.items())
+    raise ExportError(f"listing the sandbox's datasets did not end after {MAX_CATALOG_PAGES} pages")
+
+
+async def did_you_mean(catalog: Any, name: str) -> str:
+    """'; did you mean …?' naming the sandbox's closest dataset names, or '' (also when they cannot be listed)."""
+    try:
+        names = [obj["name"] for _, obj in await sandbox_datasets(catalog, "name") if isinstance(obj.get("name"), str)]
+    except (CredentialsRejected, PlatformUnreachable):
+        raise
+    except ExportError:
+        return ""
+    close = close_names(name, names)
+    return f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
+
+
+def close_names(name: str, names: list[str], n: int = SUGGESTIONS) -> list[str]:
+    """The names most like `name`, ignoring case: those that contain it, then the closest by difflib
+    (whole names and word by word: names often share a long prefix, "Customer AI Scores - …", that
+    makes every one of them look close), within CLOSE_MARGIN of the closest."""
+    wanted = name.casefold()
+    containing = [c for c in names if wanted and wanted in c.casefold()]
+    scored = sorted(((_likeness(wanted, c.casefold()), c) for c in names), key=lambda sc: -sc[0])
+    best = scored[0][0] if scored else 0.0
+    close = [c for score, c in scored if score >= CLOSE_ENOUGH and score >= best - CLOSE_MARGIN]
+    return list(dict.fromkeys(containing + close))[:n]
+
+
+def _likeness(a: str, b: str) -> float:
+    """Half the whole names' difflib ratio, half the mean over a's words of the best ratio in b's."""
+    words_a, words_b = re.findall(r"\w+", a), re.findall(r"\w+", b)
+    by_word = sum(max((_ratio(w, v) for v in words_b), default=0.0) for w in words_a) / max(1, len(words_a))
+    return 0.5 * _ratio(a, b) + 0.5 * by_word
+
+
+def _ratio(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()

@@ -8,23 +8,32 @@ effective port), never to another host: not after a redirect, not to a link the 
 from __future__ import annotations
 
 import json
-from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import aiohttp
 import structlog
 from yarl import URL
 
-from .auth import TokenProvider
-from .origin import origin_of, same_origin
-from .reach import connecting
+from .. import sizing
 from ..config import Settings
 from ..errors import (
-    CredentialsRejected, NotFound, PlatformError, PlatformUnreachable, RetryableStatus, Throttled, TransferError, error_fields, excerpt,
+    CredentialsRejected,
+    NotFound,
+    PlatformError,
+    PlatformUnreachable,
+    RetryableStatus,
+    Throttled,
+    TransferError,
+    error_fields,
+    excerpt,
 )
+from ..reach import connecting
 from ..retry import RETRYABLE_STATUSES, THROTTLE_STATUSES, RetryPolicy, parse_retry_after
+from .auth import TokenProvider
+from .origin import origin_of, same_origin
 
 log = structlog.get_logger("aep_export.http")
 
@@ -36,12 +45,10 @@ _AUTH_HEADERS = ("authorization", "x-api-key", "x-gw-ims-org-id", "x-sandbox-nam
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
-    """One session per run: keep-alive pool sized by the scheduler, no total timeout on bodies."""
-    from ..transfer.scheduler import pool_size
-
+    """One session per run: keep-alive pool sized in engine/sizing.py, no total timeout on bodies."""
     ex = settings.export
     connector = aiohttp.TCPConnector(
-        limit=pool_size(ex),
+        limit=sizing.http_pool(ex),
         limit_per_host=0,
         ttl_dns_cache=300,
     )
@@ -49,7 +56,9 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
-        read_bufsize=256 << 10,  # aiohttp buffers up to 2x this per connection (python -m bench --quick --reps 3 --profiles lan wan --tools engine --engine-ref <1 MiB>: lan 1.11x, 6 MiB less RSS, wan 1.00x)
+        # aiohttp buffers up to 2x this per connection (python -m bench --quick --reps 3 --profiles lan wan
+        # --tools engine --engine-ref <1 MiB>: lan 1.11x, 6 MiB less RSS, wan 1.00x)
+        read_bufsize=256 << 10,
         headers={"User-Agent": "aep-export/0.1"},
         # Redirects are followed in PlatformClient.request so credentials stay on the gateway.
         requote_redirect_url=False,
@@ -117,7 +126,8 @@ class PlatformClient:
         for auth_try in range(2):
             try:
                 auth = await self.tokens.headers(self.settings.platform)
-                resp = await self._send_following_redirects(method, self.url(path_or_url), params, {**auth, **(headers or {})}, json_body, auto_decompress)
+                resp = await self._send_following_redirects(method, self.url(path_or_url), params, {**auth, **(headers or {})},
+                                                            json_body, auto_decompress)
             except PlatformUnreachable as exc:
                 self.unreachable = exc  # the coordinator stops the run on it (exit 4)
                 raise
@@ -195,7 +205,8 @@ async def raise_for_status(resp: aiohttp.ClientResponse) -> None:
     if resp.status in THROTTLE_STATUSES:
         raise Throttled(resp.status, message, error_code=code, url=url, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
     if resp.status in RETRYABLE_STATUSES:
-        raise RetryableStatus(resp.status, message, error_code=code, url=url, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        raise RetryableStatus(resp.status, message, error_code=code, url=url, retry_after=retry_after)
     if resp.status == 404:
         raise NotFound(404, message, error_code=code, url=url)
     if resp.status in (401, 403) and (resp.status == 401 or code in _CREDENTIAL_CODES):

@@ -14,12 +14,13 @@ from typing import Any
 
 import structlog
 
-from .catalog import related_batches, stated_file_count
 from ..checks.integrity import expected_record_count
 from ..config import ExportSettings
 from ..errors import ExportError, NotFound, PlatformError, UnsafeNameError
-from ..model import BatchRef, FileTask
-from ..output.paths import folder_id, listed_name
+from ..layout import file_path, folder_id, listed_name
+from ..model import BatchRef, FileTask, Listing
+from .catalog import related_batches, stated_file_count
+from .client import PlatformClient
 
 log = structlog.get_logger("aep_export.discovery")
 
@@ -28,22 +29,6 @@ MAX_LISTING_PAGES = ExportSettings.model_fields["max_listing_pages"].default
 MAX_DEPTH = 8
 # Answers to a Catalog key that is not the data batch id (the old Customer AI form): try the next id.
 NOT_THIS_ID = frozenset({400, 404, 422})
-
-
-@dataclass
-class Listing:
-    """What one batch's listing produced besides downloadable files."""
-
-    skipped: list[str] = field(default_factory=list)  # marker files such as _SUCCESS
-    refused: list[tuple[str, str]] = field(default_factory=list)  # (name, why) unsafe names
-    files: int = 0
-    bytes: int = 0  # sum of the listed lengths (where given)
-    untrusted: str | None = None  # why the listing cannot be trusted: the batch fails, without _SUCCESS
-
-    @property
-    def named(self) -> int:
-        """Every file the listing named: handed on, refused, or skipped as a marker."""
-        return self.files + len(self.refused) + len(self.skipped)
 
 
 class UntrustedListing(ExportError):
@@ -66,17 +51,21 @@ class _BatchWalk:
 
 
 class DataAccessApi:
-    """Data Access listings (a mixin of Discovery: uses self.client)."""
+    """Data Access listings through the run's client (Discovery holds one)."""
 
-    max_listing_pages: int = MAX_LISTING_PAGES
+    def __init__(self, client: PlatformClient, max_listing_pages: int = MAX_LISTING_PAGES):
+        self.client = client
+        self.max_listing_pages = max_listing_pages  # pages of one Data Access listing (export.max_listing_pages)
 
-    async def resolve_batch(self, dataset_id: str, key: str, obj: dict[str, Any], source: str = "dataset") -> tuple[BatchRef, list[dict]]:
+    async def resolve_batch(self, dataset_id: str, key: str, obj: dict[str, Any],
+                            source: str = "dataset") -> tuple[BatchRef, list[dict[str, Any]]]:
         """The id the files are really listed under, and that batch's dataSetFiles."""
         candidates = list(dict.fromkeys([key, *related_batches(obj)]))
         last_error: Exception | None = None
         for candidate in candidates:
             try:
-                files = [item async for item in self._pages(f"{EXPORT}/batches/{candidate}/files", f"the dataSetFiles of batch {candidate}")]
+                listing = self._pages(f"{EXPORT}/batches/{candidate}/files", f"the dataSetFiles of batch {candidate}")
+                files = [item async for item in listing]
             except PlatformError as exc:
                 if exc.status not in NOT_THIS_ID:
                     raise
@@ -87,7 +76,7 @@ class DataAccessApi:
                 return BatchRef(folder_id(dataset_id, "dataset id"), batch_id, obj, expected_record_count(obj), source), files
         raise last_error or NotFound(404, f"batch {key} has no files")
 
-    async def list_files(self, batch: BatchRef, dataset_files: list[dict], sink: FileSink) -> Listing:
+    async def list_files(self, batch: BatchRef, dataset_files: list[dict[str, Any]], sink: FileSink) -> Listing:
         """Walk every dataSetFile (descending into nested ones) and hand each file to `sink`. A
         listing that cannot be trusted stops the walk and says why in `Listing.untrusted`."""
         walk = _BatchWalk(batch, sink)
@@ -123,7 +112,7 @@ class DataAccessApi:
                 child = str(item["dataSetFileId"])
                 await self._walk(walk, child, href(item) or f"{EXPORT}/files/{child}", depth + 1)
 
-    async def _file(self, walk: _BatchWalk, dsf_id: str, item: dict) -> None:
+    async def _file(self, walk: _BatchWalk, dsf_id: str, item: dict[str, Any]) -> None:
         batch, listing = walk.batch, walk.listing
         name = str(item["name"])
         try:
@@ -137,12 +126,12 @@ class DataAccessApi:
             return
         url = href(item) or str(self.client.url(f"{EXPORT}/files/{dsf_id}").with_query(path=name))
         size = length(item.get("length"))
-        task = FileTask(batch, dsf_id, rel, url, size, f"{batch.dataset_id}/{batch.batch_id}/{dsf_id}/{rel}")
+        task = FileTask(batch, dsf_id, rel, url, size, file_path(batch.dataset_id, batch.batch_id, dsf_id, rel))
         listing.files += 1
         listing.bytes += size or 0
         await walk.sink(task)
 
-    async def _pages(self, url: str, what: str = "the listing") -> AsyncIterator[dict]:
+    async def _pages(self, url: str, what: str = "the listing") -> AsyncIterator[dict[str, Any]]:
         """Items of a Data Access listing, following `_links.next`; accepts a bare array too.
         Each page is checked (PageGuard) before any of its items is yielded."""
         guard = PageGuard(what, self.max_listing_pages)
@@ -179,7 +168,7 @@ class PageGuard:
         self.pages += 1
         self.urls[url] = self.pages
 
-    def admit(self, items: list[dict]) -> None:
+    def admit(self, items: list[dict[str, Any]]) -> None:
         """After a page arrived: every entry on it must be new."""
         keys = [key for key in map(entry_key, items) if key is not None]
         if keys and all(key in self.entries for key in keys):
@@ -195,7 +184,7 @@ class PageGuard:
             self.entries[key] = self.pages
 
 
-def entry_key(item: dict) -> tuple[str, str] | None:
+def entry_key(item: dict[str, Any]) -> tuple[str, str] | None:
     """What an entry is listed as: a file by its name, a dataSetFile by its id (as the walk reads them)."""
     if "name" in item:
         return "name", str(item["name"])
@@ -219,7 +208,7 @@ def check_against_catalog(batch: BatchRef, listing: Listing) -> None:
                                f"counts {stated} (metrics.outputFileCount)")
 
 
-def listing_items(body: Any) -> list[dict]:
+def listing_items(body: Any) -> list[dict[str, Any]]:
     """`data[]` of a listing, or the bare array one ETL-guide example shows."""
     items = body if isinstance(body, list) else body.get("data", []) if isinstance(body, dict) else []
     return [item for item in items if isinstance(item, dict)]

@@ -12,29 +12,24 @@ dataset whose `lastSuccessfulBatch` the Catalog gives as empty is not asked abou
 from __future__ import annotations
 
 import asyncio
-import difflib
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import structlog
 
-from .auth import TokenProvider
-from .catalog import CATALOG, CATALOG_MAX_LIMIT, MAX_CATALOG_PAGES, NoBatch, entries
-from .client import PlatformClient, make_session
-from .discovery import Discovery
-from .selection import LatestBatches
 from ..checks.integrity import expected_record_count
 from ..config import Settings
 from ..errors import CredentialsRejected, ExportError, PlatformUnreachable
 from ..retry import RetryPolicy, describe, failure
+from .auth import TokenProvider
+from .catalog import NoBatch, close_names, did_you_mean, entries, sandbox_datasets  # noqa: F401 - re-exported
+from .client import PlatformClient, make_session
+from .discovery import Discovery
+from .selection import LatestBatches
 
 log = structlog.get_logger("aep_export.listing")
 
-SUGGESTIONS = 3  # names offered for a name that matches no dataset
-CLOSE_ENOUGH = 0.6  # difflib's own default cutoff
-CLOSE_MARGIN = 0.05  # a suggestion this much less like the name than the best one is noise
 
 
 @dataclass
@@ -67,20 +62,6 @@ async def list_datasets(settings: Settings, name_filter: str | None = None) -> l
                 if _may_have_batch(obj):
                     tg.start_soon(_add_latest_batch, latest, row, limiter)
     return sorted((row for row, _ in rows), key=lambda r: ((r.name or "").casefold(), r.id))
-
-
-async def sandbox_datasets(discovery: Discovery, properties: str) -> list[tuple[str, dict[str, Any]]]:
-    """Every dataset of the sandbox, once each, with the given top-level properties."""
-    found: dict[str, dict[str, Any]] = {}
-    for page_no in range(MAX_CATALOG_PAGES):
-        params = {"properties": properties, "orderBy": "asc:created", "limit": str(CATALOG_MAX_LIMIT),
-                  "start": str(page_no * CATALOG_MAX_LIMIT)}
-        page = entries(await discovery.client.get_json(f"{CATALOG}/dataSets", params))
-        for key, obj in page:
-            found.setdefault(key, obj)
-        if len(page) < CATALOG_MAX_LIMIT:
-            return list(found.items())
-    raise ExportError(f"listing the sandbox's datasets did not end after {MAX_CATALOG_PAGES} pages")
 
 
 class DatasetNames:
@@ -119,7 +100,7 @@ class DatasetNames:
 
     async def _one(self, dataset_id: str) -> str | None:
         try:
-            name = (await self.discovery.dataset(dataset_id)).get("name")
+            name = (await self.discovery.catalog.dataset(dataset_id)).get("name")
         except (CredentialsRejected, PlatformUnreachable):
             raise
         except Exception as exc:  # noqa: BLE001
@@ -128,45 +109,11 @@ class DatasetNames:
         return name if isinstance(name, str) else None
 
 
-async def did_you_mean(discovery: Discovery, name: str) -> str:
-    """'; did you mean …?' naming the sandbox's closest dataset names, or '' (also when they cannot be listed)."""
-    try:
-        names = [obj["name"] for _, obj in await sandbox_datasets(discovery, "name") if isinstance(obj.get("name"), str)]
-    except (CredentialsRejected, PlatformUnreachable):
-        raise
-    except ExportError:
-        return ""
-    close = close_names(name, names)
-    return f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
-
-
-def close_names(name: str, names: list[str], n: int = SUGGESTIONS) -> list[str]:
-    """The names most like `name`, ignoring case: those that contain it, then the closest by difflib
-    (whole names and word by word: names often share a long prefix, "Customer AI Scores - …", that
-    makes every one of them look close), within CLOSE_MARGIN of the closest."""
-    wanted = name.casefold()
-    containing = [c for c in names if wanted and wanted in c.casefold()]
-    scored = sorted(((_likeness(wanted, c.casefold()), c) for c in names), key=lambda sc: -sc[0])
-    best = scored[0][0] if scored else 0.0
-    close = [c for score, c in scored if score >= CLOSE_ENOUGH and score >= best - CLOSE_MARGIN]
-    return list(dict.fromkeys(containing + close))[:n]
-
-
-def _likeness(a: str, b: str) -> float:
-    """Half the whole names' difflib ratio, half the mean over a's words of the best ratio in b's."""
-    words_a, words_b = re.findall(r"\w+", a), re.findall(r"\w+", b)
-    by_word = sum(max((_ratio(w, v) for v in words_b), default=0.0) for w in words_a) / max(1, len(words_a))
-    return 0.5 * _ratio(a, b) + 0.5 * by_word
-
-
-def _ratio(a: str, b: str) -> float:
-    return difflib.SequenceMatcher(None, a, b).ratio()
-
-
 def stated_bytes(batch: dict[str, Any]) -> int | None:
     """The batch's size as its metrics state it: `outputByteSize` (new form), the top-level `size`,
     or the old form's `inputSizeInKb` (in KiB); None when none is given."""
-    metrics = batch.get("metrics") if isinstance(batch.get("metrics"), dict) else {}
+    found = batch.get("metrics")
+    metrics: dict[str, Any] = found if isinstance(found, dict) else {}
     for value, unit in ((metrics.get("outputByteSize"), 1), (batch.get("size"), 1), (metrics.get("inputSizeInKb"), 1024)):
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value * unit

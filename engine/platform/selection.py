@@ -18,9 +18,11 @@ from typing import Any
 
 import structlog
 
-from .catalog import DOWNLOADABLE, Batch, NoBatch, predecessors, related_datasets, replay_reason, status_of
 from ..config import DatasetSettings
-from ..errors import CredentialsRejected, ExportError, NotFound, PlatformUnreachable
+from ..errors import ExportError, NotFound, RunFatal
+from ..model import catalog_created
+from .catalog import DOWNLOADABLE, Batch, NoBatch, predecessors, related_datasets, replay_reason, status_of
+from .discovery import Discovery
 
 log = structlog.get_logger("aep_export.selection")
 
@@ -51,13 +53,18 @@ class Selection:
 class Selector:
     """Resolves dataset entries; "latest" entries given by id share grouped Catalog queries."""
 
-    def __init__(self, discovery: Any, datasets: Iterable[DatasetSettings]):
+    def __init__(self, discovery: Discovery, datasets: Iterable[DatasetSettings]):
         self.discovery = discovery
         grouped = [d.id for d in datasets if d.id and d.batches == "latest" and not d.pinned and d.window_ms() == (None, None)]
         self.latest = LatestBatches(discovery, grouped)
 
     async def select(self, ds: DatasetSettings) -> Selection:
-        dataset_id = ds.id or await self.discovery.dataset_id_by_name(ds.name)
+        if ds.id:
+            dataset_id = ds.id
+        elif ds.name is not None:
+            dataset_id = await self.discovery.catalog.dataset_id_by_name(ds.name)
+        else:  # the config's validation names one of them
+            raise ExportError(f"dataset {ds.label}: neither id nor name is set")
         if ds.name is not None:
             log.info("dataset_name_resolved", name=ds.name, dataset=dataset_id)
         if ds.pinned:
@@ -67,11 +74,11 @@ class Selector:
             if window == (None, None):
                 chosen = await self.latest.latest(dataset_id)
             else:
-                chosen = await self.discovery.latest_successful_batch(dataset_id, window)
+                chosen = await self.discovery.catalog.latest_successful_batch(dataset_id, window)
             return Selection(ds.label, dataset_id, [chosen])
-        every = await self.discovery.batches_created(dataset_id, *window)
+        every = await self.discovery.catalog.batches_created(dataset_id, *window)
         if not every:
-            await self.discovery.dataset(dataset_id)  # an unknown dataset says so
+            await self.discovery.catalog.dataset(dataset_id)  # an unknown dataset says so
         ok = [(key, obj) for key, obj in every if status_of(obj) in DOWNLOADABLE]
         kept, replaced = drop_replaced(ok)
         selection = Selection(ds.label, dataset_id, kept, replaced,
@@ -87,7 +94,7 @@ class Selector:
         chosen = []
         for batch_id in ids:
             try:
-                obj = await self.discovery.batch(batch_id)
+                obj = await self.discovery.catalog.batch(batch_id)
             except NotFound:
                 # Perhaps the data batch id of an old-form Customer AI batch (the id its files are
                 # listed under, and the folder name of an earlier export): Data Access decides.
@@ -122,8 +129,7 @@ def drop_replaced(batches: list[Batch]) -> tuple[list[Batch], list[Replaced]]:
 
 
 def _created(obj: dict[str, Any]) -> int:
-    value = obj.get("created")
-    return value if isinstance(value, int) else 0
+    return catalog_created(obj) or 0
 
 
 class LatestBatches:
@@ -135,7 +141,7 @@ class LatestBatches:
     so the outcome is the same as with per-dataset queries.
     """
 
-    def __init__(self, discovery: Any, dataset_ids: Iterable[str], group: int = CATALOG_GROUP):
+    def __init__(self, discovery: Discovery, dataset_ids: Iterable[str], group: int = CATALOG_GROUP):
         ids = list(dict.fromkeys(dataset_ids))
         self.discovery = discovery
         self._groups = [ids[i:i + group] for i in range(0, len(ids), group)]
@@ -149,14 +155,14 @@ class LatestBatches:
             found = (await self._group_answer(n)).get(dataset_id)
             if found is not None:
                 return found
-        return await self.discovery.latest_successful_batch(dataset_id)
+        return await self.discovery.catalog.latest_successful_batch(dataset_id)
 
     async def _group_answer(self, n: int) -> dict[str, Batch]:
         async with self._locks[n]:
             if n not in self._answers:
                 try:
-                    self._answers[n] = await self.discovery.latest_successful_batches(self._groups[n])
-                except (CredentialsRejected, PlatformUnreachable):
+                    self._answers[n] = await self.discovery.catalog.latest_successful_batches(self._groups[n])
+                except RunFatal:
                     raise  # the run stops: no point in asking again one by one
                 except ExportError as exc:  # each dataset's own query will meet (and report) it
                     log.warning("grouped_catalog_query_failed", datasets=len(self._groups[n]), error=str(exc))

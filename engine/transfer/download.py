@@ -15,13 +15,13 @@ import structlog
 
 from ..checks.integrity import check_digests, footer_rows, parquet_rows
 from ..config import ExportSettings
-from ..errors import CredentialsRejected, DiskFull, FileChanged, IntegrityError, PlatformUnreachable, TransferError
+from ..errors import DiskFull, FileChanged, IntegrityError, RunFatal, TransferError
 from ..model import Counters, FileResult, FileStatus, FileTask
 from ..output.diskio import is_no_space
+from ..pieces import Download
 from ..platform.client import PlatformClient
-from ..retry import Budget, RetryPolicy, failure
+from ..retry import INTEGRITY_REFETCHES, MAX_RESTARTS, Budget, RetryPolicy, failure
 from .fetcher import Fetcher, FileJob
-from .pieces import Download
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("aep_export.transfer")
 
-INTEGRITY_REFETCHES = 2  # a file whose bytes fail verification is fetched again this often
-MAX_RESTARTS = 3  # starts over because the server's file changed under us
 
 
 class Downloader:
@@ -49,9 +47,9 @@ class Downloader:
         self.scheduler.files_in_flight += 1
         try:
             result = await self._reuse(task) or await self._download_verified(task)
-        except (CredentialsRejected, DiskFull, PlatformUnreachable):
+        except RunFatal:
             raise  # fatal for the whole run, not for this file
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one file's failure is recorded; the run goes on
             if is_no_space(exc):
                 raise DiskFull(f"no space left in {self.export.out_dir} while writing {task.rel_path}; "
                                "partial files are kept: free space and rerun to resume") from None
@@ -89,7 +87,7 @@ class Downloader:
         target = await self.destination.open(task)
         download = Download(task.size, target.held, align=target.piece_size)
         if target.rereads_held and not (target.validator is not None and target.validator.strong):
-            download.distrust_held()  # confirmed by windows of bytes asked again (transfer/validators.py)
+            download.distrust_held()  # confirmed by windows of bytes asked again (engine/validators.py)
         job = FileJob(task, download, target, Budget(self.export.max_file_attempts))
         try:
             if target.held.total:

@@ -22,11 +22,11 @@ from ..checks.integrity import PARQUET_MAGIC, DigestClaim, digest_claims
 from ..config import ExportSettings
 from ..errors import FileChanged, PlatformError, RequestLimit, TransferError, UnusableBody, excerpt
 from ..model import Counters, FileTask
+from ..pieces import Claim, Download
 from ..platform.client import PlatformClient, raise_for_status
 from ..retry import MIN_PROGRESS, Budget, RetryPolicy, SpeedWindow, describe, request_ceiling
-from .pieces import Claim, Download
+from ..validators import Validator, changed, read_held
 from .scheduler import Scheduler
-from .validators import Validator, changed, read_held
 
 if TYPE_CHECKING:
     from ..output.destination import Target
@@ -226,6 +226,7 @@ class Fetcher:
         start = claim.pos + buf.skipped
         window = SpeedWindow(self.lowest_speed, self.lowest_speed_time, _response_clock(buf))
         loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
         with anyio.CancelScope() as scope:
             def check() -> None:
                 nonlocal timer
@@ -400,7 +401,7 @@ class Fetcher:
         self.counters.bytes_fetched += n
         if n < end - body_start:
             raise TransferError(f"the server sent {n} bytes, short of the {end - start} asked again at {start}")
-        return head[start - body_start:]
+        return bytes(head[start - body_start:])
 
     async def confirm(self, job: FileJob, window: tuple[int, int], data: bytes) -> None:
         """Held bytes must equal the server's: else the file changed since they were fetched."""

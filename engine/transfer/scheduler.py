@@ -1,5 +1,5 @@
-"""The one place for concurrency policy (s3transfer-style): connections on the wire, files in
-flight, disk threads, streams per file, and when a free connection takes part of another file.
+"""Concurrency at run time (s3transfer-style): the pools (sized in engine/sizing.py), streams per
+file, and when a free connection takes part of another file.
 """
 
 from __future__ import annotations
@@ -9,20 +9,15 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .. import sizing
 from ..config import ExportSettings
 
 if TYPE_CHECKING:
+    from ..pieces import Claim
     from .fetcher import FileJob
-    from .pieces import Claim
 
 SPLIT_MIN = 512 << 10  # each side of a split is at least this: worth a request of its own (measured: 1 MiB was 0.93x on big, 0.96x on skew)
 MAX_WAYS = 16  # streams of one file at once
-
-
-def pool_size(export: ExportSettings) -> int:
-    """Keep-alive connections of the HTTP session: the downloads' plus two per discovery slot
-    (a listing and a Catalog query at once) and a few for token refreshes."""
-    return export.concurrency + 2 * export.discovery_concurrency + 4
 
 
 class Scheduler:
@@ -31,13 +26,10 @@ class Scheduler:
         # Requests on the wire: a stream holds a connection per request only, so a file being
         # verified, fsynced or renamed holds none.
         self.connections = anyio.Semaphore(export.concurrency)
-        # Files in flight: twice the connections, so that while one file is being verified and
-        # renamed another already uses its connection.
-        self.workers = 2 * export.concurrency
-        # Disk work (writes, hashing, verification) in its own thread budget.
-        self.disk = anyio.CapacityLimiter(max(4, min(export.concurrency, 16)))
-        self.discovery = anyio.CapacityLimiter(export.discovery_concurrency)
-        self.queue_size = 4 * export.concurrency  # files listed ahead of the workers
+        self.workers = sizing.workers(export)
+        self.disk = anyio.CapacityLimiter(sizing.disk_threads(export))
+        self.discovery = anyio.CapacityLimiter(sizing.discovery_slots(export))
+        self.queue_size = sizing.queue_size(export)
         # Set by the coordinator: True when no file waits for a worker.
         self.queue_idle: Callable[[], bool] = lambda: False
         self.jobs: set[FileJob] = set()  # files whose streams are running (they can take helpers)

@@ -76,7 +76,7 @@ def _gone(request: web.Request) -> bool:
 async def _hold(request: web.Request, seconds: float = HOLD_MAX) -> None:
     """Send nothing, keep the connection open, until the client hangs up."""
     until = time.monotonic() + seconds
-    while not _gone(request) and time.monotonic() < until:
+    while not _gone(request) and time.monotonic() < until:  # noqa: ASYNC110 - polls the transport: no event tells that the client hung up
         await asyncio.sleep(0.02)
 
 

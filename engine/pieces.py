@@ -8,7 +8,7 @@
   prefix are hashed from memory; bytes that arrived out of order (other streams, an earlier run)
   are re-read from the destination once the prefix reaches them, never before.
 - `unconfirmed`: windows of bytes an earlier run left that must match the server's before
-  anything is written next to them (transfer/validators.py), when no strong ETag vouches for them.
+  anything is written next to them (engine/validators.py), when no strong ETag vouches for them.
 
 Resume, parallel ranges, tail sharing, restarts and verification all work on this one object.
 Writes and hashing happen in worker threads (one per flush), hence the lock.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .ranges import RangeSet
@@ -94,7 +94,7 @@ class Download:
         self.claims.append(claim)
         return claim
 
-    def _unclaimed(self):
+    def _unclaimed(self) -> Iterator[tuple[int, int]]:
         if self.size is None:
             return
         busy = RangeSet((c.flushed, c.stop) for c in self.claims if c.stop is not None)  # buffered bytes too

@@ -16,15 +16,11 @@ from typing import TypeVar
 import aiohttp
 import structlog
 
-from ..errors import PlatformUnreachable
-from ..retry import RetryPolicy
+from .errors import PlatformUnreachable
+from .retry import RetryPolicy
 
 log = structlog.get_logger("aep_export.reach")
 T = TypeVar("T")
-
-# Connection attempts to one host keep being retried for this long before the run stops:
-# long enough to ride out a restarting gateway or a DNS blip, short enough to fail a bad URL fast.
-UNREACHABLE_AFTER_S = 15.0
 
 CONNECT_FAILURES = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # TLS failures (a certificate refused, https spoken to a plain-http port) do not fix themselves.
@@ -32,9 +28,11 @@ _HOPELESS = (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSL
 
 
 async def connecting(send: Callable[[], Awaitable[T]], *, target: str, setting: str, policy: RetryPolicy,
-                     budget: float = UNREACHABLE_AFTER_S, noticed: set[str] | None = None) -> T:
-    """`send()`, retried while no connection can be made, for at most `budget` seconds.
-    The first failure per target in `noticed` is logged once, not once per request."""
+                     budget: float | None = None, noticed: set[str] | None = None) -> T:
+    """`send()`, retried while no connection can be made, for at most `budget` seconds (the
+    policy's reach budget unless given). The first failure per target in `noticed` is logged once,
+    not once per request."""
+    budget = policy.reach_budget if budget is None else budget
     started = time.monotonic()
     attempt = 0
     while True:

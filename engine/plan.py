@@ -14,15 +14,16 @@ from typing import Any
 
 import anyio
 
-from .auth import TokenProvider
-from .client import PlatformClient, make_session
-from .discovery import Discovery
-from .selection import Replaced, Selector
-from ..config import AudienceSettings, DatasetSettings, Settings
-from ..errors import CredentialsRejected, Failure, PlatformUnreachable
-from ..model import FileTask
-from ..output.report import human_bytes
-from ..retry import RetryPolicy, failure
+from . import sizing
+from .config import AudienceSettings, DatasetSettings, Settings
+from .errors import Failure, RunFatal
+from .model import FileTask
+from .platform.auth import TokenProvider
+from .platform.client import PlatformClient, make_session
+from .platform.discovery import Discovery
+from .platform.selection import Replaced, Selector
+from .retry import RetryPolicy, failure
+from .units import human_bytes
 
 
 @dataclass
@@ -53,14 +54,14 @@ class EntryPlan:
 async def make_plan(settings: Settings) -> list[EntryPlan]:
     """Every entry resolved, in config order. Credentials or an unreachable platform raise."""
     ex = settings.export
-    policy = RetryPolicy(max_attempts=ex.max_attempts, base=ex.backoff_base, cap=ex.backoff_cap)
+    policy = RetryPolicy.for_export(ex)
     async with make_session(settings) as session:
         tokens = TokenProvider(settings.auth, session, policy)
         discovery = Discovery(PlatformClient(settings, session, tokens, policy), ex.created_client, ex.max_listing_pages)
         await tokens.token()
         selector = Selector(discovery, settings.datasets)
         plans = [EntryPlan(ds.label) for ds in settings.datasets] + [EntryPlan(aud.label) for aud in settings.audiences]
-        limiter = anyio.CapacityLimiter(ex.discovery_concurrency)
+        limiter = anyio.CapacityLimiter(sizing.discovery_slots(ex))
         entries: list[DatasetSettings | AudienceSettings] = [*settings.datasets, *settings.audiences]
         fatal: list[Exception] = []  # credentials or reachability: the whole check stops on the first
         async with anyio.create_task_group() as tg:
@@ -80,31 +81,31 @@ async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan
                 plan.dataset_id, plan.replaced, plan.left_out = selection.dataset_id, selection.replaced, selection.left_out
                 found = [(selection.dataset_id, key, obj) for key, obj in selection.batches]
             else:
-                audience = await discovery.audience_plan(entry)
+                audience = await discovery.audiences.audience_plan(entry)
                 plan.actions, found = audience.actions, audience.batches
                 plan.dataset_id = entry.dataset_id or (found[0][0] if found else None)
             for dataset_id, key, obj in found:
                 plan.batches.append(await _count_files(discovery, dataset_id, key, obj))
-        except (CredentialsRejected, PlatformUnreachable) as exc:
+        except RunFatal as exc:
             fatal.append(exc)
             scope.cancel()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a batch's failure is shown in the plan, not fatal
             plan.error = failure(exc)
 
 
 async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dict[str, Any]) -> PlannedBatch:
     try:
-        batch, dataset_files = await discovery.resolve_batch(dataset_id, key, obj)
-    except (CredentialsRejected, PlatformUnreachable):
+        batch, dataset_files = await discovery.data_access.resolve_batch(dataset_id, key, obj)
+    except RunFatal:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a batch's failure is shown in the plan, not fatal
         return PlannedBatch(dataset_id, key, error=failure(exc))
     planned = PlannedBatch(dataset_id, batch.batch_id)
 
     async def count(task: FileTask) -> None:
         planned.unsized += task.size is None
 
-    listing = await discovery.list_files(batch, dataset_files, count)
+    listing = await discovery.data_access.list_files(batch, dataset_files, count)
     planned.files, planned.bytes = listing.files, listing.bytes
     if listing.refused:
         planned.error = Failure("unsafe_name", f"{len(listing.refused)} file name(s) would be refused: {listing.refused[0][0]!r}")

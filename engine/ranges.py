@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 class RangeSet:
     """Half-open byte intervals, merged on insert. Small: one interval per gap-free run of bytes."""
 
-    __slots__ = ("_starts", "_ends")
+    __slots__ = ("_ends", "_starts")
 
     def __init__(self, ranges: Iterable[tuple[int, int]] = ()):
         self._starts: list[int] = []
@@ -36,7 +36,7 @@ class RangeSet:
     def gaps(self, end: int, start: int = 0) -> Iterator[tuple[int, int]]:
         """The missing intervals of [start, end)."""
         pos = start
-        for held_start, held_end in zip(self._starts, self._ends):
+        for held_start, held_end in zip(self._starts, self._ends, strict=False):
             if held_end <= pos:
                 continue
             if held_start >= end:
@@ -52,7 +52,7 @@ class RangeSet:
 
     @property
     def total(self) -> int:
-        return sum(e - s for s, e in zip(self._starts, self._ends))
+        return sum(e - s for s, e in zip(self._starts, self._ends, strict=False))
 
     @property
     def last_end(self) -> int:
@@ -63,10 +63,10 @@ class RangeSet:
         self._ends.clear()
 
     def as_list(self) -> list[list[int]]:
-        return [[s, e] for s, e in zip(self._starts, self._ends)]
+        return [[s, e] for s, e in zip(self._starts, self._ends, strict=False)]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return zip(self._starts, self._ends)
+        return zip(self._starts, self._ends, strict=False)
 
     def __len__(self) -> int:
         return len(self._starts)

@@ -32,7 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
+import unicodedata
+from pathlib import Path, PurePosixPath
+
+from .errors import UnsafeNameError
 
 MANIFEST = "_manifest.json"
 SUMS = "_SHA256SUMS"
@@ -95,6 +98,7 @@ def is_temporary(name: str) -> bool:
 
 # -- names that are ours -----------------------------------------------------------------------------
 
+SUMS_NAMES = (SUMS, OLD_SUMS)  # where a batch's checksum list is read from: the new name wins
 OWN_NAMES = frozenset(n.casefold() for n in (MANIFEST, SUMS, OLD_SUMS, SUCCESS, LATEST, STATE_DIR))
 _REPORT = re.compile(r"report(\.shard-\d+-of-\d+)?\.json")
 
@@ -119,9 +123,19 @@ def report_name(shard: str | None = None) -> str:
     return f"report{shard_suffix(shard)}.json"
 
 
+def batch_folder(dataset_id: str, batch_id: str) -> str:
+    """`{dataset}/{batch}`: a batch's folder, relative to the export's root."""
+    return f"{dataset_id}/{batch_id}"
+
+
+def file_path(dataset_id: str, batch_id: str, dataset_file_id: str, name: str) -> str:
+    """`{dataset}/{batch}/{dataSetFileId}/{name}`: a data file, relative to the export's root."""
+    return f"{batch_folder(dataset_id, batch_id)}/{dataset_file_id}/{name}"
+
+
 def sums_path(batch_folder: Path) -> Path | None:
     """The checksum list of a batch folder: the new name, else the old one, else None."""
-    for name in (SUMS, OLD_SUMS):
+    for name in SUMS_NAMES:
         path = batch_folder / name
         if path.is_file():
             return path
@@ -171,3 +185,52 @@ def parse_latest(text: str) -> str | None:
 def lock_name(shard: str | None = None) -> str:
     """The destination's lock (`lock`), or shard I of N's own (`lock.shard-I-of-N`): runlock.py."""
     return f"lock{shard_suffix(shard)}"
+
+
+# -- server-sent names: each a place in this layout that can never leave it --------------------
+
+_MAX_COMPONENT = 255
+
+
+def safe_component(value: str, what: str) -> str:
+    """A single path component: no separators, no dot-dirs, no control characters."""
+    if not value or value in (".", ".."):
+        raise UnsafeNameError(f"{what} {value!r} is not a usable file name")
+    if "/" in value or "\\" in value:
+        raise UnsafeNameError(f"{what} {value!r} contains a path separator")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise UnsafeNameError(f"{what} {value!r} contains control characters")
+    if len(value.encode()) > _MAX_COMPONENT:
+        raise UnsafeNameError(f"{what} {value[:40]!r}… is longer than {_MAX_COMPONENT} bytes")
+    return value
+
+
+def safe_relative(name: str, what: str = "file name") -> str:
+    """A relative POSIX path whose every component is safe ('a/b.parquet' is fine, '../x' is not)."""
+    if "\\" in name:
+        raise UnsafeNameError(f"{what} {name!r} contains a backslash")
+    if name.startswith("/") or PurePosixPath(name).is_absolute():
+        raise UnsafeNameError(f"{what} {name!r} is an absolute path")
+    parts = name.split("/")
+    for part in parts:
+        safe_component(part, what)
+    return "/".join(parts)
+
+
+def folder_id(value: str, what: str) -> str:
+    """A dataset, batch or dataSetFile id as the folder it names: one safe component, and none of
+    the names of our own files (`_SUCCESS`, `_manifest.json`, `.aep-export`, …), which it would
+    otherwise take the place of, or share a folder with."""
+    safe_component(value, what)
+    if is_own_name(value):
+        raise UnsafeNameError(f"{what} {value!r} is the name of one of aep-export's own files")
+    return value
+
+
+def listed_name(name: str) -> str:
+    """A file name from a listing as a path below its dataSetFile's folder: safe, and never into the
+    hidden folder where our temporary files are (above)."""
+    rel = safe_relative(name)
+    if any(part.casefold() == STATE_DIR for part in rel.split("/")):
+        raise UnsafeNameError(f"file name {name!r} leads into aep-export's own folder {STATE_DIR}")
+    return rel

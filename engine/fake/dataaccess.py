@@ -188,43 +188,46 @@ class DataAccessApi:
         self.stats.statuses[status] += 1
         await resp.prepare(request)
         key = f"{f.id}/{part.name}"
+        body = [key, start, 0]  # bytes tallied as they are counted: a response cut or abandoned keeps its count
+        self.stats.bodies.append(body)
         if length == 0:
             await resp.write_eof()
             return resp
         if corrupt_at < 0 and cut_after < 0 and not fl.bandwidth_bps and not fl.response_limit_s:
             # no body fault for this response: zero-copy fast path
-            sent = await self._sendfile(request, resp, part.path, start, length, key)
+            sent = await self._sendfile(request, resp, part.path, start, length, body)
         else:
-            sent = await self._send_chunks(request, resp, part.path, start, length, corrupt_at, cut_after, key)
+            sent = await self._send_chunks(request, resp, part.path, start, length, corrupt_at, cut_after, body)
         if sent < length:
             return resp  # connection already aborted
         await resp.write_eof()
         return resp
 
-    def _account(self, key: str, n: int) -> None:
+    def _account(self, body: list[Any], n: int) -> None:
         # counted before the bytes leave, so a client never sees data the stats do not show
         self.stats.bytes_sent += n
-        self.stats.bytes_by_file[key] += n
+        self.stats.bytes_by_file[body[0]] += n
+        body[2] += n
 
     async def _sendfile(self, request: web.Request, resp: web.StreamResponse, path: Path,
-                        start: int, length: int, key: str) -> int:
+                        start: int, length: int, body: list[Any]) -> int:
         """Fast path: kernel sendfile (the benchmark server must not be the bottleneck)."""
         transport = request.transport
         if transport is None:
             return 0
         with open(path, "rb") as fh:
-            self._account(key, length)
+            self._account(body, length)
             try:
                 await asyncio.get_running_loop().sendfile(transport, fh, start, length)
             except NotImplementedError:
-                self._account(key, -length)
-                return await self._send_chunks(request, resp, path, start, length, -1, -1, key)
+                self._account(body, -length)
+                return await self._send_chunks(request, resp, path, start, length, -1, -1, body)
             except (ConnectionError, OSError, RuntimeError):
                 return 0  # unknown partial count: leave the optimistic total
         return length
 
     async def _send_chunks(self, request: web.Request, resp: web.StreamResponse, path: Path, start: int,
-                           length: int, corrupt_at: int, cut_after: int, key: str) -> int:
+                           length: int, corrupt_at: int, cut_after: int, body: list[Any]) -> int:
         """Slow path: 1 MiB chunks with pacing, response time limit, corruption and resets."""
         fl = self.cfg.faults
         bps = fl.bandwidth_bps
@@ -246,7 +249,7 @@ class DataAccessApi:
                     ahead = (sent + len(data)) / bps - (time.monotonic() - t_start)
                     if ahead > 0:
                         await asyncio.sleep(ahead)
-                self._account(key, len(data))
+                self._account(body, len(data))
                 try:
                     await resp.write(data)
                 except (ConnectionError, RuntimeError):

@@ -47,6 +47,9 @@ class FakeStats:
     redirect_requests: int = 0
     redirect_header_names: list[list[str]] = field(default_factory=list)  # per request, lowercase
     redirect_saw_auth: bool = False  # any Authorization / x-api-key reached the redirect host
+    # every download body as sent: (file key, first byte, bytes sent), so a test can tell bytes
+    # sent twice (a stream abandoned past a split point) from bytes sent once
+    bodies: list[list[Any]] = field(default_factory=list)  # [key, start, sent], sent counted as it goes
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +162,7 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
         s.requests.clear()
         s.statuses.clear()
         s.bytes_by_file.clear()
+        s.bodies.clear()
         s.bytes_sent = s.tokens_issued = s.redirect_requests = 0
         s.redirect_header_names.clear()
         s.redirect_saw_auth = False

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import clean_env, read_manifest, read_report, run_cli, toml_config
 
-from engine.outcome import EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from engine.fake import DatasetSpec, FakeConfig
+from engine.outcome import EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["Churn propensity", "Web conversion propensity", "Upsell propensity"]

@@ -95,7 +95,7 @@ def test_verify_takes_a_relative_path_after_an_interrupted_run(exported, tmp_pat
     whether DIR is given absolute or relative (relative raised ValueError in incomplete())."""
     import shutil
 
-    from engine.output.control import part_path
+    from engine.layout import part_path
 
     base = exported
     shutil.copytree(base / "out", tmp_path / "out3")

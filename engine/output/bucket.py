@@ -19,10 +19,10 @@ import base64
 import builtins
 import hashlib
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.from_thread
@@ -35,6 +35,7 @@ from ..reach import CONNECT_FAILURES, connecting
 from ..retry import MAX_ATTEMPTS, RetryPolicy
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 COPY_LIMIT = 5 << 30  # S3's largest single CopyObject; larger objects are copied part by part
 COPY_PART = 1 << 30
 _REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "InvalidToken",
@@ -123,7 +124,7 @@ class Bucket:
                 raise cause from exc
             raise translate(exc, "check the bucket", self.url) from None
 
-    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    def call(self, fn: Callable[[*Ts], Coroutine[Any, Any, T]], *args: *Ts) -> T:
         """Run a coroutine function on the bucket's event loop from a blocking thread."""
         return anyio.from_thread.run(fn, *args, token=self.token)
 
@@ -154,13 +155,14 @@ class Bucket:
 
     async def head(self, rel: str) -> dict[str, Any] | None:
         try:
-            return await self.client.head_object(Bucket=self.name, Key=self.key(rel))
+            head: dict[str, Any] = await self.client.head_object(Bucket=self.name, Key=self.key(rel))
+            return head
         except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             if _code(exc) in _MISSING:
                 return None
             raise translate(exc, f"read {rel}", self.url) from None
 
-    async def read(self, rel: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, rel: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) of an object, as they arrive."""
         if end is not None and end <= start:
             return
@@ -177,7 +179,8 @@ class Bucket:
         try:
             resp = await self.client.get_object(Bucket=self.name, Key=self.key(rel))
             async with resp["Body"] as body:
-                return (await body.read()).decode("utf-8")
+                data: bytes = await body.read()
+            return data.decode("utf-8")
         except UnicodeDecodeError:
             return None
         except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
@@ -198,11 +201,13 @@ class Bucket:
         """Server-side copy with new metadata; the new object appears whole. Returns the store's
         SHA-256 of the copy (base64) where it computes one for the whole object."""
         if size > COPY_LIMIT:
-            return await self._copy_in_parts(src, dst, size, metadata)
+            await self._copy_in_parts(src, dst, size, metadata)
+            return None  # a copy made of parts has no whole-object SHA-256 to compare
         resp = await self._call("copy_object", f"copy {src} to {dst}", Key=self.key(dst),
                                 CopySource={"Bucket": self.name, "Key": self.key(src)},
                                 MetadataDirective="REPLACE", Metadata=metadata, ChecksumAlgorithm="SHA256")
-        return resp.get("CopyObjectResult", {}).get("ChecksumSHA256")
+        sha256: str | None = resp.get("CopyObjectResult", {}).get("ChecksumSHA256")
+        return sha256
 
     async def _copy_in_parts(self, src: str, dst: str, size: int, metadata: dict[str, str]) -> None:
         upload_id = await self.create_upload(dst, metadata)
@@ -219,14 +224,14 @@ class Bucket:
         except BaseException:
             await self.abort(dst, upload_id)
             raise
-        return None
 
     # -- multipart uploads ----------------------------------------------------------------------
 
     async def create_upload(self, rel: str, metadata: dict[str, str] | None = None) -> str:
         resp = await self._call("create_multipart_upload", f"start uploading {rel}", Key=self.key(rel),
                                 ChecksumAlgorithm="SHA256", Metadata=metadata or {})
-        return resp["UploadId"]
+        upload_id: str = resp["UploadId"]
+        return upload_id
 
     async def upload_part(self, rel: str, upload_id: str, number: int, body: io.RawIOBase, length: int,
                           sha256: bytes) -> Part:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
 
 from .. import sizing
 from ..checks.integrity import footer_rows
@@ -35,7 +34,7 @@ from ..model import BatchRef, FileTask
 from .bucket import Bucket, ObjectView, Part, Upload
 from .destination import Existing
 from .spool import Spool
-from .upload import ROWS_META, SHA256_META, StoreTarget
+from .upload import ROWS_META, SHA256_META, Resumed, StoreTarget, Uplink
 
 log = structlog.get_logger("aep_export.output")
 
@@ -61,26 +60,6 @@ def upload_owner(key: str) -> str | None:
         return None
     owner, _, name = key[len(UPLOADS) + 1:].rpartition("/")
     return owner if owner and _UPLOAD_NAME.fullmatch(name) else None
-
-
-@dataclass
-class Uplink:
-    """What every file being uploaded shares."""
-
-    bucket: Bucket
-    spool: Spool
-    tg: TaskGroup  # runs the part uploads
-    slots: anyio.Semaphore  # parts uploaded at once
-    disk: anyio.CapacityLimiter
-
-
-@dataclass
-class Resumed:
-    """What an earlier run left for this file in the bucket."""
-
-    upload_id: str | None = None
-    parts: dict[int, Part] = field(default_factory=dict)
-    staged: bool = False  # the upload was completed into the staging object, not yet copied
 
 
 @dataclass

@@ -15,26 +15,45 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 
 from ..errors import IntegrityError, StoreError
 from ..pieces import Download
 from ..ranges import RangeSet
 from ..validators import Validator
-from .bucket import ObjectView, Part, b64
+from .bucket import Bucket, ObjectView, Part, b64
 from .destination import Check, ViewFile
-from .spool import Piece, PieceView
-
-if TYPE_CHECKING:
-    from .objectstore import Resumed, Uplink
+from .spool import Piece, PieceView, Spool
 
 log = structlog.get_logger("aep_export.output")
 
 UPLOAD_GRACE = 10.0  # seconds an interrupted file waits for its parts already being uploaded
 SHA256_META, ROWS_META = "aep-export-sha256", "aep-export-rows"
+
+
+@dataclass
+class Uplink:
+    """What every file being uploaded shares."""
+
+    bucket: Bucket
+    spool: Spool
+    tg: TaskGroup  # runs the part uploads
+    slots: anyio.Semaphore  # parts uploaded at once
+    disk: anyio.CapacityLimiter
+
+
+@dataclass
+class Resumed:
+    """What an earlier run left for this file in the bucket."""
+
+    upload_id: str | None = None
+    parts: dict[int, Part] = field(default_factory=dict)
+    staged: bool = False  # the upload was completed into the staging object, not yet copied
 
 
 class StoreTarget:

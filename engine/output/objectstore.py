@@ -162,12 +162,12 @@ class ObjectStoreDestination:
                 await self.bucket.delete(staged)
         for upload in state.uploads.pop(rel, []):
             if upload.rel == staging and task.size is not None and not resumed.staged and resumed.upload_id is None:
-                parts = await self.bucket.list_parts(upload.rel, upload.upload_id)
+                parts = await self.bucket.multipart.list_parts(upload.rel, upload.upload_id)
                 if parts is not None:
                     resumed.upload_id = upload.upload_id
                     resumed.parts = _usable_parts(parts, task.size, part_size)
                     continue
-            await self.bucket.abort(upload.rel, upload.upload_id)  # another version of the file, or a duplicate
+            await self.bucket.multipart.abort(upload.rel, upload.upload_id)  # another version of the file, or a duplicate
         if resumed.parts or resumed.staged:
             log.info("upload_resumed", file=task.rel_path, parts=len(resumed.parts), staged=resumed.staged)
         return StoreTarget(self.link, rel, staging, task.size, part_size, resumed)
@@ -178,7 +178,7 @@ class ObjectStoreDestination:
     async def _clean(self, rel: str, state: BatchState) -> None:
         """A verified file's leftovers from a crash (an upload, a staging object): not needed any more."""
         for upload in state.uploads.pop(rel, []):
-            await self.bucket.abort(upload.rel, upload.upload_id)
+            await self.bucket.multipart.abort(upload.rel, upload.upload_id)
         for staged in state.staged.pop(rel, {}):
             await self.bucket.delete(staged)
 
@@ -198,7 +198,7 @@ class ObjectStoreDestination:
         async for rel, size in self.bucket.list(f"{UPLOADS}/{folder}"):
             if owner := upload_owner(rel):
                 state.staged.setdefault(owner, {})[rel] = size
-        for upload in await self.bucket.list_uploads(f"{UPLOADS}/{folder}"):
+        for upload in await self.bucket.multipart.in_progress(f"{UPLOADS}/{folder}"):
             if owner := upload_owner(upload.rel):
                 state.uploads.setdefault(owner, []).append(upload)
         return state

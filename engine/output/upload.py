@@ -60,8 +60,8 @@ class LocalParts:
     """The file's bytes on local disk until uploaded: one spool `Piece` per part, written from
     worker threads (the pieces dict is shared with the event loop under a lock)."""
 
-    def __init__(self, spool: Spool, rel: str, size: int | None, part_size: int):
-        self.spool, self.rel, self.size, self.part_size = spool, rel, size, part_size
+    def __init__(self, spool: Spool, disk: anyio.CapacityLimiter, rel: str, size: int | None, part_size: int):
+        self.spool, self.disk, self.rel, self.size, self.part_size = spool, disk, rel, size, part_size
         self.pieces: dict[int, Piece] = {}
         self._lock = threading.Lock()
 
@@ -129,6 +129,21 @@ class LocalParts:
             if self.pieces.get(piece.index) is piece:
                 del self.pieces[piece.index]
 
+    async def drop(self, piece: Piece) -> None:
+        """A part's local file removed and its room in the spool given back (even when cancelled)."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(piece.drop, limiter=self.disk)
+        self.spool.release(piece)
+        self.forget(piece)
+
+    async def drop_all(self) -> None:
+        """Every local part, its upload in flight stopped first."""
+        for piece in list(self.pieces.values()):
+            if piece.scope is not None:
+                piece.scope.cancel()
+            self.spool.evictable.pop(piece, None)
+            await self.drop(piece)
+
 
 class PartUploads:
     """The file's multipart upload to its staging key: the parts in it (an earlier pod's too),
@@ -152,13 +167,13 @@ class PartUploads:
             upload_id = await self._upload_id()
             digest = await anyio.to_thread.run_sync(piece.sha256, limiter=self.link.disk)
             body = ViewFile(piece.read_at, piece.length, piece.start)  # rewound on the client's retries
-            part = await self.link.bucket.upload_part(self.staging, upload_id, piece.number, body, piece.length, digest)
+            part = await self.link.bucket.multipart.upload_part(self.staging, upload_id, piece.number, body, piece.length, digest)
         self.parts[piece.number] = part
 
     async def _upload_id(self) -> str:
         async with self._creating:
             if self.upload_id is None:
-                self.upload_id = await self.link.bucket.create_upload(self.staging)
+                self.upload_id = await self.link.bucket.multipart.create(self.staging)
             return self.upload_id
 
     async def complete(self, size: int, part_size: int) -> None:
@@ -166,12 +181,12 @@ class PartUploads:
         missing = [n for n in range(1, count + 1) if n not in self.parts]
         if missing or self.upload_id is None:
             raise StoreError(f"{self.rel}: parts {missing[:5]} were never uploaded")
-        await self.link.bucket.complete(self.staging, self.upload_id, [self.parts[n] for n in range(1, count + 1)])
+        await self.link.bucket.multipart.complete(self.staging, self.upload_id, [self.parts[n] for n in range(1, count + 1)])
         self.upload_id, self.staged = None, True
 
     async def abandon(self) -> None:
         if self.upload_id is not None:
-            await self.link.bucket.abort(self.staging, self.upload_id)
+            await self.link.bucket.multipart.abort(self.staging, self.upload_id)
         if self.staged:
             await self.link.bucket.delete(self.staging)
         self.upload_id, self.staged, self.parts, self.failure = None, False, {}, None
@@ -187,7 +202,7 @@ class StoreTarget:
     def __init__(self, link: Uplink, rel: str, staging: str, size: int | None, part_size: int, resumed: Resumed):
         self.link, self.rel, self.staging = link, rel, staging
         self.piece_size = part_size
-        self.local = LocalParts(link.spool, rel, size, part_size)
+        self.local = LocalParts(link.spool, link.disk, rel, size, part_size)
         self.uploads = PartUploads(link, rel, staging, resumed)
         self.held = RangeSet(((n - 1) * part_size, (n - 1) * part_size + p.size) for n, p in self.uploads.parts.items())
         if self.uploads.staged and size is not None:
@@ -245,7 +260,7 @@ class StoreTarget:
                 self.link.spool.uploads_pending += 1
                 self.link.tg.start_soon(self._upload, piece)
             elif piece.uploaded and self._hashed_past(piece):
-                await self._drop(piece)
+                await self.local.drop(piece)
 
     def _single_part(self) -> bool:
         """One part in all: no multipart upload, one PutObject at commit."""
@@ -268,15 +283,9 @@ class StoreTarget:
             spool.notify()
         if piece.uploaded:
             if self._hashed_past(piece):
-                await self._drop(piece)
+                await self.local.drop(piece)
             else:  # keep it for the file's hash while the spool has room
                 spool.evictable[piece] = self.local.forget
-
-    async def _drop(self, piece: Piece) -> None:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(piece.drop, limiter=self.link.disk)
-        self.link.spool.release(piece)
-        self.local.forget(piece)
 
     async def _uploads_settled(self) -> None:
         """Wait until no part of this file is waiting for or in its upload."""
@@ -315,7 +324,7 @@ class StoreTarget:
             raise IntegrityError(f"{self.rel}: the store's SHA-256 of the copy differs from the verified bytes")
         await self.link.bucket.delete(self.staging)
         self.uploads.staged = False
-        await self._drop_all()
+        await self.local.drop_all()
         return rows
 
     async def _put_whole(self, download: Download, check: Check, size: int) -> int | None:
@@ -327,7 +336,7 @@ class StoreTarget:
         sha = download.digest()
         body = ViewFile(piece.read_at, piece.length, piece.start) if piece is not None else b""
         await self.link.bucket.put(self.rel, body, size, bytes.fromhex(sha), metadata(sha, rows))
-        await self._drop_all()
+        await self.local.drop_all()
         return rows
 
     def _read_back(self, start: int, end: int, hasher: Any) -> int:
@@ -353,20 +362,13 @@ class StoreTarget:
             await self._abandon()
 
     async def _abandon(self) -> None:
-        await self._drop_all()
+        await self.local.drop_all()
         await self.uploads.abandon()
 
     async def close(self) -> None:
         """Keep what is uploaded for a later run; stop what is not."""
         with anyio.CancelScope(shield=True):
-            await self._drop_all()
-
-    async def _drop_all(self) -> None:
-        for piece in list(self.pieces.values()):
-            if piece.scope is not None:
-                piece.scope.cancel()
-            self.link.spool.evictable.pop(piece, None)
-            await self._drop(piece)
+            await self.local.drop_all()
 
 
 def metadata(sha256_hex: str, rows: int | None) -> dict[str, str]:

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .early import restore_default_signals
 from .errors import ConfigError, ExportError, RunFatal, StoreError
-from .launch import restore_default_signals
 from .outcome import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL
 from .shard import Shard, parse_shard
 

@@ -38,6 +38,7 @@ from .progress import show_progress
 from .retry import RetryPolicy, describe, failure
 from .shard import Shard, entry_key, share_of
 from .transfer.download import Downloader
+from .transfer.fetcher import FileJob
 from .transfer.scheduler import Scheduler
 
 log = structlog.get_logger("aep_export")
@@ -81,7 +82,7 @@ class Exporter:
         attempted, and so does one another run holds (DestinationBusy: exit 5)."""
         ex = self.settings.export
         self.policy = RetryPolicy.for_export(ex)
-        self.scheduler = Scheduler(ex)
+        self.scheduler: Scheduler[FileJob] = Scheduler(ex)
         with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
             async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
                 try:

@@ -7,17 +7,15 @@ A SIGTERM or SIGINT that comes during those imports, before the exporter's own h
 must not kill the run half-way with no report: it is remembered here, first thing, and the
 exporter acts on it as soon as its handlers are installed (engine/exporter.py, exit 130/143 and
 a report that says `interrupted`). Commands that install no handlers get the default behaviour
-back, and a remembered signal is delivered to them then (`restore_default_signals`).
+back, and a remembered signal is delivered to them then (`early.restore_default_signals`).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
 from .early import remember as _remember
-from .early import take_early_signal
 
 _EARLY = (signal.SIGINT, signal.SIGTERM)
 
@@ -34,13 +32,3 @@ def entry() -> None:
 
     cli_entry()
 
-
-def restore_default_signals() -> None:
-    """For commands without handlers of their own: the default actions again, and a signal that
-    came during start-up delivered now (so it acts as it always would have)."""
-    if signal.getsignal(signal.SIGTERM) is not _remember:
-        return  # not started through entry() (tests calling cli.main), or done already
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    if (signum := take_early_signal()) is not None:
-        os.kill(os.getpid(), signum)

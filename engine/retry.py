@@ -18,15 +18,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import aiohttp
 import structlog
 
 from .errors import Failure, NotYet, RequestLimit, RetryableStatus, Throttled, TransferError, kind_of
-
-if TYPE_CHECKING:
-    from .config import ExportSettings
 
 log = structlog.get_logger("aep_export.retry")
 T = TypeVar("T")
@@ -43,6 +40,22 @@ MAX_ATTEMPTS = 8  # tries per request (export.max_attempts' default; the S3 clie
 # Connection attempts to one host keep being retried for this long before the run stops:
 # long enough to ride out a restarting gateway or a DNS blip, short enough to fail a bad URL fast.
 UNREACHABLE_AFTER_S = 15.0
+
+
+class RetrySettings(Protocol):
+    """The settings the policy is made from (config.ExportSettings has them; config imports this
+    module for MAX_ATTEMPTS, so the policy names only what it reads)."""
+
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def max_file_attempts(self) -> int: ...
+    @property
+    def lowest_speed_time(self) -> float: ...
+    @property
+    def backoff_base(self) -> float: ...
+    @property
+    def backoff_cap(self) -> float: ...
 INTEGRITY_REFETCHES = 2  # a file whose bytes fail verification is fetched again this often
 MAX_RESTARTS = 3  # starts over because the server's file changed under us
 
@@ -98,7 +111,7 @@ class RetryPolicy:
     continuations: int = 0  # failures after progress, continued at once
 
     @classmethod
-    def for_export(cls, export: ExportSettings) -> RetryPolicy:
+    def for_export(cls, export: RetrySettings) -> RetryPolicy:
         """The run's policy from its settings (a run and `check` alike)."""
         return cls(max_attempts=export.max_attempts, base=export.backoff_base, cap=export.backoff_cap)
 
@@ -218,7 +231,7 @@ class SpeedWindow:
         return now - since >= self.window and received - then < self.rate * (now - since)
 
 
-def stall_bound(export: ExportSettings) -> float:
+def stall_bound(export: RetrySettings) -> float:
     """The longest a file stream keeps trying once its server stops sending (after the headers),
     with these settings: the response is cut within a window and a quarter, then each failed
     attempt is cut after a window and waits at most its back-off's cap."""

@@ -15,7 +15,7 @@ _EXPORTS = {
     "ExpectedFile": ".data",
     "Faults": ".faults",
     "FakePlatform": ".server",
-    "FakeStats": ".server",
+    "FakeStats": ".stats",
     "ThreadedFakePlatform": ".server",
 }
 

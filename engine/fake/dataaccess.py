@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .config import FakeConfig
     from .data import Model
     from .faults import FaultEngine
-    from .server import FakeStats
+    from .stats import FakeStats
 
 CHUNK = 1 << 20
 

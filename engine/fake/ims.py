@@ -10,7 +10,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .config import FakeConfig
-    from .server import FakeStats
+    from .stats import FakeStats
 
 
 class ImsApi:

@@ -16,13 +16,12 @@ cannot be reached exit 4 (after the gateway's budget, engine/reach.py), anything
 from __future__ import annotations
 
 import base64
-import builtins
 import hashlib
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.from_thread
@@ -35,6 +34,7 @@ from ..reach import CONNECT_FAILURES, connecting
 from ..retry import MAX_ATTEMPTS, RetryPolicy
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 COPY_LIMIT = 5 << 30  # S3's largest single CopyObject; larger objects are copied part by part
 COPY_PART = 1 << 30
 _REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "InvalidToken",
@@ -75,6 +75,7 @@ class Bucket:
         self._base = f"{url.prefix}/" if url.prefix else ""
         self.client = client
         self.token = anyio.lowlevel.current_token()  # lets any thread call back into this event loop
+        self.multipart = Multipart(self)
 
     @classmethod
     @asynccontextmanager
@@ -123,7 +124,7 @@ class Bucket:
                 raise cause from exc
             raise translate(exc, "check the bucket", self.url) from None
 
-    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    def call(self, fn: Callable[[*Ts], Coroutine[Any, Any, T]], *args: *Ts) -> T:
         """Run a coroutine function on the bucket's event loop from a blocking thread."""
         return anyio.from_thread.run(fn, *args, token=self.token)
 
@@ -133,7 +134,8 @@ class Bucket:
     def rel(self, key: str) -> str:
         return key[len(self._base):]
 
-    async def _call(self, op: str, what: str, **kw: Any) -> Any:
+    async def request(self, op: str, what: str, **kw: Any) -> Any:
+        """One S3 call on this bucket, its failure translated."""
         try:
             return await getattr(self.client, op)(Bucket=self.name, **kw)
         except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
@@ -145,7 +147,7 @@ class Bucket:
         """(rel, size) of every object under the prefix."""
         kw: dict[str, Any] = {"Prefix": self.key(rel_prefix)}
         while True:
-            page = await self._call("list_objects_v2", f"list {rel_prefix or '/'}", **kw)
+            page = await self.request("list_objects_v2", f"list {rel_prefix or '/'}", **kw)
             for obj in page.get("Contents", []):
                 yield self.rel(obj["Key"]), obj["Size"]
             if not page.get("IsTruncated"):
@@ -154,18 +156,19 @@ class Bucket:
 
     async def head(self, rel: str) -> dict[str, Any] | None:
         try:
-            return await self.client.head_object(Bucket=self.name, Key=self.key(rel))
+            head: dict[str, Any] = await self.client.head_object(Bucket=self.name, Key=self.key(rel))
+            return head
         except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             if _code(exc) in _MISSING:
                 return None
             raise translate(exc, f"read {rel}", self.url) from None
 
-    async def read(self, rel: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, rel: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) of an object, as they arrive."""
         if end is not None and end <= start:
             return
         rng = f"bytes={start}-{'' if end is None else end - 1}"
-        resp = await self._call("get_object", f"read {rel}", Key=self.key(rel), Range=rng)
+        resp = await self.request("get_object", f"read {rel}", Key=self.key(rel), Range=rng)
         try:
             async with resp["Body"] as body:
                 async for chunk in body.iter_chunks(1 << 20):
@@ -177,7 +180,8 @@ class Bucket:
         try:
             resp = await self.client.get_object(Bucket=self.name, Key=self.key(rel))
             async with resp["Body"] as body:
-                return (await body.read()).decode("utf-8")
+                data: bytes = await body.read()
+            return data.decode("utf-8")
         except UnicodeDecodeError:
             return None
         except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
@@ -188,86 +192,94 @@ class Bucket:
     async def put(self, rel: str, body: bytes | io.RawIOBase, length: int, sha256: bytes,
                   metadata: dict[str, str] | None = None) -> None:
         """One whole object; the store checks the body against its SHA-256 before it becomes visible."""
-        await self._call("put_object", f"write {rel}", Key=self.key(rel), Body=body, ContentLength=length,
+        await self.request("put_object", f"write {rel}", Key=self.key(rel), Body=body, ContentLength=length,
                          ChecksumSHA256=b64(sha256), Metadata=metadata or {})
 
     async def delete(self, rel: str) -> None:
-        await self._call("delete_object", f"delete {rel}", Key=self.key(rel))
+        await self.request("delete_object", f"delete {rel}", Key=self.key(rel))
 
     async def copy(self, src: str, dst: str, size: int, metadata: dict[str, str]) -> str | None:
         """Server-side copy with new metadata; the new object appears whole. Returns the store's
         SHA-256 of the copy (base64) where it computes one for the whole object."""
         if size > COPY_LIMIT:
-            return await self._copy_in_parts(src, dst, size, metadata)
-        resp = await self._call("copy_object", f"copy {src} to {dst}", Key=self.key(dst),
+            await self._copy_in_parts(src, dst, size, metadata)
+            return None  # a copy made of parts has no whole-object SHA-256 to compare
+        resp = await self.request("copy_object", f"copy {src} to {dst}", Key=self.key(dst),
                                 CopySource={"Bucket": self.name, "Key": self.key(src)},
                                 MetadataDirective="REPLACE", Metadata=metadata, ChecksumAlgorithm="SHA256")
-        return resp.get("CopyObjectResult", {}).get("ChecksumSHA256")
+        sha256: str | None = resp.get("CopyObjectResult", {}).get("ChecksumSHA256")
+        return sha256
 
     async def _copy_in_parts(self, src: str, dst: str, size: int, metadata: dict[str, str]) -> None:
-        upload_id = await self.create_upload(dst, metadata)
+        upload_id = await self.multipart.create(dst, metadata)
         try:
             parts = []
             for n, start in enumerate(range(0, size, COPY_PART), start=1):
                 end = min(size, start + COPY_PART)
-                resp = await self._call("upload_part_copy", f"copy {src} to {dst}", Key=self.key(dst), UploadId=upload_id,
+                resp = await self.request("upload_part_copy", f"copy {src} to {dst}", Key=self.key(dst), UploadId=upload_id,
                                         PartNumber=n, CopySource={"Bucket": self.name, "Key": self.key(src)},
                                         CopySourceRange=f"bytes={start}-{end - 1}")
                 result = resp["CopyPartResult"]
                 parts.append(Part(n, end - start, result["ETag"], result.get("ChecksumSHA256")))
-            await self.complete(dst, upload_id, parts)
+            await self.multipart.complete(dst, upload_id, parts)
         except BaseException:
-            await self.abort(dst, upload_id)
+            await self.multipart.abort(dst, upload_id)
             raise
-        return None
 
-    # -- multipart uploads ----------------------------------------------------------------------
+class Multipart:
+    """A bucket's multipart uploads, by S3's own handles: what lets an upload resume in another pod
+    (its parts listed) and what a rerun cleans up (uploads listed, aborted)."""
 
-    async def create_upload(self, rel: str, metadata: dict[str, str] | None = None) -> str:
-        resp = await self._call("create_multipart_upload", f"start uploading {rel}", Key=self.key(rel),
-                                ChecksumAlgorithm="SHA256", Metadata=metadata or {})
-        return resp["UploadId"]
+    def __init__(self, bucket: Bucket):
+        self.bucket = bucket
+
+    async def create(self, rel: str, metadata: dict[str, str] | None = None) -> str:
+        resp = await self.bucket.request("create_multipart_upload", f"start uploading {rel}", Key=self.bucket.key(rel),
+                                         ChecksumAlgorithm="SHA256", Metadata=metadata or {})
+        upload_id: str = resp["UploadId"]
+        return upload_id
 
     async def upload_part(self, rel: str, upload_id: str, number: int, body: io.RawIOBase, length: int,
                           sha256: bytes) -> Part:
-        resp = await self._call("upload_part", f"upload part {number} of {rel}", Key=self.key(rel), UploadId=upload_id,
-                                PartNumber=number, Body=body, ContentLength=length, ChecksumSHA256=b64(sha256))
+        resp = await self.bucket.request("upload_part", f"upload part {number} of {rel}", Key=self.bucket.key(rel), UploadId=upload_id,
+                                         PartNumber=number, Body=body, ContentLength=length, ChecksumSHA256=b64(sha256))
         return Part(number, length, resp["ETag"], b64(sha256))
 
-    async def list_uploads(self, rel_prefix: str) -> builtins.list[Upload]:  # `list` is a method here
-        found, kw = [], {"Prefix": self.key(rel_prefix)}
+    async def in_progress(self, rel_prefix: str) -> list[Upload]:
+        """The uploads started under the prefix and neither completed nor aborted."""
+        found, kw = [], {"Prefix": self.bucket.key(rel_prefix)}
         while True:
-            page = await self._call("list_multipart_uploads", f"list uploads under {rel_prefix}", **kw)
-            found += [Upload(self.rel(u["Key"]), u["UploadId"]) for u in page.get("Uploads", [])]
+            page = await self.bucket.request("list_multipart_uploads", f"list uploads under {rel_prefix}", **kw)
+            found += [Upload(self.bucket.rel(u["Key"]), u["UploadId"]) for u in page.get("Uploads", [])]
             if not page.get("IsTruncated"):
                 return found
             kw.update(KeyMarker=page["NextKeyMarker"], UploadIdMarker=page["NextUploadIdMarker"])
 
-    async def list_parts(self, rel: str, upload_id: str) -> builtins.list[Part] | None:
+    async def list_parts(self, rel: str, upload_id: str) -> list[Part] | None:
         """The parts already uploaded, or None when the upload no longer exists."""
-        parts, kw = [], {"Key": self.key(rel), "UploadId": upload_id}
+        parts, kw = [], {"Key": self.bucket.key(rel), "UploadId": upload_id}
         while True:
             try:
-                page = await self.client.list_parts(Bucket=self.name, **kw)
+                page = await self.bucket.client.list_parts(Bucket=self.bucket.name, **kw)
             except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
                 if _code(exc) == "NoSuchUpload":
                     return None
-                raise translate(exc, f"list the parts of {rel}", self.url) from None
+                raise translate(exc, f"list the parts of {rel}", self.bucket.url) from None
             parts += [Part(p["PartNumber"], p["Size"], p["ETag"], p.get("ChecksumSHA256")) for p in page.get("Parts", [])]
             if not page.get("IsTruncated"):
                 return parts
             kw["PartNumberMarker"] = page["NextPartNumberMarker"]
 
-    async def complete(self, rel: str, upload_id: str, parts: builtins.list[Part]) -> None:
-        await self._call("complete_multipart_upload", f"complete {rel}", Key=self.key(rel), UploadId=upload_id,
-                         MultipartUpload={"Parts": [p.for_completion() for p in sorted(parts, key=lambda p: p.number)]})
+    async def complete(self, rel: str, upload_id: str, parts: list[Part]) -> None:
+        await self.bucket.request("complete_multipart_upload", f"complete {rel}", Key=self.bucket.key(rel), UploadId=upload_id,
+                                  MultipartUpload={"Parts": [p.for_completion() for p in sorted(parts, key=lambda p: p.number)]})
 
     async def abort(self, rel: str, upload_id: str) -> None:
         try:
-            await self.client.abort_multipart_upload(Bucket=self.name, Key=self.key(rel), UploadId=upload_id)
+            await self.bucket.client.abort_multipart_upload(Bucket=self.bucket.name, Key=self.bucket.key(rel), UploadId=upload_id)
         except Exception as exc:  # noqa: BLE001 - botocore's errors have no common base; translate() maps them
             if _code(exc) != "NoSuchUpload":
-                raise translate(exc, f"abort the upload of {rel}", self.url) from None
+                raise translate(exc, f"abort the upload of {rel}", self.bucket.url) from None
 
 
 def _code(exc: BaseException) -> str:

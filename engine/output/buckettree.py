@@ -58,7 +58,7 @@ class BucketTree:
                     self.in_flight.add(owner)
             else:
                 self.objects[rel] = size
-        for upload in await self.bucket.list_uploads(UPLOADS + "/"):
+        for upload in await self.bucket.multipart.in_progress(UPLOADS + "/"):
             if owner := upload_owner(upload.rel):
                 self.in_flight.add(owner)
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
 
 from .. import sizing
 from ..checks.integrity import footer_rows
@@ -35,7 +34,7 @@ from ..model import BatchRef, FileTask
 from .bucket import Bucket, ObjectView, Part, Upload
 from .destination import Existing
 from .spool import Spool
-from .upload import ROWS_META, SHA256_META, StoreTarget
+from .upload import ROWS_META, SHA256_META, Resumed, StoreTarget, Uplink
 
 log = structlog.get_logger("aep_export.output")
 
@@ -61,26 +60,6 @@ def upload_owner(key: str) -> str | None:
         return None
     owner, _, name = key[len(UPLOADS) + 1:].rpartition("/")
     return owner if owner and _UPLOAD_NAME.fullmatch(name) else None
-
-
-@dataclass
-class Uplink:
-    """What every file being uploaded shares."""
-
-    bucket: Bucket
-    spool: Spool
-    tg: TaskGroup  # runs the part uploads
-    slots: anyio.Semaphore  # parts uploaded at once
-    disk: anyio.CapacityLimiter
-
-
-@dataclass
-class Resumed:
-    """What an earlier run left for this file in the bucket."""
-
-    upload_id: str | None = None
-    parts: dict[int, Part] = field(default_factory=dict)
-    staged: bool = False  # the upload was completed into the staging object, not yet copied
 
 
 @dataclass
@@ -183,12 +162,12 @@ class ObjectStoreDestination:
                 await self.bucket.delete(staged)
         for upload in state.uploads.pop(rel, []):
             if upload.rel == staging and task.size is not None and not resumed.staged and resumed.upload_id is None:
-                parts = await self.bucket.list_parts(upload.rel, upload.upload_id)
+                parts = await self.bucket.multipart.list_parts(upload.rel, upload.upload_id)
                 if parts is not None:
                     resumed.upload_id = upload.upload_id
                     resumed.parts = _usable_parts(parts, task.size, part_size)
                     continue
-            await self.bucket.abort(upload.rel, upload.upload_id)  # another version of the file, or a duplicate
+            await self.bucket.multipart.abort(upload.rel, upload.upload_id)  # another version of the file, or a duplicate
         if resumed.parts or resumed.staged:
             log.info("upload_resumed", file=task.rel_path, parts=len(resumed.parts), staged=resumed.staged)
         return StoreTarget(self.link, rel, staging, task.size, part_size, resumed)
@@ -199,7 +178,7 @@ class ObjectStoreDestination:
     async def _clean(self, rel: str, state: BatchState) -> None:
         """A verified file's leftovers from a crash (an upload, a staging object): not needed any more."""
         for upload in state.uploads.pop(rel, []):
-            await self.bucket.abort(upload.rel, upload.upload_id)
+            await self.bucket.multipart.abort(upload.rel, upload.upload_id)
         for staged in state.staged.pop(rel, {}):
             await self.bucket.delete(staged)
 
@@ -219,7 +198,7 @@ class ObjectStoreDestination:
         async for rel, size in self.bucket.list(f"{UPLOADS}/{folder}"):
             if owner := upload_owner(rel):
                 state.staged.setdefault(owner, {})[rel] = size
-        for upload in await self.bucket.list_uploads(f"{UPLOADS}/{folder}"):
+        for upload in await self.bucket.multipart.in_progress(f"{UPLOADS}/{folder}"):
             if owner := upload_owner(upload.rel):
                 state.uploads.setdefault(owner, []).append(upload)
         return state

@@ -35,7 +35,7 @@ class Downloader:
     """Fetches and verifies files; one instance serves the whole pool."""
 
     def __init__(self, client: PlatformClient, export: ExportSettings, destination: Destination,
-                 policy: RetryPolicy, counters: Counters, scheduler: Scheduler):
+                 policy: RetryPolicy, counters: Counters, scheduler: Scheduler[FileJob]):
         self.export = export
         self.destination = destination
         self.counters = counters

@@ -107,7 +107,7 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None]:
 
 class Fetcher:
     def __init__(self, client: PlatformClient, export: ExportSettings, policy: RetryPolicy, counters: Counters,
-                 scheduler: Scheduler):
+                 scheduler: Scheduler[FileJob]):
         self.client = client
         self.policy = policy
         self.counters = counters

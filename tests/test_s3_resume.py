@@ -272,7 +272,7 @@ async def test_parts_left_by_a_dead_pod_are_kept_and_the_hash_finished_from_the_
 
 async def test_flushes_cut_at_part_boundaries_land_in_the_right_parts(tmp_path: Path) -> None:
     """Chunks that end exactly on a part boundary, span several parts, or come out of order."""
-    from engine.output.objectstore import Resumed, Uplink
+    from engine.output.upload import Resumed, Uplink
     from engine.pieces import Download
 
     part, size = 8, 30

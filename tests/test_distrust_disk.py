@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -305,12 +306,17 @@ def gated_fake(fake_data_root: Path):
     fp.stop()
 
 
-def test_a_second_run_over_the_same_folder_refuses_naming_the_first(tmp_path: Path, gated_fake) -> None:
-    fp, asked, open_gate = gated_fake
+def _start_run(tmp_path: Path, fp: Any) -> tuple[Path, list[str], subprocess.Popen[str]]:
+    """A run of the CLI into tmp_path/out, started in the background: (out, its arguments, the process)."""
     out, config = tmp_path / "out", tmp_path / "c.toml"
     config.write_text(toml_config(fp, out))
     cmd = ["-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"]
-    first = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return out, cmd, subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_run_over_the_same_folder_refuses_naming_the_first(tmp_path: Path, gated_fake) -> None:
+    fp, asked, open_gate = gated_fake
+    out, cmd, first = _start_run(tmp_path, fp)
     try:
         assert asked.wait(60), "the first run never started downloading"
         started_at = read_report(out)["started_at"]  # the first run's, status running
@@ -335,10 +341,7 @@ def test_a_second_run_over_the_same_folder_refuses_naming_the_first(tmp_path: Pa
 
 def test_a_run_killed_with_minus_9_does_not_block_the_next(tmp_path: Path, gated_fake) -> None:
     fp, asked, open_gate = gated_fake
-    out, config = tmp_path / "out", tmp_path / "c.toml"
-    config.write_text(toml_config(fp, out))
-    cmd = ["-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"]
-    first = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, cmd, first = _start_run(tmp_path, fp)
     try:
         assert asked.wait(60), "the first run never started downloading"
         lock = out / ".aep-export" / "lock"

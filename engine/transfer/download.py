@@ -148,6 +148,9 @@ class Downloader:
             raise IntegrityError(f"{task.name}: {view.size} bytes held, {download.hashed} hashed, {download.size} expected")
         if task.size is not None and view.size != task.size:
             raise IntegrityError(f"{task.name}: {view.size} bytes, the listing said {task.size}")
+        if download.unconfirmed:  # held bytes of an earlier run that no response was compared with
+            start, end = download.unconfirmed[0]
+            raise IntegrityError(f"{task.name}: held bytes {start}-{end - 1} were never confirmed against the server's")
         check_digests(download.digest(), job.digests, view.digest)
         if not (task.is_parquet and self.export.verify_parquet):
             return None

@@ -104,6 +104,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     _add_platform_flags(p)
     p.add_argument("--out", help="output directory or s3://bucket/prefix (export.out_dir)")
     p.add_argument("--concurrency", type=int, help="parallel downloads (export.concurrency)")
+    p.add_argument("--layout", help="plain ({dataset}/{batch}/…, the default) or hive (dataset=…/batch=…/…) (export.layout)")
     p.add_argument("--dataset", action="append", metavar="ID|NAME",
                    help="dataset to export: an id (24 hex digits) or a name (repeatable; replaces the config's datasets)")
     p.add_argument("--datasets-file", type=Path, metavar="FILE",
@@ -258,6 +259,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # The flags that set a setting: flag -> (dest in the arguments, section, key).
 FLAG_SETTINGS = {"--out": ("out", "export", "out_dir"), "--concurrency": ("concurrency", "export", "concurrency"),
+                 "--layout": ("layout", "export", "layout"),
                  "--org-id": ("org_id", "platform", "org_id"), "--sandbox": ("sandbox", "platform", "sandbox"),
                  "--url": ("url", "platform", "url")}
 

@@ -137,6 +137,8 @@ class ExportSettings(_Section):
     event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="uvloop if installed (pip install uvloop)")
     verify_parquet: bool = True
     deep_verify: bool = Field(False, description="also read every parquet page (checks page CRCs)")
+    layout: Literal["plain", "hive"] = Field(
+        "plain", description="plain: {dataset}/{batch}/…; hive: dataset={dataset}/batch={batch}/… (readers get both as columns)")
 
 
 class Settings(BaseSettings):

@@ -27,7 +27,16 @@ from .masking import register_secret
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
 from .outcome import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL
 from .output.opener import open_destination
-from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, report_path, summary_event, write_report
+from .output.report import (
+    BatchOutcome,
+    DatasetOutcome,
+    RunOutcome,
+    finalize_batch,
+    refuse_layout_switch,
+    report_path,
+    summary_event,
+    write_report,
+)
 from .output.runlock import hold_destination
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
@@ -85,6 +94,8 @@ class Exporter:
         self.scheduler: Scheduler[FileJob] = Scheduler(ex)
         with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
             async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
+                self.run.layout = ex.layout
+                await anyio.to_thread.run_sync(refuse_layout_switch, self.destination, ex.layout, self.run.shard)
                 try:
                     with anyio.CancelScope() as self._scope:
                         async with anyio.create_task_group() as tg:

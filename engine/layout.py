@@ -3,15 +3,21 @@
 Everything beside the data follows the Hadoop/Spark convention that readers skip names starting
 with `_` or `.`, so `pyarrow.dataset`, Spark or DuckDB can read `{out}/{dataset}` as it is:
 
-    {out}/{dataset}/{batch}/{dataSetFileId}/{part}.parquet   the data
+    {out}/{dataset}/{batch}/{dataSetFileId}/{part}.parquet   the data ("plain", the default layout)
     {out}/{dataset}/{batch}/{dataSetFileId}/.aep-export/     files in flight (below)
     {out}/{dataset}/{batch}/_SHA256SUMS                      `sha256sum -c _SHA256SUMS` in that folder
     {out}/{dataset}/{batch}/_manifest.json                   batch metadata, per file size/sha256/rows
     {out}/{dataset}/{batch}/_SUCCESS                         every file of the batch verified
     {out}/{dataset}/_LATEST                                  the newest complete batch's folder name
-    {out}/report.json | report.shard-I-of-N.json             the run (one per shard)
+    {out}/_report.json | _report.shard-I-of-N.json           the run (one per shard)
     {out}/.aep-export/journal.jsonl | journal.shard-I-of-N.jsonl   resume state (one per shard)
     {out}/.aep-export/lock | lock.shard-I-of-N                     held while a run writes (runlock.py)
+
+With `export.layout = "hive"` the dataset and batch folders are `dataset={dataset}` and
+`batch={batch}` (`key=value`: readers infer both as columns; the dataSetFileId folder below them
+stays bare, which every reader tested skips when inferring partitions), and `_LATEST` holds the
+batch folder's name (`batch={batch}`); everything else is the same. `dataset_folder`,
+`batch_folder` and `file_path` are the only places that build these paths.
 
 A file in flight is `{folder}/.aep-export/{h}.part`, with its control file `{h}.part.ctl`, in a
 hidden folder beside the final name, `h` from a hash of that name: no listed name can reach them
@@ -21,8 +27,9 @@ final name's length, and readers skip the folder. The files above are written at
 of these names, or one of them + `.tmp`, would take their place and is refused (`is_own_name`).
 The S3 destination keeps its multipart uploads under `{prefix}/.aep-export/uploads/`.
 
-Exports made before this layout listed checksums in `SHA256SUMS`: every reader here still
-accepts that name (the new one wins when both exist). Versions before kept the files in flight
+Exports made before this layout listed checksums in `SHA256SUMS`, and before `_report.json` the
+run report was `report.json` (which pyarrow and pandas read as data): every reader here still
+accepts those names (the new one wins when both exist), and a run replaces them. Versions before kept the files in flight
 beside the final name (`<final>.part`, `.part.ctl`, `.part.ctl.tmp`, `.part.split`): a rerun
 resumes such a `.part` (`legacy_part`), and `verify` flags any temporary file left behind, there
 or here (`is_temporary`).
@@ -42,7 +49,10 @@ SUMS = "_SHA256SUMS"
 OLD_SUMS = "SHA256SUMS"  # before the Hadoop/Spark naming; still read, replaced on the next finalize
 SUCCESS = "_SUCCESS"
 LATEST = "_LATEST"
-REPORT = "report.json"
+REPORT = "_report.json"
+OLD_REPORT = "report.json"  # before the reader-skipped name; still read, replaced by the next run
+PLAIN, HIVE = "plain", "hive"  # export.layout: {dataset}/{batch}/… or dataset={dataset}/batch={batch}/…
+LAYOUTS = (PLAIN, HIVE)
 STATE_DIR = ".aep-export"
 UPLOADS = f"{STATE_DIR}/uploads"  # the S3 destination's files in flight
 
@@ -100,7 +110,7 @@ def is_temporary(name: str) -> bool:
 
 SUMS_NAMES = (SUMS, OLD_SUMS)  # where a batch's checksum list is read from: the new name wins
 OWN_NAMES = frozenset(n.casefold() for n in (MANIFEST, SUMS, OLD_SUMS, SUCCESS, LATEST, STATE_DIR))
-_REPORT = re.compile(r"report(\.shard-\d+-of-\d+)?\.json")
+_REPORT = re.compile(r"_?report(\.shard-(\d+)-of-(\d+))?\.json")  # the report's name, or its old one
 
 
 def is_own_name(name: str) -> bool:
@@ -120,17 +130,53 @@ def shard_suffix(shard: str | None) -> str:
 
 
 def report_name(shard: str | None = None) -> str:
-    return f"report{shard_suffix(shard)}.json"
+    """`_report.json`, or `_report.shard-I-of-N.json` for a shard."""
+    return f"_report{shard_suffix(shard)}.json"
 
 
-def batch_folder(dataset_id: str, batch_id: str) -> str:
-    """`{dataset}/{batch}`: a batch's folder, relative to the export's root."""
-    return f"{dataset_id}/{batch_id}"
+def old_report_name(shard: str | None = None) -> str:
+    """Where versions before kept the same report (`report.json`): read, and replaced by a run."""
+    return report_name(shard).removeprefix("_")
 
 
-def file_path(dataset_id: str, batch_id: str, dataset_file_id: str, name: str) -> str:
-    """`{dataset}/{batch}/{dataSetFileId}/{name}`: a data file, relative to the export's root."""
-    return f"{batch_folder(dataset_id, batch_id)}/{dataset_file_id}/{name}"
+def parse_report_name(name: str) -> tuple[bool, int | None, int | None] | None:
+    """(is the old name, shard index, shard count) of a run report's file name; None when it is not
+    one. An unsharded report has (None, None)."""
+    m = _REPORT.fullmatch(name)
+    if m is None:
+        return None
+    index, count = m.group(2), m.group(3)
+    return not name.startswith("_"), None if index is None else int(index), None if count is None else int(count)
+
+
+def dataset_folder(dataset_id: str, layout: str = PLAIN) -> str:
+    """`{dataset}` (plain) or `dataset={dataset}` (hive): a dataset's folder below the export's root."""
+    return f"dataset={dataset_id}" if layout == HIVE else dataset_id
+
+
+def batch_name(batch_id: str, layout: str = PLAIN) -> str:
+    """`{batch}` (plain) or `batch={batch}` (hive): a batch's folder name in its dataset's folder,
+    and what `_LATEST` holds."""
+    return f"batch={batch_id}" if layout == HIVE else batch_id
+
+
+def batch_folder(dataset_id: str, batch_id: str, layout: str = PLAIN) -> str:
+    """`{dataset}/{batch}` (or `dataset=…/batch=…`): a batch's folder, relative to the export's root."""
+    return f"{dataset_folder(dataset_id, layout)}/{batch_name(batch_id, layout)}"
+
+
+def file_path(dataset_id: str, batch_id: str, dataset_file_id: str, name: str, layout: str = PLAIN) -> str:
+    """`{batch folder}/{dataSetFileId}/{name}`: a data file, relative to the export's root."""
+    return f"{batch_folder(dataset_id, batch_id, layout)}/{dataset_file_id}/{name}"
+
+
+def split_batch_folder(folder: str) -> tuple[str, str]:
+    """(dataset id, batch id) of a batch folder of either layout (`a/b` or `dataset=a/batch=b`)."""
+    dataset, _, batch = folder.rpartition("/")
+    if dataset.startswith("dataset=") and batch.startswith("batch="):
+        return dataset.removeprefix("dataset="), batch.removeprefix("batch=")
+    return dataset, batch
+
 
 
 def sums_path(batch_folder: Path) -> Path | None:

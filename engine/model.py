@@ -17,6 +17,7 @@ class BatchRef:
     catalog: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     expected_records: int | None = None
     source: str = "dataset"  # or "audience:<export job id>"
+    layout: str = field(default="plain", compare=False)  # export.layout: where its folder is (layout.batch_folder)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -50,9 +50,9 @@ class LocalFiles:
     def delete(self, rel: str) -> None:
         self.path(rel).unlink(missing_ok=True)
 
-    def complete_batches(self, dataset_id: str) -> list[str]:
-        """Batch folders of a dataset that hold a `_SUCCESS`."""
-        folder = self.path(f"{dataset_id}/x").parent
+    def complete_batches(self, dataset_folder: str) -> list[str]:
+        """Names of the batch folders in a dataset's folder that hold a `_SUCCESS`."""
+        folder = self.path(f"{dataset_folder}/x").parent
         return sorted(p.parent.name for p in folder.glob(f"*/{SUCCESS}") if p.is_file()) if folder.is_dir() else []
 
 

@@ -127,7 +127,7 @@ class ObjectStoreDestination:
 
     async def _check_unrecorded(self, task: FileTask, rel: str, size: int, state: BatchState) -> Existing | None:
         if state.sums is None:
-            folder = batch_folder(task.batch.dataset_id, task.batch.batch_id)
+            folder = batch_folder(task.batch.dataset_id, task.batch.batch_id, task.batch.layout)
             text = await self._first_text(f"{folder}/{name}" for name in SUMS_NAMES)
             state.sums = parse_sums(text)
         recorded = state.sums.get(task.rel_in_batch)
@@ -191,7 +191,7 @@ class ObjectStoreDestination:
             return self._batches[key]
 
     async def _load(self, batch: BatchRef) -> BatchState:
-        folder = safe_relative(batch_folder(batch.dataset_id, batch.batch_id)) + "/"
+        folder = safe_relative(batch_folder(batch.dataset_id, batch.batch_id, batch.layout)) + "/"
         state = BatchState()
         async for rel, size in self.bucket.list(folder):
             state.objects[rel] = size
@@ -218,10 +218,10 @@ class ObjectStoreDestination:
     def delete(self, rel: str) -> None:
         self.bucket.call(self.bucket.delete, safe_relative(rel))
 
-    def complete_batches(self, dataset_id: str) -> list[str]:
-        """Batch folders of a dataset that hold a `_SUCCESS`."""
+    def complete_batches(self, dataset_folder: str) -> list[str]:
+        """Names of the batch folders in a dataset's folder that hold a `_SUCCESS`."""
         async def listed() -> list[str]:
-            folder = safe_relative(dataset_id) + "/"
+            folder = safe_relative(dataset_folder) + "/"
             keys = [rel[len(folder):] async for rel, _ in self.bucket.list(folder)]
             return sorted(k.split("/")[0] for k in keys if k.count("/") == 1 and k.endswith(f"/{SUCCESS}"))
 

@@ -1,5 +1,5 @@
 """What a run leaves behind: per batch _manifest.json, _SHA256SUMS and _SUCCESS, per dataset the
-_LATEST pointer; report.json (one per shard); a summary. Names and layout: layout.py.
+_LATEST pointer; _report.json (one per shard); a summary. Names and layout: layout.py.
 
 _SUCCESS is written only when every file of the batch is verified and the rows add up, so a
 consumer can trust a batch folder that has it; _LATEST is written after it and only ever names
@@ -20,8 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..errors import DiskFull, Failure, StoreError, UnsafeNameError, kind_of
-from ..layout import LATEST, MANIFEST, OLD_SUMS, SUCCESS, SUMS, batch_folder, report_name, safe_relative
+from ..errors import ConfigError, DiskFull, Failure, StoreError, UnsafeNameError, kind_of
+from ..layout import (
+    HIVE,
+    LATEST,
+    MANIFEST,
+    OLD_SUMS,
+    PLAIN,
+    SUCCESS,
+    SUMS,
+    batch_folder,
+    batch_name,
+    dataset_folder,
+    old_report_name,
+    report_name,
+    safe_relative,
+)
 from ..model import BatchRef, FileResult, FileStatus, Listing, catalog_created
 from ..units import human_bytes
 from .localfiles import LocalFiles
@@ -75,7 +89,7 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
     outcome.seconds = time.monotonic() - outcome.started
     files = _files(out_dir)
     try:
-        folder = safe_relative(batch_folder(outcome.batch.dataset_id, outcome.batch.batch_id), "batch folder")
+        folder = safe_relative(batch_folder(outcome.batch.dataset_id, outcome.batch.batch_id, outcome.batch.layout), "batch folder")
     except UnsafeNameError as exc:
         outcome.status, outcome.errors = "failed", [Failure(exc.kind, str(exc))]
         return  # nothing may be written there
@@ -107,7 +121,7 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
             # Not fsynced (nor is _LATEST): written after the data and lists are durable, they can
             # only be lost in a crash, never be ahead of what they vouch for; the rerun writes them.
             files.write_text(f"{folder}/{SUCCESS}", "", durable=False)
-        update_latest(files, outcome.batch.dataset_id, outcome)
+        update_latest(files, outcome.batch.dataset_id, outcome, outcome.batch.layout)
     except (UnsafeNameError, StoreError) as exc:  # a folder leading outside out_dir; a bucket that failed
         outcome.status, outcome.errors = "failed", [Failure(kind_of(exc), str(exc))]
     except DiskFull as exc:  # the batch is not finished; the run stops (the caller's DiskFull)
@@ -124,24 +138,26 @@ def _file_error_kind(r: FileResult) -> str:
 _pointer_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per dataset
 
 
-def update_latest(files: Files, dataset_id: str, batch: BatchOutcome | None = None) -> None:
-    """Point `{dataset}/_LATEST` at the dataset's newest complete batch (by the Catalog's `created`,
-    then by name), or remove it when none is complete; rewritten only on change. Given the batch
-    just finalized, only it and the current pointer are compared; without, every complete batch.
+def update_latest(files: Files, dataset_id: str, batch: BatchOutcome | None = None, layout: str = PLAIN) -> None:
+    """Point the dataset's `_LATEST` at its newest complete batch's folder name (by the Catalog's
+    `created`, then by name), or remove it when none is complete; rewritten only on change. Given
+    the batch just finalized, only it and the current pointer are compared; without, every complete batch.
 
     The lock is per dataset and per process: a dataset is exported by one shard only."""
-    with _pointer_locks[dataset_id]:
-        pointer = f"{dataset_id}/{LATEST}"
+    folder = dataset_folder(dataset_id, layout)
+    with _pointer_locks[folder]:
+        pointer = f"{folder}/{LATEST}"
         current = (files.read_text(pointer) or "").strip() or None
+        name = batch_name(batch.batch.batch_id, layout) if batch is not None else None
         if batch is not None and batch.status == "ok":
-            mine = (_created(batch.batch.catalog), batch.batch.batch_id)
-            if current is not None and (current == mine[1] or _complete_key(files, dataset_id, current) >= mine):
+            mine = (_created(batch.batch.catalog), str(name))
+            if current is not None and (current == name or _complete_key(files, folder, current) >= mine):
                 return
-            newest: str | None = mine[1]
-        elif batch is not None and current != batch.batch.batch_id:
+            newest: str | None = name
+        elif batch is not None and current != name:
             return  # a batch that is not complete and not named by the pointer changes nothing
         else:
-            found = [_complete_key(files, dataset_id, b) for b in files.complete_batches(dataset_id)]
+            found = [_complete_key(files, folder, b) for b in files.complete_batches(folder)]
             newest = max(found)[1] if found else None
         if newest is None:
             files.delete(pointer)
@@ -150,15 +166,15 @@ def update_latest(files: Files, dataset_id: str, batch: BatchOutcome | None = No
             log.debug("latest_pointer", dataset=dataset_id, batch=newest)
 
 
-def _complete_key(files: Files, dataset_id: str, batch_id: str) -> tuple[int, str]:
-    """(Catalog created time, id) of a complete batch; (-1, id) when it is not complete."""
-    if not files.exists(f"{batch_folder(dataset_id, batch_id)}/{SUCCESS}"):
-        return -1, batch_id
+def _complete_key(files: Files, dataset_folder: str, name: str) -> tuple[int, str]:
+    """(Catalog created time, folder name) of a complete batch; (-1, name) when it is not complete."""
+    if not files.exists(f"{dataset_folder}/{name}/{SUCCESS}"):
+        return -1, name
     try:
-        manifest = json.loads(files.read_text(f"{batch_folder(dataset_id, batch_id)}/{MANIFEST}") or "{}")
+        manifest = json.loads(files.read_text(f"{dataset_folder}/{name}/{MANIFEST}") or "{}")
     except ValueError:
         manifest = {}
-    return _created(manifest.get("batch") if isinstance(manifest, dict) else None), batch_id
+    return _created(manifest.get("batch") if isinstance(manifest, dict) else None), name
 
 
 def _created(catalog: Any) -> int:
@@ -211,6 +227,7 @@ class RunOutcome:
     shard: str | None = None  # "I/N" for `run --shard I/N`
     entries: list[str] = field(default_factory=list)  # the config entries this run (shard) exports
     report_error: str | None = None  # why the report could not be written (the disk was full), if so
+    layout: str = PLAIN  # export.layout the run writes (recorded in the report: a later run must use the same)
 
     def batches(self) -> list[BatchOutcome]:
         """Each batch once, even when two sources (dataset and audience) share it."""
@@ -226,8 +243,10 @@ REPORT_ROOM = 64 << 10  # bytes the start-of-run report holds on a local disk (s
 
 
 def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
-    """report.json, or report.shard-I-of-N.json for a shard (written at the start with status
+    """_report.json, or _report.shard-I-of-N.json for a shard (written at the start with status
     "running", so a shard killed mid-run never leaves an earlier run's report looking current).
+    The same report under the name versions before used (`report.json`, which parquet readers take
+    for data) is removed once the new one is written.
 
     In a local folder the start-of-run report is padded with spaces to REPORT_ROOM bytes (JSON
     ignores them): when the disk is full at the end, the final report is written into that room
@@ -246,7 +265,32 @@ def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
         if in_place is None or not any(in_place(name, json.dumps(b, indent=2) + "\n") for b in _shorter(body)):
             raise
         log.warning("report_written_in_place", report=name, note="no space for a new copy: written over the start-of-run report")
+    if run.status == "running":
+        files.delete(old_report_name(run.shard))
     return name
+
+
+def refuse_layout_switch(out_dir: Path | Files, layout: str, shard: str | None) -> None:
+    """A ConfigError (exit 2, nothing written) when the destination holds an export of the other
+    layout: the same batches twice under two trees would be read twice by any reader of the root.
+    The layout is the one the earlier run's report records (reports before `layout` existed: plain)."""
+    earlier = _layout_written(_files(out_dir), shard)
+    if earlier is not None and earlier != layout:
+        shapes = {PLAIN: "{dataset}/{batch}/…", HIVE: "dataset={dataset}/batch={batch}/…"}
+        raise ConfigError(f"the output directory holds an export in the {earlier} layout ({shapes.get(earlier, '?')}), this run "
+                          f"asks for the {layout} layout ({shapes[layout]}): export.layout must stay {earlier} there, "
+                          f"or use another out_dir")
+
+
+def _layout_written(files: Files, shard: str | None) -> str | None:
+    for name in dict.fromkeys((report_name(shard), old_report_name(shard), report_name(), old_report_name())):
+        try:
+            body = json.loads(files.read_text(name) or "null")
+        except ValueError:
+            continue
+        if isinstance(body, dict):
+            return str(body.get("layout") or PLAIN)
+    return None
 
 
 def _shorter(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -268,6 +312,7 @@ def report_body(run: RunOutcome) -> dict[str, Any]:
         "status": run.status,
         "exit_code": None if run.status == "running" else run.exit_code,
         "shard": run.shard,
+        "layout": run.layout,
         "entries": run.entries,
         "totals": run.totals,
         "datasets": [

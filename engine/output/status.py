@@ -1,7 +1,8 @@
 """`aep-export status OUT`: is the whole export complete, across every shard that writes into OUT?
 
-It reads what the runs left: the run reports (report.json, report.shard-I-of-N.json), and per
-batch the manifest and `_SUCCESS`. Each batch a report names is *done* (its folder has `_SUCCESS`
+It reads what the runs left: the run reports (_report.json, _report.shard-I-of-N.json, or the names
+versions before used: report.json, …), and per batch the manifest and `_SUCCESS`, in the layout
+the newest report records (plain for reports written before layouts). Each batch a report names is *done* (its folder has `_SUCCESS`
 and an ok manifest), *failed* (the run gave up on it) or *missing* (not finished: interrupted,
 still running, or a shard that left no report at all). Only the newest set of reports counts:
 reports of an earlier run with another shard count are listed as ignored.
@@ -12,16 +13,24 @@ It reads through the same tree as `verify` (a folder, or a bucket prefix).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..layout import LATEST, MANIFEST, REPORT, SUCCESS, SUMS_NAMES, batch_folder
+from ..layout import (
+    LATEST,
+    MANIFEST,
+    PLAIN,
+    SUCCESS,
+    SUMS_NAMES,
+    batch_folder,
+    dataset_folder,
+    parse_report_name,
+    report_name,
+    split_batch_folder,
+)
 from .localfiles import LocalTree
 from .verify import ExportTree
-
-_SHARD_REPORT = re.compile(r"report\.shard-(\d+)-of-(\d+)\.json")
 
 DONE, FAILED, MISSING = "done", "failed", "missing"
 
@@ -43,6 +52,7 @@ class ExportStatus:
     reports: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
+    layout: str = PLAIN  # as the newest report records it
 
     @property
     def complete(self) -> bool:
@@ -52,7 +62,7 @@ class ExportStatus:
         return sum(1 for r in self.rows if r.state == state)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"complete": self.complete, "shards": self.shards, "reports": self.reports,
+        return {"complete": self.complete, "shards": self.shards, "layout": self.layout, "reports": self.reports,
                 "ignored_reports": self.ignored, "rows": [asdict(r) for r in self.rows]}
 
 
@@ -67,25 +77,31 @@ def export_status(root: Path | ExportTree) -> ExportStatus:
     newest = max(reports.values(), key=lambda r: (r["_started"], r["_name"]))
     count = newest["_count"]
     status.shards = count
-    status.ignored = sorted(name for name, r in reports.items() if r["_count"] != count)
+    status.layout = str(newest.get("layout") or PLAIN)
+    status.ignored = sorted(r["_name"] for r in reports.values() if r["_count"] != count)
     indices: list[int | None] = list(range(count)) if count else [None]
     for index in indices:
-        name = REPORT if index is None else f"report.shard-{index}-of-{count}.json"
         label = "-" if index is None else f"{index}/{count}"
-        report = reports.get(name)
+        report = reports.get(report_name(None if index is None else f"{index}/{count}"))
         if report is None:
             status.rows.append(Row(label, "-", "-", MISSING, "no report: this shard has not run (or was killed before it began)"))
             continue
-        status.reports.append(name)
-        status.rows += _rows_of_report(tree, label, report)
+        status.reports.append(report["_name"])
+        status.rows += _rows_of_report(tree, label, report, status.layout)
     return status
 
 
 def _reports(tree: ExportTree) -> dict[str, dict[str, Any]]:
-    found = {}
+    """{the report's name: its body} of every run report; one written under the name versions
+    before used counts under the new name, unless the new one is there too (it wins)."""
+    found: dict[str, dict[str, Any]] = {}
     for name in tree.top_level_names():
-        m = _SHARD_REPORT.fullmatch(name)
-        if name != REPORT and not m:
+        parsed = parse_report_name(name)
+        if parsed is None:
+            continue
+        old, index, count = parsed
+        key = report_name(None if index is None else f"{index}/{count}")
+        if old and key in found:
             continue
         try:
             body = json.loads(tree.read_text(name) or "")
@@ -93,13 +109,13 @@ def _reports(tree: ExportTree) -> dict[str, dict[str, Any]]:
         except (OSError, ValueError, AssertionError):
             body = {"status": "unreadable"}
         body["_name"] = name
-        body["_count"] = int(m.group(2)) if m else None
+        body["_count"] = count
         body["_started"] = str(body.get("started_at") or "")
-        found[name] = body
+        found[key] = body
     return found
 
 
-def _rows_of_report(tree: ExportTree, shard: str, report: dict[str, Any]) -> list[Row]:
+def _rows_of_report(tree: ExportTree, shard: str, report: dict[str, Any], layout: str) -> list[Row]:
     if report.get("status") in ("running", "unreadable"):
         note = ("run in progress, or stopped without concluding (killed): rerun it"
                 if report.get("status") == "running" else "report unreadable: rerun it")
@@ -109,9 +125,9 @@ def _rows_of_report(tree: ExportTree, shard: str, report: dict[str, Any]) -> lis
     for d in report.get("datasets") or []:
         label = d.get("dataset_id", "?") if d.get("source", "dataset") == "dataset" else f"{d.get('dataset_id')} ({d.get('source')})"
         for b in d.get("batches") or []:
-            rows.append(_batch_row(tree, shard, label, d.get("dataset_id", ""), b))
+            rows.append(_batch_row(tree, shard, label, batch_folder(d.get("dataset_id", ""), str(b.get("batch_id", "?")), layout), b))
         for g in d.get("delegated") or []:
-            state, note = _disk_state(tree, f"{g['dataset_id']}/{g['batch_id']}")
+            state, note = _disk_state(tree, batch_folder(g["dataset_id"], g["batch_id"], layout))
             rows.append(Row(shard, label, g["batch_id"], DONE if state == DONE else MISSING,
                             f"exported by shard {g['shard']}" + (f" ({note})" if note else "")))
         if not d.get("batches") and not d.get("delegated"):
@@ -120,11 +136,11 @@ def _rows_of_report(tree: ExportTree, shard: str, report: dict[str, Any]) -> lis
     return rows
 
 
-def _batch_row(tree: ExportTree, shard: str, label: str, dataset_id: str, b: dict[str, Any]) -> Row:
+def _batch_row(tree: ExportTree, shard: str, label: str, folder: str, b: dict[str, Any]) -> Row:
     """Done only when the folder says so (`_SUCCESS` and an ok manifest) and the report does not
     say the run failed or left it: a report's failure wins over what the folder shows."""
     batch = str(b.get("batch_id", "?"))
-    state, why = _disk_state(tree, batch_folder(dataset_id, batch))
+    state, why = _disk_state(tree, folder)
     reported = b.get("status")
     errors = "; ".join((b.get("errors") or [])[:2])
     if reported == "failed" or state == FAILED:
@@ -153,7 +169,7 @@ def _rows_from_manifests(tree: ExportTree) -> list[Row]:
     rows = []
     for folder in tree.batch_folders(MANIFEST):
         state, note = _disk_state(tree, folder)
-        dataset, _, batch = folder.rpartition("/")
+        dataset, batch = split_batch_folder(folder)
         rows.append(Row("-", dataset or "?", batch, state, note or "no run report"))
     return rows
 
@@ -168,9 +184,10 @@ def render_status(status: ExportStatus) -> str:
         lines.append(f"ignored: {name} (an earlier run with another shard count)")
     pointers = sorted({r.dataset.split(" ")[0] for r in status.rows if r.state == DONE})
     for ds in pointers:
-        latest = (status.tree.read_text(f"{ds}/{LATEST}") or "").strip()
+        pointer = f"{dataset_folder(ds, status.layout)}/{LATEST}"
+        latest = (status.tree.read_text(pointer) or "").strip()
         if latest:
-            lines.append(f"{ds}: newest complete batch {latest} ({ds}/_LATEST)")
+            lines.append(f"{ds}: newest complete batch {latest} ({pointer})")
     done, failed, missing = status.count(DONE), status.count(FAILED), status.count(MISSING)
     scope = f"{status.shards} shards, {len(status.reports)} reports" if status.shards else f"{len(status.reports)} report"
     if not status.reports:

@@ -17,7 +17,7 @@ import structlog
 from ..checks.integrity import expected_record_count
 from ..config import ExportSettings
 from ..errors import ExportError, NotFound, PlatformError, UnsafeNameError
-from ..layout import file_path, folder_id, listed_name
+from ..layout import PLAIN, file_path, folder_id, listed_name
 from ..model import BatchRef, FileTask, Listing
 from .catalog import related_batches, stated_file_count
 from .client import PlatformClient
@@ -53,9 +53,10 @@ class _BatchWalk:
 class DataAccessApi:
     """Data Access listings through the run's client (Discovery holds one)."""
 
-    def __init__(self, client: PlatformClient, max_listing_pages: int = MAX_LISTING_PAGES):
+    def __init__(self, client: PlatformClient, max_listing_pages: int = MAX_LISTING_PAGES, layout: str = PLAIN):
         self.client = client
         self.max_listing_pages = max_listing_pages  # pages of one Data Access listing (export.max_listing_pages)
+        self.layout = layout  # export.layout: the folders the batches' files go to
 
     async def resolve_batch(self, dataset_id: str, key: str, obj: dict[str, Any],
                             source: str = "dataset") -> tuple[BatchRef, list[dict[str, Any]]]:
@@ -73,7 +74,8 @@ class DataAccessApi:
                 continue
             if files or candidate == candidates[-1]:
                 batch_id = folder_id(candidate, "batch id")
-                return BatchRef(folder_id(dataset_id, "dataset id"), batch_id, obj, expected_record_count(obj), source), files
+                return BatchRef(folder_id(dataset_id, "dataset id"), batch_id, obj, expected_record_count(obj), source,
+                                self.layout), files
         raise last_error or NotFound(404, f"batch {key} has no files")
 
     async def list_files(self, batch: BatchRef, dataset_files: list[dict[str, Any]], sink: FileSink) -> Listing:
@@ -126,7 +128,7 @@ class DataAccessApi:
             return
         url = href(item) or str(self.client.url(f"{EXPORT}/files/{dsf_id}").with_query(path=name))
         size = length(item.get("length"))
-        task = FileTask(batch, dsf_id, rel, url, size, file_path(batch.dataset_id, batch.batch_id, dsf_id, rel))
+        task = FileTask(batch, dsf_id, rel, url, size, file_path(batch.dataset_id, batch.batch_id, dsf_id, rel, batch.layout))
         listing.files += 1
         listing.bytes += size or 0
         await walk.sink(task)

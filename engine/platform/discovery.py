@@ -19,5 +19,5 @@ class Discovery:
     def __init__(self, client: PlatformClient, created_client: str | None = None, max_listing_pages: int = MAX_LISTING_PAGES):
         self.client = client
         self.catalog = CatalogApi(client, created_client)
-        self.data_access = DataAccessApi(client, max_listing_pages)
+        self.data_access = DataAccessApi(client, max_listing_pages, client.settings.export.layout)
         self.audiences = AudienceJobs(client, self.catalog)

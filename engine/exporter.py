@@ -21,22 +21,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .config import AudienceSettings, DatasetSettings, Settings
 from .early import take_early_signal
-from .errors import DiskFull, Failure, PlatformUnreachable, RunFatal, kind_of
+from .errors import ConfigError, DiskFull, Failure, PlatformUnreachable, RunFatal, kind_of
 from .layout import report_name
 from .masking import register_secret
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
 from .outcome import EXIT_FAILED, EXIT_OK, EXIT_SIGNAL
 from .output.opener import open_destination
-from .output.report import (
-    BatchOutcome,
-    DatasetOutcome,
-    RunOutcome,
-    finalize_batch,
-    refuse_layout_switch,
-    report_path,
-    summary_event,
-    write_report,
-)
+from .output.report import BatchOutcome, DatasetOutcome, RunOutcome, finalize_batch, layout_switch, report_path, summary_event, write_report
 from .output.runlock import hold_destination
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
@@ -86,26 +77,30 @@ class Exporter:
             log.debug("shard_entries", shard=self.run.shard, mine=self.run.entries)
 
     async def execute(self) -> RunOutcome:
-        """Run the whole export; always writes report.json, even when interrupted. A destination
+        """Run the whole export; always writes _report.json, even when interrupted. A destination
         that cannot be opened (a missing bucket, refused credentials) raises before anything is
-        attempted, and so does one another run holds (DestinationBusy: exit 5)."""
+        attempted, and so does one another run holds (DestinationBusy: exit 5), or one that holds
+        an export of the other layout (ConfigError: exit 2)."""
         ex = self.settings.export
         self.policy = RetryPolicy.for_export(ex)
         self.scheduler: Scheduler[FileJob] = Scheduler(ex)
         with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
             async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
                 self.run.layout = ex.layout
-                await anyio.to_thread.run_sync(refuse_layout_switch, self.destination, ex.layout, self.run.shard)
-                try:
-                    with anyio.CancelScope() as self._scope:
-                        async with anyio.create_task_group() as tg:
-                            if self.handle_signals:  # first: a signal during start-up stops the run like any other
-                                await tg.start(self._watch_signals, self._scope)
-                            await self._export()
-                            tg.cancel_scope.cancel()  # done: stop the signal watcher
-                finally:
-                    with anyio.CancelScope(shield=True):  # in a thread: the batch files may go to a bucket
-                        await anyio.to_thread.run_sync(self._conclude)
+                refused = await anyio.to_thread.run_sync(layout_switch, self.destination, ex.layout, self.run.shard)
+                if refused is None:  # else nothing is attempted, nor any report written (raised below: out of the task group)
+                    try:
+                        with anyio.CancelScope() as self._scope:
+                            async with anyio.create_task_group() as tg:
+                                if self.handle_signals:  # first: a signal during start-up stops the run like any other
+                                    await tg.start(self._watch_signals, self._scope)
+                                await self._export()
+                                tg.cancel_scope.cancel()  # done: stop the signal watcher
+                    finally:
+                        with anyio.CancelScope(shield=True):  # in a thread: the batch files may go to a bucket
+                            await anyio.to_thread.run_sync(self._conclude)
+        if refused is not None:
+            raise ConfigError(refused)
         return self.run
 
     async def _export(self) -> None:

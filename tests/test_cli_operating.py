@@ -65,7 +65,7 @@ def test_run_summary_is_the_last_event_and_carries_the_tables_totals(fake, tmp_p
     assert summary["event"] == "run_summary" and summary["level"] == "info"
     report = read_report(out)
     assert {k: summary[k] for k in report["totals"]} == report["totals"]
-    assert (summary["status"], summary["exit_code"], summary["report"]) == ("ok", 0, str(out / "report.json"))
+    assert (summary["status"], summary["exit_code"], summary["report"]) == ("ok", 0, str(out / "_report.json"))
     assert summary["batches_ok"] == 2 and summary["batches_failed"] == 0
     tail = p.stdout.splitlines()[-1]  # the table's totals line says the same
     t = report["totals"]

@@ -142,7 +142,7 @@ def test_run_json_is_one_document_with_names_figures_and_error_kinds(fake, tmp_p
     p = run_cli("run", "--config", _config(fake, tmp_path), "--json", cwd=tmp_path)
     doc = _one_json_document(p.stdout)
     assert set(doc) == RUN_KEYS and doc["schema"] == "aep-export/run/1" and doc["ok"] and doc["status"] == "ok"
-    assert doc["totals"] == read_report(tmp_path / "out")["totals"] and doc["report"] == str(tmp_path / "out" / "report.json")
+    assert doc["totals"] == read_report(tmp_path / "out")["totals"] and doc["report"] == str(tmp_path / "out" / "_report.json")
     assert [d["name"] for d in doc["datasets"]] == NAMES
     assert all(set(d) == RUN_DATASET_KEYS and all(set(b) == RUN_BATCH_KEYS for b in d["batches"]) for d in doc["datasets"])
     assert all(json.loads(ln)["event"] for ln in _stderr_lines(p))  # the logs: JSON lines on stderr (not a terminal)

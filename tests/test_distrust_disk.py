@@ -140,7 +140,7 @@ def small_threaded_fake(fake_data_root: Path):
 @pytest.mark.parametrize("full_at, everywhere", [
     (SUMS, False), (MANIFEST, False), (SUCCESS, False), (LATEST, False),  # finishing a batch
     (MANIFEST, True),  # and no room even to rewrite the report in place
-    ("report.json", False),  # full from the start: the first report is the first write
+    ("_report.json", False),  # full from the start: the first report is the first write
 ])
 def test_no_space_while_finishing_ends_in_one_line_and_a_report_that_says_so(
         full_at: str, everywhere: bool, tmp_path: Path, small_threaded_fake) -> None:
@@ -156,8 +156,8 @@ def test_no_space_while_finishing_ends_in_one_line_and_a_report_that_says_so(
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     assert len(error_events(run.stderr, "disk_full")) == 1, run.stderr[-3000:]
     assert "aep-export: disk_full" in run.stdout and "free space and rerun" in run.stdout, run.stdout
-    report = out / "report.json"
-    if everywhere or full_at == "report.json":  # no room for any report: the one line says so
+    report = out / "_report.json"
+    if everywhere or full_at == "_report.json":  # no room for any report: the one line says so
         assert "the report could not be written" in run.stderr, run.stderr[-2000:]
         assert not report.exists(), "a report that no longer tells the truth (it said running) was left"
     else:
@@ -395,7 +395,7 @@ async def test_shards_run_side_by_side_and_an_unsharded_run_overlapping_them_ref
                     release.set()
 
         assert "shard 0/2" in str(refused.value) and "shard 1/2" in str(refused.value), str(refused.value)
-        assert not (out / "report.json").exists(), "the refused run wrote a report"
+        assert not (out / "_report.json").exists(), "the refused run wrote a report"
         assert [runs[0].exit_code, runs[1].exit_code] == [EXIT_OK, EXIT_OK]
         assert_files_match(out, fp.expected_files())
 

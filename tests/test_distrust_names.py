@@ -150,7 +150,7 @@ def _leftover_forms(final: Path) -> list[Path]:
             final.with_name(final.name + ".part"), final.with_name(final.name + ".part.ctl"),
             final.with_name(final.name + ".part.ctl.tmp"), final.with_name(final.name + ".part.split"),
             batch / f"{SUCCESS}.tmp", batch / f"{MANIFEST}.tmp", batch.parent / "_LATEST.tmp",
-            batch.parent.parent / "report.json.tmp"]
+            batch.parent.parent / "_report.json.tmp", batch.parent.parent / "report.json.tmp"]
 
 
 async def test_verify_flags_every_leftover_temporary_file(tmp_path: Path, make_fake) -> None:

@@ -66,7 +66,7 @@ def test_cli_json_logs_are_json_lines_and_stdout_is_the_summary(cli_export) -> N
     assert not any(ln.lstrip().startswith("{") for ln in lines)  # no log line on stdout
     tail = lines[-1]
     assert re.match(r"^\d+ files \(\d+ downloaded, \d+ already verified\)", tail), tail
-    assert tail.endswith("exit 0") and "report.json" in tail, tail
+    assert tail.endswith("exit 0") and "_report.json" in tail, tail
 
 
 def test_no_secret_or_token_in_any_output(cli_export) -> None:
@@ -77,7 +77,7 @@ def test_no_secret_or_token_in_any_output(cli_export) -> None:
     for p in files_under(out):
         if p.suffix in (".json", ".jsonl") or p.name in ("_SHA256SUMS", "_SUCCESS", "_LATEST"):
             texts[str(p.relative_to(out))] = p.read_text()
-    assert any(k.endswith("_manifest.json") for k in texts) and "report.json" in texts
+    assert any(k.endswith("_manifest.json") for k in texts) and "_report.json" in texts
     for name, text in texts.items():
         for s in secrets:
             assert s not in text, f"secret found in {name}"

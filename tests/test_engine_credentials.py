@@ -42,7 +42,7 @@ def test_cli_rejected_credentials_exit_3(tmp_path: Path, threaded_fake, kind: st
     report = read_report(out)
     assert report["exit_code"] == EXIT_CREDENTIALS and report["status"] == "credentials_rejected"
     assert any("reject" in e.lower() for e in report["errors"]), report["errors"]
-    assert secret not in (out / "report.json").read_text()
+    assert secret not in (out / "_report.json").read_text()
     assert "reject" in (p.stderr + p.stdout).lower()  # the reason is visible to the user
 
 
@@ -55,4 +55,4 @@ async def test_rejected_secret_in_process_nothing_attempted(tmp_path: Path, make
         assert fp.stats.tokens_issued == 0
         # rejected before any Catalog / Data Access call
         assert sum(n for k, n in fp.stats.requests.items() if k != "ims.token") == 0
-        assert WRONG_SECRET not in (tmp_path / "out" / "report.json").read_text()
+        assert WRONG_SECRET not in (tmp_path / "out" / "_report.json").read_text()

@@ -191,7 +191,7 @@ def test_kill_mid_transfer_then_rerun_fetches_only_what_was_missing(tmp_path: Pa
         # server had already sent past the split point is sent again. How much depends on how far
         # the reader lags behind a paced server (more on a loaded machine), so those bytes are
         # counted exactly from the bodies the server sent, not assumed to fit a socket buffer.
-        splits = json.loads((out / "report.json").read_text())["totals"]["tail_splits"]
+        splits = json.loads((out / "_report.json").read_text())["totals"]["tail_splits"]
         twice = _sent_twice(fp.stats.bodies)
         assert twice == 0 or splits, f"{twice} bytes sent twice in the rerun, without a split"
         assert twice <= splits * SPLIT_WASTE, f"{twice} bytes sent twice for {splits} splits"

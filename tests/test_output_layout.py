@@ -14,11 +14,13 @@ import duckdb
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_files_match, journal_path, run_cli, run_export, settings_for, sha256sum_check, with_data_dir
+from conftest import assert_files_match, journal_path, read_report, run_cli, run_export, settings_for, sha256sum_check, with_data_dir
 
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
-from engine.layout import LATEST, OLD_SUMS, SUMS, parse_latest, parse_sums, read_latest, read_sums
+from engine.layout import LATEST, OLD_SUMS, REPORT, SUMS, parse_latest, parse_sums, read_latest, read_sums
 from engine.outcome import EXIT_OK
+
+OLD_REPORT = "report.json"  # the run report's name before _report.json (spelled out: this file runs against both)
 
 
 def rows_of(batch) -> int:
@@ -128,8 +130,10 @@ async def test_pointer_stays_on_the_newest_batch_when_an_older_one_is_exported_l
 
 
 def _to_old_layout(out: Path) -> int:
-    """What an export made before the rename looks like: SHA256SUMS, no _LATEST."""
+    """What an export made before the renames looks like: SHA256SUMS, report.json, no _LATEST."""
     n = 0
+    if (out / REPORT).exists():
+        (out / REPORT).rename(out / OLD_REPORT)
     for sums in out.rglob(SUMS):
         sums.rename(sums.with_name(OLD_SUMS))
         n += 1
@@ -144,8 +148,9 @@ def test_verify_and_status_read_an_export_made_before(two_batches: TwoBatches, t
     assert _to_old_layout(old) == 3
     verify = run_cli("verify", str(old), cwd=tmp_path)
     assert verify.returncode == 0 and verify.stdout.startswith("OK: 3 batches"), verify.stdout
-    status = run_cli("status", str(old), cwd=tmp_path)
+    status = run_cli("status", str(old), "--json", cwd=tmp_path)
     assert status.returncode == 0, status.stdout
+    assert json.loads(status.stdout)["reports"] == [OLD_REPORT]
     folder = next(old.rglob(OLD_SUMS)).parent
     assert read_sums(folder) and read_sums(folder) == {
         line.split("  ")[1]: line.split("  ")[0] for line in (folder / OLD_SUMS).read_text().splitlines()}
@@ -165,6 +170,7 @@ async def test_rerun_over_an_export_made_before_fetches_nothing_and_renames(tmp_
         assert fp.stats.requests["export.download"] == 0 and run.totals["files_reused"] == 3
         assert_files_match(out, fp.expected_files())
         assert not list(out.rglob(OLD_SUMS)) and len(list(out.rglob(SUMS))) == 1
+        assert not (out / OLD_REPORT).exists() and read_report(out)["status"] == "ok"  # readers took report.json for data
         ds = fp.dataset_ids[0]
         assert read_latest(out / ds) == fp.latest_batch(ds).data_id
         assert pads.dataset(out / ds, format="parquet").to_table().num_rows == rows_of(fp.latest_batch(ds))
@@ -177,7 +183,7 @@ def test_status_of_a_complete_unsharded_export(two_batches: TwoBatches, tmp_path
     p = run_cli("status", str(two_batches.out), "--json", cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     body = json.loads(p.stdout)
-    assert body["complete"] and body["shards"] is None and body["reports"] == ["report.json"]
+    assert body["complete"] and body["shards"] is None and body["reports"] == ["_report.json"]
     assert [(r["dataset"], r["state"]) for r in body["rows"]] == [(d, "done") for d in two_batches.fp.dataset_ids]
 
 
@@ -207,7 +213,7 @@ async def test_status_says_failed_for_an_unknown_dataset(tmp_path: Path, make_fa
 def test_status_without_any_report_is_never_complete(two_batches: TwoBatches, tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(two_batches.out, out)
-    (out / "report.json").unlink()
+    (out / "_report.json").unlink()
     p = run_cli("status", str(out), cwd=tmp_path)
     assert p.returncode == 1 and "no run report" in p.stdout, p.stdout
 

@@ -109,20 +109,20 @@ async def test_free_connections_are_lent_only_when_no_file_waits_for_a_worker() 
 
 async def test_status_judges_the_newest_run_and_ignores_reports_of_another_shard_count(tmp_path: Path, make_fake) -> None:
     """A complete unsharded export, then a 2-shard rerun that is still running (shard 1 never
-    started): the export is not complete, whatever the older report.json says."""
+    started): the export is not complete, whatever the older report says."""
     async with make_fake(FakeConfig.small(n_datasets=1, files=1, rows=20, seed=56)) as fp:
         out = tmp_path / "out"
         assert (await run_export(settings_for(fp, out))).exit_code == EXIT_OK
-    older = json.loads((out / "report.json").read_text())
+    older = json.loads((out / "_report.json").read_text())
     older["started_at"] = "2001-01-01T00:00:00+00:00"
-    (out / "report.json").write_text(json.dumps(older))
+    (out / "_report.json").write_text(json.dumps(older))
     assert export_status(out).complete  # on its own, the unsharded run is complete
 
-    (out / "report.shard-0-of-2.json").write_text(json.dumps(
+    (out / "_report.shard-0-of-2.json").write_text(json.dumps(
         {"status": "running", "started_at": "2002-01-01T00:00:00+00:00", "entries": [f"dataset:{fp.dataset_ids[0]}"]}))
     status = export_status(out)
     assert not status.complete
-    assert status.shards == 2 and status.ignored == ["report.json"] and status.reports == ["report.shard-0-of-2.json"]
+    assert status.shards == 2 and status.ignored == ["_report.json"] and status.reports == ["_report.shard-0-of-2.json"]
     assert {r.shard for r in status.rows if r.state == "missing"} == {"0/2", "1/2"}
 
 

@@ -134,7 +134,7 @@ async def test_files_that_cannot_fit_fail_and_the_rerun_finishes(tmp_path, monke
     async with FakePlatform(cfg) as fp:
         run = await Exporter(settings_for(fp, tmp_path / "out"), handle_signals=False).execute()
         monkeypatch.undo()  # the disk has room again
-        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        report = json.loads((tmp_path / "out" / "_report.json").read_text())
         assert run.exit_code == 1 and report["status"] == "failed"
         [batch] = report["datasets"][0]["batches"]
         assert batch["files_failed"] == 3 and all("cannot fit on the disk" in e and "10000 free" in e for e in batch["errors"])
@@ -188,7 +188,7 @@ def test_signal_stops_writes_report_and_rerun_resumes(tmp_path, slow_platform, s
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == code, stderr[-2000:]
     assert "Traceback" not in stderr
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "_report.json").read_text())
     assert report["status"] == "interrupted" and report["exit_code"] == code
     parts = list(out.rglob("*.part"))
     assert parts, "the signal did not land mid-transfer"
@@ -199,7 +199,7 @@ def test_signal_stops_writes_report_and_rerun_resumes(tmp_path, slow_platform, s
                            capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert mismatches(fp.platform, out) == []
-    assert json.loads((out / "report.json").read_text())["status"] == "ok"
+    assert json.loads((out / "_report.json").read_text())["status"] == "ok"
 
 
 def test_no_secret_in_any_output_at_debug_level(tmp_path):

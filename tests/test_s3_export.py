@@ -91,7 +91,7 @@ def test_export_into_a_bucket_is_byte_identical_verified_reusable_and_readable(t
     batches = {(e.dataset_id, e.batch_id) for e in expected}
     batch_files = {f"{prefix}/{d}/{b}/{name}" for d, b in batches for name in (SUMS, MANIFEST, SUCCESS)}
     pointers = {f"{prefix}/{d}/{LATEST}" for d, _ in batches}
-    assert set(moto.keys(bucket)) == {key_of(prefix, e) for e in expected} | batch_files | pointers | {f"{prefix}/report.json"}
+    assert set(moto.keys(bucket)) == {key_of(prefix, e) for e in expected} | batch_files | pointers | {f"{prefix}/_report.json"}
     assert moto.uploads(bucket) == [], "a multipart upload was left behind"
     for d, b in batches:
         sums = moto.read(bucket, f"{prefix}/{d}/{b}/{SUMS}").decode()
@@ -103,7 +103,7 @@ def test_export_into_a_bucket_is_byte_identical_verified_reusable_and_readable(t
     for e in expected:  # the verified digest travels with the object: the rerun's journal
         head = moto.client.head_object(Bucket=bucket, Key=key_of(prefix, e))
         assert head["Metadata"]["aep-export-sha256"] == e.sha256
-    totals = json.loads(moto.read(bucket, f"{prefix}/report.json"))["totals"]
+    totals = json.loads(moto.read(bucket, f"{prefix}/_report.json"))["totals"]
     assert totals["files_downloaded"] == len(expected) and totals["restarts"] == 0, totals
 
     fp.platform.reset_stats()
@@ -111,7 +111,7 @@ def test_export_into_a_bucket_is_byte_identical_verified_reusable_and_readable(t
                 moto=moto, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert fp.stats.bytes_sent == 0, "the rerun fetched files the bucket already holds verified"
-    assert json.loads(moto.read(bucket, f"{prefix}/report.json"))["totals"]["files_reused"] == len(expected)
+    assert json.loads(moto.read(bucket, f"{prefix}/_report.json"))["totals"]["files_reused"] == len(expected)
 
     check = cli("verify", f"s3://{bucket}/{prefix}", moto=moto, cwd=tmp_path)
     summary = f"OK: {len(batches)} batches, {len(expected)} files"
@@ -253,7 +253,7 @@ def test_kill_9_mid_upload_then_a_fresh_pod_resumes_the_uploads(tmp_path: Path, 
         assert sum(ev["parts"] for ev in resumed) == len(parts_at_kill), resumed
         assert sum(ev["staged"] for ev in resumed) == len(staged_at_kill), resumed
         missing = total - sum(parts_at_kill.values()) - sum(staged_at_kill.values()) - sum(finals_at_kill.values())
-        taken = json.loads(moto.read(bucket, f"{prefix}/report.json"))["totals"]["bytes_fetched"]
+        taken = json.loads(moto.read(bucket, f"{prefix}/_report.json"))["totals"]["bytes_fetched"]
         warnings = [ev for ev in events(rerun.stderr) if ev["level"] != "info"]
         assert taken <= missing, f"the rerun took {taken} bytes; {missing} were neither uploaded nor verified at the kill: {warnings}"
         # what the server sent may exceed that by what a stream reads past a range another stream took over
@@ -301,8 +301,8 @@ def test_sigterm_mid_upload_keeps_the_parts_writes_the_report_and_the_rerun_resu
         assert proc.returncode == 143, err[-2000:]
         parts = sum(len(u["parts"]) for u in moto.uploads(bucket))
         assert parts >= 1, "the parts uploaded before the signal were not kept"
-        assert json.loads(moto.read(bucket, "t/report.json"))["status"] == "interrupted"
-        assert f"report: s3://{bucket}/t/report.json" in out
+        assert json.loads(moto.read(bucket, "t/_report.json"))["status"] == "interrupted"
+        assert f"report: s3://{bucket}/t/_report.json" in out
 
         rerun = subprocess.run(argv, env=clean_env(**moto.env()), cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr[-2000:]

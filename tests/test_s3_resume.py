@@ -200,7 +200,7 @@ def test_staging_keys_name_their_file_and_nothing_else() -> None:
 def test_out_dir_accepts_bucket_urls_and_keeps_folders_as_paths() -> None:
     url = ExportSettings(out_dir="S3://bucket//a/b/").out_dir
     assert isinstance(url, StoreURL) and (url.bucket, url.prefix, str(url)) == ("bucket", "a/b", "s3://bucket/a/b")
-    assert str(url / "report.json") == "s3://bucket/a/b/report.json"
+    assert str(url / "_report.json") == "s3://bucket/a/b/_report.json"
     assert ExportSettings(out_dir="s3://bucket").out_dir.prefix == ""
     assert ExportSettings(out_dir="exports").out_dir == Path("exports")
     for bad in ("gs://b/p", "az://c/p", "s3:///p"):

@@ -143,7 +143,7 @@ def test_three_shards_one_killed_and_rerun_make_exactly_the_full_export(tmp_path
     for i in (0, 2):
         _, err = procs[i].communicate(timeout=120)
         assert procs[i].returncode == 0, err[-2000:]
-    report = json.loads((out / f"report.shard-{VICTIM}-of-{N}.json").read_text())
+    report = json.loads((out / f"_report.shard-{VICTIM}-of-{N}.json").read_text())
     assert report["status"] == "running" and report["shard"] == f"{VICTIM}/{N}"  # killed: never concluded
 
     status = run_cli("status", str(out), cwd=tmp_path)
@@ -168,11 +168,11 @@ def test_three_shards_one_killed_and_rerun_make_exactly_the_full_export(tmp_path
     refetched = {f"{d}/{rel}" for t, d, rel in downloads if t == "shard-1-rerun"}
     assert not any(f"{Path(p).parts[0]}/{'/'.join(Path(p).parts[2:])}" in refetched for p in done_before_rerun)
 
-    reports = sorted(p.name for p in out.glob("report*.json"))
-    assert reports == [f"report.shard-{i}-of-{N}.json" for i in range(N)]  # no report.json, no collision
+    reports = sorted(p.name for p in out.glob("_report*.json"))
+    assert reports == [f"_report.shard-{i}-of-{N}.json" for i in range(N)]  # no _report.json, no collision
     journals = sorted(p.name for p in (out / ".aep-export").glob("journal*.jsonl"))
     assert journals == [f"journal.shard-{i}-of-{N}.jsonl" for i in range(N)]
-    audience = [d for i in range(N) for d in json.loads((out / f"report.shard-{i}-of-{N}.json").read_text())["datasets"]
+    audience = [d for i in range(N) for d in json.loads((out / f"_report.shard-{i}-of-{N}.json").read_text())["datasets"]
                 if d["source"] == f"audience:{JOB}"]
     assert len(audience) == 1 and audience[0]["status"] == "ok" and audience[0]["delegated"][0]["dataset_id"] == target
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..errors import ConfigError, DiskFull, Failure, StoreError, UnsafeNameError, kind_of
+from ..errors import DiskFull, Failure, StoreError, UnsafeNameError, kind_of
 from ..layout import (
     HIVE,
     LATEST,
@@ -252,7 +252,7 @@ def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
     ignores them): when the disk is full at the end, the final report is written into that room
     in place (shortened if it must be), so a full disk still leaves a report that says so.
     Raises DiskFull when even that fails."""
-    body = report_body(run)
+    body = {**report_body(run), "layout": run.layout}  # the file only: what a later run over it must keep (refuse_layout_switch)
     text = json.dumps(body, indent=2) + "\n"
     name = report_name(run.shard)
     files = _files(out_dir)
@@ -270,16 +270,17 @@ def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
     return name
 
 
-def refuse_layout_switch(out_dir: Path | Files, layout: str, shard: str | None) -> None:
-    """A ConfigError (exit 2, nothing written) when the destination holds an export of the other
-    layout: the same batches twice under two trees would be read twice by any reader of the root.
-    The layout is the one the earlier run's report records (reports before `layout` existed: plain)."""
+def layout_switch(out_dir: Path | Files, layout: str, shard: str | None) -> str | None:
+    """Why a run in `layout` is refused here (a ConfigError: exit 2, nothing written), or None: the
+    destination holds an export of the other layout, and the same batches under two trees would be
+    read twice by any reader of the root. The layout is the one the earlier run's report records
+    (reports written before layouts existed: plain)."""
     earlier = _layout_written(_files(out_dir), shard)
-    if earlier is not None and earlier != layout:
-        shapes = {PLAIN: "{dataset}/{batch}/…", HIVE: "dataset={dataset}/batch={batch}/…"}
-        raise ConfigError(f"the output directory holds an export in the {earlier} layout ({shapes.get(earlier, '?')}), this run "
-                          f"asks for the {layout} layout ({shapes[layout]}): export.layout must stay {earlier} there, "
-                          f"or use another out_dir")
+    if earlier is None or earlier == layout:
+        return None
+    shapes = {PLAIN: "{dataset}/{batch}/…", HIVE: "dataset={dataset}/batch={batch}/…"}
+    return (f"the output directory holds an export in the {earlier} layout ({shapes.get(earlier, '?')}), this run "
+            f"asks for the {layout} layout ({shapes[layout]}): export.layout must stay {earlier} there, or use another out_dir")
 
 
 def _layout_written(files: Files, shard: str | None) -> str | None:
@@ -312,7 +313,6 @@ def report_body(run: RunOutcome) -> dict[str, Any]:
         "status": run.status,
         "exit_code": None if run.status == "running" else run.exit_code,
         "shard": run.shard,
-        "layout": run.layout,
         "entries": run.entries,
         "totals": run.totals,
         "datasets": [

@@ -62,7 +62,7 @@ class ExportStatus:
         return sum(1 for r in self.rows if r.state == state)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"complete": self.complete, "shards": self.shards, "layout": self.layout, "reports": self.reports,
+        return {"complete": self.complete, "shards": self.shards, "reports": self.reports,
                 "ignored_reports": self.ignored, "rows": [asdict(r) for r in self.rows]}
 
 

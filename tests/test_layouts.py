@@ -1,0 +1,144 @@
+"""`layout = "hive"` (issue #19): `dataset=<id>/batch=<id>/…` folders, through everything that walks
+the tree (resume, `_LATEST`, manifests, status, verify, a bucket prefix), chosen in the config, the
+environment or `--layout`; and one layout per out_dir (a switch is refused, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import clean_env, journal_path, run_cli, run_export, settings_for, toml_config
+
+from engine.fake import DatasetSpec, FakeConfig
+from engine.outcome import EXIT_OK, EXIT_USAGE
+
+HIVE_SHAPE, PLAIN_SHAPE = "dataset={dataset}/batch={batch}/…", "{dataset}/{batch}/…"  # as the refusal names them
+
+
+def _config(tmp_path: Path, fp, out: str | Path, extra_export: str = "") -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(toml_config(fp, Path("unused"), extra_export=extra_export).replace('out_dir = "unused"', f'out_dir = "{out}"'))
+    return path
+
+
+def _cfg(seed: int) -> FakeConfig:
+    return FakeConfig(seed=seed, datasets=[DatasetSpec(files_per_dataset_file=3, rows_per_file=60),
+                                           DatasetSpec(files_per_dataset_file=2, rows_per_file=40)])
+
+
+async def test_hive_export_resumes_points_and_verifies_through_its_own_folders(tmp_path: Path, make_fake) -> None:
+    async with make_fake(_cfg(93)) as fp:
+        out = tmp_path / "out"
+        assert (await run_export(settings_for(fp, out, layout="hive"))).exit_code == EXIT_OK
+        for e in fp.expected_files():
+            assert (out / f"dataset={e.dataset_id}" / f"batch={e.batch_id}" / e.dataset_file_id / e.name).is_file(), e
+        assert sorted(p.name for p in out.iterdir()) == [".aep-export", "_report.json", *sorted(f"dataset={d}" for d in fp.dataset_ids)]
+        for d in fp.dataset_ids:
+            assert (out / f"dataset={d}" / "_LATEST").read_text() == f"batch={fp.latest_batch(d).data_id}\n"
+
+        # resume: from the journal, then from the checksum lists alone
+        for lose_journal in (False, True):
+            if lose_journal:
+                journal_path(out).unlink()
+            fp.reset_stats()
+            rerun = await run_export(settings_for(fp, out, layout="hive"))
+            assert rerun.exit_code == EXIT_OK and fp.stats.requests["export.download"] == 0, lose_journal
+            assert rerun.totals["files_reused"] == len(fp.expected_files())
+
+    status = run_cli("status", str(out), "--json", cwd=tmp_path)
+    body = json.loads(status.stdout)
+    assert status.returncode == 0 and body["complete"], status.stdout
+    assert sorted(r["batch"] for r in body["rows"]) == sorted(fp.latest_batch(d).data_id for d in fp.dataset_ids)
+    text = run_cli("status", str(out), cwd=tmp_path).stdout
+    assert f"(dataset={fp.dataset_ids[0]}/_LATEST)" in text, text
+    verify = run_cli("verify", str(out), cwd=tmp_path)
+    assert verify.returncode == 0 and verify.stdout.startswith("OK: 2 batches"), verify.stdout
+
+    # verify reads the hive folders: a changed file is found there
+    victim = next(out.glob("dataset=*/batch=*/*/*.parquet"))
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
+    bad = run_cli("verify", str(out), cwd=tmp_path)
+    assert bad.returncode == 1 and str(victim.relative_to(out)) in bad.stdout, bad.stdout
+
+
+@pytest.mark.parametrize("first, then", [("plain", "hive"), ("hive", "plain")])
+def test_a_layout_switch_on_an_export_is_refused_naming_both(tmp_path: Path, threaded_fake, first: str, then: str) -> None:
+    fp = threaded_fake(_cfg(94))
+    out = tmp_path / "out"
+    config = _config(tmp_path, fp, out)
+    done = run_cli("run", "--config", str(config), "--layout", first, "--no-progress", cwd=tmp_path)
+    assert done.returncode == EXIT_OK, done.stderr[-2000:]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent.name != ".aep-export"}
+    fp.reset_stats()
+
+    switched = run_cli("run", "--config", str(config), "--layout", then, "--no-progress", cwd=tmp_path)
+
+    assert switched.returncode == EXIT_USAGE and "Traceback" not in switched.stderr, switched.stderr[-2000:]
+    shapes = {"plain": PLAIN_SHAPE, "hive": HIVE_SHAPE}
+    said = switched.stderr + switched.stdout
+    assert f"{first} layout ({shapes[first]})" in said and f"{then} layout ({shapes[then]})" in said, said
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent.name != ".aep-export"}
+    assert after == before, "the refused run wrote into the export"
+    assert fp.stats.requests["export.download"] == 0
+
+
+def test_a_switch_is_refused_over_an_export_whose_report_has_the_old_name(tmp_path: Path, threaded_fake) -> None:
+    """An export written before layouts (report.json, no `layout` in it) is a plain one."""
+    fp = threaded_fake(_cfg(95))
+    out = tmp_path / "out"
+    config = _config(tmp_path, fp, out)
+    assert run_cli("run", "--config", str(config), "--no-progress", cwd=tmp_path).returncode == EXIT_OK
+    body = json.loads((out / "_report.json").read_text())
+    del body["layout"]
+    (out / "report.json").write_text(json.dumps(body))
+    (out / "_report.json").unlink()
+    refused = run_cli("run", "--config", str(config), "--layout", "hive", "--no-progress", cwd=tmp_path)
+    assert refused.returncode == EXIT_USAGE and "plain layout" in refused.stderr + refused.stdout, refused.stderr[-2000:]
+    again = run_cli("run", "--config", str(config), "--no-progress", cwd=tmp_path)  # the same layout: fine, and renamed
+    assert again.returncode == EXIT_OK and (out / "_report.json").is_file() and not (out / "report.json").exists()
+
+
+@pytest.mark.parametrize("how", ["config", "env"])
+def test_layout_from_the_config_file_and_the_environment(tmp_path: Path, threaded_fake, how: str) -> None:
+    fp = threaded_fake(_cfg(96))
+    out = tmp_path / "out"
+    extra = 'layout = "hive"' if how == "config" else ""
+    env = clean_env(**({"AEP_EXPORT_EXPORT__LAYOUT": "hive"} if how == "env" else {}))
+    p = run_cli("run", "--config", str(_config(tmp_path, fp, out, extra)), "--no-progress", cwd=tmp_path, env=env)
+    assert p.returncode == EXIT_OK, p.stderr[-2000:]
+    assert sorted(p.name for p in out.glob("dataset=*")) == sorted(f"dataset={d}" for d in fp.dataset_ids)
+
+
+def test_an_unknown_layout_is_the_flags_error(tmp_path: Path, threaded_fake) -> None:
+    fp = threaded_fake(_cfg(97))
+    p = run_cli("run", "--config", str(_config(tmp_path, fp, tmp_path / "out")), "--layout", "flat", cwd=tmp_path)
+    assert p.returncode == EXIT_USAGE and "--layout flat" in p.stderr and "'plain' or 'hive'" in p.stderr, p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_hive_into_a_bucket_prefix(tmp_path: Path, moto, threaded_fake) -> None:
+    bucket = f"aep-{uuid.uuid4().hex[:12]}"
+    moto.create_bucket(bucket)
+    fp = threaded_fake(_cfg(98))
+    url = f"s3://{bucket}/daily"
+    config = _config(tmp_path, fp, url, 'layout = "hive"')
+    env = clean_env(**moto.env())
+    assert run_cli("run", "--config", str(config), "--no-progress", cwd=tmp_path, env=env).returncode == EXIT_OK
+    keys = set(moto.keys(bucket, "daily/"))
+    for e in fp.expected_files():
+        assert f"daily/dataset={e.dataset_id}/batch={e.batch_id}/{e.dataset_file_id}/{e.name}" in keys
+    for d in fp.dataset_ids:
+        assert moto.read(bucket, f"daily/dataset={d}/_LATEST").decode() == f"batch={fp.latest_batch(d).data_id}\n"
+    assert "daily/_report.json" in keys and "daily/report.json" not in keys
+
+    fp.platform.reset_stats()
+    assert run_cli("run", "--config", str(config), "--no-progress", cwd=tmp_path, env=env).returncode == EXIT_OK
+    assert fp.stats.requests["export.download"] == 0, "the rerun fetched files the prefix holds verified"
+    verify = run_cli("verify", url, cwd=tmp_path, env=env)
+    assert verify.returncode == 0 and verify.stdout.startswith("OK: 2 batches"), verify.stdout + verify.stderr
+    status = run_cli("status", url, cwd=tmp_path, env=env)
+    assert status.returncode == 0 and f"(dataset={fp.dataset_ids[0]}/_LATEST)" in status.stdout, status.stdout
+    plain = run_cli("run", "--config", str(config), "--layout", "plain", "--no-progress", cwd=tmp_path, env=env)
+    assert plain.returncode == EXIT_USAGE and "hive layout" in plain.stderr + plain.stdout, plain.stderr[-2000:]

@@ -1,7 +1,7 @@
 """Command line: `aep-export run|check|list|demo|verify|status|fake-platform`.
 
 Exit codes (a contract): 0 everything exported and verified; 1 the run finished but something
-failed (report.json says what); 2 usage or configuration error, nothing attempted;
+failed (_report.json says what); 2 usage or configuration error, nothing attempted;
 3 credentials rejected; 4 the platform (gateway or IMS) or the object store cannot be reached;
 5 another run holds the output folder (or this shard of it), nothing attempted; 130/143
 interrupted by SIGINT/SIGTERM (rerun to resume).

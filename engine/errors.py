@@ -180,7 +180,7 @@ def kind_of(exc: BaseException) -> str:
 
 
 class Failure(str):
-    """An error message that knows its kind: a plain str to everything else (report.json, the
+    """An error message that knows its kind: a plain str to everything else (_report.json, the
     summary table), `{"kind", "message"}` in a --json document."""
 
     kind: str

@@ -16,7 +16,7 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "everything exported and verified",
-    EXIT_FAILED: "the run finished but something failed (report.json says what), or the disk filled up",
+    EXIT_FAILED: "the run finished but something failed (_report.json says what), or the disk filled up",
     EXIT_USAGE: "usage or configuration error: nothing attempted",
     EXIT_CREDENTIALS: "credentials rejected",
     EXIT_UNREACHABLE: "the platform cannot be reached",

@@ -43,7 +43,7 @@ def document(command: str, exit_code: int, errors: Any = (), **fields: Any) -> d
 
 
 def run_document(run: RunOutcome, report: Any) -> dict[str, Any]:
-    """report.json's figures, per dataset and batch, with every error's kind (schema aep-export/run/1)."""
+    """_report.json's figures, per dataset and batch, with every error's kind (schema aep-export/run/1)."""
     from .output.report import report_body
 
     body = report_body(run)

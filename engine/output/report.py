@@ -304,7 +304,7 @@ def _shorter(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def report_body(run: RunOutcome) -> dict[str, Any]:
     """The report's content (also the base of `run --json`). Error texts may be `Failure`s: plain
-    strings in report.json, `{"kind", "message"}` in the --json document."""
+    strings in _report.json, `{"kind", "message"}` in the --json document."""
     return {
         "tool": "aep-export",
         "started_at": run.started_at,

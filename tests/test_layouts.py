@@ -62,6 +62,11 @@ async def test_hive_export_resumes_points_and_verifies_through_its_own_folders(t
     bad = run_cli("verify", str(out), cwd=tmp_path)
     assert bad.returncode == 1 and str(victim.relative_to(out)) in bad.stdout, bad.stdout
 
+    # no run report: status names the batches from the hive folders, as ids
+    (out / "_report.json").unlink()
+    rows = json.loads(run_cli("status", str(out), "--json", cwd=tmp_path).stdout)["rows"]
+    assert sorted((r["dataset"], r["batch"]) for r in rows) == sorted((d, fp.latest_batch(d).data_id) for d in fp.dataset_ids)
+
 
 @pytest.mark.parametrize("first, then", [("plain", "hive"), ("hive", "plain")])
 def test_a_layout_switch_on_an_export_is_refused_naming_both(tmp_path: Path, threaded_fake, first: str, then: str) -> None:

@@ -28,11 +28,11 @@ of these names, or one of them + `.tmp`, would take their place and is refused (
 The S3 destination keeps its multipart uploads under `{prefix}/.aep-export/uploads/`.
 
 Exports made before this layout listed checksums in `SHA256SUMS`, and before `_report.json` the
-run report was `report.json` (which pyarrow and pandas read as data): every reader here still
-accepts those names (the new one wins when both exist), and a run replaces them. Versions before kept the files in flight
-beside the final name (`<final>.part`, `.part.ctl`, `.part.ctl.tmp`, `.part.split`): a rerun
-resumes such a `.part` (`legacy_part`), and `verify` flags any temporary file left behind, there
-or here (`is_temporary`).
+run report was `report.json` (which pyarrow, pandas and Spark read as data): every reader here
+still accepts those names (the new one wins when both exist), and a run replaces them. Versions
+before kept the files in flight beside the final name (`<final>.part`, `.part.ctl`,
+`.part.ctl.tmp`, `.part.split`): a rerun resumes such a `.part` (`legacy_part`), and `verify`
+flags any temporary file left behind, there or here (`is_temporary`).
 """
 
 from __future__ import annotations
@@ -176,7 +176,6 @@ def split_batch_folder(folder: str) -> tuple[str, str]:
     if dataset.startswith("dataset=") and batch.startswith("batch="):
         return dataset.removeprefix("dataset="), batch.removeprefix("batch=")
     return dataset, batch
-
 
 
 def sums_path(batch_folder: Path) -> Path | None:

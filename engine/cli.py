@@ -225,9 +225,9 @@ def check(settings: Settings, *, as_json: bool = False) -> int:
     if as_json:
         from .results import check_document, emit
 
-        emit(check_document(plans, code))
+        emit(check_document(plans, code, destination=str(settings.export.out_dir)))
     else:
-        for line in format_plan(plans):
+        for line in format_plan(plans, settings.export.out_dir):
             print(line)
     return code
 

@@ -336,6 +336,10 @@ class Exporter:
             "split_files": c.split_files,
             "tail_splits": c.tail_splits,
             "ignored_ranges": c.ignored_ranges,
+            "files_interrupted": sum(1 for r in results if r.status is FileStatus.CANCELLED),  # counted in files_failed too
+            "bytes_resumed": c.bytes_resumed,
+            "files_unfinished": c.files_unfinished,
+            "bytes_unfinished": c.bytes_unfinished,
         }
         self._write_report()
         log.info("run_summary", **summary_event(run, report_path(self.out_dir, run)))

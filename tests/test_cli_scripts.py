@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import clean_env, read_manifest, read_report, run_cli, toml_config
 
-from engine.fake import DatasetSpec, FakeConfig
+from engine.fake import DatasetSpec, FakeConfig, Faults
 from engine.outcome import EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from engine.units import human_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["Churn propensity", "Web conversion propensity", "Upsell propensity"]
@@ -437,3 +438,70 @@ def test_the_readme_documents_every_key_of_every_document() -> None:
     for command, keys in documented.items():
         missing = {k for k in keys - COMMON if f"`{k}`" not in rows[command]}
         assert not missing, (command, missing)
+
+
+# -- plans and progress that mislead: status, the summary of an interrupted run --------------------
+
+
+async def test_status_says_not_started_for_batches_a_fatal_error_stopped_before(make_fake, tmp_path: Path) -> None:
+    """Credentials revoked on the first download (concurrency 1): that batch failed; the other
+    batch, listed but never attempted, is not started (it was "failed" like the first)."""
+    from conftest import run_export, settings_for
+    from test_engine_abort import _revoke_on_first_download
+
+    from engine.output.status import export_status, render_status
+    from engine.results import status_document
+
+    fp = make_fake(FakeConfig.small(n_datasets=2, files=2, rows=20, seed=72))
+    _revoke_on_first_download(fp, listings_needed=2)
+    async with fp:
+        out = tmp_path / "out"
+        run = await run_export(settings_for(fp, out, concurrency=1))
+    assert run.exit_code == EXIT_CREDENTIALS and fp.stats.requests["export.listing"] >= 2  # both listed, then revoked
+    status = export_status(out)
+    assert sorted(r.state for r in status.rows) == ["failed", "not_started"], status.rows
+    text = render_status(status)
+    assert re.search(r"^\S+\s+\S+\s+\S+\s+not started\s+the run stopped before it began", text, re.M), text
+    assert text.splitlines()[-1].startswith("INCOMPLETE: 0 done, 1 failed, 1 not started, 0 missing"), text
+    doc = status_document(status, 1)
+    assert doc["counts"] == {"done": 0, "failed": 1, "not_started": 1, "missing": 0}
+
+
+def test_an_interrupted_run_reports_what_it_kept_and_status_what_it_never_started(threaded_fake, tmp_path: Path) -> None:
+    """SIGINT while the first batch's files are in flight (concurrency 1, one dataset listed at a
+    time): the summary says what was kept (verified and partly held), not "N failed; 0 B"; status
+    calls the batches never reached not started, the one in flight missing (interrupted)."""
+    import signal
+
+    from conftest import parts_under
+
+    fp = threaded_fake(FakeConfig(seed=73, faults=Faults(bandwidth_bps=200e3), datasets=[
+        DatasetSpec(batches=1, failed_batch=False, processing_batch=False, files_per_dataset_file=3, file_mb=0.2)
+        for _ in range(3)]))
+    out = tmp_path / "out"
+    (tmp_path / "c.toml").write_text(toml_config(fp, out, extra_export="discovery_concurrency = 1\n").replace(
+        "concurrency = 4\n", "concurrency = 1\n", 1))
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "--config", "c.toml", "--no-progress"], cwd=tmp_path,
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    finals = [out / e.dataset_id / e.batch_id / e.dataset_file_id / e.name for e in fp.expected_files()]
+    while time.monotonic() < deadline:  # one file verified, the next partly held
+        if any(f.exists() for f in finals) and any(p.stat().st_size > 0 for p in parts_under(out)):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    kept = [f for f in finals if f.exists()]
+    held = sum(p.stat().st_size for p in parts_under(out))
+    assert kept and held and len(kept) < len(finals), "the signal did not land mid-run"
+
+    last = stdout.strip().splitlines()[-1]
+    totals = read_report(out)["totals"]
+    assert re.search(rf"; interrupted after [\d.]+ s: kept {len(kept)} verified files? \(", last), last
+    assert re.search(rf"and {re.escape(human_bytes(totals['bytes_unfinished']))} in \d+ unfinished files?, rerun to resume", last), last
+    assert " 0 failed;" in last and 0 < totals["bytes_unfinished"] <= held, (last, totals)
+    status = json.loads(run_cli("status", "out", "--json", cwd=tmp_path).stdout)
+    states = sorted(r["state"] for r in status["rows"])
+    assert status["counts"]["not_started"] == 2 and status["counts"]["failed"] == 0, status["rows"]
+    assert states == ["missing", "not_started", "not_started"], status["rows"]

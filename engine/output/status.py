@@ -2,8 +2,9 @@
 
 It reads what the runs left: the run reports (report.json, report.shard-I-of-N.json), and per
 batch the manifest and `_SUCCESS`. Each batch a report names is *done* (its folder has `_SUCCESS`
-and an ok manifest), *failed* (the run gave up on it) or *missing* (not finished: interrupted,
-still running, or a shard that left no report at all). Only the newest set of reports counts:
+and an ok manifest), *failed* (the run gave up on it), *not started* (the run stopped, interrupted
+or on a fatal error, before any file of it was attempted) or *missing* (not finished: interrupted
+mid-batch, still running, or a shard that left no report at all). Only the newest set of reports counts:
 reports of an earlier run with another shard count are listed as ignored.
 
 It reads through the same tree as `verify` (a folder, or a bucket prefix).
@@ -23,7 +24,9 @@ from .verify import ExportTree
 
 _SHARD_REPORT = re.compile(r"report\.shard-(\d+)-of-(\d+)\.json")
 
-DONE, FAILED, MISSING = "done", "failed", "missing"
+DONE, FAILED, NOT_STARTED, MISSING = "done", "failed", "not_started", "missing"
+STATES = (DONE, FAILED, NOT_STARTED, MISSING)
+NOT_STARTED_NOTE = "the run stopped before it began: rerun to export it"
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Row:
     shard: str  # "I/N", or "-" for an unsharded run
     dataset: str
     batch: str
-    state: str  # done | failed | missing
+    state: str  # done | failed | not_started | missing
     note: str = ""
     files: int | None = None
 
@@ -53,7 +56,8 @@ class ExportStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return {"complete": self.complete, "shards": self.shards, "reports": self.reports,
-                "ignored_reports": self.ignored, "rows": [asdict(r) for r in self.rows]}
+                "ignored_reports": self.ignored, "rows": [asdict(r) for r in self.rows],
+                "counts": {state: self.count(state) for state in STATES}}
 
 
 def export_status(root: Path | ExportTree) -> ExportStatus:
@@ -115,9 +119,18 @@ def _rows_of_report(tree: ExportTree, shard: str, report: dict[str, Any]) -> lis
             rows.append(Row(shard, label, g["batch_id"], DONE if state == DONE else MISSING,
                             f"exported by shard {g['shard']}" + (f" ({note})" if note else "")))
         if not d.get("batches") and not d.get("delegated"):
-            state = FAILED if d.get("status") == "failed" else MISSING
-            rows.append(Row(shard, label, "-", state, d.get("error") or f"dataset {d.get('status')}"))
+            rows.append(_empty_dataset_row(shard, label, d))
     return rows
+
+
+def _empty_dataset_row(shard: str, label: str, d: dict[str, Any]) -> Row:
+    """A dataset without batches: failed with its own error; not started when the run concluded
+    without reaching it (no error of its own); missing while a run may still be at it."""
+    if d.get("error"):
+        return Row(shard, label, "-", FAILED if d.get("status") == "failed" else MISSING, d["error"])
+    if d.get("status") in ("failed", "cancelled"):
+        return Row(shard, label, "-", NOT_STARTED, NOT_STARTED_NOTE)
+    return Row(shard, label, "-", MISSING, f"dataset {d.get('status')}")
 
 
 def _batch_row(tree: ExportTree, shard: str, label: str, dataset_id: str, b: dict[str, Any]) -> Row:
@@ -127,6 +140,8 @@ def _batch_row(tree: ExportTree, shard: str, label: str, dataset_id: str, b: dic
     state, why = _disk_state(tree, batch_folder(dataset_id, batch))
     reported = b.get("status")
     errors = "; ".join((b.get("errors") or [])[:2])
+    if b.get("attempted") is False and reported in ("failed", "cancelled") and state != DONE:
+        return Row(shard, label, batch, NOT_STARTED, f"{NOT_STARTED_NOTE} ({errors})" if errors else NOT_STARTED_NOTE, b.get("files"))
     if reported == "failed" or state == FAILED:
         return Row(shard, label, batch, FAILED, errors or why, b.get("files"))
     if state == DONE and reported != "cancelled":
@@ -160,7 +175,7 @@ def _rows_from_manifests(tree: ExportTree) -> list[Row]:
 
 def render_status(status: ExportStatus) -> str:
     header = ("shard", "dataset", "batch", "state", "note")
-    rows = [header, *((r.shard, r.dataset, r.batch, r.state, r.note) for r in status.rows)]
+    rows = [header, *((r.shard, r.dataset, r.batch, r.state.replace("_", " "), r.note) for r in status.rows)]
     widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
     lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)] + [r[-1]]).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  ----")
@@ -171,10 +186,11 @@ def render_status(status: ExportStatus) -> str:
         latest = (status.tree.read_text(f"{ds}/{LATEST}") or "").strip()
         if latest:
             lines.append(f"{ds}: newest complete batch {latest} ({ds}/_LATEST)")
-    done, failed, missing = status.count(DONE), status.count(FAILED), status.count(MISSING)
+    done, failed, not_started, missing = (status.count(state) for state in STATES)
     scope = f"{status.shards} shards, {len(status.reports)} reports" if status.shards else f"{len(status.reports)} report"
     if not status.reports:
         scope = "no run report: only what the batch folders say"
     verdict = "complete" if status.complete else "INCOMPLETE"
-    lines.append(f"{verdict}: {done} done, {failed} failed, {missing} missing ({scope})")
+    unstarted = f"{not_started} not started, " if not_started else ""
+    lines.append(f"{verdict}: {done} done, {failed} failed, {unstarted}{missing} missing ({scope})")
     return "\n".join(lines)

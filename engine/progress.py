@@ -23,7 +23,7 @@ from .units import human_bytes
 log = structlog.get_logger("aep_export.progress")
 
 SHOWN_FILES = 4  # files in flight listed under the live line
-NAME_WIDTH = 36  # a file name is shortened to this many characters (its end kept: part numbers)
+NAME_WIDTH = 40  # a file name is shortened to this many characters
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,11 @@ def pace_line(f: Figures) -> str:
 
 
 def short_name(name: str, width: int = NAME_WIDTH) -> str:
-    """The end of a long name (where part numbers differ), after an ellipsis."""
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    """A long name's start and end around an ellipsis: where part files differ (part-00001-…) and their kind."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) * 3 // 8
+    return name[:head] + "…" + name[-(width - 1 - head):]
 
 
 def file_line(f: InFlight) -> str:
@@ -138,7 +141,7 @@ async def show_progress(counters: Counters, *, live: bool, interval: float = 10.
                  bytes_done=f.done, bytes_total=f.total, bytes_resumed=f.resumed, rate_bytes_s=int(f.rate),
                  elapsed_s=round(f.elapsed, 1), eta_s=None if f.eta is None else round(f.eta),
                  files_failed=f.failed, files_in_flight=len(f.in_flight),
-                 in_flight=[short_name(x.name) for x in f.in_flight[:SHOWN_FILES]])
+                 in_flight=[x.name for x in f.in_flight[:SHOWN_FILES]])  # whole names: logs are read by tools
 
 
 async def _live(reader: Reader) -> None:

@@ -130,7 +130,7 @@ def test_every_log_line_is_intact_while_progress_is_live(tmp_path: Path, threade
 
 HEAD = re.compile(r"^⬇ \S+ +(\d+)% · [\d.]+ \S+ / [\d.]+ \S+ · \d+/\d+ files$")
 PACE = re.compile(r"^  [\d.]+ \S+/s · \d+:\d\d elapsed · ETA (\d+:\d\d|-)(?: · (\d+) failed)?$")
-IN_FLIGHT_ROW = re.compile(r"^  …\S+\.parquet +(\d+)% of [\d.]+ \S+$")
+IN_FLIGHT_ROW = re.compile(r"^  part-\d+\S*…\S+\.parquet +(\d+)% of [\d.]+ \S+$")  # part-00001-tid…c000.snappy.parquet
 
 
 def frames(raw: str, limit: int = 80) -> list[list[str]]:

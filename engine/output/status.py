@@ -109,6 +109,8 @@ def _rows_of_report(tree: ExportTree, shard: str, report: dict[str, Any]) -> lis
                 if report.get("status") == "running" else "report unreadable: rerun it")
         entries = report.get("entries") or ["-"]
         return [Row(shard, str(e), "-", MISSING, note) for e in entries]
+    if not report.get("datasets"):  # stopped before any entry was reached
+        return [Row(shard, str(e), "-", NOT_STARTED, NOT_STARTED_NOTE) for e in report.get("entries") or []]
     rows = []
     for d in report.get("datasets") or []:
         label = d.get("dataset_id", "?") if d.get("source", "dataset") == "dataset" else f"{d.get('dataset_id')} ({d.get('source')})"

@@ -132,6 +132,15 @@ def test_after_a_complete_export_check_says_nothing_would_be_fetched(threaded_fa
     assert len(states) == len(expected) and {f["state"] for f in states} == {"verified"}
     assert fp.stats.bytes_sent == served  # nothing downloaded by the checks
 
+    changed = expected_path(tmp_path / "out", expected[1])
+    changed.write_bytes(changed.read_bytes()[:1000])  # not the file that was verified any more
+    doc = _check_json(command, config, tmp_path)
+    states = {f["path"]: f for entry in doc["entries"] for b in entry["batches"] for f in b["file_states"]}
+    assert states[f"{expected[1].dataset_file_id}/{expected[1].name}"]["state"] == "replaced"
+    assert (doc["totals"]["fetch_files"], doc["totals"]["fetch_bytes"], doc["totals"]["replaced_files"]) == (1, expected[1].size, 1)
+    p = run_cli(*command, "--config", str(config), cwd=tmp_path, env=clean_env())
+    assert f"would replace {expected[1].dataset_file_id}/{expected[1].name}: size 1000 there, {expected[1].size} listed" in p.stdout
+
 
 def test_check_after_a_kill_says_what_the_rerun_then_does(threaded_fake, tmp_path: Path) -> None:
     """kill -9 mid-run; check's figures per file are what the rerun keeps, resumes and fetches."""
@@ -193,16 +202,25 @@ async def test_check_on_a_bucket_says_what_the_prefix_holds(moto, monkeypatch: p
         plans = await make_plan(settings)
         assert [line for line in format_plan(plans, "s3://aep-check/p") if "nothing would be fetched" in line]
 
-        staged, gone = fp.expected_files()[:2]
-        rel = f"{staged.dataset_id}/{staged.batch_id}/{staged.dataset_file_id}/{staged.name}"
-        data = moto.read(bucket, f"p/{rel}")
-        moto.client.delete_object(Bucket=bucket, Key=f"p/{rel}")  # killed between the upload and the copy
-        part = part_size_for(staged.size, settings.store.part_size)
-        moto.client.put_object(Bucket=bucket, Key="p/" + staging_key(rel, staged.size, part), Body=data)
-        moto.client.delete_object(Bucket=bucket, Key=f"p/{gone.dataset_id}/{gone.batch_id}/{gone.dataset_file_id}/{gone.name}")
+        staged, gone, uploading = fp.expected_files()[:3]
+
+        def rel(e) -> str:
+            return f"{e.dataset_id}/{e.batch_id}/{e.dataset_file_id}/{e.name}"
+
+        def staging(e) -> str:
+            return "p/" + staging_key(rel(e), e.size, part_size_for(e.size, settings.store.part_size))
+
+        data = moto.read(bucket, f"p/{rel(staged)}")
+        moto.client.delete_object(Bucket=bucket, Key=f"p/{rel(staged)}")  # killed between the upload and the copy
+        moto.client.put_object(Bucket=bucket, Key=staging(staged), Body=data)
+        moto.client.delete_object(Bucket=bucket, Key=f"p/{rel(gone)}")
+        data = moto.read(bucket, f"p/{rel(uploading)}")  # killed with its (only) part uploaded
+        moto.client.delete_object(Bucket=bucket, Key=f"p/{rel(uploading)}")
+        upload = moto.client.create_multipart_upload(Bucket=bucket, Key=staging(uploading))["UploadId"]
+        moto.client.upload_part(Bucket=bucket, Key=staging(uploading), UploadId=upload, PartNumber=1, Body=data)
         plans = await make_plan(settings)
     states = {f.path: f for b in plans[0].batches for f in b.held}
-    assert states[f"{staged.dataset_file_id}/{staged.name}"].state == "partial"
-    assert states[f"{staged.dataset_file_id}/{staged.name}"].held == staged.size
-    assert states[f"{gone.dataset_file_id}/{gone.name}"].state == "fetch"
-    assert sum(f.state == "verified" for f in states.values()) == len(states) - 2
+    for e, state in ((staged, "partial"), (uploading, "partial"), (gone, "fetch")):
+        held = states[f"{e.dataset_file_id}/{e.name}"]
+        assert (held.state, held.held) == (state, e.size if state == "partial" else 0), held
+    assert sum(f.state == "verified" for f in states.values()) == len(states) - 3

@@ -226,9 +226,9 @@ def check(settings: Settings, *, as_json: bool = False) -> int:
     if as_json:
         from .results import check_document, emit
 
-        emit(check_document(plans, code))
+        emit(check_document(plans, code, destination=str(settings.export.out_dir)))
     else:
-        for line in format_plan(plans):
+        for line in format_plan(plans, settings.export.out_dir):
             print(line)
     return code
 
@@ -470,11 +470,31 @@ def print_summary(run: RunOutcome, out_dir: Any) -> None:
     for error in run.errors:
         print(f"error: {error}")
     t = run.totals
+    failed = t.get("files_failed", 0) - t.get("files_interrupted", 0)  # an interrupted file is kept, not failed
     print(
         f"{t.get('files', 0)} files ({t.get('files_downloaded', 0)} downloaded, {t.get('files_reused', 0)} already verified), "
-        f"{human_bytes(t.get('bytes', 0))}; {t.get('files_failed', 0)} failed; {t.get('retries', 0)} retries; "
+        f"{human_bytes(t.get('bytes', 0))}; {_elapsed_and_rate(run)}; {failed} failed; {t.get('retries', 0)} retries; "
         f"report: {'not written' if run.report_error else report_path(out_dir, run)}; exit {run.exit_code}"
     )
+
+
+def _elapsed_and_rate(run: RunOutcome) -> str:
+    """'1.3 MiB fetched in 4.2 s, 310.5 KiB/s on average'; an interrupted run first says what it kept."""
+    import time
+
+    from .units import human_bytes
+
+    t = run.totals
+    elapsed = max(time.monotonic() - run.started, 1e-3)
+    fetched = t.get("bytes_fetched", 0)
+    said = f"{human_bytes(fetched)} fetched in {elapsed:.1f} s, {human_bytes(fetched / elapsed)}/s on average"
+    if run.status != "interrupted":
+        return said
+    unfinished = t.get("files_unfinished", 0)
+    held = f" and {human_bytes(t.get('bytes_unfinished', 0))} in {unfinished} unfinished file{'' if unfinished == 1 else 's'}"
+    files = t.get("files", 0)
+    return (f"interrupted after {elapsed:.1f} s: kept {files} verified file{'' if files == 1 else 's'} "
+            f"({human_bytes(t.get('bytes', 0))}){held if unfinished else ''}, rerun to resume; {said}")
 
 
 def print_table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> None:

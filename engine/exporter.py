@@ -34,7 +34,7 @@ from .platform.client import PlatformClient, make_session
 from .platform.discovery import Discovery
 from .platform.listing import DatasetNames
 from .platform.selection import Selector
-from .progress import show_progress
+from .progress import InFlight, show_progress
 from .retry import RetryPolicy, describe, failure
 from .shard import Shard, entry_key, share_of
 from .transfer.download import Downloader
@@ -123,7 +123,8 @@ class Exporter:
         send, receive = anyio.create_memory_object_stream[FileTask](max_buffer_size=self.scheduler.queue_size)
         limiter = self.scheduler.discovery
         async with anyio.create_task_group() as tg:
-            tg.start_soon(partial(show_progress, self.counters, live=self.live_progress, interval=self.progress_interval))
+            tg.start_soon(partial(show_progress, self.counters, live=self.live_progress, interval=self.progress_interval,
+                                  in_flight=self._files_in_flight))
             async with send:
                 for ds in self.share.datasets:
                     tg.start_soon(self._produce_dataset, ds, send.clone(), limiter)
@@ -139,6 +140,10 @@ class Exporter:
                     workers.start_soon(self._work, receive.clone())
                 receive.close()
             tg.cancel_scope.cancel()  # all work done: stop progress
+
+    def _files_in_flight(self) -> list[InFlight]:
+        """For the progress display: the files whose streams run now, and what each holds."""
+        return [InFlight(job.task.name, job.download.done.total, job.download.size) for job in list(self.scheduler.jobs)]
 
     async def _watch_signals(self, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -342,6 +347,10 @@ class Exporter:
             "split_files": c.split_files,
             "tail_splits": c.tail_splits,
             "ignored_ranges": c.ignored_ranges,
+            "files_interrupted": sum(1 for r in results if r.status is FileStatus.CANCELLED),  # counted in files_failed too
+            "bytes_resumed": c.bytes_resumed,
+            "files_unfinished": c.files_unfinished,
+            "bytes_unfinished": c.bytes_unfinished,
         }
         self._write_report()
         log.info("run_summary", **summary_event(run, report_path(self.out_dir, run)))

@@ -10,8 +10,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Callable, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
@@ -41,11 +41,25 @@ class Terminal:
 
     _lock = threading.Lock()
     live: str | None = None
+    _through: Callable[[str], None] | None = None  # the live display's printer, while it is on screen
+
+    @classmethod
+    def stream(cls) -> TextIO:
+        return sys.stderr
+
+    @classmethod
+    def print_through(cls, printer: Callable[[str], None] | None) -> None:
+        """Log lines go through `printer` (a rich Live display prints them above itself), or, with
+        None, straight to stderr again."""
+        with cls._lock:
+            cls._through = printer
 
     @classmethod
     def log_line(cls, message: str) -> None:
         with cls._lock:
-            if cls.live is None:
+            if cls._through is not None:
+                cls._through(message)
+            elif cls.live is None:
                 sys.stderr.write(message + "\n")
             else:
                 sys.stderr.write("\r\x1b[2K" + message + "\n" + cls.live)

@@ -84,6 +84,9 @@ class Counters:
     split_files: int = 0  # files that got a second stream at least once (connections were idle)
     tail_splits: int = 0  # streams added to running files: a free connection took half of a range
     ignored_ranges: int = 0  # 200 answers to a ranged request: skipped to our offset
+    bytes_resumed: int = 0  # bytes earlier runs left that files resumed from (done without fetching)
+    files_unfinished: int = 0  # files stopped with bytes held for a later attempt or run
+    bytes_unfinished: int = 0  # the bytes they hold (kept: the rerun resumes from them)
 
 
 @dataclass

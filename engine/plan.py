@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from . import sizing
-from .config import AudienceSettings, DatasetSettings, Settings
+from .config import AudienceSettings, DatasetSettings, Settings, StoreURL
 from .errors import Failure, RunFatal
 from .model import FileTask
+from .output.bucket import Bucket
+from .output.buckettree import BucketTree
+from .output.held import FETCH, PARTIAL, REPLACED, FileHeld, HeldTree, Tally, holding
+from .output.localfiles import LocalTree
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
 from .platform.discovery import Discovery
@@ -34,6 +39,12 @@ class PlannedBatch:
     bytes: int = 0
     unsized: int = 0  # files listed without a length
     error: str | None = None
+    listed: list[tuple[str, str, int | None]] = field(default_factory=list)  # (path from out_dir, in the batch, size)
+    held: list[FileHeld] = field(default_factory=list)  # per listed file, what the destination holds of it
+
+    @property
+    def tally(self) -> Tally:
+        return Tally().add(self.held)
 
 
 @dataclass
@@ -69,7 +80,26 @@ async def make_plan(settings: Settings) -> list[EntryPlan]:
                 tg.start_soon(_plan_entry, discovery, selector, entry, plan, limiter, fatal, tg.cancel_scope)
         if fatal:
             raise fatal[0]
+    await _compare_with_destination(ex.out_dir, [b for p in plans for b in p.batches if b.error is None])
     return plans
+
+
+async def _compare_with_destination(out_dir: Path | StoreURL, batches: list[PlannedBatch]) -> None:
+    """What the destination already holds of each listed file (output/held.py); nothing is written."""
+    def compare(tree: HeldTree | None) -> None:
+        for b in batches:
+            b.held = [holding(tree, rel, path, size) if tree else FileHeld(path, size, FETCH) for rel, path, size in b.listed]
+
+    def in_folder(folder: Path) -> None:  # a folder not made yet holds nothing
+        compare(LocalTree(folder.resolve()) if folder.is_dir() else None)
+
+    if isinstance(out_dir, StoreURL):
+        async with Bucket.connect(out_dir) as bucket:
+            tree = BucketTree(bucket)
+            await tree.load()
+            await anyio.to_thread.run_sync(compare, tree)
+    else:
+        await anyio.to_thread.run_sync(in_folder, out_dir)
 
 
 async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan: EntryPlan, limiter: anyio.CapacityLimiter,
@@ -104,6 +134,7 @@ async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dic
 
     async def count(task: FileTask) -> None:
         planned.unsized += task.size is None
+        planned.listed.append((task.rel_path, task.rel_in_batch, task.size))
 
     listing = await discovery.data_access.list_files(batch, dataset_files, count)
     planned.files, planned.bytes = listing.files, listing.bytes
@@ -114,25 +145,75 @@ async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dic
     return planned
 
 
-def format_plan(plans: list[EntryPlan]) -> list[str]:
-    """The plan as plain lines: per entry its dataset, then one line per batch."""
+def format_plan(plans: list[EntryPlan], where: object = "the destination") -> list[str]:
+    """The plan as plain lines: per entry its dataset, then one line per batch (with what `where`,
+    the destination, already holds of it), then the files a run would resume or replace."""
     lines = []
     for plan in plans:
         head = plan.label if plan.dataset_id in (None, plan.label) else f"{plan.label} -> dataset {plan.dataset_id}"
         lines.append(head + (f": ERROR {plan.error}" if plan.error else ""))
         lines += [f"  would {action}" for action in plan.actions]
         for b in plan.batches:
-            size = f"{b.bytes} bytes ({human_bytes(b.bytes)})" + (f", {b.unsized} files of unlisted size" if b.unsized else "")
-            lines.append(f"  batch {b.batch_id}: " + (f"ERROR {b.error}" if b.error else f"{_files(b.files)}, {size}"))
+            lines += _batch_lines(b)
         lines += [f"  batch {r.key}: not exported, {r.note}" for r in plan.replaced]
         if plan.left_out:
             lines.append("  left out (not successful): " + ", ".join(f"{n} {s}" for s, n in sorted(plan.left_out.items())))
     batches = [b for p in plans for b in p.batches if b.error is None]
     problems = sum(not p.ok for p in plans)
-    lines.append(f"{len(batches)} batch{'' if len(batches) == 1 else 'es'}, {_files(sum(b.files for b in batches))}, "
-                 f"{human_bytes(sum(b.bytes for b in batches))} "
-                 f"would be exported" + (f"; {problems} entr{'y' if problems == 1 else 'ies'} with errors" if problems else ""))
+    listed = f"{len(batches)} batch{'' if len(batches) == 1 else 'es'}, {_files(sum(b.files for b in batches))}, " \
+             f"{human_bytes(sum(b.bytes for b in batches))}"
+    lines.append(listed + _verdict(Tally().add(f for b in batches for f in b.held), where)
+                 + (f"; {problems} entr{'y' if problems == 1 else 'ies'} with errors" if problems else ""))
     return lines
+
+
+FILES_SHOWN = 5  # per batch, of the files a run would resume or replace (--json lists every file)
+
+
+def _batch_lines(b: PlannedBatch) -> list[str]:
+    if b.error:
+        return [f"  batch {b.batch_id}: ERROR {b.error}"]
+    size = f"{b.bytes} bytes ({human_bytes(b.bytes)})" + (f", {b.unsized} files of unlisted size" if b.unsized else "")
+    t = b.tally
+    there = ""
+    if t.holds_anything and not t.fetch_files:
+        there = "; all verified in the destination: nothing to fetch"
+    elif t.holds_anything:
+        there = f"; to fetch: {_files(t.fetch_files)}, {human_bytes(t.fetch_bytes)} ({_held(t)})"
+    lines = [f"  batch {b.batch_id}: {_files(b.files)}, {size}{there}"]
+    odd = [f for f in b.held if f.state in (PARTIAL, REPLACED)]
+    for f in odd[:FILES_SHOWN]:
+        if f.state == PARTIAL:
+            lines.append(f"    would resume {f.path}: {human_bytes(f.held)} of {human_bytes(f.size or 0)} held")
+        else:
+            lines.append(f"    would replace {f.path}: {f.note}")
+    if len(odd) > FILES_SHOWN:
+        lines.append(f"    … and {len(odd) - FILES_SHOWN} more (--json lists every file)")
+    return lines
+
+
+def _held(t: Tally, *, verified: bool = True) -> str:
+    """What a destination holds of a batch or a plan, e.g. '3 verified there; 1 resumes, 2.0 MiB held; 1 replaced'."""
+    said = []
+    if t.verified_files and verified:
+        said.append(f"{t.verified_files} verified there")
+    if t.partial_files:
+        said.append(f"{t.partial_files} resume{'s' if t.partial_files == 1 else ''}, {human_bytes(t.held_bytes)} held")
+    if t.replaced_files:
+        said.append(f"{t.replaced_files} replaced")
+    return "; ".join(said)
+
+
+def _verdict(t: Tally, where: object) -> str:
+    """The closing line's end: what a run would fetch, given what the destination holds."""
+    if not t.holds_anything:
+        return " would be exported"
+    if not t.fetch_files:
+        return f" listed: all verified in {where}, nothing would be fetched"
+    unfinished = _held(t, verified=False)
+    return (f" listed: {_files(t.fetch_files)}, {human_bytes(t.fetch_bytes)} would be fetched"
+            + (f" ({unfinished})" if unfinished else "")
+            + (f"; {_files(t.verified_files)}, {human_bytes(t.verified_bytes)} already verified in {where}" if t.verified_files else ""))
 
 
 def _files(n: int) -> str:

@@ -57,22 +57,30 @@ def run_document(run: RunOutcome, report: Any) -> dict[str, Any]:
     return document("run", run.exit_code, errors, report=str(report), **body)
 
 
-def check_document(plans: list[EntryPlan], exit_code: int, command: str = "check") -> dict[str, Any]:
-    """What a run would export, per entry and batch (schema aep-export/check/1)."""
+def check_document(plans: list[EntryPlan], exit_code: int, command: str = "check", destination: str | None = None) -> dict[str, Any]:
+    """What a run would export, per entry and batch, and what the destination already holds of it,
+    per file (schema aep-export/check/1)."""
+    from dataclasses import asdict
+
+    from .output.held import Tally
+
     entries = [{
         "entry": p.label,
         "dataset_id": p.dataset_id,
         "error": error_json(p.error) if p.error else None,
         "actions": p.actions,
         "batches": [{"batch_id": b.batch_id, "files": b.files, "bytes": b.bytes, "unsized_files": b.unsized,
-                     "error": error_json(b.error) if b.error else None} for b in p.batches],
+                     "error": error_json(b.error) if b.error else None, **asdict(b.tally),
+                     "file_states": [{"path": f.path, "size": f.size, "state": f.state, "held_bytes": f.held, "note": f.note}
+                                     for f in b.held]} for b in p.batches],
         "replaced": [{"batch_id": r.key, "by": r.by, "reason": r.reason} for r in p.replaced],
         "left_out": dict(sorted(p.left_out.items())),
     } for p in plans]
     good = [b for p in plans for b in p.batches if b.error is None]
     totals = {"entries": len(plans), "entries_with_errors": sum(not p.ok for p in plans), "batches": len(good),
-              "files": sum(b.files for b in good), "bytes": sum(b.bytes for b in good)}
-    return document(command, exit_code, entries=entries, totals=totals)
+              "files": sum(b.files for b in good), "bytes": sum(b.bytes for b in good),
+              **asdict(Tally().add(f for b in good for f in b.held))}
+    return document(command, exit_code, destination=destination, entries=entries, totals=totals)
 
 
 def verify_document(result: VerifyResult, where: str, exit_code: int) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import clean_env, read_manifest, read_report, run_cli, toml_config
 
-from engine.fake import DatasetSpec, FakeConfig
+from engine.fake import DatasetSpec, FakeConfig, Faults
 from engine.outcome import EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from engine.units import human_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["Churn propensity", "Web conversion propensity", "Upsell propensity"]
@@ -31,12 +32,15 @@ BOUND_S = 40.0  # for the ~15 s unreachable budget (as tests/test_unreachable.py
 COMMON = {"schema", "ok", "exit_code", "errors"}
 RUN_KEYS = COMMON | {"report", "started_at", "finished_at", "duration_s", "status", "shard", "entries", "totals", "datasets"}
 RUN_DATASET_KEYS = {"dataset_id", "name", "source", "status", "error", "delegated", "batches"}
-RUN_BATCH_KEYS = {"batch_id", "status", "files", "files_failed", "files_reused", "bytes", "bytes_fetched",
+RUN_BATCH_KEYS = {"batch_id", "status", "attempted", "files", "files_failed", "files_reused", "bytes", "bytes_fetched",
                   "records_expected", "records_found", "seconds", "errors"}
-CHECK_KEYS = COMMON | {"entries", "totals"}
+CHECK_KEYS = COMMON | {"destination", "entries", "totals"}
 CHECK_ENTRY_KEYS = {"entry", "dataset_id", "error", "actions", "batches", "replaced", "left_out"}
+HELD_KEYS = {"fetch_files", "fetch_bytes", "verified_files", "verified_bytes", "partial_files", "held_bytes", "replaced_files"}
+CHECK_BATCH_KEYS = {"batch_id", "files", "bytes", "unsized_files", "error", "file_states"} | HELD_KEYS
+FILE_STATE_KEYS = {"path", "size", "state", "held_bytes", "note"}
 VERIFY_KEYS = COMMON | {"where", "batches", "files", "bytes", "problems"}
-STATUS_KEYS = COMMON | {"complete", "shards", "reports", "ignored_reports", "rows"}  # the old keys kept
+STATUS_KEYS = COMMON | {"complete", "shards", "reports", "ignored_reports", "rows", "counts"}  # the old keys kept
 LIST_KEYS = COMMON | {"sandbox", "name_filter", "datasets"}
 LIST_DATASET_KEYS = {"id", "name", "created", "last_batch", "error"}
 
@@ -163,6 +167,9 @@ def test_check_verify_status_list_json_documents(fake, exported, tmp_path: Path)
         doc = _one_json_document(p.stdout)
         assert set(doc) == CHECK_KEYS and doc["schema"] == "aep-export/check/1" and p.returncode == doc["exit_code"] == EXIT_FAILED
         assert all(set(e) == CHECK_ENTRY_KEYS for e in doc["entries"])
+        assert all(set(b) == CHECK_BATCH_KEYS and all(set(f) == FILE_STATE_KEYS for f in b["file_states"])
+                   for e in doc["entries"] for b in e["batches"])
+        assert set(doc["totals"]) >= HELD_KEYS and doc["destination"] == str(tmp_path / "out")
         good, bad = doc["entries"]
         assert good["error"] is None and good["batches"][0]["files"] > 0 and bad["error"]["kind"] == "not_found"
         assert doc["totals"]["entries_with_errors"] == 1 and doc["totals"]["files"] == good["batches"][0]["files"]
@@ -431,9 +438,119 @@ def test_make_demo_installs_only_the_package_and_make_test_still_gets_its_extras
 def test_the_readme_documents_every_key_of_every_document() -> None:
     readme = (ROOT / "README.md").read_text()
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `aep-export/([a-z]+)/1` \|.*$", readme, re.M)}
-    documented = {"run": RUN_KEYS | RUN_DATASET_KEYS | RUN_BATCH_KEYS, "check": CHECK_KEYS | CHECK_ENTRY_KEYS,
+    check = CHECK_KEYS | CHECK_ENTRY_KEYS | CHECK_BATCH_KEYS | FILE_STATE_KEYS
+    documented = {"run": RUN_KEYS | RUN_DATASET_KEYS | RUN_BATCH_KEYS, "check": check,
                   "list": LIST_KEYS | LIST_DATASET_KEYS, "verify": VERIFY_KEYS, "status": STATUS_KEYS}
     assert set(rows) == set(documented)
     for command, keys in documented.items():
         missing = {k for k in keys - COMMON if f"`{k}`" not in rows[command]}
         assert not missing, (command, missing)
+
+
+# -- plans and progress that mislead: status, the summary of an interrupted run --------------------
+
+
+async def test_status_says_not_started_for_batches_a_fatal_error_stopped_before(make_fake, tmp_path: Path) -> None:
+    """Credentials revoked on the first download (concurrency 1): that batch failed; the other
+    batch, listed but never attempted, is not started (it was "failed" like the first)."""
+    from conftest import run_export, settings_for
+    from test_engine_abort import _revoke_on_first_download
+
+    from engine.output.status import export_status, render_status
+    from engine.results import status_document
+
+    fp = make_fake(FakeConfig.small(n_datasets=2, files=2, rows=20, seed=72))
+    _revoke_on_first_download(fp, listings_needed=2)
+    async with fp:
+        out = tmp_path / "out"
+        run = await run_export(settings_for(fp, out, concurrency=1))
+    assert run.exit_code == EXIT_CREDENTIALS and fp.stats.requests["export.listing"] >= 2  # both listed, then revoked
+    status = export_status(out)
+    assert sorted(r.state for r in status.rows) == ["failed", "not_started"], status.rows
+    text = render_status(status)
+    assert re.search(r"^\S+\s+\S+\s+\S+\s+not started\s+the run stopped before it began", text, re.M), text
+    assert text.splitlines()[-1].startswith("INCOMPLETE: 0 done, 1 failed, 1 not started, 0 missing"), text
+    doc = status_document(status, 1)
+    assert doc["counts"] == {"done": 0, "failed": 1, "not_started": 1, "missing": 0}
+
+
+def test_an_interrupted_run_reports_what_it_kept_and_status_what_it_never_started(threaded_fake, tmp_path: Path) -> None:
+    """SIGINT while the first batch's files are in flight (concurrency 1, one dataset listed at a
+    time): the summary says what was kept (verified and partly held), not "N failed; 0 B"; status
+    calls the batches never reached not started, the one in flight missing (interrupted)."""
+    import signal
+
+    from conftest import parts_under
+
+    fp = threaded_fake(FakeConfig(seed=73, faults=Faults(bandwidth_bps=200e3), datasets=[
+        DatasetSpec(batches=1, failed_batch=False, processing_batch=False, files_per_dataset_file=3, file_mb=0.2)
+        for _ in range(3)]))
+    out = tmp_path / "out"
+    (tmp_path / "c.toml").write_text(toml_config(fp, out, extra_export="discovery_concurrency = 1\n").replace(
+        "concurrency = 4\n", "concurrency = 1\n", 1))
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "--config", "c.toml", "--no-progress"], cwd=tmp_path,
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    finals = [out / e.dataset_id / e.batch_id / e.dataset_file_id / e.name for e in fp.expected_files()]
+    while time.monotonic() < deadline:  # one file verified, the next partly held
+        if any(f.exists() for f in finals) and any(p.stat().st_size > 0 for p in parts_under(out)):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    kept = [f for f in finals if f.exists()]
+    held = sum(p.stat().st_size for p in parts_under(out))
+    assert kept and held and len(kept) < len(finals), "the signal did not land mid-run"
+
+    last = stdout.strip().splitlines()[-1]
+    totals = read_report(out)["totals"]
+    assert re.search(rf"; interrupted after [\d.]+ s: kept {len(kept)} verified files? \(", last), last
+    assert re.search(rf"and {re.escape(human_bytes(totals['bytes_unfinished']))} in \d+ unfinished files?, rerun to resume", last), last
+    assert " 0 failed;" in last and 0 < totals["bytes_unfinished"] <= held, (last, totals)
+    status = json.loads(run_cli("status", "out", "--json", cwd=tmp_path).stdout)
+    states = sorted(r["state"] for r in status["rows"])
+    assert status["counts"]["not_started"] == 2 and status["counts"]["failed"] == 0, status["rows"]
+    assert states == ["missing", "not_started", "not_started"], status["rows"]
+
+
+def test_resumed_bytes_count_as_done_so_the_eta_is_for_the_rest() -> None:
+    """A file resumed from 600 of its 1000 bytes, 100 more fetched: 700 of 1000 done, the ETA is
+    for the 300 left at the fetch rate (not for 900, as when only fetched bytes counted)."""
+    from engine.model import Counters
+    from engine.progress import InFlight, Reader, done_line, pace_line
+
+    counters = Counters(files_total=2, bytes_total=2000, bytes_done=1000, files_done=1, bytes_fetched=1100, bytes_resumed=600)
+    reader = Reader(counters, lambda: [InFlight("part-00001.parquet", 700, 1000)])
+    reader.meter.rate = 100.0
+    reader.meter._last = (time.monotonic(), counters.bytes_fetched)  # a sample just taken: the rate stands
+    f = reader.read()
+    assert (f.done, f.total, f.resumed) == (1700, 2000, 600) and f.eta == pytest.approx(3.0)
+    assert done_line(f) == "85% · 1.7 KiB / 2.0 KiB · 1/2 files" and pace_line(f).endswith("ETA 0:03")
+
+
+async def test_progress_events_without_a_terminal_carry_the_live_figures(make_fake, tmp_path: Path) -> None:
+    """Not on a terminal: the periodic `progress` event says %, done of total, rate, elapsed, ETA,
+    failures and the files in flight."""
+    from conftest import settings_for
+    from structlog.testing import capture_logs
+
+    from engine.exporter import Exporter
+
+    fp = make_fake(FakeConfig(seed=74, faults=Faults(bandwidth_bps=400e3), datasets=[
+        DatasetSpec(batches=1, failed_batch=False, processing_batch=False, files_per_dataset_file=4, file_mb=0.3)]))
+    async with fp:
+        with capture_logs() as logs:
+            run = await Exporter(settings_for(fp, tmp_path / "out", concurrency=2), handle_signals=False,
+                                 progress_interval=0.3).execute()
+    assert run.exit_code == EXIT_OK
+    events = [e for e in logs if e["event"] == "progress"]
+    assert events, "no progress event"
+    keys = {"percent", "files_done", "files_total", "bytes_done", "bytes_total", "bytes_resumed", "rate_bytes_s",
+            "elapsed_s", "eta_s", "files_failed", "files_in_flight", "in_flight"}
+    assert all(keys <= set(e) for e in events), events[0]
+    moving = [e for e in events if e["files_in_flight"]]
+    assert moving and all(0 <= e["percent"] <= 100 for e in events)
+    names = {e.name for e in fp.expected_files()}
+    assert any(e["in_flight"] and set(e["in_flight"]) <= names for e in moving)
+    assert [e["elapsed_s"] for e in events] == sorted(e["elapsed_s"] for e in events)

@@ -19,9 +19,9 @@ from ..checks.integrity import footer_rows, read_every_page
 from ..config import StoreURL
 from ..errors import ConfigError
 from ..layout import MANIFEST, STATE_DIR, SUCCESS, UPLOADS
-from .bucket import Bucket, ObjectView
+from .bucket import Bucket, ObjectView, Upload
 from .destination import ViewFile
-from .objectstore import upload_owner
+from .objectstore import held_in_bucket, upload_owner
 from .verify import ExportTree
 
 T = TypeVar("T")
@@ -47,6 +47,8 @@ class BucketTree:
         self.bucket = bucket
         self.objects: dict[str, int] = {}  # the export's objects (not the state folder): rel -> size
         self.in_flight: set[str] = set()  # files with an upload in progress or a staging object
+        self.staged: dict[str, dict[str, int]] = {}  # file -> its staging objects (rel -> size)
+        self.uploads: dict[str, list[Upload]] = {}  # file -> its uploads in progress
 
     def where(self) -> str:
         return str(self.bucket.url)
@@ -56,11 +58,13 @@ class BucketTree:
             if rel.startswith(STATE_DIR + "/"):
                 if owner := upload_owner(rel):
                     self.in_flight.add(owner)
+                    self.staged.setdefault(owner, {})[rel] = size
             else:
                 self.objects[rel] = size
         for upload in await self.bucket.multipart.in_progress(UPLOADS + "/"):
             if owner := upload_owner(upload.rel):
                 self.in_flight.add(owner)
+                self.uploads.setdefault(owner, []).append(upload)
 
     def batch_folders(self, manifest: str) -> list[str]:
         return sorted(rel.rpartition("/")[0] for rel in self.objects if rel.endswith("/" + manifest))
@@ -83,6 +87,16 @@ class BucketTree:
         if deep:
             read_every_page(io.BufferedReader(ViewFile(view.read_at, view.size), 8 << 20), rel)
         return rows
+
+    def recorded(self, rel: str) -> bool:
+        """A final object is only ever written verified, with its digest (objectstore.py)."""
+        return rel in self.objects
+
+    def held(self, rel: str, size: int | None) -> int:
+        """Bytes of an unfinished upload of this file that a rerun would keep (staged, or its parts)."""
+        if rel not in self.in_flight:
+            return 0
+        return self.bucket.call(held_in_bucket, self.bucket, size, self.staged.get(rel, {}), self.uploads.get(rel, []))
 
     def top_level_names(self) -> list[str]:
         """Objects directly under the prefix (the run reports)."""

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from ..checks.integrity import PARQUET_MAGIC
-from ..layout import control_path, split_marker
+from ..layout import control_path, part_path, split_marker
 from ..model import FileTask
 from ..ranges import RangeSet
 from ..validators import Validator
@@ -50,18 +50,11 @@ def held_ranges(fd: int, final: Path, task: FileTask) -> tuple[RangeSet, Validat
     """What an earlier run left in the .part, after sanity checks (nothing if they fail), and the
     validator of the version it came from, if the server sent one."""
     length = os.fstat(fd).st_size
-    held, validator = _read_control(final, task)
+    held, validator = _read_control(final, task.size)
     if held is None:  # a .part from an older version: a contiguous prefix
-        prefix = length
-        marker = split_marker(final)
-        if marker.exists():
-            try:
-                prefix = min(length, int(marker.read_text() or 0))
-            except ValueError:
-                prefix = 0
-            marker.unlink()
-        held = RangeSet([(0, prefix)])
-    if (task.size is not None and held.last_end > task.size) or held.last_end > length:
+        held = RangeSet([(0, _split_prefix(final, length))])
+        split_marker(final).unlink(missing_ok=True)
+    if not _fits(held, task.size, length):
         held = RangeSet()
     if held.covers(0, 4) and task.is_parquet and os.pread(fd, 4, 0) != PARQUET_MAGIC:
         held = RangeSet()  # not the start of a parquet file: do not build on it
@@ -72,7 +65,36 @@ def held_ranges(fd: int, final: Path, task: FileTask) -> tuple[RangeSet, Validat
     return held, validator
 
 
-def _read_control(final: Path, task: FileTask) -> tuple[RangeSet | None, Validator | None]:
+def held_bytes(final: Path, size: int | None) -> int:
+    """How many bytes of the .part a rerun would keep, by the rules of `held_ranges` but read only
+    (`check` and `run --dry-run`): the parquet magic is not read, nothing is repaired."""
+    try:
+        length = os.lstat(part_path(final)).st_size
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    held, _ = _read_control(final, size)
+    if held is None:
+        held = RangeSet([(0, _split_prefix(final, length))])
+    return held.total if _fits(held, size, length) else 0
+
+
+def _split_prefix(final: Path, length: int) -> int:
+    """The prefix a .part without a control file holds: all of it, or what its split marker says."""
+    marker = split_marker(final)
+    if not marker.exists():
+        return length
+    try:
+        return min(length, int(marker.read_text() or 0))
+    except ValueError:
+        return 0
+
+
+def _fits(held: RangeSet, size: int | None, length: int) -> bool:
+    """Held ranges that stay within the listed size and the .part's length (else none is trusted)."""
+    return not ((size is not None and held.last_end > size) or held.last_end > length)
+
+
+def _read_control(final: Path, size: int | None) -> tuple[RangeSet | None, Validator | None]:
     try:
         state = json.loads(control_path(final).read_text())
     except FileNotFoundError:
@@ -81,7 +103,7 @@ def _read_control(final: Path, task: FileTask) -> tuple[RangeSet | None, Validat
         return RangeSet(), None  # unreadable: trust nothing
     if not isinstance(state, dict) or state.get("v") != CONTROL_VERSION:
         return RangeSet(), None
-    if state.get("size") is not None and task.size is not None and state["size"] != task.size:
+    if state.get("size") is not None and size is not None and state["size"] != size:
         return RangeSet(), None  # listed with another size: another file
     same_boot = BOOT_ID is not None and state.get("boot") == BOOT_ID
     try:

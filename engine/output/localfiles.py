@@ -12,7 +12,9 @@ from pathlib import Path
 from ..checks.integrity import file_digest, parquet_rows
 from ..errors import UnsafeNameError
 from ..layout import SUCCESS, is_temporary
+from .control import held_bytes
 from .diskio import atomic_write, no_space_is_disk_full, rewrite_in_place
+from .journal import Journal
 from .paths import contained
 
 
@@ -57,7 +59,20 @@ class LocalFiles:
 
 
 class LocalTree(LocalFiles):
-    """An export folder as `verify` reads it."""
+    """An export folder as `verify` reads it (and `check`, for what a rerun would keep: output/held.py)."""
+
+    _journal: Journal | None = None
+
+    def recorded(self, rel: str) -> bool:
+        """An earlier run recorded this file's digest (a journal, or its batch's checksum list)."""
+        if self._journal is None:
+            self._journal = Journal(self.out_dir)
+            self._journal.load()  # reads every shard's journal; writes nothing
+        return self._journal.recorded_sha256(rel) is not None
+
+    def held(self, rel: str, size: int | None) -> int:
+        """Bytes of an unfinished download of this file that a rerun would keep (its .part)."""
+        return held_bytes(self.path(rel), size)
 
     def where(self) -> str:
         return str(self.out_dir)

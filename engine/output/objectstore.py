@@ -228,6 +228,31 @@ class ObjectStoreDestination:
         return self.bucket.call(listed)
 
 
+async def held_in_bucket(bucket: Bucket, size: int | None, staged: dict[str, int], uploads: list[Upload]) -> int:
+    """Bytes a rerun would keep of one file's unfinished upload (read only, for `check`): a staging
+    object of the listed size, else the usable parts of an upload named for that size."""
+    if size is None:
+        return 0  # the run starts such a file over
+    for rel, got in staged.items():
+        sizes = _upload_sizes(rel)
+        if sizes is not None and sizes[0] == size == got:
+            return size
+    for upload in uploads:
+        sizes = _upload_sizes(upload.rel)
+        if sizes is None or sizes[0] != size:
+            continue
+        parts = await bucket.multipart.list_parts(upload.rel, upload.upload_id)
+        if parts:
+            return sum(p.size for p in _usable_parts(parts, size, sizes[1]).values())
+    return 0
+
+
+def _upload_sizes(rel: str) -> tuple[int, int] | None:
+    """(file size, part size) from a staging key's name; None when the size was unknown."""
+    m = _UPLOAD_NAME.fullmatch(rel.rpartition("/")[2])
+    return (int(m.group(1)), int(m.group(2))) if m and m.group(1).isdigit() else None
+
+
 def _usable_parts(parts: list[Part], size: int, part_size: int) -> dict[int, Part]:
     """Parts of the expected length for their place in the file (anything else is uploaded again)."""
     count = max(1, -(-size // part_size))

@@ -66,6 +66,14 @@ class BatchOutcome:
     def bytes(self) -> int:
         return sum(r.size for r in self.results if r.ok)
 
+    @property
+    def attempted(self) -> bool:
+        """The run began on it: a file attempted, or an error of its own (not only the run stopping first)."""
+        return bool(self.results) or any(getattr(e, "kind", None) not in NOT_REACHED for e in self.errors)
+
+
+NOT_REACHED = frozenset({"not_attempted", "listing_incomplete"})  # a batch's errors when the run stopped before it
+
 
 @dataclass
 class DatasetOutcome:
@@ -327,6 +335,7 @@ def report_body(run: RunOutcome) -> dict[str, Any]:
                     {
                         "batch_id": b.batch.batch_id,
                         "status": b.status,
+                        "attempted": b.attempted,  # false: the run stopped before it (status: not started)
                         "files": sum(1 for r in b.results if r.ok),
                         "files_failed": sum(1 for r in b.results if not r.ok) + (len(b.listing.refused) if b.listing else 0),
                         "files_reused": sum(1 for r in b.results if r.status is FileStatus.REUSED),

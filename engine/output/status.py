@@ -2,9 +2,11 @@
 
 It reads what the runs left: the run reports (_report.json, _report.shard-I-of-N.json, or the names
 versions before used: report.json, …), and per batch the manifest and `_SUCCESS`, in the layout
-the newest report records (plain for reports written before layouts). Each batch a report names is *done* (its folder has `_SUCCESS`
-and an ok manifest), *failed* (the run gave up on it) or *missing* (not finished: interrupted,
-still running, or a shard that left no report at all). Only the newest set of reports counts:
+the newest report records (plain for reports written before layouts). Each batch a report names
+is *done* (its folder has `_SUCCESS` and an ok manifest), *failed* (the run gave up on it), *not
+started* (the run stopped, interrupted or on a fatal error, before any file of it was attempted)
+or *missing* (not finished: interrupted mid-batch, still running, or a shard that left no report
+at all). Only the newest set of reports counts:
 reports of an earlier run with another shard count are listed as ignored.
 
 It reads through the same tree as `verify` (a folder, or a bucket prefix).
@@ -32,7 +34,9 @@ from ..layout import (
 from .localfiles import LocalTree
 from .verify import ExportTree
 
-DONE, FAILED, MISSING = "done", "failed", "missing"
+DONE, FAILED, NOT_STARTED, MISSING = "done", "failed", "not_started", "missing"
+STATES = (DONE, FAILED, NOT_STARTED, MISSING)
+NOT_STARTED_NOTE = "the run stopped before it began: rerun to export it"
 
 
 @dataclass
@@ -40,7 +44,7 @@ class Row:
     shard: str  # "I/N", or "-" for an unsharded run
     dataset: str
     batch: str
-    state: str  # done | failed | missing
+    state: str  # done | failed | not_started | missing
     note: str = ""
     files: int | None = None
 
@@ -63,7 +67,8 @@ class ExportStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return {"complete": self.complete, "shards": self.shards, "reports": self.reports,
-                "ignored_reports": self.ignored, "rows": [asdict(r) for r in self.rows]}
+                "ignored_reports": self.ignored, "rows": [asdict(r) for r in self.rows],
+                "counts": {state: self.count(state) for state in STATES}}
 
 
 def export_status(root: Path | ExportTree) -> ExportStatus:
@@ -121,6 +126,8 @@ def _rows_of_report(tree: ExportTree, shard: str, report: dict[str, Any], layout
                 if report.get("status") == "running" else "report unreadable: rerun it")
         entries = report.get("entries") or ["-"]
         return [Row(shard, str(e), "-", MISSING, note) for e in entries]
+    if not report.get("datasets"):  # stopped before any entry was reached
+        return [Row(shard, str(e), "-", NOT_STARTED, NOT_STARTED_NOTE) for e in report.get("entries") or []]
     rows = []
     for d in report.get("datasets") or []:
         label = d.get("dataset_id", "?") if d.get("source", "dataset") == "dataset" else f"{d.get('dataset_id')} ({d.get('source')})"
@@ -131,9 +138,18 @@ def _rows_of_report(tree: ExportTree, shard: str, report: dict[str, Any], layout
             rows.append(Row(shard, label, g["batch_id"], DONE if state == DONE else MISSING,
                             f"exported by shard {g['shard']}" + (f" ({note})" if note else "")))
         if not d.get("batches") and not d.get("delegated"):
-            state = FAILED if d.get("status") == "failed" else MISSING
-            rows.append(Row(shard, label, "-", state, d.get("error") or f"dataset {d.get('status')}"))
+            rows.append(_empty_dataset_row(shard, label, d))
     return rows
+
+
+def _empty_dataset_row(shard: str, label: str, d: dict[str, Any]) -> Row:
+    """A dataset without batches: failed with its own error; not started when the run concluded
+    without reaching it (no error of its own); missing while a run may still be at it."""
+    if d.get("error"):
+        return Row(shard, label, "-", FAILED if d.get("status") == "failed" else MISSING, d["error"])
+    if d.get("status") in ("failed", "cancelled"):
+        return Row(shard, label, "-", NOT_STARTED, NOT_STARTED_NOTE)
+    return Row(shard, label, "-", MISSING, f"dataset {d.get('status')}")
 
 
 def _batch_row(tree: ExportTree, shard: str, label: str, folder: str, b: dict[str, Any]) -> Row:
@@ -143,6 +159,8 @@ def _batch_row(tree: ExportTree, shard: str, label: str, folder: str, b: dict[st
     state, why = _disk_state(tree, folder)
     reported = b.get("status")
     errors = "; ".join((b.get("errors") or [])[:2])
+    if b.get("attempted") is False and reported in ("failed", "cancelled") and state != DONE:
+        return Row(shard, label, batch, NOT_STARTED, f"{NOT_STARTED_NOTE} ({errors})" if errors else NOT_STARTED_NOTE, b.get("files"))
     if reported == "failed" or state == FAILED:
         return Row(shard, label, batch, FAILED, errors or why, b.get("files"))
     if state == DONE and reported != "cancelled":
@@ -176,7 +194,7 @@ def _rows_from_manifests(tree: ExportTree) -> list[Row]:
 
 def render_status(status: ExportStatus) -> str:
     header = ("shard", "dataset", "batch", "state", "note")
-    rows = [header, *((r.shard, r.dataset, r.batch, r.state, r.note) for r in status.rows)]
+    rows = [header, *((r.shard, r.dataset, r.batch, r.state.replace("_", " "), r.note) for r in status.rows)]
     widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
     lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)] + [r[-1]]).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  ----")
@@ -188,10 +206,11 @@ def render_status(status: ExportStatus) -> str:
         latest = (status.tree.read_text(pointer) or "").strip()
         if latest:
             lines.append(f"{ds}: newest complete batch {latest} ({pointer})")
-    done, failed, missing = status.count(DONE), status.count(FAILED), status.count(MISSING)
+    done, failed, not_started, missing = (status.count(state) for state in STATES)
     scope = f"{status.shards} shards, {len(status.reports)} reports" if status.shards else f"{len(status.reports)} report"
     if not status.reports:
         scope = "no run report: only what the batch folders say"
     verdict = "complete" if status.complete else "INCOMPLETE"
-    lines.append(f"{verdict}: {done} done, {failed} failed, {missing} missing ({scope})")
+    unstarted = f"{not_started} not started, " if not_started else ""
+    lines.append(f"{verdict}: {done} done, {failed} failed, {unstarted}{missing} missing ({scope})")
     return "\n".join(lines)

@@ -92,6 +92,7 @@ class Downloader:
         try:
             if target.held.total:
                 log.info("resuming", file=task.rel_path, held=target.held.total, ranges=len(target.held))
+                self.counters.bytes_resumed += target.held.total  # progress credits them: the ETA is for the rest
                 await anyio.to_thread.run_sync(download.hash_held_prefix, target.read_into, limiter=self.scheduler.disk)
             await self._fill(job)
             rows = await target.commit(download, partial(self._check, job))
@@ -102,6 +103,9 @@ class Downloader:
             with anyio.CancelScope(shield=True):  # keep every byte held: the next attempt or run resumes
                 await target.checkpoint(download, stopping=True)
                 await target.close()
+            if held := download.done.total:  # what an interrupted run's summary says it kept
+                self.counters.files_unfinished += 1
+                self.counters.bytes_unfinished += held
             raise
         assert download.size is not None
         return FileResult(task, FileStatus.DOWNLOADED, size=download.size, sha256=download.digest(), rows=rows,

@@ -54,6 +54,7 @@ class Sources:
     run: RunOutcome
     scheduler: Scheduler[Any] | None = None
     policy: RetryPolicy | None = None
+    finished: bool = False  # the report is written: the run's status and exit code are final
 
 
 class RunMetrics(Collector):
@@ -143,9 +144,9 @@ class RunMetrics(Collector):
         yield info
         status = GaugeMetricFamily(PREFIX + "run_status", "1 for the run's status (running, ok, failed, interrupted, "
                                                           "credentials, unreachable, …)", labels=["status"])
-        status.add_metric([run.status], 1)
+        finished = self.sources.finished
+        status.add_metric([run.status if finished else "running"], 1)
         yield status
-        finished = run.status != "running"
         yield GaugeMetricFamily(PREFIX + "run_finished", "1 once the run has ended (its exit code is then set)", value=int(finished))
         if finished:
             yield GaugeMetricFamily(PREFIX + "run_exit_code", "The run's exit code (README: exit codes)", value=run.exit_code)
@@ -184,6 +185,7 @@ class RunMetrics(Collector):
 
     def close(self) -> None:
         """The last push (the run's outcome), then the server stops. Blocking."""
+        self.sources.finished = self.sources.run.status != "running"  # else the run never started (a busy folder)
         self.push()
         if self._server is not None:
             self._server.shutdown()

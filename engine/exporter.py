@@ -106,7 +106,7 @@ class Exporter:
         self.scheduler: Scheduler[FileJob] = Scheduler(ex)
         if self.metrics is not None:
             self.metrics.sources.scheduler, self.metrics.sources.policy = self.scheduler, self.policy
-            self.metrics.serve()
+            self.metrics.start()
         try:
             with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
                 async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
@@ -136,10 +136,8 @@ class Exporter:
                 async with anyio.create_task_group() as tg:
                     if self.handle_signals:  # first: a signal during start-up stops the run like any other
                         await tg.start(self._watch_signals, self._scope)
-                    if self.metrics is not None:
-                        tg.start_soon(self.metrics.push_periodically)
                     await self._export()
-                    tg.cancel_scope.cancel()  # done: stop the signal watcher and the pushes
+                    tg.cancel_scope.cancel()  # done: stop the signal watcher
         finally:
             with anyio.CancelScope(shield=True):  # in a thread: the batch files may go to a bucket
                 await anyio.to_thread.run_sync(self._conclude)

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector, push_to_gateway, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -70,6 +69,8 @@ class RunMetrics(Collector):
         self.started_at = time.time()
         self._server: Any = None
         self._ended: float | None = None
+        self._pusher: threading.Thread | None = None
+        self._stop = threading.Event()
         self._push_lock = threading.Lock()  # the periodic push and the last one never interleave
 
     # -- fed: the session's trace (platform/traffic.py) -------------------------------------------
@@ -158,12 +159,16 @@ class RunMetrics(Collector):
 
     # -- serving and pushing -----------------------------------------------------------------------
 
-    def serve(self) -> None:
-        if self.settings.addr is None:
-            return
-        host, port = split_host_port(self.settings.addr)
-        self._server, _thread = start_http_server(port, host, registry=self.registry)
-        log.info("metrics_serving", url=f"http://{self.settings.addr}/metrics")
+    def start(self) -> None:
+        """Serve /metrics (metrics.addr) and push every push_interval (metrics.push), each in a thread
+        of its own: whatever the run's event loop is doing, and until close()."""
+        if self.settings.addr is not None:
+            host, port = split_host_port(self.settings.addr)
+            self._server, _thread = start_http_server(port, host, registry=self.registry)
+            log.info("metrics_serving", url=f"http://{self.settings.addr}/metrics")
+        if self.settings.push is not None:
+            self._pusher = threading.Thread(target=self._push_periodically, name="metrics-push", daemon=True)
+            self._pusher.start()
 
     def push(self) -> None:
         """One push (blocking: run in a thread); a failure is a warning."""
@@ -177,15 +182,16 @@ class RunMetrics(Collector):
             except OSError as exc:  # refused, timed out, an HTTP error (urllib's are OSErrors)
                 log.warning("metrics_push_failed", gateway=self.settings.push, error=f"{type(exc).__name__}: {exc}")
 
-    async def push_periodically(self) -> None:
-        """Runs until cancelled (the run's end, after which close() pushes the outcome)."""
-        while self.settings.push is not None:
-            await anyio.sleep(self.settings.push_interval)
-            await anyio.to_thread.run_sync(self.push)
+    def _push_periodically(self) -> None:
+        while not self._stop.wait(self.settings.push_interval):
+            self.push()
 
     def close(self) -> None:
         """The last push (the run's outcome), then the server stops. Blocking."""
         self.sources.finished = self.sources.run.status != "running"  # else the run never started (a busy folder)
+        self._stop.set()
+        if self._pusher is not None:
+            self._pusher.join()
         self.push()
         if self._server is not None:
             self._server.shutdown()

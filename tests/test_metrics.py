@@ -148,7 +148,7 @@ async def test_a_real_pushgateway_gets_periodic_pushes_and_the_outcome(tmp_path:
     assert final["aep_export_bytes_total"][(("result", "downloaded"),)] == totals["bytes"]
     assert final["aep_export_retries_total"] == {(): totals["retries"]}
     assert final["aep_export_hooks_total"] == {(("event", "batch_complete"), ("outcome", "ok")): 1}
-    assert final["aep_export_info"] == {(("shard", "0/1"), ("version", _version())): 1}
+    assert final["aep_export_info"] == {(("version", _version()),): 1}  # its shard label is the group's (left out here)
     downloads = sum(v for labels, v in final["aep_export_requests_total"].items() if ("endpoint", "download") in labels)
     assert downloads == fp.stats.requests["export.download"]
 

@@ -357,6 +357,7 @@ class Exporter:
         ended = BatchEnded(event=EVENTS[bo.status], dataset_id=b.dataset_id, dataset_name=bo.dataset_name, batch_id=b.batch_id,
                            source=b.source, status=bo.status, location=location_of(self.out_dir, b.dataset_id, b.batch_id),
                            out_dir=str(self.out_dir), files=sum(1 for r in bo.results if r.ok), bytes=bo.bytes,
+                           files_reused=sum(1 for r in bo.results if r.status is FileStatus.REUSED),
                            rows=bo.records_found, error=str(bo.errors[0]) if bo.errors else None, shard=self.run.shard)
         try:
             bo.hook = (await self.hooks.run(ended)).as_json()

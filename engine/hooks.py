@@ -57,6 +57,7 @@ class BatchEnded:
     location: str  # the batch's folder (absolute) or s3://bucket/prefix/dataset/batch
     out_dir: str
     files: int
+    files_reused: int
     bytes: int
     rows: int | None
     error: str | None
@@ -65,7 +66,7 @@ class BatchEnded:
     def environment(self) -> dict[str, str]:
         values = {"EVENT": self.event, "DATASET_ID": self.dataset_id, "DATASET_NAME": self.dataset_name or "",
                   "BATCH_ID": self.batch_id, "SOURCE": self.source, "STATUS": self.status, "LOCATION": self.location,
-                  "OUT_DIR": self.out_dir, "FILES": str(self.files), "BYTES": str(self.bytes),
+                  "OUT_DIR": self.out_dir, "FILES": str(self.files), "FILES_REUSED": str(self.files_reused), "BYTES": str(self.bytes),
                   "ROWS": "" if self.rows is None else str(self.rows), "ERROR": self.error or "", "SHARD": self.shard or ""}
         return {HOOK_ENV + k: v for k, v in values.items()}
 

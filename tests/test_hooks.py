@@ -105,7 +105,7 @@ async def test_each_batch_hook_runs_as_it_ends_told_the_batch_and_no_credential(
         folder = (tmp_path / "out" / dataset["dataset_id"] / batch_id).resolve()
         assert told == {"EVENT": "batch_complete", "DATASET_ID": dataset["dataset_id"], "DATASET_NAME": dataset["name"],
                         "BATCH_ID": batch_id, "SOURCE": "dataset", "STATUS": "ok", "LOCATION": str(folder),
-                        "OUT_DIR": str(tmp_path / "out"), "FILES": str(batch["files"]), "BYTES": str(batch["bytes"]),
+                        "OUT_DIR": str(tmp_path / "out"), "FILES": str(batch["files"]), "FILES_REUSED": "0", "BYTES": str(batch["bytes"]),
                         "ROWS": str(batch["records_found"]), "ERROR": "", "SHARD": ""}
         assert seen[batch_id]["success_marker"] and seen[batch_id]["report_status"] == "running"
         # no setting of the run, no credential, only the basic variables and those named

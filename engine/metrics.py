@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .config import MetricsSettings
 from .config_ops import split_host_port
+from .errors import ConfigError
 from .model import Counters
 from .output.report import RunOutcome
 
@@ -164,7 +165,10 @@ class RunMetrics(Collector):
         of its own: whatever the run's event loop is doing, and until close()."""
         if self.settings.addr is not None:
             host, port = split_host_port(self.settings.addr)
-            self._server, _thread = start_http_server(port, host, registry=self.registry)
+            try:
+                self._server, _thread = start_http_server(port, host, registry=self.registry)
+            except OSError as exc:  # the port is taken, the address is not this host's: nothing attempted (exit 2)
+                raise ConfigError(f"metrics.addr {self.settings.addr}: cannot serve there: {exc.strerror or exc}") from None
             log.info("metrics_serving", url=f"http://{self.settings.addr}/metrics")
         if self.settings.push is not None:
             self._pusher = threading.Thread(target=self._push_periodically, name="metrics-push", daemon=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from conftest import clean_env, read_report, settings_for, toml_config
+from conftest import clean_env, read_report, run_cli, settings_for, toml_config
 from prom import free_port, prometheus, pushgateway, wait_until
 
 from engine.exporter import Exporter
@@ -184,3 +184,18 @@ def test_prometheus_client_is_imported_only_when_metrics_are_asked_for(tmp_path:
     pushed = run("--metrics-push", f"http://127.0.0.1:{free_port()}", out="pushed")  # nothing listens there
     assert pushed.returncode == EXIT_OK, pushed.stderr[-3000:]
     assert "prometheus_client" in _imported(pushed.stderr) and "metrics_push_failed" in pushed.stderr
+
+
+def test_a_metrics_address_that_cannot_be_served_stops_before_anything(tmp_path: Path, threaded_fake) -> None:
+    import socket
+
+    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=2, rows=40, seed=2103))
+    config = tmp_path / "c.toml"
+    config.write_text(toml_config(fp, tmp_path / "out"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = run_cli("run", "-c", str(config), "--metrics-addr", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert p.returncode == 2 and f"metrics.addr 127.0.0.1:{port}: cannot serve there" in p.stderr, p.stderr[-2000:]
+    assert not (tmp_path / "out" / "report.json").exists() and fp.stats.requests["export.download"] == 0

@@ -22,7 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .config import AudienceSettings, DatasetSettings, Settings
 from .early import take_early_signal
 from .errors import DiskFull, Failure, PlatformUnreachable, RunFatal, kind_of
-from .hooks import EVENTS, BatchEnded, HookResult, Hooks, location_of
+from .hooks import Hooks
 from .layout import report_name
 from .masking import register_secret
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
@@ -111,8 +111,13 @@ class Exporter:
             with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
                 async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
                     try:
-                        async with self._hook_group():  # left once every hook has ended
-                            await self._run_and_conclude()
+                        with anyio.CancelScope() as stopping:  # a signal stops the run, then the hooks still running
+                            async with anyio.create_task_group() as tg:
+                                if self.handle_signals:  # first: a signal during start-up stops the run like any other
+                                    await tg.start(self._watch_signals, stopping)
+                                async with self._hook_group():  # left once every hook has ended
+                                    await self._run_and_conclude()
+                                tg.cancel_scope.cancel()  # done: stop the signal watcher
                     finally:
                         with anyio.CancelScope(shield=True):
                             await anyio.to_thread.run_sync(self._finish)
@@ -123,8 +128,7 @@ class Exporter:
         return self.run
 
     def _hook_group(self) -> AbstractAsyncContextManager[object]:
-        """Where hooks run beside the rest of the run: a task group when hooks are set, nothing otherwise
-        (a run without hooks propagates its errors as it always did, not in an exception group)."""
+        """Where hooks run beside the rest of the run (a task group: a run ends once its hooks have)."""
         if self.hooks is None:
             return contextlib.nullcontext()
         self._hook_runs: TaskGroup = anyio.create_task_group()
@@ -133,18 +137,12 @@ class Exporter:
     async def _run_and_conclude(self) -> None:
         try:
             with anyio.CancelScope() as self._scope:
-                async with anyio.create_task_group() as tg:
-                    if self.handle_signals:  # first: a signal during start-up stops the run like any other
-                        await tg.start(self._watch_signals, self._scope)
-                    await self._export()
-                    tg.cancel_scope.cancel()  # done: stop the signal watcher
+                await self._export()
         finally:
             with anyio.CancelScope(shield=True):  # in a thread: the batch files may go to a bucket
                 await anyio.to_thread.run_sync(self._conclude)
                 for bo in self.run.batches():  # those that ended while concluding
                     self._batch_ended(bo)
-                if self._interrupted is not None and self.hooks is not None:  # stopping: running hooks are killed
-                    self._hook_runs.cancel_scope.cancel()
 
     async def _export(self) -> None:
         try:
@@ -349,21 +347,7 @@ class Exporter:
             return
         self._announced.add(id(bo))
         if self.hooks.command_for(bo.status) is not None:
-            self._hook_runs.start_soon(self._run_hook, bo)
-
-    async def _run_hook(self, bo: BatchOutcome) -> None:
-        assert self.hooks is not None
-        b = bo.batch
-        ended = BatchEnded(event=EVENTS[bo.status], dataset_id=b.dataset_id, dataset_name=bo.dataset_name, batch_id=b.batch_id,
-                           source=b.source, status=bo.status, location=location_of(self.out_dir, b.dataset_id, b.batch_id),
-                           out_dir=str(self.out_dir), files=sum(1 for r in bo.results if r.ok), bytes=bo.bytes,
-                           files_reused=sum(1 for r in bo.results if r.status is FileStatus.REUSED),
-                           rows=bo.records_found, error=str(bo.errors[0]) if bo.errors else None, shard=self.run.shard)
-        try:
-            bo.hook = (await self.hooks.run(ended)).as_json()
-        except anyio.get_cancelled_exc_class():
-            bo.hook = HookResult(ended.event, "interrupted", None, 0.0, "the run was interrupted: killed").as_json()
-            raise
+            self._hook_runs.start_soon(self.hooks.run_for, bo, self.out_dir, self.run.shard)
 
     # -- conclusion ------------------------------------------------------------------------
 
@@ -418,6 +402,8 @@ class Exporter:
     def _finish(self) -> None:
         """The report, once every hook has ended (their outcomes are in it), and the summary event."""
         run = self.run
+        if self._interrupted is not None and run.status in ("ok", "failed"):  # the signal came while hooks ran
+            run.exit_code, run.status = EXIT_SIGNAL[self._interrupted], "interrupted"
         if self.hooks is not None:
             ran = [b.hook for b in run.batches() if b.hook]
             run.totals["hooks"] = len(ran)

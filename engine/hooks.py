@@ -30,6 +30,8 @@ from .config import HooksSettings, StoreURL
 from .config_env import HOOK_ENV_PREFIX
 from .layout import batch_folder
 from .masking import mask
+from .model import FileStatus
+from .output.report import BatchOutcome
 
 log = structlog.get_logger("aep_export.hooks")
 
@@ -107,6 +109,20 @@ class Hooks:
     def command_for(self, status: str) -> str | None:
         event = EVENTS.get(status)
         return self.commands[event] if event else None
+
+    async def run_for(self, bo: BatchOutcome, out_dir: Any, shard: str | None) -> None:
+        """Run the hook of a batch that ended; its outcome goes into the batch's report (`hook`)."""
+        b = bo.batch
+        ended = BatchEnded(event=EVENTS[bo.status], dataset_id=b.dataset_id, dataset_name=bo.dataset_name, batch_id=b.batch_id,
+                           source=b.source, status=bo.status, location=location_of(out_dir, b.dataset_id, b.batch_id),
+                           out_dir=str(out_dir), files=sum(1 for r in bo.results if r.ok), bytes=bo.bytes,
+                           files_reused=sum(1 for r in bo.results if r.status is FileStatus.REUSED),
+                           rows=bo.records_found, error=str(bo.errors[0]) if bo.errors else None, shard=shard)
+        try:
+            bo.hook = (await self.run(ended)).as_json()
+        except anyio.get_cancelled_exc_class():  # the run was interrupted: the hook was killed
+            bo.hook = HookResult(ended.event, "interrupted", None, 0.0, "the run was interrupted: killed").as_json()
+            raise
 
     async def run(self, ended: BatchEnded) -> HookResult:
         """Run the event's command for one batch; never raises for what the hook does."""

@@ -214,3 +214,34 @@ def test_hook_settings_come_from_config_environment_and_flags(tmp_path: Path) ->
     p = run_cli("run", "--metrics-addr", "nowhere", "--org-id", "X@AdobeOrg", cwd=tmp_path,
                 env=clean_env(**{k: v for k, v in base.items() if "ORG_ID" not in k}))
     assert p.returncode == 2 and "--metrics-addr nowhere" in p.stderr, p.stderr
+
+
+def test_sigterm_while_a_hook_runs_kills_it_and_reports_it_interrupted(tmp_path: Path, threaded_fake) -> None:
+    """The run has exported everything and waits for its hook when SIGTERM comes: the hook is
+    killed, the report says interrupted (for the hook too), exit 143 (the signal landed while the
+    hook ran: the hook had told its pid)."""
+    import signal
+    import subprocess
+
+    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=2, rows=40, seed=2115))
+    config = tmp_path / "c.toml"
+    config.write_text(toml_config(fp, tmp_path / "out"))
+    told = tmp_path / "told"
+    os.mkfifo(told)
+    hang = shlex.join(["sh", "-c", 'echo $$ > "$1"; exec sleep 600', "hang", str(told)])
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "-c", str(config), "--json-logs", "--on-batch-complete", hang],
+                            cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with told.open() as f:  # blocks until the hook runs
+            hook_pid = int(f.read().split()[0])
+        assert _alive(hook_pid)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    report = read_report(tmp_path / "out")
+    [batch] = report["datasets"][0]["batches"]
+    assert report["status"] == "interrupted" and batch["status"] == "ok"
+    assert batch["hook"]["outcome"] == "interrupted" and report["totals"]["hooks_failed"] == 1
+    wait_until(lambda: not _alive(hook_pid), "the hook is killed", within=10)

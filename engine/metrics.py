@@ -197,6 +197,10 @@ class RunMetrics(Collector):
         if self._pusher is not None:
             self._pusher.join()
         self.push()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._server is not None:  # in the background: shutdown() waits out the server's 0.5 s poll
+            threading.Thread(target=_stop_serving, args=(self._server,), name="metrics-stop", daemon=True).start()
+
+
+def _stop_serving(server: Any) -> None:
+    server.shutdown()
+    server.server_close()

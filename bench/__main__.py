@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import socket
 import statistics
 import sys
 import time
@@ -36,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engine-with", nargs="+", default=[], metavar="KEY=VALUE",
                    help="also run the engine with this [export] setting (e.g. event_loop=uvloop), as a tool "
                         "named engine+KEY=VALUE, alternating with the others: a settings A/B in one run")
+    p.add_argument("--engine-metrics", nargs="?", const="", metavar="PUSHGATEWAY_URL",
+                   help="also run the engine with its Prometheus metrics on, as a tool named engine+metrics: served on "
+                        "a loopback port and, given a Pushgateway's URL, pushed to it every second (issue #21: their cost)")
     p.add_argument("--profile-engine", action="store_true",
                    help="after the measured runs of each profile, one more engine run under py-spy: a speedscope "
                         "profile beside the JSON (<json stem>.<profile>.speedscope.json) and its top costs per "
@@ -51,6 +55,19 @@ def _export_setting(kv: str) -> dict[str, object]:
     if isinstance(parsed, str) and parsed.lstrip("-").replace(".", "", 1).isdigit():
         parsed = float(parsed) if "." in parsed else int(parsed)
     return {key: parsed}
+
+
+def metrics_settings(push_url: str) -> dict[str, object]:
+    """[metrics] for the engine+metrics variant: served on a free loopback port (nobody scrapes it:
+    the HTTP trace and the server thread are what it costs), and pushed every second when a
+    Pushgateway is given (the collector then reads every figure once a second)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings: dict[str, object] = {"metrics.addr": f"127.0.0.1:{port}"}
+    if push_url:
+        settings |= {"metrics.push": push_url, "metrics.push_interval": 1.0}
+    return settings
 
 
 def limit_for(profile: Profile, samples: dict[str, list[dict[str, Any]]], concurrency: int) -> tuple[float | None, str]:
@@ -137,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         variants = [Variant(t, t) for t in args.tools]
         variants += [Variant(f"engine@{ref}", "engine", repo=refs.checkout(ref)) for ref in args.engine_ref]
         variants += [Variant(f"engine+{kv}", "engine", _export_setting(kv)) for kv in args.engine_with]
+        if args.engine_metrics is not None:
+            variants.append(Variant("engine+metrics", "engine", metrics_settings(args.engine_metrics)))
         if profile.limit_kind == "disk":
             variants.append(Variant("dd", "dd"))
         t0 = time.perf_counter()

@@ -59,14 +59,18 @@ def _toml_value(v: object) -> str:
 
 def engine_config(ctx: RunContext) -> str:
     info = ctx.fake.info
-    export = {"out_dir": str(ctx.out_dir), "concurrency": ctx.concurrency, **ctx.export_overrides}
+    tables: dict[str, dict[str, object]] = {"export": {"out_dir": str(ctx.out_dir), "concurrency": ctx.concurrency}}
+    for key, value in ctx.export_overrides.items():  # "metrics.addr": another table than [export]
+        table, _, name = key.rpartition(".")
+        tables.setdefault(table or "export", {})[name] = value
     lines = [
         "[platform]", f"url = {_toml_value(info['url'])}", f"org_id = {_toml_value(info['org_id'])}",
         f"sandbox = {_toml_value(info['sandbox'])}", "",
         "[auth]", f"client_id = {_toml_value(info['client_id'])}", f"client_secret = {_toml_value(info['client_secret'])}",
         f"ims_url = {_toml_value(info['ims_url'])}", "",
-        "[export]", *(f"{k} = {_toml_value(v)}" for k, v in export.items()), "",
     ]
+    for table, values in tables.items():
+        lines += [f"[{table}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items()), ""]
     for ds in info["datasets"]:
         lines += ["[[datasets]]", f"id = {_toml_value(ds)}", ""]
     return "\n".join(lines)

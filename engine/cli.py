@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="export only the datasets and audiences of shard I of N (I from 0: $(JOB_COMPLETION_INDEX)/N); "
                           "shards may share one --out")
     run.add_argument("--json", action="store_true", help=JSON_HELP.format("run") + "; with --dry-run, check's")
+    _add_operating_flags(run)
     check = sub.add_parser("check", help="check credentials and config against the platform; print what a run would export")
     _add_run_flags(check)
     check.add_argument("--json", action="store_true", help=JSON_HELP.format("check"))
@@ -110,6 +111,19 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets-file", type=Path, metavar="FILE",
                    help="datasets to export, one id or name a line (# comments; adds to --dataset, replaces the config's)")
     _add_output_flags(p)
+
+
+def _add_operating_flags(p: argparse.ArgumentParser) -> None:
+    """Running as a batch Job (README: Running it in production): metrics and completion hooks."""
+    p.add_argument("--metrics-addr", metavar="HOST:PORT", help="serve Prometheus metrics on http://HOST:PORT/metrics while the run "
+                                                               "lasts (metrics.addr)")
+    p.add_argument("--metrics-push", metavar="URL", help="push the metrics to this Pushgateway periodically and at the end, "
+                                                         "grouped by job and shard (metrics.push)")
+    p.add_argument("--on-batch-complete", metavar="CMD", help="run CMD (no shell: write sh -c '…' for one) for each batch "
+                                                              "exported and verified, told about it in AEP_EXPORT_HOOK_* "
+                                                              "variables (hooks.on_batch_complete)")
+    p.add_argument("--on-batch-failed", metavar="CMD", help="the same for each batch that failed (hooks.on_batch_failed)")
+    p.add_argument("--hook-timeout", type=float, metavar="SECONDS", help="kill a hook running longer (hooks.timeout)")
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -261,7 +275,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 FLAG_SETTINGS = {"--out": ("out", "export", "out_dir"), "--concurrency": ("concurrency", "export", "concurrency"),
                  "--layout": ("layout", "export", "layout"),
                  "--org-id": ("org_id", "platform", "org_id"), "--sandbox": ("sandbox", "platform", "sandbox"),
-                 "--url": ("url", "platform", "url")}
+                 "--url": ("url", "platform", "url"),
+                 "--metrics-addr": ("metrics_addr", "metrics", "addr"), "--metrics-push": ("metrics_push", "metrics", "push"),
+                 "--on-batch-complete": ("on_batch_complete", "hooks", "on_batch_complete"),
+                 "--on-batch-failed": ("on_batch_failed", "hooks", "on_batch_failed"),
+                 "--hook-timeout": ("hook_timeout", "hooks", "timeout")}
 
 
 def settings_from_args(args: argparse.Namespace, *, entries_required: bool = True) -> Settings:
@@ -476,6 +494,8 @@ def print_summary(run: RunOutcome, out_dir: Any) -> None:
         f"{human_bytes(t.get('bytes', 0))}; {_elapsed_and_rate(run)}; {failed} failed; {t.get('retries', 0)} retries; "
         f"report: {'not written' if run.report_error else report_path(out_dir, run)}; exit {run.exit_code}"
     )
+    if t.get("hooks_failed"):
+        print(f"{t['hooks_failed']} of {t['hooks']} hooks failed (each batch's `hook` in the report says how)")
 
 
 def _elapsed_and_rate(run: RunOutcome) -> str:

@@ -40,6 +40,8 @@ from .config_env import (
     read_setting_files,
 )
 from .config_env import config_path_from_env as config_path_from_env
+from .config_ops import HooksSettings as HooksSettings  # [metrics] and [hooks] (issue #21): re-exported
+from .config_ops import MetricsSettings as MetricsSettings
 from .config_store import StoreSettings as StoreSettings  # out_dir = "s3://…" and [store]: re-exported
 from .config_store import StoreURL as StoreURL
 from .config_store import _out_dir
@@ -148,6 +150,8 @@ class Settings(BaseSettings):
     auth: AuthSettings
     export: ExportSettings = Field(default_factory=ExportSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    hooks: HooksSettings = Field(default_factory=HooksSettings)
     datasets: list[DatasetSettings] = Field(default_factory=list)
     audiences: list[AudienceSettings] = Field(default_factory=list)
 

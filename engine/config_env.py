@@ -23,6 +23,8 @@ from .errors import ConfigError
 ENV_PREFIX = "AEP_EXPORT_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 FILE_SUFFIX = "_FILE"
+# What a completion hook is told (engine/hooks.py): not settings, so a hook may run aep-export itself
+HOOK_ENV_PREFIX = ENV_PREFIX + "HOOK_"
 
 
 class PlainEnvSource(EnvSettingsSource):
@@ -58,7 +60,7 @@ def check_env_names(environ: Mapping[str, str], known: Mapping[str, str]) -> Non
     unknown = []
     for name in environ:
         upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV or upper.startswith(HOOK_ENV_PREFIX):
             continue
         setting = upper.removesuffix(FILE_SUFFIX)
         if setting not in known:

@@ -12,7 +12,7 @@ import contextlib
 import signal
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -22,6 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .config import AudienceSettings, DatasetSettings, Settings
 from .early import take_early_signal
 from .errors import ConfigError, DiskFull, Failure, PlatformUnreachable, RunFatal, kind_of
+from .hooks import Hooks
 from .layout import report_name
 from .masking import register_secret
 from .model import BatchRef, Counters, FileResult, FileStatus, FileTask
@@ -34,12 +35,20 @@ from .platform.client import PlatformClient, make_session
 from .platform.discovery import Discovery
 from .platform.listing import DatasetNames
 from .platform.selection import Selector
+from .platform.traffic import traced
 from .progress import InFlight, show_progress
 from .retry import RetryPolicy, describe, failure
 from .shard import Shard, entry_key, share_of
 from .transfer.download import Downloader
 from .transfer.fetcher import FileJob
 from .transfer.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+    from anyio.abc import TaskGroup
+
+    from .metrics import RunMetrics
 
 log = structlog.get_logger("aep_export")
 
@@ -65,6 +74,10 @@ class Exporter:
         register_secret(self.settings.auth.client_secret.get_secret_value())
         register_secret(self.settings.auth.access_token.get_secret_value())
         self._take_share()
+        self.metrics = self._metrics()
+        hooks = Hooks(self.settings.hooks)
+        self.hooks = hooks if hooks.any else None
+        self._announced: set[int] = set()  # batches whose end was told (their hook started), by id()
 
     def _take_share(self) -> None:
         """Sharding, applied here only: the entries this shard exports (all when unsharded)."""
@@ -76,6 +89,14 @@ class Exporter:
                      of=len(self.settings.datasets) + len(self.settings.audiences))
             log.debug("shard_entries", shard=self.run.shard, mine=self.run.entries)
 
+    def _metrics(self) -> RunMetrics | None:
+        """The run's Prometheus metrics, when asked for (prometheus_client is imported only then)."""
+        if not self.settings.metrics.enabled:
+            return None
+        from .metrics import RunMetrics, Sources
+
+        return RunMetrics(self.settings.metrics, Sources(self.counters, self.run))
+
     async def execute(self) -> RunOutcome:
         """Run the whole export; always writes _report.json, even when interrupted. A destination
         that cannot be opened (a missing bucket, refused credentials) raises before anything is
@@ -84,29 +105,57 @@ class Exporter:
         ex = self.settings.export
         self.policy = RetryPolicy.for_export(ex)
         self.scheduler: Scheduler[FileJob] = Scheduler(ex)
-        with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
-            async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
-                self.run.layout = ex.layout
-                refused = await anyio.to_thread.run_sync(layout_switch, self.destination, ex.layout, self.run.shard)
-                if refused is None:  # else nothing is attempted, nor any report written (raised below: out of the task group)
-                    try:
-                        with anyio.CancelScope() as self._scope:
-                            async with anyio.create_task_group() as tg:
-                                if self.handle_signals:  # first: a signal during start-up stops the run like any other
-                                    await tg.start(self._watch_signals, self._scope)
-                                await self._export()
-                                tg.cancel_scope.cancel()  # done: stop the signal watcher
-                    finally:
-                        with anyio.CancelScope(shield=True):  # in a thread: the batch files may go to a bucket
-                            await anyio.to_thread.run_sync(self._conclude)
+        if self.metrics is not None:
+            self.metrics.sources.scheduler, self.metrics.sources.policy = self.scheduler, self.policy
+            self.metrics.start()
+        refused: str | None = None
+        try:
+            with hold_destination(ex.out_dir, self.run.shard, self.run.started_at):
+                async with open_destination(ex, self.settings.store, self.scheduler.disk, self.run.shard) as self.destination:
+                    self.run.layout = ex.layout
+                    refused = await anyio.to_thread.run_sync(layout_switch, self.destination, ex.layout, self.run.shard)
+                    if refused is None:  # else nothing is attempted, nor any report written (raised below: out of the task group)
+                        try:
+                            with anyio.CancelScope() as stopping:  # a signal stops the run, then the hooks still running
+                                async with anyio.create_task_group() as tg:
+                                    if self.handle_signals:  # first: a signal during start-up stops the run like any other
+                                        await tg.start(self._watch_signals, stopping)
+                                    async with self._hook_group():  # left once every hook has ended
+                                        await self._run_and_conclude()
+                                    tg.cancel_scope.cancel()  # done: stop the signal watcher
+                        finally:
+                            with anyio.CancelScope(shield=True):
+                                await anyio.to_thread.run_sync(self._finish)
+        finally:
+            if self.metrics is not None:
+                with anyio.CancelScope(shield=True):  # the last push carries the outcome
+                    await anyio.to_thread.run_sync(self.metrics.close)
         if refused is not None:
             raise ConfigError(refused)
         return self.run
 
+    def _hook_group(self) -> AbstractAsyncContextManager[object]:
+        """Where hooks run beside the rest of the run (a task group: a run ends once its hooks have)."""
+        if self.hooks is None:
+            return contextlib.nullcontext()
+        self._hook_runs: TaskGroup = anyio.create_task_group()
+        return self._hook_runs
+
+    async def _run_and_conclude(self) -> None:
+        try:
+            with anyio.CancelScope() as self._scope:
+                await self._export()
+        finally:
+            with anyio.CancelScope(shield=True):  # in a thread: the batch files may go to a bucket
+                await anyio.to_thread.run_sync(self._conclude)
+                for bo in self.run.batches():  # those that ended while concluding
+                    self._batch_ended(bo)
+
     async def _export(self) -> None:
         try:
             await anyio.to_thread.run_sync(write_report, self.destination, self.run)  # "running" until the run concludes
-            async with make_session(self.settings) as session:
+            trace = [traced(self.settings, self.metrics)] if self.metrics is not None else []
+            async with make_session(self.settings, trace) as session:
                 tokens = TokenProvider(self.settings.auth, session, self.policy)
                 self.client = PlatformClient(self.settings, session, tokens, self.policy)
                 self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages)
@@ -226,8 +275,10 @@ class Exporter:
             if alone:
                 raise
             # One of several chosen batches: it fails alone, the others are still exported.
-            outcome.batches.append(BatchOutcome(BatchRef(dataset_id, key, obj), status="failed", errors=[failure(exc)]))
+            failed = BatchOutcome(BatchRef(dataset_id, key, obj), status="failed", errors=[failure(exc)], dataset_name=outcome.name)
+            outcome.batches.append(failed)
             log.error("batch_failed", dataset=dataset_id, batch=key, error=describe(exc))
+            self._batch_ended(failed)
             return
         if batch.key in self._batches:
             # Another source already exports this batch (e.g. an audience job's target dataset).
@@ -298,6 +349,17 @@ class Exporter:
                 self._abort(exc)
             log.info("batch_done", dataset=bo.batch.dataset_id, batch=bo.batch.batch_id, status=bo.status,
                      files=len(bo.results), records=bo.records_found, errors=bo.errors[:3])
+            self._batch_ended(bo)
+
+    # -- completion hooks ------------------------------------------------------------------
+
+    def _batch_ended(self, bo: BatchOutcome) -> None:
+        """A batch reached its final status: its hook starts now, beside the rest of the run."""
+        if self.hooks is None or id(bo) in self._announced or bo.status in ("running", "finalizing"):
+            return
+        self._announced.add(id(bo))
+        if self.hooks.command_for(bo.status) is not None:
+            self._hook_runs.start_soon(self.hooks.run_for, bo, self.out_dir, self.run.shard)
 
     # -- conclusion ------------------------------------------------------------------------
 
@@ -352,6 +414,16 @@ class Exporter:
             "files_unfinished": c.files_unfinished,
             "bytes_unfinished": c.bytes_unfinished,
         }
+
+    def _finish(self) -> None:
+        """The report, once every hook has ended (their outcomes are in it), and the summary event."""
+        run = self.run
+        if self._interrupted is not None and run.status in ("ok", "failed"):  # the signal came while hooks ran
+            run.exit_code, run.status = EXIT_SIGNAL[self._interrupted], "interrupted"
+        if self.hooks is not None:
+            ran = [b.hook for b in run.batches() if b.hook]
+            run.totals["hooks"] = len(ran)
+            run.totals["hooks_failed"] = sum(1 for h in ran if h["outcome"] != "ok")
         self._write_report()
         log.info("run_summary", **summary_event(run, report_path(self.out_dir, run)))
 

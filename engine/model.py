@@ -79,6 +79,9 @@ class Counters:
     bytes_done: int = 0  # bytes of files finished (downloaded or reused)
     files_done: int = 0
     files_failed: int = 0
+    files_reused: int = 0  # of files_done: verified by an earlier run, not fetched again
+    bytes_reused: int = 0  # of bytes_done
+    bytes_failed: int = 0  # listed sizes of the files that failed
     requests: int = 0
     restarts: int = 0  # files started over (changed on the server, corrupted in transit)
     split_files: int = 0  # files that got a second stream at least once (connections were idle)

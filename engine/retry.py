@@ -88,11 +88,15 @@ class Pacer:
     """Shared gate: when the gateway throttles, every request waits until the pause is over."""
 
     throttled_count: int = 0
+    paused_s: float = 0.0  # seconds the pool was held in all (overlapping pauses counted once): a metric
     _resume_at: float = 0.0
 
     def throttle(self, seconds: float) -> None:
         self.throttled_count += 1
-        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+        now = time.monotonic()
+        resume_at = max(self._resume_at, now + seconds)
+        self.paused_s += resume_at - max(self._resume_at, now)
+        self._resume_at = resume_at
 
     async def wait(self) -> None:
         while (delay := self._resume_at - time.monotonic()) > 0:  # noqa: ASYNC110 - the deadline moves when another request is throttled

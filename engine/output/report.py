@@ -57,6 +57,7 @@ class BatchOutcome:
     records_found: int | None = None
     seconds: float = 0.0
     dataset_name: str | None = None  # for the manifest
+    hook: dict[str, Any] | None = None  # the completion hook run for it, if any (engine/hooks.py)
 
     @property
     def all_in(self) -> bool:
@@ -345,6 +346,7 @@ def report_body(run: RunOutcome) -> dict[str, Any]:
                         "records_found": b.records_found,
                         "seconds": round(b.seconds, 3),
                         "errors": b.errors,
+                        **({"hook": b.hook} if b.hook else {}),
                     }
                     for b in d.batches
                 ],

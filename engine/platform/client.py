@@ -8,7 +8,7 @@ effective port), never to another host: not after a redirect, not to a link the 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -44,8 +44,9 @@ _CREDENTIAL_CODES = {"403000", "403003", "403010", "403025", "403027"}
 _AUTH_HEADERS = ("authorization", "x-api-key", "x-gw-ims-org-id", "x-sandbox-name")
 
 
-def make_session(settings: Settings) -> aiohttp.ClientSession:
-    """One session per run: keep-alive pool sized in engine/sizing.py, no total timeout on bodies."""
+def make_session(settings: Settings, trace: Sequence[aiohttp.TraceConfig] = ()) -> aiohttp.ClientSession:
+    """One session per run: keep-alive pool sized in engine/sizing.py, no total timeout on bodies.
+    `trace`: observers of every exchange (the run's metrics: platform/traffic.py), none by default."""
     ex = settings.export
     connector = aiohttp.TCPConnector(
         limit=sizing.http_pool(ex),
@@ -62,6 +63,7 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
         headers={"User-Agent": "aep-export/0.1"},
         # Redirects are followed in PlatformClient.request so credentials stay on the gateway.
         requote_redirect_url=False,
+        trace_configs=list(trace) or None,
     )
 
 

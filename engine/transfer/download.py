@@ -61,8 +61,12 @@ class Downloader:
         if result.ok:
             self.counters.files_done += 1
             self.counters.bytes_done += result.size
+            if result.status is FileStatus.REUSED:
+                self.counters.files_reused += 1
+                self.counters.bytes_reused += result.size
         else:
             self.counters.files_failed += 1
+            self.counters.bytes_failed += task.size or 0
         return result
 
     async def _reuse(self, task: FileTask) -> FileResult | None:

@@ -38,8 +38,9 @@ class Connections:
     in engine/sizing.py). A request throttled (429/503) twice in a row at one level halves the
     connections allowed; each round of accepted requests adds one back, up to export.concurrency.
 
-    Only answers to requests sent at the current level count against it (`epoch`, taken when a
-    request starts): the 429s of requests sent before a change were answered for by that change.
+    A request's ticket is the `epoch` when it started. Only throttles of requests sent at the current
+    level count (the 429s of requests sent before a change were answered for by that change), and
+    only accepted requests sent since the last lowering earn it back.
     Lowered while its permits are out, the pool keeps (does not hand on) that many releases.
     """
 
@@ -51,6 +52,7 @@ class Connections:
         self._owed = 0  # releases to keep: permits out when the pool was lowered
         self._strikes = 0  # throttled answers in a row at this level
         self._credit = 0  # accepted answers since the last change or throttle
+        self._lowered_at = 0  # the epoch the last lowering began
 
     @property
     def value(self) -> int:
@@ -90,6 +92,8 @@ class Connections:
         """A request sent with `ticket` got its answer (not a throttle)."""
         if ticket == self.epoch:
             self._strikes = 0
+        if ticket < self._lowered_at:
+            return
         self._credit += 1
         if self.allowed < self.limit and self._credit >= sizing.accepted_to_raise(self.allowed):
             self._resize(self.allowed + 1, "the gateway accepts again")
@@ -107,8 +111,10 @@ class Connections:
             self.allowed += 1
         self.epoch += 1
         self.changes += 1
+        if allowed < was:
+            self._lowered_at = self.epoch
         self._strikes = self._credit = 0
-        (log.warning if allowed < was else log.info)("connections", allowed=allowed, was=was, of=self.limit, why=why)
+        (log.warning if allowed < was else log.info)("connections_changed", allowed=allowed, was=was, of=self.limit, why=why)
 
 
 class Scheduler(Generic[Job]):

@@ -5,7 +5,9 @@ request (the callers hold None).
 
 aiolimiter refuses an amount larger than its capacity, and a capacity of a whole second's bytes
 would let a run start with a second's burst on top of the cap: the byte bucket holds BURST_S
-worth of the rate (at least MIN_BURST) and takes a larger chunk in pieces of that size.
+worth of the rate (at least MIN_BURST) and takes a larger chunk in pieces of that size. A longer
+burst lets a stalled reader (a busy event loop) catch up; a shorter one keeps short windows
+closer to the cap: 0.1 s is 1 % over 10 s.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from aiolimiter import AsyncLimiter
 
 from .units import human_bytes
 
-BURST_S = 0.05  # seconds of the byte rate the bucket may hold: 1 MiB at 20 MiB/s, 0.5 % of a 10 s window
+BURST_S = 0.1  # seconds of the byte rate the bucket may hold: 2 MiB at 20 MiB/s, 1 % over a 10 s window
 MIN_BURST = 16 << 10  # bytes: a piece no smaller than this, however low the cap
 
 

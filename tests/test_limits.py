@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiolimiter import AsyncLimiter
 from conftest import run_export, settings_for
 
 from engine.cli import build_parser, flag_settings
@@ -69,17 +70,21 @@ def test_the_limits_are_documented() -> None:
 
 
 async def test_a_chunk_larger_than_the_bucket_is_taken_in_pieces() -> None:
-    """aiolimiter refuses an amount above its capacity: a 1 MiB chunk under a 64 KiB/s cap still passes."""
-    cap = Bandwidth(64 << 10)
+    """aiolimiter refuses an amount above its capacity; the bucket holds 0.1 s of the rate, so a
+    1 MiB chunk under an 8 MiB/s cap is more than it holds, and still passes (in pieces)."""
+    cap = Bandwidth(8 << 20)
     assert cap.piece < 1 << 20
-    await cap.take(cap.piece)  # the bucket starts full: one piece at once
+    with pytest.raises(ValueError, match="maximum capacity"):
+        await AsyncLimiter(cap.piece, 1).acquire(1 << 20)
+    await cap.take(1 << 20)
     await cap.take(0)
 
 
 async def test_a_bandwidth_cap_holds_at_the_server(make_fake: Callable[[FakeConfig], FakePlatform], tmp_path: Path) -> None:
-    """--bwlimit 8M: the bytes the fake sent, on its clock, over the middle of the run are within 5 %
-    of the cap, and no second of the run carries more than the cap plus what the sockets can hold
-    (one body per connection) and the bucket's burst."""
+    """--bwlimit 8M, judged on the fake's clock and byte counter: over any second and over the whole
+    run the fake sent at most the cap plus the bucket's burst plus what the sockets can hold ahead
+    of the engine's reads (loopback buffers whole bodies: at most one per connection, so the files
+    are small); over the middle of the run it sent at least 0.8 of the cap (a cap, not a crawl)."""
     cap, conc = 8 << 20, 4
     async with make_fake(FakeConfig.sized(40, 160, seed=5, faults=Faults(chunked=True))) as fp:
         run = await run_export(settings_for(fp, tmp_path / "out", concurrency=conc, bwlimit="8M", fsync=False))
@@ -92,13 +97,17 @@ async def test_a_bandwidth_cap_holds_at_the_server(make_fake: Callable[[FakeConf
     def sent_by(t: float) -> int:
         return max((n for when, n in log if when <= t), default=0)
 
+    slack = Bandwidth(cap).piece + conc * largest
+
+    def within_cap(a: float, b: float) -> bool:
+        return sent_by(b) - sent_by(a) <= cap * (b - a) + slack
+
+    assert within_cap(first, last), (total / (last - first) / cap, slack / cap)
+    assert all(within_cap(t, t + 1.0) for t, _ in log if t + 1.0 <= last)
     span = last - first
     middle = (first + 0.15 * span, last - 0.15 * span)
     rate = (sent_by(middle[1]) - sent_by(middle[0])) / (middle[1] - middle[0])
-    assert 0.95 <= rate / cap <= 1.05, rate / cap
-    slack = conc * largest + Bandwidth(cap).piece
-    worst = max(sent_by(t + 1.0) - sent_by(t) for t, _ in log if t + 1.0 <= last)
-    assert worst <= cap + slack, (worst / cap, slack / cap)
+    assert rate >= 0.8 * cap, rate / cap
 
 
 # ----------------------------------------------------------------------------- request rate
@@ -170,8 +179,9 @@ async def test_a_lowered_pool_keeps_the_permits_it_had_lent() -> None:
 async def test_a_burst_of_429s_lowers_the_connections_at_the_fake_then_they_climb_back(
         make_fake: Callable[[FakeConfig], FakePlatform], tmp_path: Path) -> None:
     """Download requests 41..56 all answer 429 (Retry-After: 0). Before them the fake serves 8
-    bodies at once (export.concurrency); the first bodies after them start with at most two in
-    flight (halved on each repeated throttle); the last ones with 8 again."""
+    bodies at once (export.concurrency). After them the pool is down to one connection and earns
+    one more per round of accepted requests: the first 8 bodies start with at most 4 in flight
+    (8149c4a: all 8 streams come back at once after the pause); the last ones with 8 again."""
     burst = (41, 56)
     faults = Faults(throttle_downloads=burst, retry_after_s=0, bandwidth_bps=1 << 20)  # a body lasts ~0.1 s
     async with make_fake(FakeConfig.sized(14, 140, seed=9, faults=faults)) as fp:
@@ -180,8 +190,8 @@ async def test_a_burst_of_429s_lowers_the_connections_at_the_fake_then_they_clim
         flight = list(fp.stats.in_flight_at_start)
         throttled = fp.stats.statuses[429]
     assert throttled == burst[1] - burst[0] + 1
-    before, after, end = flight[: burst[0] - 1], flight[burst[0] - 1: burst[0] + 1], flight[-40:]
+    before, after, end = flight[: burst[0] - 1], flight[burst[0] - 1: burst[0] + 7], flight[-40:]
     assert max(before) >= 7, before
-    assert max(after) <= 2, after
+    assert max(after) <= 4, after  # 1, then 2 after one accepted, 3 after two more, 4 after three more
     assert max(end) >= 7, end
 

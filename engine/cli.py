@@ -106,6 +106,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output directory or s3://bucket/prefix (export.out_dir)")
     p.add_argument("--concurrency", type=int, help="parallel downloads (export.concurrency)")
     p.add_argument("--layout", help="plain ({dataset}/{batch}/…, the default) or hive (dataset=…/batch=…/…) (export.layout)")
+    p.add_argument("--bwlimit", metavar="RATE", help="bytes/s over all connections, e.g. 20M, 512K, 1.5GiB (export.bwlimit)")
+    p.add_argument("--tps-limit", type=float, metavar="N", help="requests/s to the gateway (export.tps_limit)")
+    p.add_argument("--tps-burst", type=int, metavar="N", help="requests --tps-limit lets through at once (export.tps_burst)")
     p.add_argument("--dataset", action="append", metavar="ID|NAME",
                    help="dataset to export: an id (24 hex digits) or a name (repeatable; replaces the config's datasets)")
     p.add_argument("--datasets-file", type=Path, metavar="FILE",
@@ -279,7 +282,9 @@ FLAG_SETTINGS = {"--out": ("out", "export", "out_dir"), "--concurrency": ("concu
                  "--metrics-addr": ("metrics_addr", "metrics", "addr"), "--metrics-push": ("metrics_push", "metrics", "push"),
                  "--on-batch-complete": ("on_batch_complete", "hooks", "on_batch_complete"),
                  "--on-batch-failed": ("on_batch_failed", "hooks", "on_batch_failed"),
-                 "--hook-timeout": ("hook_timeout", "hooks", "timeout")}
+                 "--hook-timeout": ("hook_timeout", "hooks", "timeout"),
+                 "--bwlimit": ("bwlimit", "export", "bwlimit"),
+                 "--tps-limit": ("tps_limit", "export", "tps_limit"), "--tps-burst": ("tps_burst", "export", "tps_burst")}
 
 
 def settings_from_args(args: argparse.Namespace, *, entries_required: bool = True) -> Settings:

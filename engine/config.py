@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, PlainValidator, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -47,6 +47,7 @@ from .config_store import StoreURL as StoreURL
 from .config_store import _out_dir
 from .errors import ConfigError
 from .retry import MAX_ATTEMPTS
+from .units import parse_bytes
 
 DEFAULT_SCOPES = ["openid", "AdobeID", "read_organizations", "additional_info.projectedProductContext", "session"]
 
@@ -69,6 +70,15 @@ def _http_url(v: str) -> str:
 
 
 HttpUrlText = Annotated[str, AfterValidator(_http_url)]
+
+
+def _bytes_per_second(v: Any) -> Any:
+    """export.bwlimit: "20M", "512K", "1.5GiB" (engine/units.py) or a number of bytes; at least 1 KiB/s."""
+    if isinstance(v, str):
+        v = parse_bytes(v) if v.strip().lower() not in ("", "none", "off") else None
+    if isinstance(v, bool) or (isinstance(v, int | float) and v and v < 1024):
+        raise ValueError("must be a size of at least 1K (bytes/s), or 0 for no cap")
+    return v or None
 
 
 
@@ -131,6 +141,10 @@ class ExportSettings(_Section):
     lowest_speed_time: float = Field(15.0, gt=0, description="seconds a response may stay under lowest_speed")
     backoff_base: float = Field(0.5, ge=0)
     backoff_cap: float = Field(30.0, gt=0)
+    bwlimit: Annotated[int | None, BeforeValidator(_bytes_per_second)] = Field(
+        None, description="bytes/s over every connection: 20M, 512K, 1.5GiB or a number (none or 0: no cap)")
+    tps_limit: float | None = Field(None, ge=0, description="requests/s to the gateway (none or 0: no cap)")
+    tps_burst: int = Field(1, ge=1, le=1000, description="requests tps_limit lets through at once after a quiet spell")
     write_buffer: int = Field(2 << 20, ge=64 << 10, le=64 << 20, description="bytes coalesced per disk write")
     write_strategy: Literal["coalesced", "aiofiles"] = Field(
         "coalesced", description="coalesced: batched pwritev off the loop (measured faster); aiofiles: one call per chunk"

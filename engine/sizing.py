@@ -40,3 +40,18 @@ def discovery_slots(export: ExportSettings) -> int:
 def queue_size(export: ExportSettings) -> int:
     """Files listed ahead of the workers."""
     return 4 * export.concurrency
+
+
+# Adaptive concurrency (AIMD, as TCP's congestion window): the gateway publishes no quota, so the
+# download connections follow its answers, between 1 and export.concurrency (transfer/scheduler.py).
+THROTTLES_TO_LOWER = 2  # throttled answers in a row at one level: one is a pause (Retry-After), two are too many connections
+
+
+def lowered(allowed: int) -> int:
+    """Multiplicative decrease: half the connections, never fewer than one."""
+    return max(1, allowed // 2)
+
+
+def accepted_to_raise(allowed: int) -> int:
+    """Additive increase: one more connection after this many requests accepted (a round at this level)."""
+    return allowed

@@ -193,11 +193,16 @@ class DataAccessApi:
         if length == 0:
             await resp.write_eof()
             return resp
-        if corrupt_at < 0 and cut_after < 0 and not fl.bandwidth_bps and not fl.response_limit_s:
-            # no body fault for this response: zero-copy fast path
-            sent = await self._sendfile(request, resp, part.path, start, length, body)
-        else:
-            sent = await self._send_chunks(request, resp, part.path, start, length, corrupt_at, cut_after, body)
+        self.stats.downloads_in_flight += 1
+        self.stats.in_flight_at_start.append(self.stats.downloads_in_flight)
+        try:
+            if corrupt_at < 0 and cut_after < 0 and not fl.bandwidth_bps and not fl.response_limit_s and not fl.chunked:
+                # no body fault for this response: zero-copy fast path
+                sent = await self._sendfile(request, resp, part.path, start, length, body)
+            else:
+                sent = await self._send_chunks(request, resp, part.path, start, length, corrupt_at, cut_after, body)
+        finally:
+            self.stats.downloads_in_flight -= 1
         if sent < length:
             return resp  # connection already aborted
         await resp.write_eof()
@@ -205,7 +210,7 @@ class DataAccessApi:
 
     def _account(self, body: list[Any], n: int) -> None:
         # counted before the bytes leave, so a client never sees data the stats do not show
-        self.stats.bytes_sent += n
+        self.stats.sent(n)
         self.stats.bytes_by_file[body[0]] += n
         body[2] += n
 

@@ -36,6 +36,10 @@ class Faults:
     ignore_range: float = 0.0  # probability (True == always) of a 200 full body for a Range
     send_digest: bool = False  # full 200 downloads carry Repr-Digest: sha-256=:b64:
     max_faults_per_key: int = 2  # failing faults per request key, so retries succeed
+    # Sustained throttling: the download requests numbered first..last (arrival order, from 1)
+    # all answer 429, retries included (the per-key cap does not apply)
+    throttle_downloads: tuple[int, int] | None = None
+    chunked: bool = False  # bodies in CHUNK-sized writes, never sendfile: the byte counters follow the wire
 
 
 def unit(seed: int, kind: str, method: str, target: str, range_start: int | None, seen: int) -> float:

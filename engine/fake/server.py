@@ -133,6 +133,9 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
         s.statuses.clear()
         s.bytes_by_file.clear()
         s.bodies.clear()
+        s.sent_log.clear()
+        s.request_log.clear()
+        s.in_flight_at_start.clear()
         s.bytes_sent = s.tokens_issued = s.redirect_requests = 0
         s.redirect_header_names.clear()
         s.redirect_saw_auth = False
@@ -224,7 +227,7 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
     @web.middleware
     async def _mw_common(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request[T0] = time.monotonic()
-        self.stats.requests[self._route_name(request)] += 1
+        self.stats.received(self._route_name(request))
         delay = self.cfg.faults.first_byte_delay_s
         if delay:
             await asyncio.sleep(delay)
@@ -294,12 +297,24 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
         fs = self.faults_engine.observe(request.method, request.raw_path, range_start_of(request))
         request[FAULTS] = fs
         f = self.cfg.faults
-        if fs.decide("429", f.p_429):
+        if fs.decide("429", f.p_429) or self._in_throttle_burst(request):
             return self._resp_429(fs)
         if fs.decide("5xx", f.p_5xx):
             status = (500, 502, 503, 504)[int(fs.roll("5xx.status") * 4)]
             return gw_error(status, f"{status}000", "Internal Server Error" if status == 500 else "Service Unavailable")
         return await handler(request)
+
+    def _in_throttle_burst(self, request: web.Request) -> bool:
+        """Faults.throttle_downloads: the download requests numbered first..last (in the order they
+        arrive, from 1) answer 429, whatever they ask for."""
+        burst = self.cfg.faults.throttle_downloads
+        if burst is None or self._route_name(request) != "export.download":
+            return False
+        first, last = burst
+        if not first <= self.stats.requests["export.download"] <= last:
+            return False
+        self.faults_engine.count("429")
+        return True
 
     def _resp_429(self, fs: RequestFaultState) -> web.Response:
         f = self.cfg.faults

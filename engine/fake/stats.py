@@ -5,6 +5,7 @@ Its own module: the route mixins (ims.py, dataaccess.py) count into it, and serv
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,19 @@ class FakeStats:
     # every download body as sent: (file key, first byte, bytes sent), so a test can tell bytes
     # sent twice (a stream abandoned past a split point) from bytes sent once
     bodies: list[list[Any]] = field(default_factory=list)  # [key, start, sent], sent counted as it goes
+    # Rates and concurrency on the fake's own clock (time.monotonic), for the limits' tests:
+    sent_log: list[tuple[float, int]] = field(default_factory=list)  # (when, bytes_sent after it) per count
+    request_log: list[tuple[float, str]] = field(default_factory=list)  # (when, route) per request received
+    downloads_in_flight: int = 0  # download bodies being sent now
+    in_flight_at_start: list[int] = field(default_factory=list)  # per download body, in order: bodies in flight with it
+
+    def sent(self, n: int) -> None:
+        self.bytes_sent += n
+        self.sent_log.append((time.monotonic(), self.bytes_sent))
+
+    def received(self, route: str) -> None:
+        self.requests[route] += 1
+        self.request_log.append((time.monotonic(), route))
 
     def to_dict(self) -> dict[str, Any]:
         return {

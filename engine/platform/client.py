@@ -17,7 +17,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from .. import sizing
+from .. import limits, sizing
 from ..config import Settings
 from ..errors import (
     CredentialsRejected,
@@ -76,6 +76,9 @@ class PlatformClient:
         self.base = URL(settings.platform.url)
         self.unreachable: PlatformUnreachable | None = None  # set once the platform could not be reached
         self._noticed: set[str] = set()  # hosts already reported as not answering
+        # export.tps_limit: every request to the gateway's origin (Catalog, Data Access, export
+        # jobs) takes a token; IMS (its own host, not the org's quota) and other hosts do not
+        self.rate = limits.request_rate(settings.export.tps_limit, settings.export.tps_burst)
 
     def url(self, path_or_url: str) -> URL:
         """Absolute URL for a path on the gateway, or a URL the platform sent (hrefs, next links)."""
@@ -158,6 +161,8 @@ class PlatformClient:
             hop_headers = headers if gateway else _without_credentials(headers)
             send = partial(self.session.request, method, url, params=params, headers=hop_headers, json=json_body,
                            allow_redirects=False, auto_decompress=auto_decompress)
+            if gateway and self.rate is not None:
+                await self.rate.take()
             try:
                 resp = await connecting(send, target=f"the gateway {origin_of(url)}" if gateway else str(origin_of(url)),
                                         setting="platform.url" if gateway else "access to that host", policy=self.policy,

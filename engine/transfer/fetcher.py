@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
+from .. import limits
 from ..checks.integrity import PARQUET_MAGIC, DigestClaim, digest_claims
 from ..config import ExportSettings
-from ..errors import FileChanged, PlatformError, RequestLimit, TransferError, UnusableBody, excerpt
+from ..errors import FileChanged, PlatformError, RequestLimit, Throttled, TransferError, UnusableBody, excerpt
 from ..model import Counters, FileTask
 from ..pieces import Claim, Download
 from ..platform.client import PlatformClient, raise_for_status
@@ -66,8 +67,8 @@ class _Buffer:
     pending: int = 0
     since: float = field(default_factory=time.monotonic)
     kept: int = 0  # the furthest end of checked bytes written: progress, never counted twice
-    busy: float = 0.0  # seconds spent in our own flushes (not the server's slowness)
-    flushing: float = 0.0  # when the flush under way started (0: none)
+    busy: float = 0.0  # seconds spent in our own flushes and bandwidth waits (not the server's slowness)
+    flushing: float = 0.0  # when the flush or bandwidth wait under way started (0: none)
     skipped: int = 0  # body bytes read and skipped (a 200 for a range)
     short: bytes = b""  # a whole body too short to check (shorter than the parquet magic)
 
@@ -116,6 +117,7 @@ class Fetcher:
         self.buffer_limit = export.write_buffer
         self.max_file_requests = export.max_file_requests
         self.lowest_speed, self.lowest_speed_time = export.lowest_speed, export.lowest_speed_time
+        self.bandwidth = limits.bandwidth(export.bwlimit)  # one bucket for every stream of the run; None: no cap
 
     async def run_stream(self, job: FileJob, claim: Claim | None, *, holds_connection: bool = False) -> None:
         """One connection's work for a file: its claim, then whatever is left unclaimed."""
@@ -148,12 +150,12 @@ class Fetcher:
                 if held[0]:  # a helper starts with the connection it was given
                     held[0] = False
                     try:
-                        await self._segment(job, claim, buf)
+                        await self._request(job, claim, buf)
                     finally:
                         self.scheduler.connections.release()
                 else:
                     async with self.scheduler.connections:
-                        await self._segment(job, claim, buf)
+                        await self._request(job, claim, buf)
             except Exception as exc:
                 job.last_failure = describe(exc)
                 if isinstance(exc, UnusableBody) and not job.warned:  # once per file; retries log at info
@@ -172,6 +174,17 @@ class Fetcher:
         finally:
             if held[0]:
                 self.scheduler.connections.release()
+
+    async def _request(self, job: FileJob, claim: Claim, buf: _Buffer) -> None:
+        """One request on a connection held; its answer tells the pool whether the gateway throttles."""
+        pool = self.scheduler.connections
+        ticket = pool.epoch
+        try:
+            await self._segment(job, claim, buf)
+        except Throttled:
+            pool.throttled(ticket)
+            raise
+        pool.accepted(ticket)
 
     async def _segment(self, job: FileJob, claim: Claim, buf: _Buffer) -> None:
         """One request from the claim's position to its end (or a response-limit-sized part)."""
@@ -247,10 +260,12 @@ class Fetcher:
 
     async def _pump(self, job: FileJob, claim: Claim, buf: _Buffer, resp: Any, skip: int) -> int | None:
         """The hot loop. Returns the body bytes read, or None when the claim ended first."""
-        limit = self.buffer_limit
+        limit, bandwidth = self.buffer_limit, self.bandwidth
         received = 0
         async for chunk, _ in resp.content.iter_chunks():
             received += len(chunk)
+            if bandwidth is not None:  # export.bwlimit: unread bytes wait in the socket, the server slows down
+                await _metered(bandwidth, buf, len(chunk))
             if skip:
                 buf.skipped += min(skip, len(chunk))  # only while skipping: the speed check counts them
                 if received == len(chunk) and resp.status == 200 and job.task.is_parquet:
@@ -399,6 +414,8 @@ class Fetcher:
             raise TransferError("the body ended inside the bytes asked again to confirm the held ones") from None
         job.fetched += n
         self.counters.bytes_fetched += n
+        if self.bandwidth is not None:
+            await self.bandwidth.take(n)
         if n < end - body_start:
             raise TransferError(f"the server sent {n} bytes, short of the {end - start} asked again at {start}")
         return bytes(head[start - body_start:])
@@ -474,6 +491,16 @@ def _drop(claim: Claim, buf: _Buffer) -> None:
     """Forget buffered bytes that failed a check: the claim resumes where its writes end."""
     buf.chunks, buf.pending = [], 0
     claim.pos = claim.flushed
+
+
+async def _metered(bandwidth: limits.Bandwidth, buf: _Buffer, nbytes: int) -> None:
+    """Wait for the bandwidth cap; the wait is our own time, left out of the speed check like a flush."""
+    buf.flushing = time.monotonic()
+    try:
+        await bandwidth.take(nbytes)
+    finally:
+        buf.busy += time.monotonic() - buf.flushing
+        buf.flushing = 0.0
 
 
 def _response_clock(buf: _Buffer) -> float:

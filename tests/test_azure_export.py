@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from conftest import clean_env, run_cli, toml_config
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.data import ExpectedFile
 from engine.layout import LATEST, MANIFEST, SUCCESS, SUMS
+from engine.outcome import EXIT_UNREACHABLE
 
 PART = 5 << 20
 PUT_BLOCK = r"[?&]comp=block&"  # Put Block (not Put Block List: comp=blocklist)
@@ -322,15 +324,21 @@ def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, azur
                                                      one_batch(files_per_dataset_file=4, rows_per_file=100)]))
     ids = fp.dataset_ids
     url = f"az://{container}/shared"
+    secret = tmp_path / "azure-connection-string"
+    secret.write_text(azurite.connection_string + "\n")
+    envs = [  # one shard the Azure way, the other from a setting whose value is a mounted secret file
+        clean_env(**azurite.env()),
+        {k: v for k, v in clean_env(AEP_EXPORT_STORE__AZURE_CONNECTION_STRING_FILE=str(secret)).items() if not k.startswith("AZURE_")},
+    ]
     procs = []
     for i, datasets in enumerate([ids[0::2], ids[1::2]]):
         config = az_config(tmp_path / f"shard{i}.toml", fp, url, datasets, concurrency=2)
         procs.append(subprocess.Popen([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
-                                      env=clean_env(**azurite.env()), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+                                      env=envs[i], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc in procs:
-        _, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-3000:]
+        assert azurite.key not in out + err
     assert_blobs_match(azurite, container, "shared", fp.expected_files())
     assert_nothing_left_in_flight(azurite, container)
     check = cli("verify", url, azurite=azurite, cwd=tmp_path)
@@ -361,4 +369,31 @@ def test_missing_container_exits_2_naming_it_with_nothing_attempted(tmp_path: Pa
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "configuration error" in proc.stderr and "az://no-such-container-aep/x" in proc.stderr and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert sum(fp.stats.requests.values()) == 0
+
+
+def test_unreachable_endpoint_is_exit_4_and_one_line_within_the_budget(tmp_path: Path, threaded_fake) -> None:
+    """A Blob endpoint that refuses connections: retried like the gateway for its ~15 s budget,
+    then exit 4 and one line, for run, verify and status alike."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    endpoint = f"http://127.0.0.1:{port}/devstoreaccount1"
+    key = base64.b64encode(b"unreachable-test-key" * 3).decode()
+    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=f"AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={endpoint}")
+    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=87))
+    config = az_config(tmp_path / "c.toml", fp, "az://scores/aep")
+    commands = {"run": ["run", "--config", str(config), "--json-logs"], "verify": ["verify", "az://scores/aep"],
+                "status": ["status", "az://scores/aep"]}
+    started = time.monotonic()
+    procs = {name: subprocess.Popen([sys.executable, "-m", "engine", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, cwd=tmp_path, env=env) for name, args in commands.items()}
+    for name, proc in procs.items():  # at once: each waits out its budget
+        stdout, stderr = proc.communicate(timeout=150)
+        assert "Traceback" not in stderr and key not in stderr + stdout, f"{name}: {stderr[-3000:]}"
+        assert proc.returncode == EXIT_UNREACHABLE, f"{name}: exit {proc.returncode}: {stderr[-1000:]}"
+        assert time.monotonic() - started < 40, name  # the ~15 s budget, with room for a shared machine
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith(f"aep-export: platform unreachable: cannot connect to the Azure Blob service at {endpoint}"), last
+        assert "BlobEndpoint" in last and stdout == "", (last, stdout)
     assert sum(fp.stats.requests.values()) == 0

@@ -40,6 +40,7 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 SYNC_COPY_LIMIT = 256 << 20  # Copy Blob From URL's largest source
 COPY_BLOCK = 1 << 30  # larger objects: staged on the final blob in ranges of this (Put Block From URL takes 4000 MiB)
+READ_CHUNK = 4 << 20  # a read holds this much at a time (the client's default first GET is 32 MiB)
 _BLOCK_ID = re.compile(r"aep-(\d{5})-(\d{16})")
 _REFUSED = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch", "InvalidAuthenticationInfo",
             "AuthorizationSourceIPMismatch", "AuthorizationProtocolMismatch", "AuthorizationResourceTypeMismatch",
@@ -90,7 +91,8 @@ class Container:
             def client(retries: int) -> Any:
                 transport = AioHttpTransport(session=session, session_owner=False)
                 return ContainerClient(access.endpoint, url.bucket, credential=credential, transport=transport,
-                                       retry_total=retries, connection_timeout=30, read_timeout=120)
+                                       retry_total=retries, connection_timeout=30, read_timeout=120,
+                                       max_single_get_size=READ_CHUNK, max_chunk_get_size=READ_CHUNK)
 
             async with client(0) as probe:
                 await cls(url, probe, access).preflight()
@@ -307,6 +309,10 @@ def translate(exc: BaseException, what: str, url: StoreURL) -> Exception:
     from azure.core.exceptions import ClientAuthenticationError
 
     code, status = _code(exc), getattr(exc, "status_code", None)
+    if type(exc).__name__ == "CredentialUnavailableError":  # DefaultAzureCredential found no identity at all
+        return ConfigError(f"no credentials for {url}: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME "
+                           "with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN (or the [store] azure_* settings), "
+                           "or run with a workload or managed identity")
     if code in _NO_CONTAINER:
         return ConfigError(f"the container of {url} does not exist (or is not visible with these credentials)")
     if code in _REFUSED or status == 403 or isinstance(exc, ClientAuthenticationError):

@@ -2,7 +2,7 @@
 
 Through azure-storage-blob's async client (azure.storage.blob.aio, on aiohttp like the rest of
 the engine), imported only for such an out_dir. A file's parts are blocks staged on its staging
-blob (Put Block, with the body's MD5 checked by the service); block ids are deterministic and
+blob (Put Block, streamed from the local part with its MD5, which the service checks); block ids are deterministic and
 name the part and its offset, so a fresh pod lists the uncommitted blocks (Get Block List,
 blocklisttype=uncommitted; the service keeps them for 7 days) and knows which bytes it holds.
 Put Block List commits them into the staging blob; after the checks, a server-side copy makes the
@@ -17,6 +17,7 @@ gateway's budget, engine/reach.py), anything else (after the client's own retrie
 from __future__ import annotations
 
 import datetime
+import hashlib
 import io
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
@@ -246,9 +247,10 @@ class Blocks:
     async def upload_part(self, rel: str, upload_id: str, number: int, body: io.RawIOBase, length: int,
                           sha256: bytes, *, offset: int) -> Part:
         ident = block_id(number, offset)
-        data = await anyio.to_thread.run_sync(body.read, length)  # the MD5 the service checks is computed over it
-        await self.container.request(f"upload part {number} of {rel}", self.container.blob(rel).stage_block, ident, data,
-                                     length=length, validate_content=True)
+        md5 = await anyio.to_thread.run_sync(_md5_of, body, length)  # read from local disk, not held in memory
+        body.seek(0)
+        await self.container.request(f"upload part {number} of {rel}", self.container.blob(rel).stage_block, ident, body,
+                                     length=length, transactional_content_md5=md5)  # the service refuses other bytes
         return Part(number, length, ident, None)
 
     async def in_progress(self, rel_prefix: str) -> list[Upload]:
@@ -293,6 +295,18 @@ class Blocks:
         except Exception as exc:  # noqa: BLE001 - azure-core's errors; translate() maps them
             if not _missing(exc):
                 raise translate(exc, f"abort the upload of {rel}", self.container.url) from None
+
+
+def _md5_of(body: io.RawIOBase, length: int) -> bytes:
+    digest = hashlib.md5(usedforsecurity=False)
+    left = length
+    while left > 0:
+        chunk = body.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        digest.update(chunk)
+        left -= len(chunk)
+    return digest.digest()
 
 
 def _code(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,20 @@ class StoreSettings(_Section):
     azure_account_name: str = Field("", description="Azure storage account (az:// URLs; abfs:// URLs name it)")
     azure_account_key: SecretStr = Field(SecretStr(""), description="Azure storage account key")
     azure_sas_token: SecretStr = Field(SecretStr(""), description="Azure SAS token (read, write, list, delete)")
+
+
+def store_from_env(environ: Mapping[str, str]) -> StoreSettings:
+    """[store] from AEP_EXPORT_STORE__* alone (their _FILE secrets included): for `verify` and
+    `status`, which read a bucket or container without a config file."""
+    from pydantic import ValidationError
+
+    from .config_env import ENV_PREFIX, FILE_SUFFIX, read_setting_files
+    from .errors import ConfigError
+
+    prefix = ENV_PREFIX + "STORE__"
+    mine = {k.upper(): v for k, v in environ.items() if k.upper().startswith(prefix)}
+    values = {**{k: v for k, v in mine.items() if not k.endswith(FILE_SUFFIX)}, **read_setting_files(mine)}
+    try:
+        return StoreSettings.model_validate({k.removeprefix(prefix).lower(): v for k, v in values.items()})
+    except ValidationError as exc:
+        raise ConfigError(f"{prefix}*: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None

@@ -341,7 +341,7 @@ def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, azur
         assert azurite.key not in out + err
     assert_blobs_match(azurite, container, "shared", fp.expected_files())
     assert_nothing_left_in_flight(azurite, container)
-    check = cli("verify", url, azurite=azurite, cwd=tmp_path)
+    check = run_cli("verify", url, cwd=tmp_path, env=envs[1])  # the secret file alone, without a config file
     assert check.returncode == 0 and check.stdout.startswith("OK: 3 batches"), check.stdout + check.stderr
 
 

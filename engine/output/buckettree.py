@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -17,6 +18,7 @@ import anyio
 
 from ..checks.integrity import footer_rows, read_every_page
 from ..config import StoreURL
+from ..config_store import store_from_env
 from ..errors import ConfigError
 from ..layout import MANIFEST, STATE_DIR, SUCCESS, UPLOADS
 from .destination import ViewFile
@@ -35,7 +37,7 @@ def on_bucket(url: str, fn: Callable[[BucketTree], T]) -> T:
         raise ConfigError(str(exc)) from None
 
     async def main() -> T:
-        async with connect_store(parsed) as bucket:
+        async with connect_store(parsed, store_from_env(os.environ)) as bucket:
             tree = BucketTree(bucket)
             await tree.load()
             return await anyio.to_thread.run_sync(fn, tree)

@@ -171,6 +171,16 @@ def moto():
         yield server
 
 
+@pytest.fixture(scope="session")
+def azurite():
+    """A real Azure Blob server (Azurite) on loopback, one per test session: see tests/azurite.py
+    for what it offers (host, port, account, key, connection_string, blob_endpoint, env())."""
+    from azurite import AzuriteServer
+
+    with AzuriteServer() as server:
+        yield server
+
+
 # ----------------------------------------------------------------------------- files in flight
 # Where a file's bytes wait before its commit, and its control file: the one place tests name
 # them, so that a change of that layout (issue #17: our files in our own namespace) is made here.

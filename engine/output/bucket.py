@@ -15,12 +15,9 @@ cannot be reached exit 4 (after the gateway's budget, engine/reach.py), anything
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
@@ -32,6 +29,8 @@ from ..errors import ConfigError, CredentialsRejected, StoreError
 from ..masking import register_secret
 from ..reach import CONNECT_FAILURES, connecting
 from ..retry import MAX_ATTEMPTS, RetryPolicy
+from .store import ObjectView as ObjectView  # re-exported: the checks' view of an object, any store
+from .store import Part, Upload, b64
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -42,32 +41,9 @@ _REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Expi
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
-@dataclass(frozen=True)
-class Part:
-    number: int
-    size: int
-    etag: str
-    sha256: str | None  # base64, as S3 lists it (None where the store does not list it)
-
-    def for_completion(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"PartNumber": self.number, "ETag": self.etag}
-        if self.sha256:
-            entry["ChecksumSHA256"] = self.sha256
-        return entry
-
-
-@dataclass(frozen=True)
-class Upload:
-    rel: str  # key relative to the prefix
-    upload_id: str
-
-
-def b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode()
-
-
 class Bucket:
-    """Keys are given relative to the URL's prefix (`rel`); full keys never leave this class."""
+    """A `store.Store` on S3. Keys are given relative to the URL's prefix (`rel`); full keys never
+    leave this class."""
 
     def __init__(self, url: StoreURL, client: Any):
         self.url = url
@@ -163,6 +139,10 @@ class Bucket:
                 return None
             raise translate(exc, f"read {rel}", self.url) from None
 
+    async def metadata(self, rel: str) -> dict[str, str] | None:
+        head = await self.head(rel)
+        return None if head is None else dict(head.get("Metadata") or {})
+
     async def read(self, rel: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) of an object, as they arrive."""
         if end is not None and end <= start:
@@ -227,7 +207,7 @@ class Bucket:
             raise
 
 class Multipart:
-    """A bucket's multipart uploads, by S3's own handles: what lets an upload resume in another pod
+    """A `store.Multipart` on S3: a bucket's multipart uploads, by S3's own handles: what lets an upload resume in another pod
     (its parts listed) and what a rerun cleans up (uploads listed, aborted)."""
 
     def __init__(self, bucket: Bucket):
@@ -240,7 +220,7 @@ class Multipart:
         return upload_id
 
     async def upload_part(self, rel: str, upload_id: str, number: int, body: io.RawIOBase, length: int,
-                          sha256: bytes) -> Part:
+                          sha256: bytes, *, offset: int = 0) -> Part:
         resp = await self.bucket.request("upload_part", f"upload part {number} of {rel}", Key=self.bucket.key(rel), UploadId=upload_id,
                                          PartNumber=number, Body=body, ContentLength=length, ChecksumSHA256=b64(sha256))
         return Part(number, length, resp["ETag"], b64(sha256))
@@ -298,33 +278,3 @@ def translate(exc: BaseException, what: str, url: StoreURL) -> Exception:
         message = str(exc.response.get("Error", {}).get("Message", ""))[:200]  # type: ignore[attr-defined]
         return StoreError(f"{url}: could not {what}: {code} {message}".rstrip())
     return StoreError(f"{url}: could not {what}: {type(exc).__name__}: {exc}")
-
-
-class ObjectView:
-    """An object's bytes read from a worker thread (through anyio.from_thread), e.g. for the checks."""
-
-    path = None  # no local path: the deep parquet check needs one
-
-    def __init__(self, bucket: Bucket, rel: str, size: int):
-        self.bucket, self.rel, self.size = bucket, rel, size
-
-    def chunks(self, start: int, end: int) -> Iterator[bytes]:
-        stream = self.bucket.read(self.rel, start, end)
-        try:
-            while True:
-                try:
-                    yield self.bucket.call(stream.__anext__)
-                except StopAsyncIteration:
-                    return
-        finally:
-            self.bucket.call(stream.aclose)
-
-    def read_at(self, offset: int, n: int) -> bytes:
-        end = min(self.size, offset + n)
-        return b"".join(self.chunks(offset, end)) if end > offset else b""
-
-    def digest(self, algorithm: str) -> bytes:
-        h = hashlib.new(algorithm)
-        for chunk in self.chunks(0, self.size):
-            h.update(chunk)
-        return h.digest()

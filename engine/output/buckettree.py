@@ -1,4 +1,4 @@
-"""A bucket prefix as `verify` and status read it (the same questions `localfiles.LocalTree` answers).
+"""A bucket (or container) prefix as `verify` and status read it (the same questions `localfiles.LocalTree` answers).
 
 `on_bucket(url, fn)` opens the bucket on an event loop and runs the blocking `fn(tree)` in a
 worker thread; the tree lists the prefix once and reads objects through ranged GETs.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -17,11 +18,13 @@ import anyio
 
 from ..checks.integrity import footer_rows, read_every_page
 from ..config import StoreURL
+from ..config_store import store_from_env
 from ..errors import ConfigError
 from ..layout import MANIFEST, STATE_DIR, SUCCESS, UPLOADS
-from .bucket import Bucket, ObjectView, Upload
 from .destination import ViewFile
 from .objectstore import held_in_bucket, upload_owner
+from .store import ObjectView, Store, Upload
+from .stores import connect_store
 from .verify import ExportTree
 
 T = TypeVar("T")
@@ -34,7 +37,7 @@ def on_bucket(url: str, fn: Callable[[BucketTree], T]) -> T:
         raise ConfigError(str(exc)) from None
 
     async def main() -> T:
-        async with Bucket.connect(parsed) as bucket:
+        async with connect_store(parsed, store_from_env(os.environ)) as bucket:
             tree = BucketTree(bucket)
             await tree.load()
             return await anyio.to_thread.run_sync(fn, tree)
@@ -43,7 +46,7 @@ def on_bucket(url: str, fn: Callable[[BucketTree], T]) -> T:
 
 
 class BucketTree:
-    def __init__(self, bucket: Bucket):
+    def __init__(self, bucket: Store):
         self.bucket = bucket
         self.objects: dict[str, int] = {}  # the export's objects (not the state folder): rel -> size
         self.in_flight: set[str] = set()  # files with an upload in progress or a staging object

@@ -1,12 +1,13 @@
-"""Object storage as a destination (`out_dir = "s3://bucket/prefix"`), resumable across pods.
+"""Object storage as a destination (`out_dir = "s3://bucket/prefix"`, `"az://container/prefix"`),
+resumable across pods, through the `store.Store` interface (S3 and Azure alike).
 
 The layout under the prefix is the one on disk. Everything a rerun needs lives in the bucket:
 
-- a final object carries its verified SHA-256 and row count as metadata (x-amz-meta-aep-export-*):
-  that is the journal, written in the same step that makes the object visible;
-- `{prefix}/.aep-export/uploads/{path}/{size}-{part size}` is the multipart upload of a file in
-  flight, whose listed parts are its progress (and, between completion and the copy to the final
-  key, the staging object).
+- a final object carries its verified SHA-256 and row count as metadata (x-amz-meta-aep-export-*,
+  Azure's aep_export_*): that is the journal, written in the same step that makes the object visible;
+- `{prefix}/.aep-export/uploads/{path}/{size}-{part size}` is the multipart upload (Azure: the
+  uncommitted blocks) of a file in flight, whose listed parts are its progress (and, between
+  completion and the copy to the final key, the staging object).
 
 A fresh pod lists both once per batch, keeps what is verified, continues the uploads it finds and
 cleans up what no longer belongs to a file (another version's upload, a leftover staging object).
@@ -31,9 +32,10 @@ from ..config import ExportSettings, StoreSettings, StoreURL
 from ..errors import IntegrityError
 from ..layout import SUCCESS, SUMS_NAMES, UPLOADS, batch_folder, parse_sums, safe_relative
 from ..model import BatchRef, FileTask
-from .bucket import Bucket, ObjectView, Part, Upload
 from .destination import Existing
 from .spool import Spool
+from .store import ObjectView, Part, Store, Upload
+from .stores import connect_store
 from .upload import ROWS_META, SHA256_META, Resumed, StoreTarget, Uplink
 
 log = structlog.get_logger("aep_export.output")
@@ -84,7 +86,8 @@ class ObjectStoreDestination:
     async def connect(cls, export: ExportSettings, store: StoreSettings,
                       disk: anyio.CapacityLimiter) -> AsyncIterator[ObjectStoreDestination]:
         assert isinstance(export.out_dir, StoreURL)
-        async with Bucket.connect(export.out_dir, connections=sizing.store_pool(export, store), attempts=export.max_attempts) as bucket:
+        async with connect_store(export.out_dir, store, connections=sizing.store_pool(export, store),
+                                 attempts=export.max_attempts) as bucket:
             spool = Spool(store.spool_dir, store.spool_limit)
             try:
                 async with anyio.create_task_group() as tg:
@@ -104,10 +107,9 @@ class ObjectStoreDestination:
         size = state.objects.get(rel)
         if size is None or (task.size is not None and size != task.size):
             return None
-        head = await self.bucket.head(rel)
-        if head is None:
+        meta = await self.bucket.metadata(rel)
+        if meta is None:
             return None
-        meta = head.get("Metadata") or {}
         if meta.get(SHA256_META):
             rows = meta.get(ROWS_META) or ""
             found: Existing | None = Existing(size, meta[SHA256_META], int(rows) if rows.isdigit() else None)
@@ -213,7 +215,7 @@ class ObjectStoreDestination:
         return self.bucket.call(self.bucket.read_text, safe_relative(rel))
 
     def exists(self, rel: str) -> bool:
-        return self.bucket.call(self.bucket.head, safe_relative(rel)) is not None
+        return self.bucket.call(self.bucket.metadata, safe_relative(rel)) is not None
 
     def delete(self, rel: str) -> None:
         self.bucket.call(self.bucket.delete, safe_relative(rel))
@@ -228,7 +230,7 @@ class ObjectStoreDestination:
         return self.bucket.call(listed)
 
 
-async def held_in_bucket(bucket: Bucket, size: int | None, staged: dict[str, int], uploads: list[Upload]) -> int:
+async def held_in_bucket(bucket: Store, size: int | None, staged: dict[str, int], uploads: list[Upload]) -> int:
     """Bytes a rerun would keep of one file's unfinished upload (read only, for `check`): a staging
     object of the listed size, else the usable parts of an upload named for that size."""
     if size is None:

@@ -1,4 +1,5 @@
-"""One file being exported into object storage: a multipart upload fed through the local spool.
+"""One file being exported into object storage (any `store.Store`): a multipart upload (Azure:
+staged blocks) fed through the local spool.
 
 Bytes land in local parts (`spool.py`); each complete part is uploaded with its SHA-256 (the
 store checks it), to a staging key under `{prefix}/.aep-export/uploads/`. The uploaded parts are
@@ -26,9 +27,9 @@ from ..errors import IntegrityError, StoreError
 from ..pieces import Download
 from ..ranges import RangeSet
 from ..validators import Validator
-from .bucket import Bucket, ObjectView, Part, b64
 from .destination import Check, ViewFile
 from .spool import Piece, PieceView, Spool
+from .store import ObjectView, Part, Store, b64
 
 log = structlog.get_logger("aep_export.output")
 
@@ -40,7 +41,7 @@ SHA256_META, ROWS_META = "aep-export-sha256", "aep-export-rows"
 class Uplink:
     """What every file being uploaded shares."""
 
-    bucket: Bucket
+    bucket: Store  # an S3 bucket or an Azure container
     spool: Spool
     tg: TaskGroup  # runs the part uploads
     slots: anyio.Semaphore  # parts uploaded at once
@@ -167,7 +168,8 @@ class PartUploads:
             upload_id = await self._upload_id()
             digest = await anyio.to_thread.run_sync(piece.sha256, limiter=self.link.disk)
             body = ViewFile(piece.read_at, piece.length, piece.start)  # rewound on the client's retries
-            part = await self.link.bucket.multipart.upload_part(self.staging, upload_id, piece.number, body, piece.length, digest)
+            part = await self.link.bucket.multipart.upload_part(self.staging, upload_id, piece.number, body, piece.length, digest,
+                                                                offset=piece.start)
         self.parts[piece.number] = part
 
     async def _upload_id(self) -> str:

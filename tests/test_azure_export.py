@@ -1,0 +1,399 @@
+"""Export straight into Azure Blob Storage (az://, abfs://), against a real Blob server (Azurite on
+loopback, HTTP, Shared Key checked). The container is read back with azure-storage-blob's own
+client (not the engine's code) and DuckDB's azure extension. Parts (blocks) are 5 MiB, the
+engine's lowest allowed, so a few MiB of data exercise staged blocks, the commit and the copy.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azurite import AzuriteServer
+from conftest import clean_env, run_cli, toml_config
+
+from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
+from engine.fake.data import ExpectedFile
+from engine.layout import LATEST, MANIFEST, SUCCESS, SUMS
+from engine.outcome import EXIT_UNREACHABLE
+
+PART = 5 << 20
+PUT_BLOCK = r"[?&]comp=block&"  # Put Block (not Put Block List: comp=blocklist)
+
+
+@pytest.fixture
+def container(azurite: AzuriteServer) -> str:
+    name = f"aep-{uuid.uuid4().hex[:12]}"
+    azurite.create_container(name)
+    return name
+
+
+def one_batch(**spec: Any) -> DatasetSpec:
+    return DatasetSpec(batches=1, failed_batch=False, processing_batch=False, **spec)
+
+
+def az_config(path: Path, fp: Any, out: str, datasets: list[str] | None = None, *, concurrency: int = 4,
+              store: str = "") -> Path:
+    text = toml_config(fp, Path("unused"), datasets).replace('out_dir = "unused"', f'out_dir = "{out}"')
+    text = text.replace("concurrency = 4", f"concurrency = {concurrency}")
+    path.write_text(text + f"\n[store]\npart_size = {PART}\n{store}")
+    return path
+
+
+def name_of(prefix: str, e: ExpectedFile) -> str:
+    return f"{prefix}/{e.dataset_id}/{e.batch_id}/{e.dataset_file_id}/{e.name}"
+
+
+def assert_blobs_match(azurite: AzuriteServer, container: str, prefix: str, expected: list[ExpectedFile]) -> None:
+    for e in expected:
+        data = azurite.read(container, name_of(prefix, e))
+        assert len(data) == e.size and hashlib.sha256(data).hexdigest() == e.sha256, name_of(prefix, e)
+
+
+def assert_nothing_left_in_flight(azurite: AzuriteServer, container: str) -> None:
+    assert azurite.uncommitted(container) == {}, "uncommitted blocks were left behind"
+    assert not [n for n in azurite.blobs(container) if "/.aep-export/" in n], "a staging blob was left behind"
+
+
+def events(stderr: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def cli(*args: str, azurite: AzuriteServer, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cwd=cwd, env=clean_env(**{**azurite.env(), **env}), timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- a whole export
+
+
+def test_export_into_a_container_is_byte_identical_verified_reusable_and_readable(tmp_path: Path, azurite: AzuriteServer,
+                                                                                  container: str, threaded_fake) -> None:
+    fp = threaded_fake(FakeConfig(seed=81, datasets=[
+        one_batch(files_per_dataset_file=2, file_mb=7),  # two blocks each: staged, committed, copied
+        one_batch(files_per_dataset_file=3, rows_per_file=200, success_marker=True),  # one block: one Put Blob
+    ]))
+    expected = fp.expected_files()
+    prefix = "exports/daily"
+    config = az_config(tmp_path / "c.toml", fp, str(tmp_path / "local-out"))
+    proc = cli("run", "--config", str(config), "--out", f"az://{container}/{prefix}/", "--json-logs", "--no-progress",
+               azurite=azurite, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "local-out").exists()
+    assert_blobs_match(azurite, container, prefix, expected)
+    assert azurite.key not in proc.stdout + proc.stderr
+
+    batches = {(e.dataset_id, e.batch_id) for e in expected}
+    batch_files = {f"{prefix}/{d}/{b}/{name}" for d, b in batches for name in (SUMS, MANIFEST, SUCCESS)}
+    pointers = {f"{prefix}/{d}/{LATEST}" for d, _ in batches}
+    assert set(azurite.blobs(container)) == {name_of(prefix, e) for e in expected} | batch_files | pointers | {f"{prefix}/report.json"}
+    assert_nothing_left_in_flight(azurite, container)
+    for d, b in batches:
+        mine = sorted((f"{e.dataset_file_id}/{e.name}", e.sha256) for e in expected if (e.dataset_id, e.batch_id) == (d, b))
+        assert azurite.read(container, f"{prefix}/{d}/{b}/{SUMS}").decode() == "".join(f"{sha}  {rel}\n" for rel, sha in mine)
+        assert azurite.read(container, f"{prefix}/{d}/{LATEST}").decode() == b + "\n"
+    for e in expected:  # the verified digest travels with the blob: the rerun's journal
+        assert azurite.metadata(container, name_of(prefix, e))["aep_export_sha256"] == e.sha256
+    totals = json.loads(azurite.read(container, f"{prefix}/report.json"))["totals"]
+    assert totals["files_downloaded"] == len(expected) and totals["restarts"] == 0, totals
+
+    fp.platform.reset_stats()
+    rerun = cli("run", "--config", str(config), "--out", f"az://{container}/{prefix}", "--json-logs", "--no-progress",
+                azurite=azurite, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert fp.stats.bytes_sent == 0, "the rerun fetched files the container already holds verified"
+    assert json.loads(azurite.read(container, f"{prefix}/report.json"))["totals"]["files_reused"] == len(expected)
+
+    summary = f"OK: {len(batches)} batches, {len(expected)} files"
+    # ADLS Gen2's spelling of the same place (the account is the connection string's)
+    abfs = f"abfs://{container}@{azurite.account}.dfs.core.windows.net/{prefix}"
+    for url in (f"az://{container}/{prefix}", abfs):
+        check = cli("verify", url, azurite=azurite, cwd=tmp_path)
+        assert check.returncode == 0 and check.stdout.startswith(summary), check.stdout + check.stderr
+    status = cli("status", f"az://{container}/{prefix}", "--json", azurite=azurite, cwd=tmp_path)
+    assert status.returncode == 0 and json.loads(status.stdout)["complete"], status.stdout + status.stderr
+    d, b = min(batches)
+    azurite.service.get_blob_client(container, f"{prefix}/{d}/{b}/{SUCCESS}").delete_blob()  # one batch no longer complete
+    status = cli("status", f"az://{container}/{prefix}", azurite=azurite, cwd=tmp_path)
+    assert status.returncode == 1 and "INCOMPLETE" in status.stdout, status.stdout + status.stderr
+
+    rows = {}
+    for d, b in batches:
+        for f in json.loads(azurite.read(container, f"{prefix}/{d}/{b}/{MANIFEST}"))["files"]:
+            rows[f["path"]] = f["rows"]
+    assert_duckdb_reads(azurite, container, prefix, expected, rows)
+
+
+def assert_duckdb_reads(azurite: AzuriteServer, container: str, prefix: str, expected: list[ExpectedFile], rows: dict) -> None:
+    import duckdb
+
+    found = glob.glob(os.path.join(sys.prefix, "lib", "python3*", "site-packages", "duckdb_ext", "extensions",
+                                   f"v{duckdb.__version__}", "*", "azure.duckdb_extension"))
+    assert found, "the azure extension package (test extra: duckdb-ext-azure) is missing"
+    con = duckdb.connect()
+    con.execute(f"LOAD '{found[0]}'")
+    con.execute(f"CREATE SECRET azurite (TYPE azure, CONNECTION_STRING '{azurite.connection_string}')")
+    for e in expected:
+        count = con.execute(f"SELECT count(*) FROM read_parquet('az://{container}/{name_of(prefix, e)}')").fetchone()[0]
+        assert count == rows[f"{e.dataset_file_id}/{e.name}"] > 0
+    every = f"az://{container}/{prefix}/*/*/*/*.parquet"
+    assert con.execute(f"SELECT count(*) FROM read_parquet('{every}')").fetchone()[0] == sum(rows.values())
+
+
+# ----------------------------------------------------------------------------- kill -9 and a fresh pod
+
+
+class ContainerWatcher:
+    """Lists the prefix every few ms while a run goes: a final blob must only ever show complete
+    bytes, and a batch's _SUCCESS only after all its files."""
+
+    def __init__(self, azurite: AzuriteServer, container: str, prefix: str, expected: list[ExpectedFile]):
+        self.azurite, self.container, self.prefix = azurite, container, prefix
+        self.sizes = {name_of(prefix, e): e.size for e in expected}
+        self.by_batch: dict[str, set[str]] = {}
+        for e in expected:
+            self.by_batch.setdefault(f"{prefix}/{e.dataset_id}/{e.batch_id}", set()).add(name_of(prefix, e))
+        self.violations: list[str] = []
+        self.listings = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ContainerWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            names = self.azurite.blobs(self.container, self.prefix + "/")
+            self.listings += 1
+            for name, size in names.items():
+                if name in self.sizes and size != self.sizes[name]:
+                    self.violations.append(f"{name} visible with {size} of {self.sizes[name]} bytes")
+                if name.endswith("/_SUCCESS") and not self.by_batch[name.rpartition("/")[0]] <= set(names):
+                    self.violations.append(f"{name} visible before all of its batch's files")
+            time.sleep(0.02)
+
+
+def staged_blocks(azurite: AzuriteServer, container: str) -> dict[tuple[str, str], int]:
+    return {(name, ident): size for name, blocks in azurite.uncommitted(container).items() for ident, size in blocks}
+
+
+KILL_CASES = {
+    # name: (files, MiB each, connections, kill once (blocks staged, files under their final name) holds)
+    "first-block": (3, 12, 2, lambda blocks, finals: blocks >= 1),
+    "verified-files": (4, 12, 2, lambda blocks, finals: blocks >= 1 and finals >= 1),
+    "parallel-ranges": (1, 40, 3, lambda blocks, finals: blocks >= 2),  # one file, several streams: blocks out of order
+}
+
+
+@pytest.mark.parametrize("case", list(KILL_CASES))
+def test_kill_9_mid_upload_then_a_fresh_pod_resumes_the_staged_blocks(tmp_path: Path, azurite: AzuriteServer, container: str,
+                                                                      fake_data_root: Path, case: str) -> None:
+    files, mib, connections, kill_when = KILL_CASES[case]
+    cfg = FakeConfig(seed=82, faults=Faults(bandwidth_bps=3e6), data_dir=fake_data_root / f"az-kill-{case}",
+                     datasets=[one_batch(files_per_dataset_file=files, file_mb=mib)])
+    fp = FakePlatform.run_in_thread(cfg)
+    try:
+        expected = fp.expected_files()
+        total = sum(e.size for e in expected)
+        prefix = "k"
+        pod1, pod2 = tmp_path / "pod1-spool", tmp_path / "pod2-spool"
+        pod1.mkdir()
+        pod2.mkdir()
+        config = az_config(tmp_path / "c.toml", fp, f"az://{container}/{prefix}", concurrency=connections,
+                           store=f'spool_dir = "{pod1}"\n')
+        argv = [sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"]
+        env = clean_env(**azurite.env())
+        with ContainerWatcher(azurite, container, prefix, expected) as watcher:
+            proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            blocks_at_kill = _kill_when(kill_when, azurite, container, prefix, proc, fp, total)
+            finals_at_kill = {k: s for k, s in azurite.blobs(container, prefix + "/").items() if k in watcher.sizes}
+            staging = f"{prefix}/.aep-export/uploads/"
+            # committed staging blobs not yet copied (one whose copy is done too is a leftover, not progress)
+            staged_at_kill = {k: s for k, s in azurite.blobs(container, staging).items()
+                              if f"{prefix}/" + k.removeprefix(staging).rpartition("/")[0] not in finals_at_kill}
+            assert blocks_at_kill and len(finals_at_kill) < len(expected), "the kill did not land mid-upload"
+            assert any(p.suffix == ".part" for p in pod1.rglob("*")), "no part was on the pod's disk at the kill"
+            print(f"{case}: killed with {len(blocks_at_kill)} blocks staged, {len(staged_at_kill)} staging blobs, "
+                  f"{len(finals_at_kill)} of {len(expected)} files verified")
+
+            shutil.rmtree(pod1)  # the pod is gone, and its disk with it
+            config.write_text(config.read_text().replace(str(pod1), str(pod2)))
+            time.sleep(0.3)  # the dead client's sockets closed before counting afresh
+            fp.platform.reset_stats()
+            put_blocks_before = azurite.requests("PUT", PUT_BLOCK)
+            rerun = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert not watcher.violations, watcher.violations[:5]
+        assert watcher.listings > 20, "the watcher barely looked"
+        assert_blobs_match(azurite, container, prefix, expected)
+        assert_nothing_left_in_flight(azurite, container)
+
+        resumed = [ev for ev in events(rerun.stderr) if ev["event"] == "upload_resumed"]
+        assert sum(ev["parts"] for ev in resumed) == len(blocks_at_kill), resumed
+        assert sum(ev["staged"] for ev in resumed) == len(staged_at_kill), resumed
+        # the blocks the dead pod staged were committed as they were: the rerun staged only the others
+        needed = sum(-(-e.size // PART) for e in expected if name_of(prefix, e) not in finals_at_kill
+                     and not any(k.startswith(f"{prefix}/.aep-export/uploads/{name_of(prefix, e).removeprefix(prefix + '/')}/")
+                                 for k in staged_at_kill))
+        put_blocks = azurite.requests("PUT", PUT_BLOCK) - put_blocks_before
+        assert put_blocks <= needed - len(blocks_at_kill), (put_blocks, needed, len(blocks_at_kill))
+        missing = total - sum(blocks_at_kill.values()) - sum(staged_at_kill.values()) - sum(finals_at_kill.values())
+        taken = json.loads(azurite.read(container, f"{prefix}/report.json"))["totals"]["bytes_fetched"]
+        assert taken <= missing, f"the rerun took {taken} bytes; {missing} were neither staged nor verified at the kill"
+        assert fp.stats.bytes_sent <= missing + connections * (1 << 20), (fp.stats.bytes_sent, missing)
+        print(f"{case}: the rerun staged {put_blocks} blocks and took {taken} of {total} bytes ({missing} missing at the kill)")
+        assert list(pod2.iterdir()) == [], "the spool folder was not cleaned up"
+    finally:
+        fp.stop()
+
+
+def _kill_when(condition: Any, azurite: AzuriteServer, container: str, prefix: str, proc: subprocess.Popen, fp: Any,
+               total: int) -> dict[tuple[str, str], int]:
+    """SIGKILL the run once `condition(blocks staged, files final)` holds with a fifth of the bytes
+    still unsent; returns the uncommitted blocks the dead run left."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        blocks = len(staged_blocks(azurite, container))
+        finals = sum(1 for name in azurite.blobs(container, prefix + "/") if name.endswith(".parquet"))
+        if condition(blocks, finals) and fp.stats.bytes_sent < 0.8 * total:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+            assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
+            return staged_blocks(azurite, container)  # what the dead pod left: a block is whole once listed
+        time.sleep(0.02)
+    proc.kill()
+    _, err = proc.communicate(timeout=30)
+    pytest.fail(f"never reached the kill point (exit {proc.returncode}): {err[-2000:]}")
+
+
+def test_sigterm_mid_upload_keeps_the_blocks_writes_the_report_and_the_rerun_resumes(tmp_path: Path, azurite: AzuriteServer,
+                                                                                    container: str, fake_data_root: Path) -> None:
+    cfg = FakeConfig(seed=86, faults=Faults(bandwidth_bps=3e6), data_dir=fake_data_root / "az-term",
+                     datasets=[one_batch(files_per_dataset_file=2, file_mb=12)])
+    fp = FakePlatform.run_in_thread(cfg)
+    try:
+        config = az_config(tmp_path / "c.toml", fp, f"az://{container}/t", concurrency=2)
+        argv = [sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"]
+        proc = subprocess.Popen(argv, env=clean_env(**azurite.env()), cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not staged_blocks(azurite, container) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err[-2000:]
+        blocks = len(staged_blocks(azurite, container))
+        assert blocks >= 1, "the blocks staged before the signal were not kept"
+        assert json.loads(azurite.read(container, "t/report.json"))["status"] == "interrupted"
+        assert f"report: az://{container}/t/report.json" in out
+
+        rerun = subprocess.run(argv, env=clean_env(**azurite.env()), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert sum(ev["parts"] for ev in events(rerun.stderr) if ev["event"] == "upload_resumed") == blocks
+        assert_blobs_match(azurite, container, "t", fp.expected_files())
+        assert_nothing_left_in_flight(azurite, container)
+    finally:
+        fp.stop()
+
+
+# ----------------------------------------------------------------------------- shards, credentials, container
+
+
+def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, azurite: AzuriteServer, container: str,
+                                                            threaded_fake) -> None:
+    fp = threaded_fake(FakeConfig(seed=83, datasets=[one_batch(files_per_dataset_file=2, file_mb=6),
+                                                     one_batch(files_per_dataset_file=2, file_mb=6),
+                                                     one_batch(files_per_dataset_file=4, rows_per_file=100)]))
+    ids = fp.dataset_ids
+    url = f"az://{container}/shared"
+    secret = tmp_path / "azure-connection-string"
+    secret.write_text(azurite.connection_string + "\n")
+    envs = [  # one shard the Azure way, the other from a setting whose value is a mounted secret file
+        clean_env(**azurite.env()),
+        {k: v for k, v in clean_env(AEP_EXPORT_STORE__AZURE_CONNECTION_STRING_FILE=str(secret)).items() if not k.startswith("AZURE_")},
+    ]
+    procs = []
+    for i, datasets in enumerate([ids[0::2], ids[1::2]]):
+        config = az_config(tmp_path / f"shard{i}.toml", fp, url, datasets, concurrency=2)
+        procs.append(subprocess.Popen([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
+                                      env=envs[i], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        assert azurite.key not in out + err
+    assert_blobs_match(azurite, container, "shared", fp.expected_files())
+    assert_nothing_left_in_flight(azurite, container)
+    check = run_cli("verify", url, cwd=tmp_path, env=envs[1])  # the secret file alone, without a config file
+    assert check.returncode == 0 and check.stdout.startswith("OK: 3 batches"), check.stdout + check.stderr
+
+
+def test_refused_credentials_exit_3_before_anything_and_print_no_secret(tmp_path: Path, azurite: AzuriteServer,
+                                                                        container: str, threaded_fake) -> None:
+    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=84))
+    config = az_config(tmp_path / "c.toml", fp, f"az://{container}/x")
+    wrong = base64.b64encode(b"wrong-key-Zq81vB0xLk3m" * 3).decode()
+    proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", azurite=azurite, cwd=tmp_path,
+               AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string.replace(azurite.key, wrong))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "credentials" in out and f"az://{container}/x" in out and "Traceback" not in out
+    for secret in (wrong, azurite.key):
+        assert secret not in out
+    assert sum(fp.stats.requests.values()) == 0, "the platform was called although the store refused us"
+    assert azurite.blobs(container) == {}
+
+
+def test_missing_container_exits_2_naming_it_with_nothing_attempted(tmp_path: Path, azurite: AzuriteServer,
+                                                                    threaded_fake) -> None:
+    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=85))
+    config = az_config(tmp_path / "c.toml", fp, "az://no-such-container-aep/x")
+    proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", azurite=azurite, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "configuration error" in proc.stderr and "az://no-such-container-aep/x" in proc.stderr and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sum(fp.stats.requests.values()) == 0
+
+
+def test_unreachable_endpoint_is_exit_4_and_one_line_within_the_budget(tmp_path: Path, threaded_fake) -> None:
+    """A Blob endpoint that refuses connections: retried like the gateway for its ~15 s budget,
+    then exit 4 and one line, for run, verify and status alike."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    endpoint = f"http://127.0.0.1:{port}/devstoreaccount1"
+    key = base64.b64encode(b"unreachable-test-key" * 3).decode()
+    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=f"AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={endpoint}")
+    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=87))
+    config = az_config(tmp_path / "c.toml", fp, "az://scores/aep")
+    commands = {"run": ["run", "--config", str(config), "--json-logs"], "verify": ["verify", "az://scores/aep"],
+                "status": ["status", "az://scores/aep"]}
+    started = time.monotonic()
+    procs = {name: subprocess.Popen([sys.executable, "-m", "engine", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, cwd=tmp_path, env=env) for name, args in commands.items()}
+    for name, proc in procs.items():  # at once: each waits out its budget
+        stdout, stderr = proc.communicate(timeout=150)
+        assert "Traceback" not in stderr and key not in stderr + stdout, f"{name}: {stderr[-3000:]}"
+        assert proc.returncode == EXIT_UNREACHABLE, f"{name}: exit {proc.returncode}: {stderr[-1000:]}"
+        assert time.monotonic() - started < 40, name  # the ~15 s budget, with room for a shared machine
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith(f"aep-export: platform unreachable: cannot connect to the Azure Blob service at {endpoint}"), last
+        assert "BlobEndpoint" in last and stdout == "", (last, stdout)
+    assert sum(fp.stats.requests.values()) == 0

@@ -1,0 +1,188 @@
+"""Azure Blob in-process (Azurite): the crash windows a kill rarely hits, blocks a dead pod staged,
+leftovers, verify and inventory on a container prefix, and where the credentials come from."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+import anyio
+import pytest
+from azurite import AzuriteServer
+from conftest import run_export
+
+from engine.config import ExportSettings, Settings, StoreSettings, StoreURL
+from engine.errors import ConfigError
+from engine.fake import DatasetSpec, FakeConfig
+from engine.masking import mask
+from engine.output.azure import block_id
+from engine.output.azure_access import resolve_access
+from engine.output.buckettree import inventory, on_bucket
+from engine.output.objectstore import staging_key
+from engine.output.verify import verify_export
+
+PART = 5 << 20
+
+
+@pytest.fixture
+def az(azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> tuple[AzuriteServer, str]:
+    """AZURE_STORAGE_CONNECTION_STRING pointing at the server, and a fresh container."""
+    for key, value in azurite.env().items():
+        monkeypatch.setenv(key, value)
+    name = f"aep-{uuid.uuid4().hex[:12]}"
+    azurite.create_container(name)
+    return azurite, name
+
+
+def settings(fp: Any, out: str, **store: Any) -> Settings:
+    return Settings.model_validate({
+        "platform": {"url": fp.url, "org_id": fp.org_id, "sandbox": fp.sandbox},
+        "auth": {"client_id": fp.client_id, "client_secret": fp.client_secret, "ims_url": fp.ims_url},
+        "export": {"out_dir": out, "concurrency": 4, "backoff_base": 0.01, "backoff_cap": 0.05},
+        "store": {"part_size": PART, **store},
+        "datasets": [{"id": d} for d in fp.dataset_ids],
+    })
+
+
+def files(seed: int, n: int = 2, mib: int = 7) -> FakeConfig:
+    return FakeConfig(seed=seed, datasets=[DatasetSpec(batches=1, failed_batch=False, processing_batch=False,
+                                                       files_per_dataset_file=n, file_mb=mib)])
+
+
+def final_name(prefix: str, e: Any) -> str:
+    return f"{prefix}/{e.dataset_id}/{e.batch_id}/{e.dataset_file_id}/{e.name}"
+
+
+def assert_exported(azurite: AzuriteServer, container: str, prefix: str, expected: list) -> None:
+    for e in expected:
+        assert hashlib.sha256(azurite.read(container, final_name(prefix, e))).hexdigest() == e.sha256
+        assert azurite.metadata(container, final_name(prefix, e))["aep_export_sha256"] == e.sha256
+    assert azurite.uncommitted(container) == {}
+    assert not [n for n in azurite.blobs(container) if "/.aep-export/" in n]
+
+
+async def test_a_staging_blob_committed_but_never_copied_is_checked_and_copied_without_fetching(az, make_fake) -> None:
+    azurite, container = az
+    async with make_fake(files(91)) as fp:
+        expected = fp.expected_files()
+        assert (await run_export(settings(fp, f"az://{container}/p"))).exit_code == 0
+        victim = expected[0]
+        data = azurite.read(container, final_name("p", victim))
+        azurite.service.get_blob_client(container, final_name("p", victim)).delete_blob()  # the copy never happened
+        staging = "p/" + staging_key(final_name("p", victim).removeprefix("p/"), victim.size, PART)
+        azurite.service.get_blob_client(container, staging).upload_blob(data)
+
+        fp.reset_stats()
+        run = await run_export(settings(fp, f"az://{container}/p"))
+        assert run.exit_code == 0, run.errors
+        assert fp.stats.bytes_sent == 0, "the staged bytes were fetched again"
+        assert run.totals["files_downloaded"] == 1 and run.totals["files_reused"] == len(expected) - 1
+        assert_exported(azurite, container, "p", expected)
+
+
+@pytest.mark.parametrize("held", [[1], [2], [1, 3]], ids=["first", "middle", "first-and-last"])
+async def test_blocks_a_dead_pod_staged_are_committed_and_the_hash_finished_from_the_container(az, make_fake, held) -> None:
+    """Blocks staged by an earlier pod (named by the engine's deterministic ids) are not fetched
+    again; the SHA-256 it could not keep is finished by reading the committed staging blob."""
+    azurite, container = az
+    async with make_fake(files(92, n=1, mib=13)) as fp:
+        (e,) = fp.expected_files()
+        assert (await run_export(settings(fp, f"az://{container}/p"))).exit_code == 0
+        data = azurite.read(container, final_name("p", e))
+        azurite.service.get_blob_client(container, final_name("p", e)).delete_blob()
+        staging = azurite.service.get_blob_client(container, "p/" + staging_key(final_name("p", e).removeprefix("p/"), e.size, PART))
+        for n in held:
+            staging.stage_block(block_id(n, (n - 1) * PART), data[(n - 1) * PART:n * PART])
+        staging.stage_block("not-ours-" + "0" * 17, b"x" * 10)  # a block id the engine never makes: ignored
+
+        fp.reset_stats()
+        put_blocks = azurite.requests("PUT", r"[?&]comp=block&")
+        run = await run_export(settings(fp, f"az://{container}/p"))
+        assert run.exit_code == 0, run.errors
+        kept = sum(len(data[(n - 1) * PART:n * PART]) for n in held)
+        assert run.totals["bytes_fetched"] == e.size - kept and run.totals["restarts"] == 0, run.totals
+        assert azurite.requests("PUT", r"[?&]comp=block&") - put_blocks == 3 - len(held), "a staged block was sent again"
+        assert_exported(azurite, container, "p", [e])
+
+
+async def test_leftovers_of_other_versions_and_of_verified_files_are_cleaned_up(az, make_fake) -> None:
+    azurite, container = az
+    async with make_fake(files(93)) as fp:
+        expected = fp.expected_files()
+        assert (await run_export(settings(fp, f"az://{container}/p"))).exit_code == 0
+        done, other = (final_name("p", e).removeprefix("p/") for e in expected)
+        for rel in (staging_key(done, expected[0].size, PART),  # a verified file's blocks (a kill after the copy)
+                    staging_key(other, expected[1].size + 1, PART),  # a version of the file with another size
+                    staging_key(other, expected[1].size, 6 << 20)):  # another part size (the setting changed)
+            azurite.service.get_blob_client(container, "p/" + rel).stage_block(block_id(1, 0), b"old")
+        azurite.service.get_blob_client(container, "p/" + staging_key(done, 99, PART)).upload_blob(b"old")
+        azurite.service.get_blob_client(container, final_name("p", expected[1])).delete_blob()  # to be fetched again
+
+        fp.reset_stats()
+        run = await run_export(settings(fp, f"az://{container}/p"))
+        assert run.exit_code == 0, run.errors
+        assert fp.stats.bytes_by_file.get(f"{expected[0].dataset_file_id}/{expected[0].name}", 0) == 0
+        assert_exported(azurite, container, "p", expected)
+
+
+def test_verify_and_inventory_read_a_container_prefix_as_a_folder(az, threaded_fake) -> None:
+    azurite, container = az
+    fp = threaded_fake(files(94))
+    expected = fp.expected_files()
+    url = f"az://{container}/v"
+    run = anyio.run(run_export, settings(fp, url))
+    assert run.exit_code == 0, run.errors
+
+    result = on_bucket(url, verify_export)
+    assert (result.batches, result.files, result.problems) == (1, len(expected), [])
+    assert on_bucket(url, lambda tree: verify_export(tree, deep=True)).problems == []
+    held = on_bucket(url, inventory)
+    assert [(b.status, b.success, b.files) for b in held.batches] == [("ok", True, len(expected))] and not held.in_flight
+
+    victim = final_name("v", expected[0])
+    data = bytearray(azurite.read(container, victim))
+    data[100] ^= 0xFF
+    azurite.service.get_blob_client(container, victim).upload_blob(bytes(data), overwrite=True)  # same size, other bytes
+    rel = victim.removeprefix("v/")
+    azurite.service.get_blob_client(container, "v/" + staging_key(rel, expected[0].size, PART)).stage_block(block_id(1, 0), b"x")
+    problems = [str(p) for p in on_bucket(url, verify_export).problems]
+    assert f"{rel}: SHA-256 differs from the manifest" in problems
+    assert f"{rel}: incomplete download (rerun the export to finish it)" in problems
+    assert on_bucket(url, inventory).in_flight == [rel]
+
+
+# ----------------------------------------------------------------------------- URLs and credentials
+
+
+def test_az_and_abfs_urls_name_the_container_account_and_prefix() -> None:
+    url = ExportSettings(out_dir="AZ://scores//aep/daily/").out_dir
+    assert isinstance(url, StoreURL) and (url.bucket, url.prefix, url.account, str(url)) == ("scores", "aep/daily", "", "az://scores/aep/daily")
+    assert str(url / "report.json") == "az://scores/aep/daily/report.json" and url.is_azure
+    adls = ExportSettings(out_dir="abfss://scores@Acct.dfs.core.windows.net/aep").out_dir
+    assert (adls.bucket, adls.account, adls.prefix, adls.is_azure) == ("scores", "acct", "aep", True)
+    assert not ExportSettings(out_dir="s3://b/p").out_dir.is_azure
+    for bad in ("abfs://scores/aep", "abfs://@acct.dfs.core.windows.net/x", "az:///x"):
+        with pytest.raises(ValueError):
+            ExportSettings(out_dir=bad)
+
+
+def test_credentials_come_from_settings_then_azure_variables_and_are_masked() -> None:
+    url = StoreURL.parse("az://scores/aep")
+    env = {"AZURE_STORAGE_ACCOUNT_NAME": "acct", "AZURE_STORAGE_KEY": "a2V5LWZyb20tZW52"}
+    access = resolve_access(url, None, env)
+    assert (access.account, access.endpoint, access.key, access.source) == (
+        "acct", "https://acct.blob.core.windows.net", "a2V5LWZyb20tZW52", "AZURE_STORAGE_KEY")
+    assert mask("key a2V5LWZyb20tZW52") == "key ***"
+    sas = resolve_access(url, None, {"AZURE_STORAGE_ACCOUNT_NAME": "acct", "AZURE_STORAGE_SAS_TOKEN": "?sv=1&sig=c2FzLXNpZw"})
+    assert (sas.sas, sas.key, sas.uses_identity) == ("sv=1&sig=c2FzLXNpZw", "", False)
+    store = StoreSettings(azure_account_name="mine", azure_account_key="c2V0dGluZy1rZXk=")
+    assert resolve_access(url, store, env).source == "store.azure_account_key"  # the setting wins
+    assert resolve_access(url, None, {"AZURE_STORAGE_ACCOUNT_NAME": "acct"}).uses_identity  # DefaultAzureCredential
+    conn = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=Y29ubi1rZXk=;EndpointSuffix=core.windows.net"
+    assert resolve_access(url, None, {"AZURE_STORAGE_CONNECTION_STRING": conn}).endpoint == "https://acct.blob.core.windows.net"
+    assert "Y29ubi1rZXk=" not in mask(f"failed with {conn}")
+    with pytest.raises(ConfigError, match="names the account other"):
+        resolve_access(StoreURL.parse("abfs://scores@other.dfs.core.windows.net/aep"), None, {"AZURE_STORAGE_CONNECTION_STRING": conn})
+    with pytest.raises(ConfigError, match="no Azure storage account"):
+        resolve_access(url, None, {})

@@ -12,6 +12,7 @@ start-up. Side by side, alternating within each repetition, the same stopwatch o
 
 Prints the medians (wall to the first request, and the child's CPU until then) and the ratio
 engine / aiohttp, which is what a shared, noisy machine can compare (tests/test_startup.py holds it).
+`--imports`: what the engine imports before its first request that a bare aiohttp does not.
 """
 
 from __future__ import annotations
@@ -88,6 +89,38 @@ def time_to_first_request(argv: list[str], cwd: Path, server: socket.socket, tim
     return Sample(wall, usage.ru_utime + usage.ru_stime)
 
 
+def imports_before_first_request(argv: list[str], cwd: Path, server: socket.socket, timeout: float = 30.0) -> dict[str, int]:
+    """The modules argv has imported by its first request -> their own import time in µs (-X importtime)."""
+    server.settimeout(timeout)
+    proc = subprocess.Popen([argv[0], "-X", "importtime", *argv[1:]], cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(timeout)
+            conn.recv(1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stderr = proc.communicate()[1]
+    modules: dict[str, int] = {}
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            own, _cumulative, name = line.removeprefix("import time:").split("|")
+            if own.strip().isdigit():  # not the header line
+                modules[name.strip()] = int(own)
+    return modules
+
+
+def extra_imports(refs: dict[str, Path]) -> dict[str, int]:
+    """What the engine imports before its first request that a bare aiohttp import does not."""
+    with tempfile.TemporaryDirectory(prefix="aep-startup-") as tmp, socket.create_server(("127.0.0.1", 0)) as server:
+        cmds = commands(server.getsockname()[1], Path(tmp), refs)
+        engine = imports_before_first_request(*cmds["engine"], server)
+        bare = imports_before_first_request(*cmds["aiohttp"], server)
+    return {name: us for name, us in engine.items() if name not in bare}
+
+
 def measure(reps: int, refs: dict[str, Path], warmup: int = 1) -> dict[str, list[Sample]]:
     """`reps` alternating rounds over every command (after `warmup` untimed ones: a warm page cache)."""
     with tempfile.TemporaryDirectory(prefix="aep-startup-") as tmp, socket.create_server(("127.0.0.1", 0)) as server:
@@ -120,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=10, help="alternating rounds (default 10)")
     p.add_argument("--engine-ref", nargs="+", default=[], metavar="REF", help="also the engine as of these commits")
     p.add_argument("--json", type=Path, help="write the figures here too")
+    p.add_argument("--imports", action="store_true",
+                   help="instead: what the engine imports before its first request beyond a bare aiohttp, by package")
     args = p.parse_args(argv)
+    if args.imports:
+        return show_imports()
     refs: dict[str, Path] = {}
     if args.engine_ref:
         from .refs import checkout
@@ -135,6 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def show_imports() -> int:
+    extra = extra_imports({})
+    packages: dict[str, list[int]] = {}
+    for name, us in extra.items():
+        key = ".".join(name.split(".")[:2]) if name.startswith("engine.") else name.split(".")[0]
+        packages.setdefault(key, []).append(us)
+    print(f"{len(extra)} modules beyond a bare aiohttp import, {sum(extra.values()) / 1000:.1f} ms of their own import time:")
+    for key, times in sorted(packages.items(), key=lambda kv: -sum(kv[1]))[:25]:
+        print(f"{sum(times) / 1000:8.1f} ms {len(times):4d} modules  {key}")
     return 0
 
 

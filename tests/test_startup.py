@@ -17,7 +17,8 @@ NOT_BEFORE_THE_FIRST_REQUEST = {"pyarrow", "numpy", "aiobotocore", "botocore", "
                                 "engine.output.objectstore", "engine.output.bucket", "engine.output.upload",
                                 "engine.output.spool", "engine.fake.server", "engine.fake.data"}
 # Import-bound CPU until the first request, engine over a bare aiohttp import (both started the same
-# way, alternating, medians). 8149c4a: 2.5-2.6; with the imports above left out: 1.9-2.0.
+# way, alternating, medians). 8149c4a: 2.5-2.8; with the imports above left out and no collections
+# during start-up (engine/launch.py): 1.7-1.9.
 CPU_OVER_AIOHTTP = 2.3
 
 

@@ -10,8 +10,8 @@ start-up. Side by side, alternating within each repetition, the same stopwatch o
 - `python`: `python -c 'connect'`, the interpreter alone;
 - `engine@REF` (`--engine-ref REF`): the engine as of another commit (bench/refs.py).
 
-Prints the medians (wall to the first request, and the child's CPU until then) and the ratio
-engine / aiohttp, which is what a shared, noisy machine can compare (tests/test_startup.py holds it).
+Prints the medians (wall to the first request, and the child's CPU until then) and the paired
+ratios engine / aiohttp (wall and CPU), which is what a shared, noisy machine can compare (tests/test_startup.py holds it).
 `--imports`: what the engine imports before its first request that a bare aiohttp does not.
 """
 
@@ -143,8 +143,9 @@ def summary(samples: dict[str, list[Sample]]) -> dict[str, Any]:
     base = samples["aiohttp"]
     for label in samples:
         if label.startswith("engine"):  # paired by round: each ratio from runs side by side
-            pairs = zip(samples[label], base, strict=True)
+            pairs = list(zip(samples[label], base, strict=True))
             out[label]["over_aiohttp"] = round(statistics.median(a.wall_s / b.wall_s for a, b in pairs), 3)
+            out[label]["cpu_over_aiohttp"] = round(statistics.median(a.cpu_s / b.cpu_s for a, b in pairs), 3)
     return out
 
 
@@ -165,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         refs = {f"engine@{ref}": checkout(ref) for ref in args.engine_ref}
     result = {"command": "python -m bench.startup " + " ".join(sys.argv[1:] if argv is None else argv),
               "reps": args.reps, "tools": summary(measure(args.reps, refs))}
-    print(f"{'tool':<22} {'exec -> first request s':>24} {'CPU s':>8} {'/ aiohttp':>10}")
+    print(f"{'tool':<22} {'exec -> first request s':>24} {'CPU s':>8} {'/ aiohttp: wall':>16} {'CPU':>6}")
     for label, t in result["tools"].items():
-        ratio = t.get("over_aiohttp")
-        print(f"{label:<22} {t['wall_s']:>24.3f} {t['cpu_s']:>8.3f} {'' if ratio is None else f'{ratio:.2f}':>10}")
+        wall, cpu = t.get("over_aiohttp"), t.get("cpu_over_aiohttp")
+        print(f"{label:<22} {t['wall_s']:>24.3f} {t['cpu_s']:>8.3f} {'' if wall is None else f'{wall:.2f}':>16} "
+              f"{'' if cpu is None else f'{cpu:.2f}':>6}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,6 +20,8 @@ from .profiles import PROFILES, SKEW, Profile, build, one_connection_bound
 from .runner import Variant, log, run_profile, summarize
 from .tools import TOOLS
 
+DEFAULT_CONCURRENCY = 16
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
@@ -29,7 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS), metavar="T",
                    help=f"tools to compare (default: {' '.join(TOOLS)})")
     p.add_argument("--reps", type=int, help="repetitions per tool (default: quick 2, full 5)")
-    p.add_argument("--concurrency", "-C", type=int, default=16, help="connections for the engine and every peer")
+    p.add_argument("--concurrency", "-C", type=int,
+                   help="connections for the engine and every peer (default: the profile's, else 16)")
     p.add_argument("--json", type=Path, default=report.DEFAULT_JSON, help="results file (a PNG chart goes next to it)")
     p.add_argument("--engine-ref", nargs="+", default=[], metavar="REF",
                    help="also run the engine as of these git commits (e.g. HEAD~3), as tools named engine@REF, "
@@ -109,6 +112,30 @@ def ratios(tools: dict[str, Any], limit: float | None, figure: str) -> dict[str,
     return out
 
 
+def time_ratios(tools: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """engine / peer in wall time and in CPU time (above 1: the engine took longer), per correct peer."""
+    out: dict[str, dict[str, float | None]] = {"wall": {}, "cpu": {}}
+    eng = tools.get("engine")
+    if not eng or eng.get("skipped"):
+        return out
+    for name, t in tools.items():
+        if name == "engine" or t.get("skipped"):
+            continue
+        for kind, key in (("wall", "wall_s"), ("cpu", "cpu_s")):
+            out[kind][f"engine/{name}"] = round(eng[key] / t[key], 3) if t["ok"] and t.get(key) else None
+    return out
+
+
+def target_figures(targets: dict[str, float], ratios: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+    """Each target ("wall engine/aria2c": at most 1.0) beside the ratio measured, and whether it holds."""
+    out: dict[str, Any] = {}
+    for key, at_most in targets.items():
+        kind, pair = key.split(" ", 1)
+        value = ratios.get(kind, {}).get(pair)
+        out[key] = {"at_most": at_most, "value": value, "met": None if value is None else value <= at_most}
+    return out
+
+
 def profile_entry(profile: Profile, raw: dict[str, Any], tool_names: list[str], concurrency: int,
                   quick: bool) -> dict[str, Any]:
     """A profile's results: medians per tool (peers with their discovery), limit, ratios, discovery."""
@@ -126,7 +153,11 @@ def profile_entry(profile: Profile, raw: dict[str, Any], tool_names: list[str], 
         "description": profile.description, "fake_args": profile.fake_args,
         "bytes": raw["bytes"], "files": raw["files"],
         "discovery": discovery_figures(tools, concurrency),
+        "concurrency": concurrency, "peers_listed": profile.peers_listed,
+        "time_ratios": time_ratios(tools),
     }
+    if profile.targets:
+        entry["targets"] = target_figures(profile.targets, entry["time_ratios"])
     if profile.name == "skew" and profile.cap_bps:
         entry["one_connection_per_file_mb_s"] = round(one_connection_bound(
             SKEW[0] if quick else SKEW[1], concurrency, profile.cap_bps), 1)
@@ -144,13 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     t_start = time.perf_counter()
     results: dict[str, Any] = {"profiles": {}, "machine": report.machine(), "command": command.strip(),
-                               "quick": args.quick, "reps": reps, "concurrency": args.concurrency}
+                               "quick": args.quick, "reps": reps, "concurrency": args.concurrency or DEFAULT_CONCURRENCY}
     previous = report.load_json(args.json) or {}
     if "memory" in previous:  # measured by `python -m bench.memory`; kept until re-measured
         results["memory"] = previous["memory"]
     for name in args.profiles:
         profile = build(name, args.quick)
         log(f"[{name}] {profile.description}")
+        concurrency = args.concurrency or profile.concurrency or DEFAULT_CONCURRENCY
         variants = [Variant(t, t) for t in args.tools]
         variants += [Variant(f"engine@{ref}", "engine", repo=refs.checkout(ref)) for ref in args.engine_ref]
         variants += [Variant(f"engine+{kv}", "engine", _export_setting(kv)) for kv in args.engine_with]
@@ -162,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         speedscope = args.json.with_name(f"{args.json.stem}.{name}.speedscope.json") if args.profile_engine else None
         try:
             profile_reps = args.reps or (profile.quick_reps or reps if args.quick else reps)
-            raw = run_profile(profile, variants, reps=profile_reps, concurrency=args.concurrency,
+            raw = run_profile(profile, variants, reps=profile_reps, concurrency=concurrency,
                               profile_out=speedscope)
         except Exception as exc:  # noqa: BLE001 - one broken profile must not lose the others
             log(f"[{name}] FAILED: {exc!r}")
@@ -170,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "description": profile.description}
             continue
         labels = [v.label for v in variants if v.tool != "dd"]
-        entry = profile_entry(profile, raw, labels, args.concurrency, args.quick)
+        entry = profile_entry(profile, raw, labels, concurrency, args.quick)
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         results["profiles"][name] = entry
     results["seconds"] = round(time.perf_counter() - t_start, 1)

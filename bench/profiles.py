@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 MiB = 1 << 20
-PROFILES = ("lan", "wan", "small", "chaos", "big", "skew", "resume")
+PROFILES = ("lan", "wan", "small", "chaos", "big", "skew", "resume", "small-listed", "small-far", "big-listed")
 
 WAN_DELAY_S = 0.05  # first-byte latency on every request
 WAN_CAP_BPS = 4e6  # per-connection (per-response) bandwidth cap, bytes/s
@@ -33,6 +33,12 @@ class Profile:
     start_timeout_s: float = 900.0  # fake start, including first-time data generation
     resume: bool = False  # every run is killed (kill -9) at half the bytes, then run again
     skip_tools: dict[str, str] = field(default_factory=dict)  # tool -> why it is not measured here
+    # the peers are handed the list of files the engine exports (their discovery is done untimed
+    # before each run and not counted), so the ratios compare the downloads alone with the whole run
+    peers_listed: bool = False
+    concurrency: int | None = None  # connections for every tool when --concurrency is not given (default 16)
+    # time ratios the issue sets (issue #20), "wall engine/aria2c" -> at most; reported with the figure
+    targets: dict[str, float] = field(default_factory=dict)
 
 
 # skew: one export whose part sizes spread unevenly, as Spark output of a skewed key does: a few large
@@ -45,6 +51,21 @@ SKEW = (
 )
 # resume: every part in flight at once, so the kill lands mid-file for every tool
 RESUME = ((16, 8), (16, 32))  # 128 MiB / 512 MiB
+
+
+# The listed profiles (issue #20): the per-file and per-run cost against aria2c handed the list.
+# small-listed: 300 datasets, 1,260 parts of 40-60 KiB (60 datasets of 5 parts, 240 of 4, sizes
+# spread over the datasets); quick: a fifth of it. big-listed: 24 parts of ~39 MiB; quick: 12 of 16.
+LISTED_SMALL = (60, 300)  # datasets (quick, full)
+LISTED_BIG = ((12, 16.0), (24, 39.0))  # (parts, MiB per part)
+LISTED_TOOLS = {"curl": "not one of the listed profiles' peers (issue #20: aria2c plain and checking SHA-256)",
+                "naive": "not one of the listed profiles' peers (issue #20: aria2c plain and checking SHA-256)"}
+
+
+def listed_small_specs(datasets: int) -> list[dict[str, object]]:
+    """One DatasetSpec per dataset: every fifth has 5 parts, the others 4; 40-60 KiB a part."""
+    return [{"files_per_dataset_file": 5 if i % 5 == 0 else 4, "file_mb": round((40 + (i * 13) % 21) / 1024, 5)}
+            for i in range(datasets)]
 
 
 def skew_args(layout: list[tuple[int, float]]) -> list[str]:
@@ -125,5 +146,25 @@ def build(name: str, quick: bool) -> Profile:
                        ["--preset", "lan", "--files-per-batch", str(files), "--file-mb", str(mb), *wan],
                        limit_kind="network", cap_bps=WAN_CAP_BPS, quick_reps=1, resume=True,
                        skip_tools={"naive": "no resume: a rerun fetches everything again"},
+                       timeout_s=120 if q else 600)
+    if name in ("small-listed", "small-far"):
+        specs = listed_small_specs(LISTED_SMALL[0] if q else LISTED_SMALL[1])
+        parts = sum(int(str(s["files_per_dataset_file"])) for s in specs)
+        far = name == "small-far"
+        delay = ["--first-byte-delay", str(WAN_DELAY_S)] if far else []
+        targets = ({"wall engine/aria2c": 0.9, "cpu engine/aria2c": 2.0} if far
+                   else {"wall engine/aria2c": 1.0, "cpu engine/aria2c": 2.0})
+        return Profile(name, f"{len(specs)} datasets, {parts} parts of 40-60 KiB, 16 connections, "
+                       + (f"{WAN_DELAY_S * 1000:.0f} ms before every response's headers" if far else "loopback")
+                       + "; peers handed the list",
+                       ["--preset", "lan", "--datasets-json", json.dumps(specs, separators=(",", ":")), *delay],
+                       limit_kind="none", figure="files_s", peers_listed=True, concurrency=16, targets=targets,
+                       skip_tools=LISTED_TOOLS, quick_reps=1, timeout_s=120 if q else 600)
+    if name == "big-listed":
+        files, mb = LISTED_BIG[0] if q else LISTED_BIG[1]
+        return Profile(name, f"{files} parts of ~{mb:g} MiB, 8 connections, loopback; peers handed the list",
+                       ["--preset", "lan", "--files-per-batch", str(files), "--file-mb", str(mb)],
+                       limit_kind="none", peers_listed=True, concurrency=8, skip_tools=LISTED_TOOLS, quick_reps=1,
+                       targets={"wall engine/aria2c": 1.0, "cpu engine/aria2c": 1.5, "wall engine/aria2c-sha": 0.6},
                        timeout_s=120 if q else 600)
     raise ValueError(f"unknown profile {name!r}; choose from {PROFILES}")

@@ -79,18 +79,20 @@ def table(results: dict[str, Any]) -> str:
             lines.append(f"   one connection per file cannot beat {p['one_connection_per_file_mb_s']:.1f} MB/s "
                          "(the largest part at the per-connection cap)")
         disc = p.get("discovery")
+        if p.get("peers_listed"):
+            lines.append(f"   peers handed the list of files (their discovery not counted); {p.get('concurrency')} connections")
         if disc:
             lines.append(f"   peers' discovery: {disc['median_s']:.2f} s median ({disc['requests']} requests on "
                          f"{disc['concurrency']} threads), added to each peer's time")
         resumed = any("refetched_bytes" in t for t in p["tools"].values())
-        hdr = (f"{'profile':<7} {'tool':<10} {'MB/s':>8} {'files/s':>9} {'disc s':>7} {'CPU s/GiB':>10} "
+        hdr = (f"{'profile':<12} {'tool':<10} {'MB/s':>8} {'files/s':>9} {'disc s':>7} {'CPU s/GiB':>10} "
                f"{'RSS MiB':>8} {'ok':>4}" + (f" {'refetched MiB':>14}" if resumed else ""))
         lines.append(hdr)
         for tool, t in p["tools"].items():
             if t.get("skipped"):
-                lines.append(f"{name:<7} {tool:<10} {'skipped: ' + t['skipped']}")
+                lines.append(f"{name:<12} {tool:<10} {'skipped: ' + t['skipped']}")
                 continue
-            row = (f"{name:<7} {tool:<10} {_f(t['mb_s']):>8} {_f(t['files_s']):>9} {_f(t.get('discovery_s'), 2):>7} "
+            row = (f"{name:<12} {tool:<10} {_f(t['mb_s']):>8} {_f(t['files_s']):>9} {_f(t.get('discovery_s'), 2):>7} "
                    f"{_f(t['cpu_s_per_gib'], 2):>10} {_f(t['peak_rss_mib']):>8} {_f(t['ok']):>4}")
             if resumed:
                 refetched = t.get("refetched_bytes")
@@ -98,6 +100,13 @@ def table(results: dict[str, Any]) -> str:
             lines.append(row)
         ratios = ", ".join(f"{k} {_f(v, 2)}" for k, v in p.get("ratios", {}).items())
         lines.append(f"   ratios ({p.get('figure', 'mb_s')}): {ratios}")
+        for kind, pairs in (p.get("time_ratios") or {}).items():
+            if pairs:
+                lines.append(f"   time ratios ({kind}, above 1: the engine took longer): "
+                             + ", ".join(f"{k} {_f(v, 2)}" for k, v in pairs.items()))
+        for key, t in (p.get("targets") or {}).items():
+            verdict = "n/a" if t["met"] is None else "met" if t["met"] else "NOT met"
+            lines.append(f"   target {key} <= {t['at_most']:g}: {_f(t['value'], 2)} {verdict}")
     return "\n".join(lines)
 
 

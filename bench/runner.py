@@ -1,7 +1,8 @@
 """Runs one profile: start the fake, then alternate the variants within each repetition.
 
 Every peer run starts with the harness's own discovery (timed, bench/discovery.py) and its figures
-include it, as the engine's include the engine's. In the resume profile every run is killed at
+include it, as the engine's include the engine's; in the listed profiles (`Profile.peers_listed`)
+the peers are handed that list instead: the discovery still runs before each peer run, untimed. In the resume profile every run is killed at
 half the bytes and the same command runs again (bench/resume.py).
 """
 
@@ -130,10 +131,8 @@ def _one_run(profile: Profile, v: Variant, session: FakeSession, root: Path, con
     found: list[discovery.PeerDiscovery] = []
 
     def once(interrupt: Any) -> harness.RunResult:
-        if peer:  # the peer's own script lists the batches first, every time it is started
-            d = discovery.discover(fake, concurrency)
-            found.append(d)
-            ctx.files, ctx.headers = [f for f in d.files if f.rel_path in wanted], d.headers
+        if peer:
+            list_for_peer(profile, fake, concurrency, wanted, ctx, found)
         ctx.interrupt = interrupt
         return RUNNERS[v.tool](ctx)
 
@@ -164,6 +163,18 @@ def _one_run(profile: Profile, v: Variant, session: FakeSession, root: Path, con
         f"cpu {s['cpu_s']:6.2f}s rss {s['peak_rss_mib']:6.1f} MiB rc={s['rc']}{refetch} "
         f"{'ok' if s['ok'] else 'NOT OK (' + (extra.get('kill_problem') or f'{len(problems)} bad files') + ')'}")
     return s
+
+
+def list_for_peer(profile: Profile, fake: harness.Fake, concurrency: int, wanted: set[Path], ctx: RunContext,
+                  found: list[discovery.PeerDiscovery]) -> None:
+    """The part URLs and gateway headers a peer run gets. The peer's own script lists the batches
+    first, every time it is started: that discovery is timed and goes into `found`, which the
+    peer's figures include. In a listed profile the peer is handed the same list (the files the
+    engine exports): the discovery runs untimed and is not counted."""
+    d = discovery.discover(fake, concurrency)
+    if not profile.peers_listed:
+        found.append(d)
+    ctx.files, ctx.headers = [f for f in d.files if f.rel_path in wanted], d.headers
 
 
 def run_figures(runs: list[harness.RunResult], found: list[discovery.PeerDiscovery], share: float = 1.0) -> dict[str, Any]:

@@ -157,6 +157,13 @@ class ExportSettings(_Section):
         "plain", description="plain: {dataset}/{batch}/…; hive: dataset={dataset}/batch={batch}/… (readers get both as columns)")
 
 
+def _no_entries() -> list[Any]:
+    """An empty list, from a Python function rather than `list` (start-up time, issue #20): pydantic
+    reads each default factory's signature, and a builtin's is parsed from text by `tokenize`, whose
+    first use compiles a large regular expression (~20 ms before the first request)."""
+    return []
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
@@ -166,8 +173,8 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     hooks: HooksSettings = Field(default_factory=HooksSettings)
-    datasets: list[DatasetSettings] = Field(default_factory=list)
-    audiences: list[AudienceSettings] = Field(default_factory=list)
+    datasets: list[DatasetSettings] = Field(default_factory=_no_entries)
+    audiences: list[AudienceSettings] = Field(default_factory=_no_entries)
 
     @classmethod
     def settings_customise_sources(

@@ -13,10 +13,21 @@ import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
-import structlog
-
 from .masking import MASK, register_secret  # noqa: F401 - register_secret re-exported
 from .masking import mask as _mask
+
+# Start-up time (issue #20): `import structlog` imports structlog.dev, which imports rich and
+# better_exceptions when they are installed (rich comes with the dev tools: import-linter), some 70
+# modules and 30-50 ms before the first request, only to draw tracebacks in console logs. Plain
+# tracebacks serve here: a None in sys.modules makes those two imports fail, for structlog alone.
+_HIDDEN = [name for name in ("rich", "better_exceptions") if name not in sys.modules]
+sys.modules.update(dict.fromkeys(_HIDDEN))  # type: ignore[arg-type]
+try:
+    import structlog
+finally:
+    for _name in _HIDDEN:
+        if sys.modules.get(_name, False) is None:
+            del sys.modules[_name]
 
 _SENSITIVE_KEYS = ("token", "secret", "authorization", "password", "api_key")
 

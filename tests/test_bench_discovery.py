@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 from bench import harness
-from bench.discovery import discover
+from bench.discovery import PeerDiscovery, discover
+from bench.profiles import build
+from bench.runner import list_for_peer, run_figures
+from bench.tools import RunContext
 from engine.fake import DatasetSpec, FakeConfig, Faults
 
 
@@ -54,3 +57,18 @@ def test_a_listing_that_misses_files_is_an_error(threaded_fake: Callable[[FakeCo
     fake.expected.append(harness.ExpectedFile("ds", "b", "b-1", "missing.parquet", 1, "0" * 64))
     with pytest.raises(RuntimeError, match="expected"):
         discover(fake, concurrency=2)
+
+
+@pytest.mark.parametrize(("profile", "counted"), [("small-listed", False), ("small", True)])
+def test_a_listed_profile_hands_the_peer_the_list_without_counting_its_discovery(
+        threaded_fake: Callable[[FakeConfig], Any], tmp_path: Path, profile: str, counted: bool) -> None:
+    fake = as_bench_fake(threaded_fake(FakeConfig.small(n_datasets=3, files=2, rows=20)))
+    ctx = RunContext(fake=fake, files=[], headers={}, out_dir=tmp_path / "out", work_dir=tmp_path, concurrency=4,
+                     timeout=10)
+    found: list[PeerDiscovery] = []
+    list_for_peer(build(profile, quick=True), fake, 4, {e.rel_path for e in fake.expected}, ctx, found)
+    assert [f.rel_path for f in ctx.files] == [e.rel_path for e in fake.expected]
+    assert ctx.headers["Authorization"].startswith("Bearer ")
+    assert len(found) == (1 if counted else 0)
+    figures = run_figures([harness.RunResult(argv=[], rc=0, wall_s=1.0, cpu_s=0.5, peak_rss_mib=9)], found)
+    assert figures["wall_s"] == (1.0 + found[0].wall_s if counted else 1.0)

@@ -88,3 +88,36 @@ def test_the_new_tool_and_profiles_are_named_as_the_issue_says() -> None:
     for name in PROFILES:  # each profile states its limit (or why it has none)
         p = build(name, True)
         assert p.limit_kind in ("disk", "network", "none") and (p.limit_kind != "network" or p.cap_bps)
+
+
+def test_the_listed_profiles_are_the_workloads_of_issue_20() -> None:
+    small, far, big = (build(n, quick=False) for n in ("small-listed", "small-far", "big-listed"))
+    specs = json.loads(small.fake_args[small.fake_args.index("--datasets-json") + 1])
+    assert len(specs) == 300 and sum(s["files_per_dataset_file"] for s in specs) == 1260
+    assert all(39.99 <= s["file_mb"] * 1024 <= 60.01 for s in specs) and len({s["file_mb"] for s in specs}) > 10
+    assert far.fake_args[:-2] == small.fake_args and far.fake_args[-2:] == ["--first-byte-delay", "0.05"]
+    assert big.fake_args[big.fake_args.index("--files-per-batch") + 1] == "24"
+    assert big.fake_args[big.fake_args.index("--file-mb") + 1] == "39.0"
+    assert (small.concurrency, far.concurrency, big.concurrency) == (16, 16, 8)
+    for p in (small, far, big):
+        assert p.peers_listed and {"aria2c", "aria2c-sha"}.isdisjoint(p.skip_tools)
+    assert not any(build(n, quick=False).peers_listed for n in ("lan", "wan", "small", "chaos", "big", "skew", "resume"))
+    assert big.targets == {"wall engine/aria2c": 1.0, "cpu engine/aria2c": 1.5, "wall engine/aria2c-sha": 0.6}
+
+
+def test_a_listed_profile_reports_wall_and_cpu_ratios_against_both_aria2c_and_its_targets() -> None:
+    tools = ["engine", "aria2c-sha", "aria2c"]
+    nbytes, files = 100 * MB, 10
+    samples = {"engine": [sample([rr(2.0, cpu=3.0)], [], nbytes, files)],
+               "aria2c-sha": [sample([rr(4.0, cpu=2.0)], [], nbytes, files)],  # handed the list: no discovery
+               "aria2c": [sample([rr(1.6, cpu=1.0)], [], nbytes, files)]}
+    raw = {"samples": samples, "notes": {}, "bytes": nbytes, "files": files}
+    entry = json.loads(json.dumps(profile_entry(build("big-listed", quick=True), raw, tools, 8, True)))
+    assert entry["peers_listed"] is True and entry["concurrency"] == 8 and entry["discovery"] is None
+    assert entry["tools"]["aria2c"]["discovery_s"] is None and entry["tools"]["aria2c"]["wall_s"] == pytest.approx(1.6)
+    assert entry["time_ratios"]["wall"] == {"engine/aria2c-sha": 0.5, "engine/aria2c": 1.25}
+    assert entry["time_ratios"]["cpu"] == {"engine/aria2c-sha": 1.5, "engine/aria2c": 3.0}
+    assert entry["ratios"]["engine/aria2c"] == pytest.approx(0.8)  # the throughput ratio stays as it was
+    assert entry["targets"] == {"wall engine/aria2c": {"at_most": 1.0, "value": 1.25, "met": False},
+                                "cpu engine/aria2c": {"at_most": 1.5, "value": 3.0, "met": False},
+                                "wall engine/aria2c-sha": {"at_most": 0.6, "value": 0.5, "met": True}}

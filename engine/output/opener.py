@@ -12,7 +12,6 @@ from .destination import Destination
 from .diskio import is_no_space
 from .journal import Journal
 from .local import LocalDestination
-from .objectstore import ObjectStoreDestination
 
 
 @asynccontextmanager
@@ -21,6 +20,9 @@ async def open_destination(export: ExportSettings, store: StoreSettings, disk: a
     """The destination out_dir names, ready (a bucket is checked before anything is attempted).
     A shard keeps its own journal in a folder; in a bucket each object's metadata is its entry."""
     if isinstance(export.out_dir, StoreURL):
+        # deliberate import here (start-up time, issue #20): the bucket's modules only for s3://
+        from .objectstore import ObjectStoreDestination
+
         async with ObjectStoreDestination.connect(export, store, disk) as bucket:
             yield bucket
         return

@@ -328,16 +328,16 @@ class Exporter:
                 try:
                     result = await self.downloader.fetch(task)
                 except anyio.get_cancelled_exc_class():
-                    bo.results.append(FileResult(task, FileStatus.CANCELLED, error=Failure("interrupted", "interrupted")))
+                    bo.add(FileResult(task, FileStatus.CANCELLED, error=Failure("interrupted", "interrupted")))
                     raise
                 except RunFatal as exc:
-                    bo.results.append(FileResult(task, FileStatus.FAILED, error=failure(exc)))
+                    bo.add(FileResult(task, FileStatus.FAILED, error=failure(exc)))
                     self._abort(exc)
                     return
                 except Exception as exc:  # a bug must cost one file, never the pool
                     log.exception("unexpected_error", file=task.rel_path)
                     result = FileResult(task, FileStatus.FAILED, error=failure(exc))
-                bo.results.append(result)
+                bo.add(result)
                 await self._maybe_finalize(bo)
 
     async def _maybe_finalize(self, bo: BatchOutcome) -> None:
@@ -347,8 +347,9 @@ class Exporter:
                 await anyio.to_thread.run_sync(partial(finalize_batch, self.destination, bo, durable=self.settings.export.fsync))
             except DiskFull as exc:  # the batch is marked failed; nothing else can be written either
                 self._abort(exc)
+            bo.results = []  # counted in bo.tally: per-file state ends with its batch
             log.info("batch_done", dataset=bo.batch.dataset_id, batch=bo.batch.batch_id, status=bo.status,
-                     files=len(bo.results), records=bo.records_found, errors=bo.errors[:3])
+                     files=bo.tally.seen, records=bo.records_found, errors=bo.errors[:3])
             self._batch_ended(bo)
 
     # -- completion hooks ------------------------------------------------------------------
@@ -391,15 +392,15 @@ class Exporter:
         else:
             run.exit_code, run.status = EXIT_FAILED, "failed"
         c = self.counters
-        results = [r for b in run.batches() for r in b.results]
+        tallies = [b.tally for b in run.batches()]
         run.totals = {
             "datasets": len(run.datasets),
             "batches": len(run.batches()),
-            "files": sum(1 for r in results if r.ok),
-            "files_downloaded": sum(1 for r in results if r.status is FileStatus.DOWNLOADED),
-            "files_reused": sum(1 for r in results if r.status is FileStatus.REUSED),
-            "files_failed": sum(1 for r in results if not r.ok) + sum(len(b.listing.refused) for b in run.batches() if b.listing),
-            "bytes": sum(r.size for r in results if r.ok),
+            "files": sum(t.ok for t in tallies),
+            "files_downloaded": sum(t.downloaded for t in tallies),
+            "files_reused": sum(t.reused for t in tallies),
+            "files_failed": sum(t.failed for t in tallies) + sum(len(b.listing.refused) for b in run.batches() if b.listing),
+            "bytes": sum(t.bytes for t in tallies),
             "bytes_fetched": c.bytes_fetched,
             "requests": c.requests,
             "retries": self.policy.retries,
@@ -409,7 +410,7 @@ class Exporter:
             "split_files": c.split_files,
             "tail_splits": c.tail_splits,
             "ignored_ranges": c.ignored_ranges,
-            "files_interrupted": sum(1 for r in results if r.status is FileStatus.CANCELLED),  # counted in files_failed too
+            "files_interrupted": sum(t.cancelled for t in tallies),  # counted in files_failed too
             "bytes_resumed": c.bytes_resumed,
             "files_unfinished": c.files_unfinished,
             "bytes_unfinished": c.bytes_unfinished,

@@ -30,7 +30,6 @@ from .config import HooksSettings, StoreURL
 from .config_env import HOOK_ENV_PREFIX
 from .layout import batch_folder
 from .masking import mask
-from .model import FileStatus
 from .output.report import BatchOutcome
 
 log = structlog.get_logger("aep_export.hooks")
@@ -115,8 +114,8 @@ class Hooks:
         b = bo.batch
         ended = BatchEnded(event=EVENTS[bo.status], dataset_id=b.dataset_id, dataset_name=bo.dataset_name, batch_id=b.batch_id,
                            source=b.source, status=bo.status, location=location_of(out_dir, b.dataset_id, b.batch_id),
-                           out_dir=str(out_dir), files=sum(1 for r in bo.results if r.ok), bytes=bo.bytes,
-                           files_reused=sum(1 for r in bo.results if r.status is FileStatus.REUSED),
+                           out_dir=str(out_dir), files=bo.tally.ok, bytes=bo.bytes,
+                           files_reused=bo.tally.reused,
                            rows=bo.records_found, error=str(bo.errors[0]) if bo.errors else None, shard=shard)
         try:
             bo.hook = (await self.run(ended)).as_json()

@@ -9,12 +9,14 @@ the control file says which ranges that covered (what a node crash cannot take b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import structlog
 from ..checks.integrity import file_digest, hash_from_disk, parquet_rows
 from ..config import ExportSettings
 from ..errors import FileWontFit, IntegrityError
-from ..layout import control_path, legacy_part, part_path, split_marker, temp_folder
+from ..layout import control_path, legacy_part, part_path, split_marker, temp_folder, write_temp
 from ..model import FileTask
 from ..pieces import Download
 from ..ranges import RangeSet
@@ -34,7 +36,8 @@ from ..units import human_bytes
 from ..validators import Validator
 from .control import held_ranges, write_control
 from .destination import Check, Existing
-from .diskio import pwrite_all
+from .diskio import no_space_is_disk_full, pwrite_all
+from .groupcommit import GroupCommit, Rename
 from .journal import Journal, Verified
 from .localfiles import LocalFiles
 from .paths import contained
@@ -54,15 +57,44 @@ class LocalDestination(LocalFiles):
         self.out_dir = export.out_dir
         self.journal = journal
         self.disk = disk
-        self._listed: set[str] = set()  # rel paths of the files this run was given
+        self._listed: set[int] = set()  # hashes of the rel paths this run was given (a collision only keeps a .part where it is)
         self._in_flight: dict[Path, int] = {}  # folder -> its files open now (their hidden folder exists)
         # Held while a name beside the data changes hands: a commit (journal, then rename) and the
         # move of an earlier version's `.part`, which must never take a file just committed there.
         self._names = threading.Lock()
+        self.group = GroupCommit(journal, self._names, durable=export.fsync)
+
+    def close(self) -> None:
+        """Every commit asked for is answered (the run's end)."""
+        self.group.close()
+
+    def write_texts(self, texts: list[tuple[str, str]], *, durable: bool = True) -> None:
+        """Several small files whole or not at all, sharing their syncs with everything committed at
+        the same time (a batch's lists): written to `<name>.tmp`, then fsynced in parallel, renamed
+        and their folders fsynced by the group commit. Returns once all of them are durable."""
+        if not durable:
+            for rel, text in texts:
+                self.write_text(rel, text, durable=False)
+            return
+        renames = []
+        try:
+            for rel, text in texts:
+                path = self.path(rel)
+                self.make_folder(path.parent)
+                tmp = write_temp(path)
+                renames.append(Rename(tmp, path, sync_src=True))
+                with no_space_is_disk_full(path):
+                    tmp.write_bytes(text.encode("utf-8"))
+        except BaseException:
+            for rn in renames:
+                rn.src.unlink(missing_ok=True)
+            raise
+        with no_space_is_disk_full(renames[-1].dst):
+            self.group.commit(renames)
 
     async def existing(self, task: FileTask) -> Existing | None:
         """A file verified by an earlier run is kept; without a journal entry it is re-checked."""
-        self._listed.add(task.rel_path)
+        self._listed.add(hash(task.rel_path))
         final = contained(self.out_dir, task.rel_path)
         if not final.exists():
             return None
@@ -93,7 +125,7 @@ class LocalDestination(LocalFiles):
     async def open(self, task: FileTask) -> LocalTarget:
         final = contained(self.out_dir, task.rel_path)
         fd, held, validator = await anyio.to_thread.run_sync(self._open_sync, task, final, limiter=self.disk)
-        target = LocalTarget(final, fd, held, self.export, self.disk, partial(self._record_at, task), self._names,
+        target = LocalTarget(final, fd, held, self.export, self.disk, task.rel_path, self.group,
                              partial(self._leave, final.parent))
         target.validator = validator
         return target
@@ -168,7 +200,7 @@ class LocalDestination(LocalFiles):
     def _legacy(self, task: FileTask, path: Path) -> bool:
         """A temporary file of an earlier version, not a file of the export that happens to be named so."""
         rel = f"{task.rel_path.rpartition('/')[0]}/{path.name}"
-        return (os.path.isfile(path) and not os.path.islink(path) and rel not in self._listed
+        return (os.path.isfile(path) and not os.path.islink(path) and hash(rel) not in self._listed
                 and self.journal.recorded_sha256(rel) is None)
 
     def record(self, task: FileTask, size: int, sha256: str, rows: int | None) -> None:
@@ -187,12 +219,11 @@ class LocalTarget:
     validator: Validator | None = None  # of the version the held bytes belong to, kept in the control file
 
     def __init__(self, final: Path, fd: int, held: RangeSet, export: ExportSettings, disk: anyio.CapacityLimiter,
-                 record: Callable[[int, str, int | None, int], None], names: threading.Lock,
-                 leave: Callable[[], None]):
+                 rel_path: str, group: GroupCommit, leave: Callable[[], None]):
         self.final = final
-        self._names = names  # the destination's: held while the final name changes hands
+        self._rel_path = rel_path  # its journal key
+        self._group = group  # the destination's: the rename, journal line and folder sync are shared
         self._leave: Callable[[], None] | None = leave  # called once, when this target is done with its folder
-        self._record = record  # (size, sha256, rows, mtime_ns) into the journal
         self.fd = fd
         self.held = held
         self._durable = export.fsync
@@ -272,24 +303,27 @@ class LocalTarget:
 
     async def commit(self, download: Download, check: Check) -> int | None:
         await self._close_aiofiles()
-        return await anyio.to_thread.run_sync(self._commit_sync, download, check, limiter=self._disk)
+        rows, renamed = await anyio.to_thread.run_sync(self._commit_sync, download, check, limiter=self._disk)
+        with anyio.CancelScope(shield=True):  # the rename is under way: it is the file's outcome
+            await asyncio.wrap_future(renamed)
+        return rows
 
-    def _commit_sync(self, download: Download, check: Check) -> int | None:
+    def _commit_sync(self, download: Download, check: Check) -> tuple[int | None, Future[None]]:
+        """The checks and this file's fsync (in parallel with the other files' threads), then the
+        rest handed to the group commit: journal line, then the rename (which keeps the mtime), then
+        one fsync of the folder for every file renamed into it at the same time. A kill before the
+        rename leaves a .part the rerun commits again; a journal line is never written before the
+        bytes it vouches for are durable."""
         view = _LocalView(self.fd, part_path(self.final))
         rows = check(view)
         if self._durable:
             os.fsync(self.fd)
-        with self._names:
-            # Journal first, then the rename (which keeps the mtime): a kill between the two leaves a
-            # .part the rerun commits again; the other order would leave a final file with no digest.
-            self._record(view.size, download.digest(), rows, os.fstat(self.fd).st_mtime_ns)
-            self._close_fd()
-            # The control file goes first: a kill between the two leaves a whole .part, which a rerun
-            # takes as a prefix and commits; the other order would leave a control file behind.
-            control_path(self.final).unlink(missing_ok=True)
-            os.replace(part_path(self.final), self.final)
-        self._done()
-        return rows
+        entry = Verified(self._rel_path, view.size, download.digest(), rows, os.fstat(self.fd).st_mtime_ns)
+        self._close_fd()
+        # The control file goes first: a kill between the two leaves a whole .part, which a rerun
+        # takes as a prefix and commits; the other order would leave a control file behind.
+        rename = Rename(part_path(self.final), self.final, entry, remove_first=control_path(self.final))
+        return rows, self._group.submit([rename], after=self._done)
 
     async def discard(self) -> None:
         await self._close_aiofiles()

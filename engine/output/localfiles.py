@@ -29,11 +29,14 @@ class LocalFiles:
     def write_text(self, rel: str, text: str, *, durable: bool = True) -> None:
         """Whole or not at all; no space left is the run's DiskFull, with no temp file left."""
         path = self.path(rel)
-        if path.parent not in self._folders:
-            with no_space_is_disk_full(path.parent):
-                path.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(path.parent)
+        self.make_folder(path.parent)
         atomic_write(path, text, durable=durable)
+
+    def make_folder(self, folder: Path) -> None:
+        if folder not in self._folders:
+            with no_space_is_disk_full(folder):
+                folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
 
     def rewrite_in_place(self, rel: str, text: str) -> bool:
         """Overwrite a file in its own blocks (no space needed); False when it cannot (diskio)."""

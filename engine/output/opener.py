@@ -29,10 +29,12 @@ async def open_destination(export: ExportSettings, store: StoreSettings, disk: a
     export.out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(export.out_dir, shard)
     journal.load()
+    destination = LocalDestination(export, journal, disk)
     try:
-        yield LocalDestination(export, journal, disk)
+        yield destination
     finally:
         try:
+            destination.close()  # the group commit's last answers, before the journal closes
             journal.close()
         except OSError as exc:
             # Its last fsync found no space (NFS reports it there, after the report is written):

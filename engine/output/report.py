@@ -47,10 +47,37 @@ log = structlog.get_logger("aep_export.output")
 
 
 @dataclass
+class Tally:
+    """A batch's file outcomes as counts, kept once its results are let go (memory flat in files)."""
+
+    seen: int = 0
+    ok: int = 0
+    reused: int = 0
+    downloaded: int = 0
+    cancelled: int = 0  # interrupted (counted as failed too)
+    bytes: int = 0
+    bytes_fetched: int = 0
+
+    def add(self, r: FileResult) -> None:
+        self.seen += 1
+        self.ok += r.ok
+        self.reused += r.status is FileStatus.REUSED
+        self.downloaded += r.status is FileStatus.DOWNLOADED
+        self.cancelled += r.status is FileStatus.CANCELLED
+        self.bytes += r.size if r.ok else 0
+        self.bytes_fetched += r.bytes_fetched
+
+    @property
+    def failed(self) -> int:
+        return self.seen - self.ok
+
+
+@dataclass
 class BatchOutcome:
     batch: BatchRef
     started: float = field(default_factory=time.monotonic)
-    results: list[FileResult] = field(default_factory=list)
+    results: list[FileResult] = field(default_factory=list)  # until the batch is finalized (then `tally` only)
+    tally: Tally = field(default_factory=Tally)
     listing: Listing | None = None  # set once the listing is complete
     status: str = "running"
     errors: list[str] = field(default_factory=list)
@@ -59,18 +86,22 @@ class BatchOutcome:
     dataset_name: str | None = None  # for the manifest
     hook: dict[str, Any] | None = None  # the completion hook run for it, if any (engine/hooks.py)
 
+    def add(self, result: FileResult) -> None:
+        self.results.append(result)
+        self.tally.add(result)
+
     @property
     def all_in(self) -> bool:
-        return self.listing is not None and len(self.results) >= self.listing.files
+        return self.listing is not None and self.tally.seen >= self.listing.files
 
     @property
     def bytes(self) -> int:
-        return sum(r.size for r in self.results if r.ok)
+        return self.tally.bytes
 
     @property
     def attempted(self) -> bool:
         """The run began on it: a file attempted, or an error of its own (not only the run stopping first)."""
-        return bool(self.results) or any(getattr(e, "kind", None) not in NOT_REACHED for e in self.errors)
+        return bool(self.tally.seen) or any(getattr(e, "kind", None) not in NOT_REACHED for e in self.errors)
 
 
 NOT_REACHED = frozenset({"not_attempted", "listing_incomplete"})  # a batch's errors when the run stopped before it
@@ -109,7 +140,7 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
     errors += [Failure("unsafe_name", f"{name}: refused: {why}") for name, why in outcome.listing.refused]
     if outcome.listing.untrusted:  # the cause of every other error here: said first
         errors.insert(0, Failure("listing_untrusted", f"listing not trusted: {outcome.listing.untrusted}"))
-    if missing := outcome.listing.files - len(outcome.results):
+    if missing := outcome.listing.files - outcome.tally.seen:
         errors.append(Failure("not_attempted", f"{missing} files not attempted"))
     outcome.records_found = _records(ok_files)
     expected = outcome.batch.expected_records
@@ -123,9 +154,9 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
     try:
         if outcome.status != "ok":
             files.delete(f"{folder}/{SUCCESS}")  # first: whatever fails below, no _SUCCESS vouches for it
-        files.write_text(f"{folder}/{SUMS}", "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files), durable=durable)
+        _write_lists(files, [(f"{folder}/{SUMS}", "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files)),
+                             (f"{folder}/{MANIFEST}", json.dumps(_manifest(outcome, ok_files), indent=2) + "\n")], durable)
         files.delete(f"{folder}/{OLD_SUMS}")  # an earlier version's name: data readers trip on it
-        files.write_text(f"{folder}/{MANIFEST}", json.dumps(_manifest(outcome, ok_files), indent=2) + "\n", durable=durable)
         if outcome.status == "ok":
             # Not fsynced (nor is _LATEST): written after the data and lists are durable, they can
             # only be lost in a crash, never be ahead of what they vouch for; the rerun writes them.
@@ -136,6 +167,17 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
     except DiskFull as exc:  # the batch is not finished; the run stops (the caller's DiskFull)
         outcome.status, outcome.errors = "failed", [*outcome.errors, Failure(kind_of(exc), f"batch files not written: {exc}")]
         raise
+
+
+def _write_lists(files: Files, texts: list[tuple[str, str]], durable: bool) -> None:
+    """A batch's lists, durable before its `_SUCCESS`: in a local folder together, sharing their
+    syncs with whatever else commits at that time (output/groupcommit.py); else one by one."""
+    together = getattr(files, "write_texts", None)
+    if together is not None:
+        together(texts, durable=durable)
+        return
+    for rel, text in texts:
+        files.write_text(rel, text, durable=durable)
 
 
 def _file_error_kind(r: FileResult) -> str:
@@ -337,11 +379,11 @@ def report_body(run: RunOutcome) -> dict[str, Any]:
                         "batch_id": b.batch.batch_id,
                         "status": b.status,
                         "attempted": b.attempted,  # false: the run stopped before it (status: not started)
-                        "files": sum(1 for r in b.results if r.ok),
-                        "files_failed": sum(1 for r in b.results if not r.ok) + (len(b.listing.refused) if b.listing else 0),
-                        "files_reused": sum(1 for r in b.results if r.status is FileStatus.REUSED),
+                        "files": b.tally.ok,
+                        "files_failed": b.tally.failed + (len(b.listing.refused) if b.listing else 0),
+                        "files_reused": b.tally.reused,
                         "bytes": b.bytes,
-                        "bytes_fetched": sum(r.bytes_fetched for r in b.results),
+                        "bytes_fetched": b.tally.bytes_fetched,
                         "records_expected": b.batch.expected_records,
                         "records_found": b.records_found,
                         "seconds": round(b.seconds, 3),
@@ -383,5 +425,5 @@ def summary_rows(run: RunOutcome) -> list[tuple[str, str, str, str, str, str, st
             note = b.errors[0] if b.errors else ""
             if len(b.errors) > 1:
                 note += f" (+{len(b.errors) - 1} more)"
-            rows.append((label, name, b.batch.batch_id, b.status, str(sum(1 for r in b.results if r.ok)), human_bytes(b.bytes), note))
+            rows.append((label, name, b.batch.batch_id, b.status, str(b.tally.ok), human_bytes(b.bytes), note))
     return rows

@@ -1,0 +1,190 @@
+"""Group commit: names that change hands together share their syncs.
+
+Files of a local export become visible by a rename, and the promises after a crash or a power loss
+(README, "Resume", "A full disk") need each file's bytes durable before its name, its journal line
+written before its name, and every name durable before a `_SUCCESS` vouches for it. Paid one file
+at a time that is an fsync per file, an fsync per batch list and one per folder, each waiting for
+the filesystem's own journal commit. Here one thread takes every request that arrived while it was
+busy (files finishing together, lists of batches finishing together) and, for the whole group:
+
+1. fsyncs the new contents that are not durable yet (batch lists: parallel threads, so the
+   filesystem commits them together; data files arrive already fsynced by their own thread hop);
+2. appends the group's journal lines in one write, then renames (under the destination's lock);
+3. fsyncs each folder that gained a name once, and the journal once;
+4. answers every request (a thread's blocking wait, or an event loop's future).
+
+A request fails alone (its temporary files removed); no space is the run's DiskFull.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .diskio import disk_full, fsync_folder, is_no_space
+from .journal import Journal, Verified
+
+SYNC_THREADS = 8  # parallel fsyncs of one group's new contents
+
+
+@dataclass
+class Rename:
+    """`src` becomes `dst`. `entry` is journaled first; `sync_src`: fsync `src` first (a list
+    written without a sync); `remove_first`: a file that must be gone before (a control file)."""
+
+    src: Path
+    dst: Path
+    entry: Verified | None = None
+    sync_src: bool = False
+    remove_first: Path | None = None
+
+
+@dataclass
+class Request:
+    renames: list[Rename]
+    after: Callable[[], None] | None = None  # in the committer's thread, once renamed and synced
+    done: Future[None] = field(default_factory=Future)
+
+
+class GroupCommit:
+    """One committer thread per local destination; started at the first request."""
+
+    def __init__(self, journal: Journal, names: threading.Lock, durable: bool):
+        self._journal = journal
+        self._names = names  # the destination's: held while names change hands
+        self._durable = durable
+        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self.groups = 0  # groups committed (tests and benchmarks read it)
+
+    def submit(self, renames: list[Rename], after: Callable[[], None] | None = None) -> Future[None]:
+        request = Request(renames, after)
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="aep-group-commit", daemon=True)
+                self._thread.start()
+        self._queue.put(request)
+        return request.done
+
+    def commit(self, renames: list[Rename]) -> None:
+        """Blocking (from a worker thread): returns once every rename is durable."""
+        self.submit(renames).result()
+
+    def close(self) -> None:
+        with self._start:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while True:  # everything that arrived while the last group was being committed
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:  # a close: after this group
+                    closing = True
+                    break
+                group.append(more)
+            self._commit(group)
+            self.groups += 1
+
+    def _commit(self, group: list[Request]) -> None:
+        failed: dict[int, BaseException] = {}
+        self._sync_sources(group, failed)
+        live = [r for r in group if id(r) not in failed]
+        folders: dict[Path, None] = {}
+        try:
+            with self._names:
+                self._journal.record_many([rn.entry for r in live for rn in r.renames if rn.entry is not None])
+                for request in live:
+                    self._rename(request, failed, folders)
+            if self._durable:
+                for folder in folders:
+                    fsync_folder(folder)
+                self._sync_journal()
+        except OSError as exc:  # the journal or a folder: every request still waiting shares it
+            error = disk_full(exc, self._journal.path) if is_no_space(exc) else exc
+            for request in live:
+                failed.setdefault(id(request), error)
+        for request in group:
+            self._answer(request, failed.get(id(request)))
+
+    def _sync_journal(self) -> None:
+        """The journal only saves re-hashing (README, Resume): a sync that finds no space (NFS may
+        say so only there) leaves every commit as it is, as at the journal's last sync."""
+        try:
+            self._journal.sync()
+        except OSError as exc:
+            if not is_no_space(exc):
+                raise
+
+    def _sync_sources(self, group: list[Request], failed: dict[int, BaseException]) -> None:
+        """fsync every new content of the group, in parallel threads (one commit of the filesystem)."""
+        todo = [(r, rn.src) for r in group for rn in r.renames if rn.sync_src and self._durable]
+        if not todo:
+            return
+        if len(todo) == 1:
+            results = [_sync_path(todo[0][1])]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="aep-sync")
+            results = list(self._pool.map(_sync_path, [path for _, path in todo]))
+        for (request, path), error in zip(todo, results, strict=True):
+            if error is not None and id(request) not in failed:
+                failed[id(request)] = disk_full(error, path) if is_no_space(error) else error
+
+    def _rename(self, request: Request, failed: dict[int, BaseException], folders: dict[Path, None]) -> None:
+        try:
+            for rn in request.renames:
+                if rn.remove_first is not None:
+                    rn.remove_first.unlink(missing_ok=True)
+                os.replace(rn.src, rn.dst)
+                folders[rn.dst.parent] = None
+        except OSError as exc:
+            failed[id(request)] = exc
+
+    def _answer(self, request: Request, error: BaseException | None) -> None:
+        if error is not None:
+            for rn in request.renames:
+                if rn.sync_src:  # a temporary file of ours: never left beside the data
+                    with contextlib.suppress(OSError):
+                        rn.src.unlink(missing_ok=True)
+        try:
+            if request.after is not None:
+                request.after()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiter, never lost in this thread
+            error = error or exc
+        if error is None:
+            request.done.set_result(None)
+        else:
+            request.done.set_exception(error)
+
+
+def _sync_path(path: Path) -> OSError | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return exc
+    return None

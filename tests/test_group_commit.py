@@ -1,0 +1,85 @@
+"""Group commit (issue #20): the syncs are shared, the durability order is not traded away.
+
+Every fsync and rename of a real export is observed (os.fsync / os.replace wrapped in-process) and
+the order the README promises is checked for each batch: a file's bytes are fsynced before its
+journal line and its final name, the folder that gained the name is fsynced before the batch's
+`_SUCCESS`, and so are the batch's lists (fsynced, renamed, their folder fsynced) — a power loss at
+any point can lose a `_SUCCESS`, never keep one ahead of what it vouches for.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import assert_files_match, expected_path, run_export, settings_for
+
+from engine.fake import FakeConfig
+from engine.layout import MANIFEST, STATE_DIR, SUCCESS, SUMS, part_path, write_temp
+from engine.outcome import EXIT_OK
+
+
+class DiskLog:
+    """What reached the disk calls, in order: ("fsync", path) and ("replace", src, dst)."""
+
+    def __init__(self, journal: Path):
+        self.events: list[tuple[str, ...]] = []
+        self.journal_at_rename: dict[str, str] = {}  # final path -> the journal's text when it got its name
+        self._journal = journal
+        self._lock = threading.Lock()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real_fsync, real_replace = os.fsync, os.replace
+
+        def fsync(fd: int) -> None:
+            real_fsync(fd)
+            with self._lock:
+                self.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+        def replace(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+            with self._lock:
+                if Path(src).parent.name == STATE_DIR and Path(dst).parent.name != STATE_DIR:  # a data file's commit
+                    self.journal_at_rename[str(dst)] = self._journal.read_text() if self._journal.exists() else ""
+                real_replace(src, dst)
+                self.events.append(("replace", str(src), str(dst)))
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+
+    def renamed_to(self, dst: Path) -> int:
+        found = [i for i, e in enumerate(self.events) if e[0] == "replace" and e[2] == str(dst)]
+        assert len(found) == 1, f"{dst} renamed {len(found)} times"
+        return found[0]
+
+    def synced(self, path: Path, after: int = -1, before: int | None = None) -> bool:
+        end = len(self.events) if before is None else before
+        return any(e == ("fsync", str(path)) for e in self.events[after + 1:end])
+
+
+async def test_each_batch_is_durable_in_the_promised_order(tmp_path: Path, make_fake, monkeypatch) -> None:
+    async with make_fake(FakeConfig.small(n_datasets=3, files=4, rows=40, seed=71)) as fp:
+        out = (tmp_path / "out").resolve()
+        disk = DiskLog(out / STATE_DIR / "journal.jsonl")
+        disk.install(monkeypatch)
+        run = await run_export(settings_for(fp, out, concurrency=8))
+        monkeypatch.undo()
+
+        assert run.exit_code == EXIT_OK
+        expected = fp.expected_files()
+        assert_files_match(out, expected)
+        for batch in {expected_path(out, e).parents[1] for e in expected}:
+            success = disk.renamed_to(batch / SUCCESS)
+            for name in (SUMS, MANIFEST):  # the lists: bytes synced, renamed, the folder synced, then _SUCCESS
+                renamed = disk.renamed_to(batch / name)
+                assert disk.synced(write_temp(batch / name), before=renamed), f"{name} renamed before its bytes were synced"
+                assert disk.synced(batch, after=renamed, before=success), f"{batch.name}: {name}'s name not synced before {SUCCESS}"
+            for e in (e for e in expected if expected_path(out, e).parents[1] == batch):
+                final = expected_path(out, e)
+                renamed = disk.renamed_to(final)
+                assert disk.synced(part_path(final), before=renamed), f"{final.name} renamed before its bytes were synced"
+                assert f'"path":"{final.relative_to(out).as_posix()}"' in disk.journal_at_rename[str(final)], \
+                    f"{final.name} got its name before its journal line was written"
+                assert disk.synced(final.parent, after=renamed, before=success), \
+                    f"{final.name}: its folder was not synced between its rename and the batch's {SUCCESS}"

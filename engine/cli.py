@@ -108,6 +108,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="dataset to export: an id (24 hex digits) or a name (repeatable; replaces the config's datasets)")
     p.add_argument("--datasets-file", type=Path, metavar="FILE",
                    help="datasets to export, one id or name a line (# comments; adds to --dataset, replaces the config's)")
+    p.add_argument("--via", choices=("data-access", "dlz"),
+                   help="the source of the --dataset/--datasets-file entries: the Data Access API (default) or a "
+                        "dataset export run into the Data Landing Zone")
     _add_output_flags(p)
 
 
@@ -269,8 +272,12 @@ def settings_from_args(args: argparse.Namespace, *, entries_required: bool = Tru
     named = list(getattr(args, "dataset", None) or [])
     if getattr(args, "datasets_file", None):
         named += _datasets_file(args.datasets_file)
+    if getattr(args, "via", None) and not named:
+        raise ConfigError("--via chooses the source of --dataset and --datasets-file entries; in a config file, "
+                          "set via = \"dlz\" in a [[datasets]] entry")
     if named:
-        overrides["datasets"] = [{"id": d} if looks_like_dataset_id(d) else {"name": d} for d in named]
+        via = {"via": args.via} if getattr(args, "via", None) else {}
+        overrides["datasets"] = [{"id": d, **via} if looks_like_dataset_id(d) else {"name": d, **via} for d in named]
     config = args.config or config_path_from_env()
     if config is None and not any(k.startswith(ENV_PREFIX) for k in os.environ):
         raise ConfigError("no configuration: pass --config FILE (see config.example.toml), set AEP_EXPORT_CONFIG, "

@@ -32,6 +32,7 @@ from .output.runlock import hold_destination
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
 from .platform.discovery import Discovery
+from .platform.dlz import DlzSource
 from .platform.listing import DatasetNames
 from .platform.selection import Selector
 from .platform.sources import DataAccessSource, Source, Sources
@@ -107,7 +108,8 @@ class Exporter:
                 self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages)
                 self.selector = Selector(self.discovery, self.settings.datasets)
                 self.names = DatasetNames(self.discovery)
-                self.sources = Sources(DataAccessSource(self.selector, self.discovery.data_access))
+                self.sources = Sources(DataAccessSource(self.selector, self.discovery.data_access),
+                                       DlzSource(self.client, self.discovery.catalog))
                 self.downloader = Downloader(self.client, self.settings.export, self.destination, self.policy, self.counters,
                                              self.scheduler)
                 await tokens.token()  # bad credentials: fail before anything is attempted
@@ -197,6 +199,8 @@ class Exporter:
         if dataset_id not in self.share.elsewhere:
             return False
         shard, entry = self.share.elsewhere[dataset_id]
+        if entry.via != "data-access":
+            return False  # that shard exports a run of its own, never this batch
         try:
             theirs = {k for k, _ in (await self.selector.select(entry)).batches}
         except RunFatal:

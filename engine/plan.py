@@ -21,6 +21,7 @@ from .model import FileTask
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
 from .platform.discovery import Discovery
+from .platform.dlz import DlzSource
 from .platform.selection import Replaced, Selector
 from .platform.sources import DataAccessSource, Source, Sources
 from .retry import RetryPolicy, failure
@@ -60,7 +61,8 @@ async def make_plan(settings: Settings) -> list[EntryPlan]:
         tokens = TokenProvider(settings.auth, session, policy)
         discovery = Discovery(PlatformClient(settings, session, tokens, policy), ex.created_client, ex.max_listing_pages)
         await tokens.token()
-        sources = Sources(DataAccessSource(Selector(discovery, settings.datasets), discovery.data_access))
+        sources = Sources(DataAccessSource(Selector(discovery, settings.datasets), discovery.data_access),
+                          DlzSource(discovery.client, discovery.catalog))
         plans = [EntryPlan(ds.label) for ds in settings.datasets] + [EntryPlan(aud.label) for aud in settings.audiences]
         limiter = anyio.CapacityLimiter(sizing.discovery_slots(ex))
         entries: list[DatasetSettings | AudienceSettings] = [*settings.datasets, *settings.audiences]

@@ -198,3 +198,13 @@ def parts_under(root: Path) -> list[Path]:
 def controls_under(root: Path) -> list[Path]:
     """Every control file under `root` (a temporary one mid-rename included: *.part.ctl.tmp)."""
     return sorted(p for p in root.rglob("*.part.ctl*") if p.is_file())
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """A real Azure Blob server (Azurite) on loopback for the session: host, port, account, key,
+    connection_string, blob_endpoint (tests/azurite.py)."""
+    from azurite import Azurite
+
+    with Azurite() as server:
+        yield server.info

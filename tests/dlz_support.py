@@ -88,3 +88,63 @@ def _blob_sha256(fp: FakePlatform, name: str) -> str:
     else:
         data = blobs._blobs[name].data or blobs._blobs[name].path.read_bytes()  # type: ignore[attr-defined]
     return hashlib.sha256(data).hexdigest()
+
+
+class PacedProxy:
+    """A TCP proxy in front of Azurite that paces what it sends back (bytes/s per connection), so
+    that a kill lands mid-download; requests pass unchanged. Runs on its own loop in a thread."""
+
+    def __init__(self, port: int, rate: float):
+        import threading
+
+        self.target, self.rate = port, rate
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    def _run(self, ready: Any) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            client_w.close()
+            return
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, paced: bool) -> None:
+            try:
+                while data := await r.read(16 << 10):
+                    w.write(data)
+                    await w.drain()
+                    if paced:
+                        await asyncio.sleep(len(data) / self.rate)
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(client_r, up_w, False), pipe(up_r, client_w, True))
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+class ProxiedAzuriteBlobs(AzuriteBlobs):
+    """Azurite, reached by the engine through a PacedProxy (the fake uploads directly)."""
+
+    def __init__(self, info: Any, proxy: PacedProxy):
+        super().__init__(info)
+        self.proxy = proxy
+
+    def container_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}/{self.account}/{self.container}"

@@ -334,15 +334,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say("aep-export demo: starting the embedded fake platform (generating parquet on first use)…")
     platform = FakePlatform.run_in_thread(FakeConfig.demo())
     try:
+        via = {platform.dataset_ids[0]: "dlz"}  # one dataset through each source: the first as a DLZ export run
         settings = Settings.model_validate({
             "platform": {"url": platform.url, "org_id": platform.org_id, "sandbox": platform.sandbox},
             "auth": {"client_id": platform.client_id, "client_secret": platform.client_secret, "ims_url": platform.ims_url},
             "export": {"out_dir": args.out, "concurrency": args.concurrency},
-            "datasets": [{"id": d} for d in platform.dataset_ids],
+            "datasets": [{"id": d, "via": via.get(d, "data-access")} for d in platform.dataset_ids],
             "audiences": [{"export_job_id": j} for j in platform.export_job_ids],
         })
-        say(f"fake platform at {platform.url}; exporting {len(platform.dataset_ids)} datasets "
-            f"and {len(platform.export_job_ids)} audience export job(s) into {args.out}/")
+        say(f"fake platform at {platform.url}; exporting {len(platform.dataset_ids)} datasets ({len(via)} through a "
+            f"Data Landing Zone export run, the others through Data Access) and {len(platform.export_job_ids)} audience "
+            f"export job(s) into {args.out}/")
         code = show_run(export(settings, live=_live(args)), settings.export.out_dir)
         _demo_proof(platform, args.out)
         return code
@@ -358,7 +360,8 @@ def _demo_proof(platform: Any, out: Path) -> None:
     """Compare what landed on disk with what the fake platform serves, byte for byte (by SHA-256)."""
     from .checks.integrity import file_digest
 
-    expected = platform.expected_files()
+    dlz = platform.dlz_expected_files()
+    expected = [e for e in platform.expected_files() if e.dataset_id not in {d.dataset_id for d in dlz}] + dlz
     mismatched = [e for e in expected if e.name.endswith(".parquet") and _exported_digest(out, e, file_digest) != e.sha256]
     total = sum(1 for e in expected if e.name.endswith(".parquet"))
     if mismatched:

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 from aiohttp import web
 
+from ..checks.integrity import file_digest
 from .blob import BlobStore
-from .data import _uuid
+from .data import ExpectedFile, _uuid
 from .http import gw_error, json_body
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class FakeRun:
     failed: bool = False
     polls: int = 0
     files: list[tuple[str, int, int]] = field(default_factory=list)  # (blob name, size, rows)
+    written: dict[str, Path] = field(default_factory=dict)  # blob name -> the file put there
 
     @property
     def done(self) -> bool:
@@ -88,6 +90,22 @@ class FlowServiceApi:
 
     def dlz_runs(self, dataset_id: str | None = None) -> list[FakeRun]:
         return [r for r in self._runs.values() if dataset_id in (None, r.dataset_id)]
+
+    def dlz_expected_files(self) -> list[ExpectedFile]:
+        """The files of each dataset's newest successful run as written, where a correct export puts
+        them: {out}/{dataset}/{run id}/exportTime=…/{part}."""
+        newest: dict[str, FakeRun] = {}
+        for run in self._runs.values():
+            if run.done and not run.failed and run.created_ms >= getattr(newest.get(run.dataset_id), "created_ms", 0):
+                newest[run.dataset_id] = run
+        out = []
+        for run in newest.values():
+            for name, size, rows in run.files:
+                folder, _, part = name.rpartition("/")
+                path = run.written[name]
+                out.append(ExpectedFile(run.dataset_id, run.id, folder.rsplit("/", 1)[-1], part, size,
+                                        file_digest(path).hex(), rows, path))
+        return out
 
     def dlz_flows(self) -> list[dict[str, Any]]:
         return list(self._fs_objects["flows"].values())
@@ -185,6 +203,7 @@ class FlowServiceApi:
             name = f"{run.folder}part-{i:05d}-{_uuid(self.cfg.seed, 'part', run.id)}-c000.{'gz.' if gzip else ''}parquet"
             await self.blobs.put(name, path)
             run.files.append((name, path.stat().st_size, part.rows))
+            run.written[name] = path
 
     async def h_runs(self, request: web.Request) -> web.Response:
         wanted = request.query.get("property", "")

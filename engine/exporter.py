@@ -32,10 +32,10 @@ from .output.runlock import hold_destination
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
 from .platform.discovery import Discovery
-from .platform.dlz import DlzSource
 from .platform.listing import DatasetNames
 from .platform.selection import Selector
-from .platform.sources import DataAccessSource, Source, Sources
+from .platform.sources import Source
+from .platform.sourcing import run_sources
 from .progress import show_progress
 from .retry import RetryPolicy, describe, failure
 from .shard import Shard, entry_key, share_of
@@ -108,8 +108,7 @@ class Exporter:
                 self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages)
                 self.selector = Selector(self.discovery, self.settings.datasets)
                 self.names = DatasetNames(self.discovery)
-                self.sources = Sources(DataAccessSource(self.selector, self.discovery.data_access),
-                                       DlzSource(self.client, self.discovery.catalog))
+                self.sources = run_sources(self.discovery, self.selector)
                 self.downloader = Downloader(self.client, self.settings.export, self.destination, self.policy, self.counters,
                                              self.scheduler)
                 await tokens.token()  # bad credentials: fail before anything is attempted

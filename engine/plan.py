@@ -21,9 +21,9 @@ from .model import FileTask
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
 from .platform.discovery import Discovery
-from .platform.dlz import DlzSource
 from .platform.selection import Replaced, Selector
-from .platform.sources import DataAccessSource, Source, Sources
+from .platform.sources import Source, Sources
+from .platform.sourcing import run_sources
 from .retry import RetryPolicy, failure
 from .units import human_bytes
 
@@ -61,8 +61,7 @@ async def make_plan(settings: Settings) -> list[EntryPlan]:
         tokens = TokenProvider(settings.auth, session, policy)
         discovery = Discovery(PlatformClient(settings, session, tokens, policy), ex.created_client, ex.max_listing_pages)
         await tokens.token()
-        sources = Sources(DataAccessSource(Selector(discovery, settings.datasets), discovery.data_access),
-                          DlzSource(discovery.client, discovery.catalog))
+        sources = run_sources(discovery, Selector(discovery, settings.datasets))
         plans = [EntryPlan(ds.label) for ds in settings.datasets] + [EntryPlan(aud.label) for aud in settings.audiences]
         limiter = anyio.CapacityLimiter(sizing.discovery_slots(ex))
         entries: list[DatasetSettings | AudienceSettings] = [*settings.datasets, *settings.audiences]

@@ -17,6 +17,7 @@ credentials never go to the Blob origin (PlatformClient sends them to the gatewa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +62,7 @@ class DlzSas:
         self._token = ""
         self._expires = 0.0  # epoch seconds (`se`)
         self._refresh_at = 0.0
+        self._lock = asyncio.Lock()  # one credentials call when many files need a fresh SAS at once
 
     async def container(self) -> str:
         await self._fresh()
@@ -74,6 +76,11 @@ class DlzSas:
     async def _fresh(self) -> None:
         if self._container is not None and time.time() < self._refresh_at:
             return
+        async with self._lock:
+            if self._container is None or time.time() >= self._refresh_at:
+                await self._fetch()
+
+    async def _fetch(self) -> None:
         body = await self.client.get_json(CREDENTIALS, {"type": "dlz_destination"})
         if not isinstance(body, dict):
             raise ExportError("the DLZ credentials endpoint answered no object")

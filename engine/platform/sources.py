@@ -90,5 +90,4 @@ class Sources:
 
     def of(self, entry: DatasetSettings | None) -> Source:
         """The entry's source (audiences and entries without `via`: Data Access)."""
-        via = getattr(entry, "via", DataAccessSource.name) if entry is not None else DataAccessSource.name
-        return self.by_name[via]
+        return self.by_name[entry.via if entry is not None else DataAccessSource.name]

@@ -81,3 +81,15 @@ async def test_an_old_run_is_not_reused(tmp_path: Path, azurite, fake_data_root:
         assert fp.adhoc_requests == (2 if reuse else 1)
         assert len({b.batch.batch_id for d in again.datasets for b in d.batches}) == 1
         assert_files_match(tmp_path, dlz_expected(fp, dataset))
+
+
+async def test_gateway_credentials_never_reach_the_blob_origin_nor_the_sas_the_gateway(tmp_path: Path, make_fake) -> None:
+    """Against the fake's own Blob origin (what `demo` uses), which records the headers it gets."""
+    async with make_fake(mixed_config()) as fp:
+        da, dlz_a, _ = fp.dataset_ids
+        run = await run_export(with_via(settings_for(fp, tmp_path, [da, dlz_a]), {dlz_a: "dlz"}))
+        assert run.exit_code == EXIT_OK
+        assert_files_match(tmp_path, [e for e in fp.expected_files() if e.dataset_id == da] + fp.dlz_expected_files())
+        assert fp.blobs.requests >= 1 + len(fp.dlz_expected_files())  # the listing and every file came from there
+        assert not fp.blobs.saw_gateway_credentials  # no Authorization, no x-api-key
+        assert not fp.gateway_saw_sas and fp.sas_issued

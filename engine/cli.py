@@ -114,6 +114,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="dataset to export: an id (24 hex digits) or a name (repeatable; replaces the config's datasets)")
     p.add_argument("--datasets-file", type=Path, metavar="FILE",
                    help="datasets to export, one id or name a line (# comments; adds to --dataset, replaces the config's)")
+    p.add_argument("--via", choices=("data-access", "dlz"),
+                   help="the source of the --dataset/--datasets-file entries: the Data Access API (default) or a "
+                        "dataset export run into the Data Landing Zone")
     _add_output_flags(p)
 
 
@@ -306,8 +309,12 @@ def settings_from_args(args: argparse.Namespace, *, entries_required: bool = Tru
     named = list(getattr(args, "dataset", None) or [])
     if getattr(args, "datasets_file", None):
         named += _datasets_file(args.datasets_file)
+    if getattr(args, "via", None) and not named:
+        raise ConfigError("--via chooses the source of --dataset and --datasets-file entries; in a config file, "
+                          "set via = \"dlz\" in a [[datasets]] entry")
     if named:
-        overrides["datasets"] = [{"id": d} if looks_like_dataset_id(d) else {"name": d} for d in named]
+        via = {"via": args.via} if getattr(args, "via", None) else {}
+        overrides["datasets"] = [{"id": d, **via} if looks_like_dataset_id(d) else {"name": d, **via} for d in named]
     config = args.config or config_path_from_env()
     if config is None and not any(k.startswith(ENV_PREFIX) for k in os.environ):
         raise ConfigError("no configuration: pass --config FILE (see config.example.toml), set AEP_EXPORT_CONFIG, "
@@ -364,15 +371,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say("aep-export demo: starting the embedded fake platform (generating parquet on first use)…")
     platform = FakePlatform.run_in_thread(FakeConfig.demo())
     try:
+        via = {platform.dataset_ids[0]: "dlz"}  # one dataset through each source: the first as a DLZ export run
         settings = Settings.model_validate({
             "platform": {"url": platform.url, "org_id": platform.org_id, "sandbox": platform.sandbox},
             "auth": {"client_id": platform.client_id, "client_secret": platform.client_secret, "ims_url": platform.ims_url},
             "export": {"out_dir": args.out, "concurrency": args.concurrency},
-            "datasets": [{"id": d} for d in platform.dataset_ids],
+            "datasets": [{"id": d, "via": via.get(d, "data-access")} for d in platform.dataset_ids],
             "audiences": [{"export_job_id": j} for j in platform.export_job_ids],
         })
-        say(f"fake platform at {platform.url}; exporting {len(platform.dataset_ids)} datasets "
-            f"and {len(platform.export_job_ids)} audience export job(s) into {args.out}/")
+        say(f"fake platform at {platform.url}; exporting {len(platform.dataset_ids)} datasets ({len(via)} through a "
+            f"Data Landing Zone export run, the others through Data Access) and {len(platform.export_job_ids)} audience "
+            f"export job(s) into {args.out}/")
         code = show_run(export(settings, live=_live(args)), settings.export.out_dir)
         _demo_proof(platform, args.out)
         return code
@@ -388,7 +397,8 @@ def _demo_proof(platform: Any, out: Path) -> None:
     """Compare what landed on disk with what the fake platform serves, byte for byte (by SHA-256)."""
     from .checks.integrity import file_digest
 
-    expected = platform.expected_files()
+    dlz = platform.dlz_expected_files()
+    expected = [e for e in platform.expected_files() if e.dataset_id not in {d.dataset_id for d in dlz}] + dlz
     mismatched = [e for e in expected if e.name.endswith(".parquet") and _exported_digest(out, e, file_digest) != e.sha256]
     total = sum(1 for e in expected if e.name.endswith(".parquet"))
     if mismatched:

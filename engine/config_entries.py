@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,6 +23,17 @@ class DatasetSettings(_Section):
     batches: str | list[str] = Field("latest", description='"latest", "all" or a list of batch ids')
     since: datetime | None = Field(None, description="only batches created at or after this time")
     until: datetime | None = Field(None, description="only batches created before this time")
+    via: Literal["data-access", "dlz"] = Field("data-access", description="the source: the Data Access API, or a "
+                                               "dataset export run into the Data Landing Zone")
+    reuse_run_within: float = Field(86400.0, gt=0, description='via = "dlz": export the flow\'s newest successful run '
+                                    'when younger than this ("24h", "90m", "3600s" or seconds), else start a run')
+    wait_timeout: float = Field(3600.0, gt=0, description='via = "dlz": seconds for an on-demand run to be accepted '
+                                "and to finish")
+
+    @field_validator("reuse_run_within", "wait_timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
 
     @model_validator(mode="before")
     @classmethod
@@ -69,6 +81,8 @@ class DatasetSettings(_Section):
             raise ValueError("since/until choose among the dataset's batches: they do not apply to pinned batch ids")
         if self.since and self.until and self.since >= self.until:
             raise ValueError("since must be earlier than until")
+        if self.via == "dlz" and (self.pinned or self.batches != "latest" or self.since or self.until):
+            raise ValueError('via = "dlz" exports one dataset export run: batches, batch, since and until do not apply')
         return self
 
     @property
@@ -87,6 +101,18 @@ class DatasetSettings(_Section):
         after = _epoch_ms(self.since) - 1 if self.since else None
         before = _epoch_ms(self.until) if self.until else None
         return after, before
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """"24h", "90m", "3600s", "2d" or a number of seconds, as seconds."""
+    m = _DURATION.fullmatch(text)
+    if m is None:
+        raise ValueError(f'{text!r} is not a duration: a number of seconds, or one with s, m, h or d ("24h")')
+    return float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
 
 
 def _epoch_ms(when: datetime) -> int:

@@ -35,6 +35,8 @@ from .platform.client import PlatformClient, make_session
 from .platform.discovery import Discovery
 from .platform.listing import DatasetNames
 from .platform.selection import Selector
+from .platform.sources import Source
+from .platform.sourcing import run_sources
 from .platform.traffic import traced
 from .progress import InFlight, show_progress
 from .retry import RetryPolicy, describe, failure
@@ -161,6 +163,7 @@ class Exporter:
                 self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages)
                 self.selector = Selector(self.discovery, self.settings.datasets)
                 self.names = DatasetNames(self.discovery)
+                self.sources = run_sources(self.discovery, self.selector)
                 self.downloader = Downloader(self.client, self.settings.export, self.destination, self.policy, self.counters,
                                              self.scheduler)
                 await tokens.token()  # bad credentials: fail before anything is attempted
@@ -211,11 +214,13 @@ class Exporter:
         self.run.datasets.append(outcome)
         async with send, limiter:
             try:
-                selection = await self.selector.select(ds)
+                src = self.sources.of(ds)
+                selection = await src.select(ds)
                 outcome.dataset_id = selection.dataset_id
                 outcome.name = ds.name or await self._dataset_name(selection.dataset_id)
                 for key, obj in selection.batches:
-                    await self._export_batch(outcome, selection.dataset_id, key, obj, "dataset", send, alone=len(selection.batches) == 1)
+                    await self._export_batch(outcome, selection.dataset_id, key, obj, "dataset", send,
+                                             alone=len(selection.batches) == 1, src=src)
                 for r in selection.replaced:  # reported, not exported: a newer chosen batch replaces it
                     outcome.batches.append(BatchOutcome(BatchRef(selection.dataset_id, r.key, r.obj), status="replaced",
                                                         errors=[Failure("replaced", r.note)]))
@@ -239,7 +244,7 @@ class Exporter:
                             outcome.dataset_id, outcome.name = dataset_id, await self._dataset_name(dataset_id)
                         if await self._exported_by_other_shard(outcome, dataset_id, key):
                             continue
-                        await self._export_batch(outcome, dataset_id, key, obj, outcome.source, send)
+                        await self._export_batch(outcome, dataset_id, key, obj, outcome.source, send, src=self.sources.of(None))
             except Exception as exc:  # noqa: BLE001 - one dataset's failure is reported and the others go on
                 self._dataset_failed(outcome, exc)
 
@@ -253,6 +258,8 @@ class Exporter:
         if dataset_id not in self.share.elsewhere:
             return False
         shard, entry = self.share.elsewhere[dataset_id]
+        if entry.via != "data-access":
+            return False  # that shard exports a run of its own, never this batch
         try:
             theirs = {k for k, _ in (await self.selector.select(entry)).batches}
         except RunFatal:
@@ -266,9 +273,9 @@ class Exporter:
         return True
 
     async def _export_batch(self, outcome: DatasetOutcome, dataset_id: str, key: str, obj: dict[str, Any], source: str,
-                            send: MemoryObjectSendStream[FileTask], alone: bool = True) -> None:
+                            send: MemoryObjectSendStream[FileTask], alone: bool = True, *, src: Source) -> None:
         try:
-            batch, dataset_files = await self.discovery.data_access.resolve_batch(dataset_id, key, obj, source)
+            resolved = await src.resolve(dataset_id, key, obj, source)
         except RunFatal:
             raise
         except Exception as exc:
@@ -280,6 +287,7 @@ class Exporter:
             log.error("batch_failed", dataset=dataset_id, batch=key, error=describe(exc))
             self._batch_ended(failed)
             return
+        batch = resolved.batch
         if batch.key in self._batches:
             # Another source already exports this batch (e.g. an audience job's target dataset).
             log.info("batch_already_exporting", dataset=dataset_id, batch=batch.batch_id, source=source)
@@ -288,15 +296,15 @@ class Exporter:
         bo = BatchOutcome(batch, dataset_name=outcome.name)
         self._batches[batch.key] = bo
         outcome.batches.append(bo)
-        log.info("batch_found", dataset=dataset_id, batch=batch.batch_id, source=source, dataset_files=len(dataset_files),
-                 records=batch.expected_records)
+        log.info("batch_found", dataset=dataset_id, batch=batch.batch_id, source=source, via=src.name,
+                 dataset_files=len(resolved.detail), records=batch.expected_records)
 
         async def sink(task: FileTask) -> None:
             self.counters.files_total += 1
             self.counters.bytes_total += task.size or 0
             await send.send(task)
 
-        bo.listing = await self.discovery.data_access.list_files(batch, dataset_files, sink)
+        bo.listing = await src.list_files(resolved, sink)
         await self._maybe_finalize(bo)
         outcome.status = "listed"
 

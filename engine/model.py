@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+# Gives the URL to request a file at now (a credential in its query refreshed before it expires).
+UrlSigner = Callable[[str], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,13 @@ class FileTask:
     url: str
     size: int | None
     rel_path: str  # relative to out_dir, already checked to stay inside it
+    # Digests the listing states for the whole file, (hashlib name, raw digest): checked at commit.
+    listed_digests: tuple[tuple[str, bytes], ...] = field(default=(), compare=False)
+    signer: UrlSigner | None = field(default=None, compare=False, hash=False)
+
+    async def current_url(self) -> str:
+        """The URL to request now: `url` as listed, or signed afresh by the source."""
+        return await self.signer(self.url) if self.signer is not None else self.url
 
     @property
     def rel_in_batch(self) -> str:

@@ -16,17 +16,19 @@ from typing import Any
 import anyio
 
 from . import sizing
-from .config import AudienceSettings, DatasetSettings, Settings, StoreURL
+from .config import AudienceSettings, DatasetSettings, Settings, StoreSettings, StoreURL
 from .errors import Failure, RunFatal
 from .model import FileTask
-from .output.bucket import Bucket
 from .output.buckettree import BucketTree
 from .output.held import FETCH, PARTIAL, REPLACED, FileHeld, HeldTree, Tally, holding
 from .output.localfiles import LocalTree
+from .output.stores import connect_store
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
 from .platform.discovery import Discovery
 from .platform.selection import Replaced, Selector
+from .platform.sources import Source, Sources
+from .platform.sourcing import run_sources
 from .retry import RetryPolicy, failure
 from .units import human_bytes
 
@@ -70,21 +72,21 @@ async def make_plan(settings: Settings) -> list[EntryPlan]:
         tokens = TokenProvider(settings.auth, session, policy)
         discovery = Discovery(PlatformClient(settings, session, tokens, policy), ex.created_client, ex.max_listing_pages)
         await tokens.token()
-        selector = Selector(discovery, settings.datasets)
+        sources = run_sources(discovery, Selector(discovery, settings.datasets))
         plans = [EntryPlan(ds.label) for ds in settings.datasets] + [EntryPlan(aud.label) for aud in settings.audiences]
         limiter = anyio.CapacityLimiter(sizing.discovery_slots(ex))
         entries: list[DatasetSettings | AudienceSettings] = [*settings.datasets, *settings.audiences]
         fatal: list[Exception] = []  # credentials or reachability: the whole check stops on the first
         async with anyio.create_task_group() as tg:
             for entry, plan in zip(entries, plans, strict=True):
-                tg.start_soon(_plan_entry, discovery, selector, entry, plan, limiter, fatal, tg.cancel_scope)
+                tg.start_soon(_plan_entry, discovery, sources, entry, plan, limiter, fatal, tg.cancel_scope)
         if fatal:
             raise fatal[0]
-    await _compare_with_destination(ex.out_dir, [b for p in plans for b in p.batches if b.error is None])
+    await _compare_with_destination(ex.out_dir, settings.store, [b for p in plans for b in p.batches if b.error is None])
     return plans
 
 
-async def _compare_with_destination(out_dir: Path | StoreURL, batches: list[PlannedBatch]) -> None:
+async def _compare_with_destination(out_dir: Path | StoreURL, store: StoreSettings, batches: list[PlannedBatch]) -> None:
     """What the destination already holds of each listed file (output/held.py); nothing is written."""
     def compare(tree: HeldTree | None) -> None:
         for b in batches:
@@ -94,7 +96,7 @@ async def _compare_with_destination(out_dir: Path | StoreURL, batches: list[Plan
         compare(LocalTree(folder.resolve()) if folder.is_dir() else None)
 
     if isinstance(out_dir, StoreURL):
-        async with Bucket.connect(out_dir) as bucket:
+        async with connect_store(out_dir, store) as bucket:
             tree = BucketTree(bucket)
             await tree.load()
             await anyio.to_thread.run_sync(compare, tree)
@@ -102,20 +104,23 @@ async def _compare_with_destination(out_dir: Path | StoreURL, batches: list[Plan
         await anyio.to_thread.run_sync(in_folder, out_dir)
 
 
-async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan: EntryPlan, limiter: anyio.CapacityLimiter,
+async def _plan_entry(discovery: Discovery, sources: Sources, entry: Any, plan: EntryPlan, limiter: anyio.CapacityLimiter,
                       fatal: list[Exception], scope: anyio.CancelScope) -> None:
     async with limiter:
         try:
+            src = sources.of(entry if isinstance(entry, DatasetSettings) else None)
             if isinstance(entry, DatasetSettings):
-                selection = await selector.select(entry)
-                plan.dataset_id, plan.replaced, plan.left_out = selection.dataset_id, selection.replaced, selection.left_out
-                found = [(selection.dataset_id, key, obj) for key, obj in selection.batches]
+                preview = await src.preview(entry)
+                plan.actions, selection, found = preview.actions, preview.selection, []
+                if selection is not None:
+                    plan.dataset_id, plan.replaced, plan.left_out = selection.dataset_id, selection.replaced, selection.left_out
+                    found = [(selection.dataset_id, key, obj) for key, obj in selection.batches]
             else:
                 audience = await discovery.audiences.audience_plan(entry)
                 plan.actions, found = audience.actions, audience.batches
                 plan.dataset_id = entry.dataset_id or (found[0][0] if found else None)
             for dataset_id, key, obj in found:
-                plan.batches.append(await _count_files(discovery, dataset_id, key, obj))
+                plan.batches.append(await _count_files(src, dataset_id, key, obj))
         except RunFatal as exc:
             fatal.append(exc)
             scope.cancel()
@@ -123,20 +128,20 @@ async def _plan_entry(discovery: Discovery, selector: Selector, entry: Any, plan
             plan.error = failure(exc)
 
 
-async def _count_files(discovery: Discovery, dataset_id: str, key: str, obj: dict[str, Any]) -> PlannedBatch:
+async def _count_files(src: Source, dataset_id: str, key: str, obj: dict[str, Any]) -> PlannedBatch:
     try:
-        batch, dataset_files = await discovery.data_access.resolve_batch(dataset_id, key, obj)
+        resolved = await src.resolve(dataset_id, key, obj)
     except RunFatal:
         raise
     except Exception as exc:  # noqa: BLE001 - a batch's failure is shown in the plan, not fatal
         return PlannedBatch(dataset_id, key, error=failure(exc))
-    planned = PlannedBatch(dataset_id, batch.batch_id)
+    planned = PlannedBatch(dataset_id, resolved.batch.batch_id)
 
     async def count(task: FileTask) -> None:
         planned.unsized += task.size is None
         planned.listed.append((task.rel_path, task.rel_in_batch, task.size))
 
-    listing = await discovery.data_access.list_files(batch, dataset_files, count)
+    listing = await src.list_files(resolved, count)
     planned.files, planned.bytes = listing.files, listing.bytes
     if listing.refused:
         planned.error = Failure("unsafe_name", f"{len(listing.refused)} file name(s) would be refused: {listing.refused[0][0]!r}")

@@ -13,6 +13,19 @@ from .presets import PRESETS  # noqa: F401 - re-exported
 
 
 @dataclass
+class DlzFake:
+    """How the fake's dataset exports behave (tests compress Adobe's minutes into fractions of a second)."""
+
+    ineligible: list[str] = field(default_factory=list)  # dataset ids the configs endpoint leaves out
+    adhoc_enabled: bool = True  # False: every ad hoc run refused "can not be executed for Flow spec"
+    not_ready_s: float = 0.0  # after a flow is created, ad hoc runs are refused "not ready" this long (Adobe: 600)
+    run_polls: int = 2  # GETs of a flow's runs that show a new run in progress before it ends
+    failing: list[str] = field(default_factory=list)  # datasets whose runs end failed (CONNECTOR-2001-500)
+    sas_ttl_s: float = 3600.0  # lifetime of each SAS the credentials endpoint gives (negative: already expired)
+    compression: str = "GZIP"  # the target connection's default; NONE writes .parquet as batched
+
+
+@dataclass
 class FakeConfig:
     seed: int = 7
     datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
@@ -35,6 +48,7 @@ class FakeConfig:
     # Part hrefs point at the second (blob) host, signed: a link to another origin, which must
     # not receive credentials (the blob host records the headers it gets).
     foreign_download_links: bool = False
+    dlz: DlzFake = field(default_factory=DlzFake)  # dataset exports into the Data Landing Zone (flowservice.py)
 
     # ------------------------------------------------------------------ presets
 

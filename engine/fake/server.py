@@ -20,11 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
+from .blob import BlobStore, FakeBlobs
 from .catalog import CatalogApi, CreatedDataset
 from .config import FakeConfig
 from .data import Batch, ExpectedFile, Model, default_data_dir
 from .dataaccess import DataAccessApi
 from .faults import FaultEngine, RequestFaultState
+from .flowservice import FlowServiceApi
 from .http import CATALOG, EXPORT, FAULTS, T0, UPS, gw_error, loopback_alt_host, range_start_of
 from .ims import ImsApi
 from .segmentation import ExportJob, SegmentationApi, _uuid_from  # noqa: F401 - re-exported
@@ -36,12 +38,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # ----------------------------------------------------------------------------- platform
 
 
-class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
+class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi, FlowServiceApi):
     """Real TCP fake of the AEP APIs. Use as `async with FakePlatform(cfg) as fp:`."""
 
     def __init__(self, cfg: FakeConfig | None = None, host: str = "127.0.0.1", port: int = 0,
-                 redirect_host: str | None = None) -> None:
+                 redirect_host: str | None = None, blobs: BlobStore | None = None) -> None:
         self.cfg = cfg or FakeConfig.demo()
+        self.dlz = self.cfg.dlz
+        self.blobs: BlobStore = blobs if blobs is not None else FakeBlobs(self.cfg.seed)
+        self._init_flowservice()
         self.host, self.port = host, port
         self._redirect_host_req = redirect_host
         data_dir = Path(self.cfg.data_dir) if self.cfg.data_dir else default_data_dir(self.cfg.seed, self.cfg.datasets)
@@ -145,6 +150,7 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
                 "client_secret": self.client_secret, "org_id": self.org_id, "sandbox": self.sandbox,
                 "static_token": self.static_token, "datasets": self.dataset_ids,
                 "export_job_ids": self.export_job_ids, "redirect_url": self.redirect_url,
+                "dlz_container_url": self.blobs.container_url(),
                 "data_dir": str(self.model.data_dir)}
 
     # -- lifecycle --------------------------------------------------------------------
@@ -165,6 +171,8 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
         self._port = int(self.url.rsplit(":", 1)[1])
         rhost = self._redirect_host_req or loopback_alt_host(self.host)
         self.redirect_url = await self._serve(self._redirect_app(), rhost, 0)
+        if isinstance(self.blobs, FakeBlobs):  # its own origin: gateway credentials must never go there
+            self.blobs.url = await self._serve(self.blobs.app(), self.host, 0)
         return self
 
     async def stop(self) -> None:
@@ -214,6 +222,7 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
         r.add_get(f"{UPS}/export/jobs", self.h_job_list, name="ups.jobs.list")
         r.add_get(f"{UPS}/export/jobs/{{id}}", self.h_job_get, name="ups.jobs.get")
         r.add_delete(f"{UPS}/export/jobs/{{id}}", self.h_job_delete, name="ups.jobs.delete")
+        self.flowservice_routes(r)
         return app
 
     def _redirect_app(self) -> web.Application:
@@ -252,6 +261,7 @@ class FakePlatform(ImsApi, CatalogApi, DataAccessApi, SegmentationApi):
     @web.middleware
     async def _mw_gateway(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/data/"):
+            self.note_sas(request)
             err = self._check_gateway(request)
             if err is not None:
                 return err

@@ -88,7 +88,7 @@ class PlatformClient:
     async def get_json(self, path_or_url: str, params: dict[str, str] | None = None) -> Any:
         return await self.policy.run(lambda: self._json_once("GET", path_or_url, params, None), what=f"GET {path_or_url}")
 
-    async def post_json(self, path: str, body: Any) -> Any:
+    async def post_json(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
         """POST, repeated only when the gateway said it did not take the request (429/503).
 
         A POST that may have been carried out (another 5xx, a connection cut after sending) is not
@@ -98,15 +98,16 @@ class PlatformClient:
         while True:
             await self.policy.pacer.wait()
             try:
-                return await self._json_once("POST", path, None, body)
+                return await self._json_once("POST", path, None, body, headers)
             except Throttled as exc:
                 attempt += 1
                 if attempt >= self.policy.max_attempts:
                     raise
                 await self.policy.pause(exc, attempt, what=f"POST {path}")
 
-    async def _json_once(self, method: str, path_or_url: str, params: dict[str, str] | None, body: Any) -> Any:
-        async with self.request(method, path_or_url, params=params, json_body=body) as resp:
+    async def _json_once(self, method: str, path_or_url: str, params: dict[str, str] | None, body: Any,
+                         headers: dict[str, str] | None = None) -> Any:
+        async with self.request(method, path_or_url, params=params, json_body=body, headers=headers) as resp:
             await raise_for_status(resp)
             raw = await resp.read()
         try:

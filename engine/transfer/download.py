@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
-from ..checks.integrity import check_digests, footer_rows, parquet_rows
+from ..checks.integrity import DigestClaim, check_digests, footer_rows, parquet_rows
 from ..config import ExportSettings
 from ..errors import DiskFull, FileChanged, IntegrityError, RunFatal, TransferError
 from ..model import Counters, FileResult, FileStatus, FileTask
@@ -93,6 +93,7 @@ class Downloader:
         if target.rereads_held and not (target.validator is not None and target.validator.strong):
             download.distrust_held()  # confirmed by windows of bytes asked again (engine/validators.py)
         job = FileJob(task, download, target, Budget(self.export.max_file_attempts))
+        job.digests += [DigestClaim(algorithm, digest, "the listing's digest") for algorithm, digest in task.listed_digests]
         try:
             if target.held.total:
                 log.info("resuming", file=task.rel_path, held=target.held.total, ranges=len(target.held))

@@ -197,7 +197,8 @@ class Fetcher:
             headers["Range"] = f"bytes={start - lead}-{end}"
             headers.update(if_range(job))
         self._count_request(job)
-        async with self.client.request("GET", job.task.url, headers=headers, auto_decompress=False) as resp:
+        url = await job.task.current_url()
+        async with self.client.request("GET", url, headers=headers, auto_decompress=False) as resp:
             try:
                 plan = await self._accept(job, claim, resp, ranged, start, headers.get("If-Range"))
             except FileChanged:
@@ -394,8 +395,9 @@ class Fetcher:
         async def attempt() -> None:
             headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}", **if_range(job)}
             self._count_request(job)
+            url = await job.task.current_url()
             async with self.scheduler.connections, \
-                    self.client.request("GET", job.task.url, headers=headers, auto_decompress=False) as resp:
+                    self.client.request("GET", url, headers=headers, auto_decompress=False) as resp:
                 skip, expected = await self._accept(job, probe, resp, True, start, headers.get("If-Range")) or (0, 0)
                 data = await self.read_window(job, resp, start - skip, expected, start, end)
             await self.confirm(job, window, data)

@@ -99,7 +99,7 @@ def test_export_into_a_container_is_byte_identical_verified_reusable_and_readabl
     batches = {(e.dataset_id, e.batch_id) for e in expected}
     batch_files = {f"{prefix}/{d}/{b}/{name}" for d, b in batches for name in (SUMS, MANIFEST, SUCCESS)}
     pointers = {f"{prefix}/{d}/{LATEST}" for d, _ in batches}
-    assert set(azurite.blobs(container)) == {name_of(prefix, e) for e in expected} | batch_files | pointers | {f"{prefix}/report.json"}
+    assert set(azurite.blobs(container)) == {name_of(prefix, e) for e in expected} | batch_files | pointers | {f"{prefix}/_report.json"}
     assert_nothing_left_in_flight(azurite, container)
     for d, b in batches:
         mine = sorted((f"{e.dataset_file_id}/{e.name}", e.sha256) for e in expected if (e.dataset_id, e.batch_id) == (d, b))
@@ -107,7 +107,7 @@ def test_export_into_a_container_is_byte_identical_verified_reusable_and_readabl
         assert azurite.read(container, f"{prefix}/{d}/{LATEST}").decode() == b + "\n"
     for e in expected:  # the verified digest travels with the blob: the rerun's journal
         assert azurite.metadata(container, name_of(prefix, e))["aep_export_sha256"] == e.sha256
-    totals = json.loads(azurite.read(container, f"{prefix}/report.json"))["totals"]
+    totals = json.loads(azurite.read(container, f"{prefix}/_report.json"))["totals"]
     assert totals["files_downloaded"] == len(expected) and totals["restarts"] == 0, totals
 
     fp.platform.reset_stats()
@@ -115,7 +115,7 @@ def test_export_into_a_container_is_byte_identical_verified_reusable_and_readabl
                 azurite=azurite, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert fp.stats.bytes_sent == 0, "the rerun fetched files the container already holds verified"
-    assert json.loads(azurite.read(container, f"{prefix}/report.json"))["totals"]["files_reused"] == len(expected)
+    assert json.loads(azurite.read(container, f"{prefix}/_report.json"))["totals"]["files_reused"] == len(expected)
 
     summary = f"OK: {len(batches)} batches, {len(expected)} files"
     # ADLS Gen2's spelling of the same place (the account is the connection string's)
@@ -256,7 +256,7 @@ def test_kill_9_mid_upload_then_a_fresh_pod_resumes_the_staged_blocks(tmp_path: 
         put_blocks = azurite.requests("PUT", PUT_BLOCK) - put_blocks_before
         assert put_blocks <= needed - len(blocks_at_kill), (put_blocks, needed, len(blocks_at_kill))
         missing = total - sum(blocks_at_kill.values()) - sum(staged_at_kill.values()) - sum(finals_at_kill.values())
-        taken = json.loads(azurite.read(container, f"{prefix}/report.json"))["totals"]["bytes_fetched"]
+        taken = json.loads(azurite.read(container, f"{prefix}/_report.json"))["totals"]["bytes_fetched"]
         assert taken <= missing, f"the rerun took {taken} bytes; {missing} were neither staged nor verified at the kill"
         assert fp.stats.bytes_sent <= missing + connections * (1 << 20), (fp.stats.bytes_sent, missing)
         print(f"{case}: the rerun staged {put_blocks} blocks and took {taken} of {total} bytes ({missing} missing at the kill)")
@@ -302,8 +302,8 @@ def test_sigterm_mid_upload_keeps_the_blocks_writes_the_report_and_the_rerun_res
         assert proc.returncode == 143, err[-2000:]
         blocks = len(staged_blocks(azurite, container))
         assert blocks >= 1, "the blocks staged before the signal were not kept"
-        assert json.loads(azurite.read(container, "t/report.json"))["status"] == "interrupted"
-        assert f"report: az://{container}/t/report.json" in out
+        assert json.loads(azurite.read(container, "t/_report.json"))["status"] == "interrupted"
+        assert f"report: az://{container}/t/_report.json" in out
 
         rerun = subprocess.run(argv, env=clean_env(**azurite.env()), cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr[-2000:]

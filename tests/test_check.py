@@ -182,7 +182,7 @@ def test_check_after_a_kill_says_what_the_rerun_then_does(threaded_fake, tmp_pat
 
     rerun = run_cli("run", "--config", str(config), cwd=tmp_path, env=clean_env())
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    totals = json.loads((out / "report.json").read_text())["totals"]
+    totals = json.loads((out / "_report.json").read_text())["totals"]
     assert totals["files_reused"] == t["verified_files"] and totals["files_downloaded"] == t["fetch_files"]
     # what it fetched: what check said, plus the few KiB per held run asked again to confirm it
     assert t["fetch_bytes"] <= totals["bytes_fetched"] <= t["fetch_bytes"] + t["partial_files"] * RESUME_WINDOW

@@ -22,14 +22,14 @@ from engine.layout import SUCCESS
 from engine.outcome import EXIT_FAILED, EXIT_OK
 
 # A hook that records what it was given: its environment, whether its batch folder held _SUCCESS
-# and what report.json said at that moment; then tells the test's socket (the batch id) and exits
+# and what _report.json said at that moment; then tells the test's socket (the batch id) and exits
 # with the code it was given.
 RECORDER = """
 import json, os, socket, sys
 out, code, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 env = dict(os.environ)
 where = env.get("AEP_EXPORT_HOOK_LOCATION", "")
-report = os.path.join(env.get("AEP_EXPORT_HOOK_OUT_DIR", ""), "report.json")
+report = os.path.join(env.get("AEP_EXPORT_HOOK_OUT_DIR", ""), "_report.json")
 seen = {"env": env, "argv": sys.argv[1:], "success_marker": os.path.exists(os.path.join(where, "_SUCCESS")),
         "report_status": json.load(open(report))["status"] if os.path.exists(report) else None}
 with open(os.path.join(out, env["AEP_EXPORT_HOOK_BATCH_ID"] + ".json"), "w") as f:
@@ -119,7 +119,7 @@ async def test_each_batch_hook_runs_as_it_ends_told_the_batch_and_no_credential(
 
 def test_a_failing_hook_is_reported_never_fails_or_repeats_the_batch(tmp_path: Path, threaded_fake) -> None:
     """Exit 3 from on_batch_complete: the batch stays ok, the run exits 0, the hook ran once per
-    batch, and the failure is in report.json, the --json document and the summary line."""
+    batch, and the failure is in _report.json, the --json document and the summary line."""
     fp = threaded_fake(FakeConfig.small(n_datasets=1, files=2, rows=40, seed=2112))
     config = tmp_path / "c.toml"
     config.write_text(toml_config(fp, tmp_path / "out"))

@@ -198,4 +198,4 @@ def test_a_metrics_address_that_cannot_be_served_stops_before_anything(tmp_path:
         port = taken.getsockname()[1]
         p = run_cli("run", "-c", str(config), "--metrics-addr", f"127.0.0.1:{port}", cwd=tmp_path)
     assert p.returncode == 2 and f"metrics.addr 127.0.0.1:{port}: cannot serve there" in p.stderr, p.stderr[-2000:]
-    assert not (tmp_path / "out" / "report.json").exists() and fp.stats.requests["export.download"] == 0
+    assert not (tmp_path / "out" / "_report.json").exists() and fp.stats.requests["export.download"] == 0

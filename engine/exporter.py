@@ -160,7 +160,8 @@ class Exporter:
             async with make_session(self.settings, trace) as session:
                 tokens = TokenProvider(self.settings.auth, session, self.policy)
                 self.client = PlatformClient(self.settings, session, tokens, self.policy)
-                self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages)
+                self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages,
+                                           self.settings.export.layout)
                 self.selector = Selector(self.discovery, self.settings.datasets)
                 self.names = DatasetNames(self.discovery)
                 self.sources = run_sources(self.discovery, self.selector)

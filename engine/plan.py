@@ -70,7 +70,7 @@ async def make_plan(settings: Settings) -> list[EntryPlan]:
     policy = RetryPolicy.for_export(ex)
     async with make_session(settings) as session:
         tokens = TokenProvider(settings.auth, session, policy)
-        discovery = Discovery(PlatformClient(settings, session, tokens, policy), ex.created_client, ex.max_listing_pages)
+        discovery = Discovery(PlatformClient(settings, session, tokens, policy), ex.created_client, ex.max_listing_pages, ex.layout)
         await tokens.token()
         sources = run_sources(discovery, Selector(discovery, settings.datasets))
         plans = [EntryPlan(ds.label) for ds in settings.datasets] + [EntryPlan(aud.label) for aud in settings.audiences]

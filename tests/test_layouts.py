@@ -147,3 +147,20 @@ def test_hive_into_a_bucket_prefix(tmp_path: Path, moto, threaded_fake) -> None:
     assert status.returncode == 0 and f"(dataset={fp.dataset_ids[0]}/_LATEST)" in status.stdout, status.stdout
     plain = run_cli("run", "--config", str(config), "--layout", "plain", "--no-progress", cwd=tmp_path, env=env)
     assert plain.returncode == EXIT_USAGE and "hive layout" in plain.stderr + plain.stdout, plain.stderr[-2000:]
+
+
+async def test_hive_shards_share_one_folder_and_status_reads_them(tmp_path: Path, make_fake) -> None:
+    from engine.exporter import Exporter
+    from engine.output.status import export_status
+    from engine.shard import Shard
+
+    async with make_fake(FakeConfig(seed=99, datasets=[DatasetSpec(files_per_dataset_file=1, rows_per_file=30)] * 4)) as fp:
+        out = tmp_path / "out"
+        for index in range(2):
+            run = await Exporter(settings_for(fp, out, layout="hive"), handle_signals=False, shard=Shard(index, 2)).execute()
+            assert run.exit_code == EXIT_OK
+    assert sorted(p.name for p in out.glob("dataset=*")) == sorted(f"dataset={d}" for d in fp.dataset_ids)
+    assert sorted(p.name for p in out.glob("_report*.json")) == ["_report.shard-0-of-2.json", "_report.shard-1-of-2.json"]
+    status = export_status(out)
+    assert status.complete and status.shards == 2 and status.layout == "hive"
+    assert sorted(r.dataset for r in status.rows) == sorted(fp.dataset_ids)

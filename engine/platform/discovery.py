@@ -9,6 +9,7 @@ selection.py    config entries -> the batches a run exports (used by `run` and b
 
 from __future__ import annotations
 
+from ..layout import PLAIN
 from .audiences import AudienceJobs
 from .catalog import CatalogApi
 from .client import PlatformClient
@@ -16,8 +17,9 @@ from .dataaccess import MAX_LISTING_PAGES, DataAccessApi
 
 
 class Discovery:
-    def __init__(self, client: PlatformClient, created_client: str | None = None, max_listing_pages: int = MAX_LISTING_PAGES):
+    def __init__(self, client: PlatformClient, created_client: str | None = None, max_listing_pages: int = MAX_LISTING_PAGES,
+                 layout: str = PLAIN):
         self.client = client
         self.catalog = CatalogApi(client, created_client)
-        self.data_access = DataAccessApi(client, max_listing_pages, client.settings.export.layout)
+        self.data_access = DataAccessApi(client, max_listing_pages, layout)  # layout: export.layout, where the files go
         self.audiences = AudienceJobs(client, self.catalog)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
@@ -61,8 +62,6 @@ class HooksSettings(_Section):
     @classmethod
     def _command(cls, v: str | None) -> str | None:
         if v is not None:
-            import shlex
-
             try:
                 if not shlex.split(v):
                     raise ValueError("must not be empty")

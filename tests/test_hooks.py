@@ -5,6 +5,7 @@ else; a hanging one is killed at hooks.timeout, with what it started."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -222,6 +223,7 @@ def test_sigterm_while_a_hook_runs_kills_it_and_reports_it_interrupted(tmp_path:
     hook ran: the hook had told its pid)."""
     import signal
     import subprocess
+    import threading
 
     fp = threaded_fake(FakeConfig.small(n_datasets=1, files=2, rows=40, seed=2115))
     config = tmp_path / "c.toml"
@@ -231,9 +233,12 @@ def test_sigterm_while_a_hook_runs_kills_it_and_reports_it_interrupted(tmp_path:
     hang = shlex.join(["sh", "-c", 'echo $$ > "$1"; exec sleep 600', "hang", str(told)])
     proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "-c", str(config), "--json-logs", "--on-batch-complete", hang],
                             cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    threading.Thread(target=_unblock_when_it_ends, args=(proc, told), daemon=True).start()
     try:
-        with told.open() as f:  # blocks until the hook runs
-            hook_pid = int(f.read().split()[0])
+        with told.open() as f:  # blocks until the hook runs (or the run ended without it)
+            text = f.read()
+        assert text, f"the run ended (exit {proc.returncode}) before its hook ran"
+        hook_pid = int(text.split()[0])
         assert _alive(hook_pid)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
@@ -245,3 +250,11 @@ def test_sigterm_while_a_hook_runs_kills_it_and_reports_it_interrupted(tmp_path:
     assert report["status"] == "interrupted" and batch["status"] == "ok"
     assert batch["hook"]["outcome"] == "interrupted" and report["totals"]["hooks_failed"] == 1
     wait_until(lambda: not _alive(hook_pid), "the hook is killed", within=10)
+
+
+def _unblock_when_it_ends(proc: Any, fifo: Path) -> None:
+    """A run that ends without running its hook: open the FIFO's other end, so the test's read
+    returns (empty) instead of waiting for the test's timeout."""
+    proc.wait()
+    with contextlib.suppress(OSError):  # ENXIO: nobody reads it any more
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))

@@ -116,14 +116,15 @@ class GroupCommit:
                 self._journal.record_many([rn.entry for r in live for rn in r.renames if rn.entry is not None])
                 for request in live:
                     self._rename(request, failed, folders)
-            if self._durable:
-                for folder in folders:
-                    fsync_folder(folder)
+            if self._durable:  # in parallel: the filesystem commits them together
+                for unsynced in self._map(_sync_folder, list(folders)):
+                    if unsynced is not None:
+                        raise unsynced
                 self._sync_journal()
         except OSError as exc:  # the journal or a folder: every request still waiting shares it
-            error = disk_full(exc, self._journal.path) if is_no_space(exc) else exc
+            shared = disk_full(exc, self._journal.path) if is_no_space(exc) else exc
             for request in live:
-                failed.setdefault(id(request), error)
+                failed.setdefault(id(request), shared)
         for request in group:
             self._answer(request, failed.get(id(request)))
 
@@ -141,15 +142,17 @@ class GroupCommit:
         todo = [(r, rn.src) for r in group for rn in r.renames if rn.sync_src and self._durable]
         if not todo:
             return
-        if len(todo) == 1:
-            results = [_sync_path(todo[0][1])]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="aep-sync")
-            results = list(self._pool.map(_sync_path, [path for _, path in todo]))
+        results = self._map(_sync_path, [path for _, path in todo])
         for (request, path), error in zip(todo, results, strict=True):
             if error is not None and id(request) not in failed:
                 failed[id(request)] = disk_full(error, path) if is_no_space(error) else error
+
+    def _map(self, sync: Callable[[Path], OSError | None], paths: list[Path]) -> list[OSError | None]:
+        if len(paths) <= 1:
+            return [sync(p) for p in paths]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="aep-sync")
+        return list(self._pool.map(sync, paths))
 
     def _rename(self, request: Request, failed: dict[int, BaseException], folders: dict[Path, None]) -> None:
         try:
@@ -176,6 +179,14 @@ class GroupCommit:
             request.done.set_result(None)
         else:
             request.done.set_exception(error)
+
+
+def _sync_folder(folder: Path) -> OSError | None:
+    try:
+        fsync_folder(folder)
+    except OSError as exc:
+        return exc
+    return None
 
 
 def _sync_path(path: Path) -> OSError | None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .config import AudienceSettings, DatasetSettings, Settings
@@ -179,8 +180,9 @@ class Exporter:
             tg.start_soon(partial(show_progress, self.counters, live=self.live_progress, interval=self.progress_interval,
                                   in_flight=self._files_in_flight))
             async with send:
-                for ds in self.share.datasets:
-                    tg.start_soon(self._produce_dataset, ds, send.clone(), limiter)
+                outcomes = [DatasetOutcome(ds.label) for ds in self.share.datasets]
+                self.run.datasets.extend(outcomes)  # in config order, before any audience's
+                tg.start_soon(self._produce_datasets, outcomes, send.clone(), limiter, tg)
                 for aud in self.share.audiences:
                     tg.start_soon(self._produce_audience, aud, send.clone(), limiter)
             def queue_idle() -> bool:
@@ -210,10 +212,19 @@ class Exporter:
 
     # -- producers -------------------------------------------------------------------------
 
-    async def _produce_dataset(self, ds: DatasetSettings, send: MemoryObjectSendStream[FileTask], limiter: anyio.CapacityLimiter) -> None:
-        outcome = DatasetOutcome(ds.label)
-        self.run.datasets.append(outcome)
-        async with send, limiter:
+    async def _produce_datasets(self, outcomes: list[DatasetOutcome], send: MemoryObjectSendStream[FileTask],
+                                limiter: anyio.CapacityLimiter, tg: TaskGroup) -> None:
+        """A dataset's producer task is made once it holds a discovery slot: thousands of datasets
+        cost a few tasks at a time, not one waiting task each (memory flat in the number of files)."""
+        async with send:
+            for ds, outcome in zip(self.share.datasets, outcomes, strict=True):
+                slot = object()
+                await limiter.acquire_on_behalf_of(slot)
+                tg.start_soon(self._produce_dataset, ds, outcome, send.clone(), partial(limiter.release_on_behalf_of, slot))
+
+    async def _produce_dataset(self, ds: DatasetSettings, outcome: DatasetOutcome, send: MemoryObjectSendStream[FileTask],
+                               release: Callable[[], None]) -> None:
+        async with send:
             try:
                 src = self.sources.of(ds)
                 selection = await src.select(ds)
@@ -227,6 +238,8 @@ class Exporter:
                                                         errors=[Failure("replaced", r.note)]))
             except Exception as exc:  # noqa: BLE001 - one dataset's failure is reported and the others go on
                 self._dataset_failed(outcome, exc)
+            finally:
+                release()
 
     async def _produce_audience(self, aud: AudienceSettings, send: MemoryObjectSendStream[FileTask],
                                 limiter: anyio.CapacityLimiter) -> None:
@@ -356,7 +369,8 @@ class Exporter:
                 await anyio.to_thread.run_sync(partial(finalize_batch, self.destination, bo, durable=self.settings.export.fsync))
             except DiskFull as exc:  # the batch is marked failed; nothing else can be written either
                 self._abort(exc)
-            bo.results = []  # counted in bo.tally: per-file state ends with its batch
+            # Counted in bo.tally, the Catalog object written to the manifest: state ends with its batch.
+            bo.results, bo.batch = [], replace(bo.batch, catalog={})
             log.info("batch_done", dataset=bo.batch.dataset_id, batch=bo.batch.batch_id, status=bo.status,
                      files=bo.tally.seen, records=bo.records_found, errors=bo.errors[:3])
             self._batch_ended(bo)

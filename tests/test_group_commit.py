@@ -83,3 +83,19 @@ async def test_each_batch_is_durable_in_the_promised_order(tmp_path: Path, make_
                     f"{final.name} got its name before its journal line was written"
                 assert disk.synced(final.parent, after=renamed, before=success), \
                     f"{final.name}: its folder was not synced between its rename and the batch's {SUCCESS}"
+
+
+async def test_a_rerun_over_a_finished_batch_leaves_its_files_as_they_are(tmp_path: Path, make_fake) -> None:
+    """Nothing to fetch and nothing changed: the batch files are not written (nor synced) again."""
+    async with make_fake(FakeConfig.small(n_datasets=2, files=3, rows=40, seed=72)) as fp:
+        out = tmp_path / "out"
+        assert (await run_export(settings_for(fp, out))).exit_code == EXIT_OK
+        batches = {expected_path(out, e).parents[1] for e in fp.expected_files()}
+        before = {b / n: (b / n).stat().st_ino for b in batches for n in (SUMS, MANIFEST, SUCCESS)}
+        fp.reset_stats()
+
+        rerun = await run_export(settings_for(fp, out))
+
+        assert rerun.exit_code == EXIT_OK and fp.stats.requests["export.download"] == 0
+        assert {p: p.stat().st_ino for p in before} == before, "a finished batch's files were written again"
+        assert_files_match(out, fp.expected_files())

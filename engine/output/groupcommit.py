@@ -10,8 +10,10 @@ busy (files finishing together, lists of batches finishing together) and, for th
 1. fsyncs the new contents that are not durable yet (batch lists: parallel threads, so the
    filesystem commits them together; data files arrive already fsynced by their own thread hop);
 2. appends the group's journal lines in one write, then renames (under the destination's lock);
-3. fsyncs each folder that gained a name once, and the journal once;
-4. answers every request (a thread's blocking wait, or an event loop's future).
+3. answers the files (an event loop's future): renamed, their journal lines written;
+4. fsyncs each folder that gained a name once, and the journal once, in parallel threads;
+5. answers the lists (a thread's blocking wait), which a batch's `_SUCCESS` waits for: since one
+   thread commits every group in turn, that `_SUCCESS` comes after its files' folder syncs.
 
 A request fails alone (its temporary files removed); no space is the run's DiskFull.
 """
@@ -48,7 +50,8 @@ class Rename:
 @dataclass
 class Request:
     renames: list[Rename]
-    after: Callable[[], None] | None = None  # in the committer's thread, once renamed and synced
+    after: Callable[[], None] | None = None  # in the committer's thread, once renamed
+    durable: bool = False  # answered only once the new names are durable (else: once renamed)
     done: Future[None] = field(default_factory=Future)
 
 
@@ -63,10 +66,12 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._unsynced: BaseException | None = None  # a folder sync that failed: no later list may vouch for it
         self.groups = 0  # groups committed (tests and benchmarks read it)
 
-    def submit(self, renames: list[Rename], after: Callable[[], None] | None = None) -> Future[None]:
-        request = Request(renames, after)
+    def submit(self, renames: list[Rename], after: Callable[[], None] | None = None, *,
+               durable: bool = False) -> Future[None]:
+        request = Request(renames, after, durable)
         with self._start:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="aep-group-commit", daemon=True)
@@ -75,8 +80,9 @@ class GroupCommit:
         return request.done
 
     def commit(self, renames: list[Rename]) -> None:
-        """Blocking (from a worker thread): returns once every rename is durable."""
-        self.submit(renames).result()
+        """Blocking (from a worker thread): returns once every rename is durable, and so is every
+        name a group committed before (a batch's lists: its files' names come first)."""
+        self.submit(renames, durable=True).result()
 
     def close(self) -> None:
         with self._start:
@@ -107,6 +113,9 @@ class GroupCommit:
             self.groups += 1
 
     def _commit(self, group: list[Request]) -> None:
+        """A file's request is answered once renamed: its folder's sync is only needed before its
+        batch's `_SUCCESS`, whose lists come in a later request, answered after this group's syncs
+        (one thread, in order). A sync that failed fails every later request that waits for one."""
         failed: dict[int, BaseException] = {}
         self._sync_sources(group, failed)
         live = [r for r in group if id(r) not in failed]
@@ -116,16 +125,26 @@ class GroupCommit:
                 self._journal.record_many([rn.entry for r in live for rn in r.renames if rn.entry is not None])
                 for request in live:
                     self._rename(request, failed, folders)
-            if self._durable:
-                for folder in folders:
-                    fsync_folder(folder)
-                self._sync_journal()
-        except OSError as exc:  # the journal or a folder: every request still waiting shares it
-            error = disk_full(exc, self._journal.path) if is_no_space(exc) else exc
+        except OSError as exc:  # the journal: every request of the group shares it
+            shared = disk_full(exc, self._journal.path) if is_no_space(exc) else exc
             for request in live:
-                failed.setdefault(id(request), error)
-        for request in group:
+                failed.setdefault(id(request), shared)
+        for request in (r for r in group if not r.durable):
             self._answer(request, failed.get(id(request)))
+        if self._durable and folders:
+            self._sync_folders(list(folders))
+        for request in (r for r in group if r.durable):
+            self._answer(request, failed.get(id(request)) or self._unsynced)
+
+    def _sync_folders(self, folders: list[Path]) -> None:
+        """In parallel: the filesystem commits them together (and the journal's lines with them)."""
+        for folder, error in zip(folders, self._map(_sync_folder, folders), strict=True):
+            if error is not None and self._unsynced is None:
+                self._unsynced = disk_full(error, folder) if is_no_space(error) else error
+        try:
+            self._sync_journal()
+        except OSError as exc:
+            self._unsynced = self._unsynced or exc
 
     def _sync_journal(self) -> None:
         """The journal only saves re-hashing (README, Resume): a sync that finds no space (NFS may
@@ -141,15 +160,17 @@ class GroupCommit:
         todo = [(r, rn.src) for r in group for rn in r.renames if rn.sync_src and self._durable]
         if not todo:
             return
-        if len(todo) == 1:
-            results = [_sync_path(todo[0][1])]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="aep-sync")
-            results = list(self._pool.map(_sync_path, [path for _, path in todo]))
+        results = self._map(_sync_path, [path for _, path in todo])
         for (request, path), error in zip(todo, results, strict=True):
             if error is not None and id(request) not in failed:
                 failed[id(request)] = disk_full(error, path) if is_no_space(error) else error
+
+    def _map(self, sync: Callable[[Path], OSError | None], paths: list[Path]) -> list[OSError | None]:
+        if len(paths) <= 1:
+            return [sync(p) for p in paths]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="aep-sync")
+        return list(self._pool.map(sync, paths))
 
     def _rename(self, request: Request, failed: dict[int, BaseException], folders: dict[Path, None]) -> None:
         try:
@@ -176,6 +197,14 @@ class GroupCommit:
             request.done.set_result(None)
         else:
             request.done.set_exception(error)
+
+
+def _sync_folder(folder: Path) -> OSError | None:
+    try:
+        fsync_folder(folder)
+    except OSError as exc:
+        return exc
+    return None
 
 
 def _sync_path(path: Path) -> OSError | None:

@@ -154,19 +154,36 @@ def finalize_batch(out_dir: Path | Files, outcome: BatchOutcome, *, durable: boo
     try:
         if outcome.status != "ok":
             files.delete(f"{folder}/{SUCCESS}")  # first: whatever fails below, no _SUCCESS vouches for it
-        _write_lists(files, [(f"{folder}/{SUMS}", "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files)),
-                             (f"{folder}/{MANIFEST}", json.dumps(_manifest(outcome, ok_files), indent=2) + "\n")], durable)
-        files.delete(f"{folder}/{OLD_SUMS}")  # an earlier version's name: data readers trip on it
-        if outcome.status == "ok":
-            # Not fsynced (nor is _LATEST): written after the data and lists are durable, they can
-            # only be lost in a crash, never be ahead of what they vouch for; the rerun writes them.
-            files.write_text(f"{folder}/{SUCCESS}", "", durable=False)
+        lists = [(f"{folder}/{SUMS}", "".join(f"{r.sha256}  {r.task.rel_in_batch}\n" for r in ok_files)),
+                 (f"{folder}/{MANIFEST}", json.dumps(_manifest(outcome, ok_files), indent=2) + "\n")]
+        if not (outcome.status == "ok" and _finished_before(files, folder, lists)):
+            _write_lists(files, lists, durable)
+            files.delete(f"{folder}/{OLD_SUMS}")  # an earlier version's name: data readers trip on it
+            if outcome.status == "ok":
+                # Not fsynced (nor is _LATEST): written after the data and lists are durable, they can
+                # only be lost in a crash, never be ahead of what they vouch for; the rerun writes them.
+                files.write_text(f"{folder}/{SUCCESS}", "", durable=False)
         update_latest(files, outcome.batch.dataset_id, outcome, outcome.batch.layout)
     except (UnsafeNameError, StoreError) as exc:  # a folder leading outside out_dir; a bucket that failed
         outcome.status, outcome.errors = "failed", [Failure(kind_of(exc), str(exc))]
     except DiskFull as exc:  # the batch is not finished; the run stops (the caller's DiskFull)
         outcome.status, outcome.errors = "failed", [*outcome.errors, Failure(kind_of(exc), f"batch files not written: {exc}")]
         raise
+
+
+def _finished_before(files: Files, folder: str, lists: list[tuple[str, str]]) -> bool:
+    """A rerun over a batch an earlier run finished, with nothing changed: the same lists are there
+    under its `_SUCCESS` (written durably before it) and stay as they are, `written_at` included."""
+    if not files.exists(f"{folder}/{SUCCESS}") or files.exists(f"{folder}/{OLD_SUMS}"):
+        return False
+    (sums, new_sums), (manifest, new_manifest) = lists
+    if files.read_text(sums) != new_sums:
+        return False
+    try:
+        old, new = json.loads(files.read_text(manifest) or ""), json.loads(new_manifest)
+    except ValueError:
+        return False
+    return isinstance(old, dict) and {**old, "written_at": None} == {**new, "written_at": None}
 
 
 def _write_lists(files: Files, texts: list[tuple[str, str]], durable: bool) -> None:

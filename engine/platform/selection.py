@@ -152,7 +152,9 @@ class LatestBatches:
     async def latest(self, dataset_id: str) -> Batch:
         n = self._group_of.get(dataset_id)
         if n is not None and len(self._groups[n]) > 1:
-            found = (await self._group_answer(n)).get(dataset_id)
+            # Taken, not kept: a run over thousands of datasets holds no Catalog object it is done
+            # with (a second ask for the same dataset is answered by its own query, the same answer).
+            found = (await self._group_answer(n)).pop(dataset_id, None)
             if found is not None:
                 return found
         return await self.discovery.catalog.latest_successful_batch(dataset_id)

@@ -369,8 +369,9 @@ class Exporter:
                 await anyio.to_thread.run_sync(partial(finalize_batch, self.destination, bo, durable=self.settings.export.fsync))
             except DiskFull as exc:  # the batch is marked failed; nothing else can be written either
                 self._abort(exc)
-            # Counted in bo.tally, the Catalog object written to the manifest: state ends with its batch.
-            bo.results, bo.batch = [], replace(bo.batch, catalog={})
+            # Counted in bo.tally, the Catalog object written to the manifest: state ends with its
+            # batch. Failures stay (few, and what callers look into).
+            bo.results, bo.batch = [r for r in bo.results if not r.ok], replace(bo.batch, catalog={})
             log.info("batch_done", dataset=bo.batch.dataset_id, batch=bo.batch.batch_id, status=bo.status,
                      files=bo.tally.seen, records=bo.records_found, errors=bo.errors[:3])
             self._batch_ended(bo)

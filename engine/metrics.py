@@ -123,9 +123,10 @@ class RunMetrics(Collector):
         s = self.sources.scheduler
         yield GaugeMetricFamily(PREFIX + "files_in_flight", "Files being fetched or verified", value=s.files_in_flight if s else 0)
         yield GaugeMetricFamily(PREFIX + "connections_in_flight", "Requests on the wire (a connection each)",
-                                value=s.concurrency - s.connections.value if s else 0)
-        # The cap in use: export.concurrency, or what adaptive concurrency (issue #21) sets in its place
-        yield GaugeMetricFamily(PREFIX + "connections_allowed", "Connections the pool may use now", value=s.concurrency if s else 0)
+                                value=s.connections.in_use if s else 0)
+        # The cap in use: export.concurrency, or less while adaptive concurrency holds it down
+        yield GaugeMetricFamily(PREFIX + "connections_allowed", "Connections the pool may use now",
+                                value=s.allowed_connections() if s else 0)
 
     def _batches(self, run: RunOutcome) -> Iterator[Metric]:
         batches = CounterMetricFamily(PREFIX + "batches_finished", "Batches finished, by status", labels=["status"])

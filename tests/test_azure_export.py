@@ -198,7 +198,9 @@ def staged_blocks(azurite: AzuriteServer, container: str) -> dict[tuple[str, str
 KILL_CASES = {
     # name: (files, MiB each, connections, kill once (blocks staged, files under their final name) holds)
     "first-block": (3, 12, 2, lambda blocks, finals: blocks >= 1),
-    "verified-files": (4, 12, 2, lambda blocks, finals: blocks >= 1 and finals >= 1),
+    # one connection: with two, both files run in step and the second's blocks are often committed
+    # between the check and the kill (nothing mid-upload is left: the kill missed its point)
+    "verified-files": (4, 12, 1, lambda blocks, finals: blocks >= 1 and finals >= 1),
     "parallel-ranges": (1, 40, 3, lambda blocks, finals: blocks >= 2),  # one file, several streams: blocks out of order
 }
 

@@ -159,8 +159,13 @@ class AzuriteServer:
         client = self.service.get_container_client(container)
         every = {b.name for b in client.list_blobs(name_starts_with=prefix or None, include=["uncommittedblobs"])}
         found = {}
+        from azure.core.exceptions import ResourceNotFoundError
+
         for name in sorted(every - set(self.blobs(container, prefix))):
-            _, blocks = client.get_blob_client(name).get_block_list("uncommitted")
+            try:
+                _, blocks = client.get_blob_client(name).get_block_list("uncommitted")
+            except ResourceNotFoundError:  # committed and deleted (a staging blob) since the listing
+                continue
             found[name] = [(b.id, b.size) for b in blocks]
         return found
 

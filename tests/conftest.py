@@ -7,9 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -95,6 +96,22 @@ def toml_config(fp: Any, out_dir: Path, datasets: list[str] | None = None, *, cl
 
 
 # ----------------------------------------------------------------------------- CLI
+
+
+T = TypeVar("T")
+
+
+def settled(read: Callable[[], T], interval: float = 0.2, tries: int = 50) -> T:
+    """What a server holds once the requests a killed client sent before dying have landed: the
+    first of two reads `interval` apart that agree (a body received whole is still processed)."""
+    last = read()
+    for _ in range(tries):
+        time.sleep(interval)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from azurite import AzuriteServer
-from conftest import clean_env, run_cli, toml_config
+from conftest import clean_env, run_cli, settled, toml_config
 
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
 from engine.fake.data import ExpectedFile
@@ -279,7 +279,8 @@ def _kill_when(condition: Any, azurite: AzuriteServer, container: str, prefix: s
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=30)
             assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
-            return staged_blocks(azurite, container)  # what the dead pod left: a block is whole once listed
+            # what the dead pod left, once requests it sent before dying have landed (a block is whole once listed)
+            return settled(lambda: (staged_blocks(azurite, container), azurite.blobs(container, prefix + "/")))[0]
         time.sleep(0.02)
     proc.kill()
     _, err = proc.communicate(timeout=30)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_env, run_cli, toml_config
+from conftest import clean_env, run_cli, settled, toml_config
 from s3server import REGION, MotoServer
 
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
@@ -278,7 +278,8 @@ def _kill_when(condition: Any, moto: MotoServer, bucket: str, prefix: str, proc:
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=30)
             assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
-            return moto.uploads(bucket)  # what the dead pod left: parts are final once listed
+            # what the dead pod left, once requests it sent before dying have landed (parts are final once listed)
+            return settled(lambda: (moto.uploads(bucket), moto.keys(bucket, prefix + "/")))[0]
         time.sleep(0.02)
     proc.kill()
     _, err = proc.communicate(timeout=30)

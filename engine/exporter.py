@@ -298,8 +298,9 @@ class Exporter:
                 await anyio.to_thread.run_sync(partial(finalize_batch, self.destination, bo, durable=self.settings.export.fsync))
             except DiskFull as exc:  # the batch is marked failed; nothing else can be written either
                 self._abort(exc)
-            # Counted in bo.tally, the Catalog object written to the manifest: state ends with its batch.
-            bo.results, bo.batch = [], replace(bo.batch, catalog={})
+            # Counted in bo.tally, the Catalog object written to the manifest: state ends with its
+            # batch, but for the files that failed (few; what a caller may want to look at).
+            bo.results, bo.batch = [r for r in bo.results if not r.ok], replace(bo.batch, catalog={})
             log.info("batch_done", dataset=bo.batch.dataset_id, batch=bo.batch.batch_id, status=bo.status,
                      files=bo.tally.seen, records=bo.records_found, errors=bo.errors[:3])
 

@@ -370,7 +370,7 @@ class Exporter:
             except DiskFull as exc:  # the batch is marked failed; nothing else can be written either
                 self._abort(exc)
             # Counted in bo.tally, the Catalog object written to the manifest: state ends with its
-            # batch. Failures stay (few, and what callers look into).
+            # batch, but for the files that failed (few; what a caller may want to look at).
             bo.results, bo.batch = [r for r in bo.results if not r.ok], replace(bo.batch, catalog={})
             log.info("batch_done", dataset=bo.batch.dataset_id, batch=bo.batch.batch_id, status=bo.status,
                      files=bo.tally.seen, records=bo.records_found, errors=bo.errors[:3])

@@ -76,7 +76,7 @@ class Tally:
 class BatchOutcome:
     batch: BatchRef
     started: float = field(default_factory=time.monotonic)
-    results: list[FileResult] = field(default_factory=list)  # until the batch is finalized (then `tally` only)
+    results: list[FileResult] = field(default_factory=list)  # until the batch is finalized (then the failed ones)
     tally: Tally = field(default_factory=Tally)
     listing: Listing | None = None  # set once the listing is complete
     status: str = "running"

@@ -101,7 +101,8 @@ def rerun(config: Path) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress",
                            "--json"], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
-    return {"doc": json.loads(done.stdout), "logs": [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]}
+    return {"doc": json.loads(done.stdout), "logs": [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")],
+            "text": done.stdout + done.stderr}
 
 
 def assert_identical(out: Path, expected: list[Any]) -> None:
@@ -133,6 +134,8 @@ def test_kill_mid_download_then_rerun_fetches_only_the_rest(tmp_path: Path, azur
         assert totals["bytes_fetched"] == total - sum(kept.values())
         assert totals["files_reused"] >= len(finals)
         assert not [r for r in again["logs"] if r.get("event") in ("restarting_file", "file_changed_starting_over")]
+        signatures = [dict(p.split("=", 1) for p in sas.split("&"))["sig"] for sas in fp.sas_issued]
+        assert signatures and not any(sig in again["text"] for sig in signatures)  # the SAS: not in the CLI's logs or JSON
     finally:
         fp.stop()
 

@@ -192,10 +192,20 @@ def moto():
 def azurite():
     """A real Azure Blob server (Azurite) on loopback, one per test session: see tests/azurite.py
     for what it offers (host, port, account, key, connection_string, blob_endpoint, env())."""
-    from azurite import AzuriteServer
+    from azurite import AzuriteServer, azurite_command
 
+    if azurite_command() is None:
+        missing("azurite-blob is not installed (npm install -g azurite; .ci/run does)")
     with AzuriteServer() as server:
         yield server
+
+
+def missing(message: str) -> None:
+    """A server or runtime a test needs is not installed: skipped on a developer's machine, failed
+    in CI (CI=true), which installs every one of them (.ci/run): missing there is a broken CI."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 # ----------------------------------------------------------------------------- files in flight

@@ -30,7 +30,7 @@ import pandas as pd
 import polars as pl
 import pyarrow.dataset as pads
 import pytest
-from conftest import run_export, settings_for, with_data_dir
+from conftest import missing, run_export, settings_for, with_data_dir
 
 from engine.fake import DatasetSpec, FakeConfig, FakePlatform
 from engine.outcome import EXIT_OK
@@ -94,9 +94,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory, fake_data_root: Path) -> A
 @pytest.fixture(scope="module")
 def spark() -> Any:
     """One local SparkSession for the module (it costs seconds to start)."""
-    pytest.importorskip("pyspark")
     if shutil.which("java") is None:
-        pytest.skip("Spark needs a Java runtime (.ci/run installs one)")
+        missing("Spark needs a Java runtime (.ci/run installs one)")
     from pyspark.sql import SparkSession
 
     session = (SparkSession.builder.master("local[1]").appName("aep-export-readers")

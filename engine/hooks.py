@@ -30,6 +30,7 @@ from .config import HooksSettings, StoreURL
 from .config_env import HOOK_ENV_PREFIX
 from .layout import batch_folder
 from .masking import mask
+from .model import BatchRef
 from .output.report import BatchOutcome
 
 log = structlog.get_logger("aep_export.hooks")
@@ -55,7 +56,7 @@ class BatchEnded:
     batch_id: str
     source: str
     status: str
-    location: str  # the batch's folder (absolute) or s3://bucket/prefix/dataset/batch
+    location: str  # the batch's folder (absolute) or s3://bucket/prefix/dataset/batch (in export.layout)
     out_dir: str
     files: int
     files_reused: int
@@ -72,8 +73,9 @@ class BatchEnded:
         return {HOOK_ENV + k: v for k, v in values.items()}
 
 
-def location_of(out_dir: Any, dataset_id: str, batch_id: str) -> str:
-    folder = batch_folder(dataset_id, batch_id)
+def location_of(out_dir: Any, batch: BatchRef) -> str:
+    """The batch's folder in the layout it was written in (export.layout: plain or hive)."""
+    folder = batch_folder(batch.dataset_id, batch.batch_id, batch.layout)
     return f"{out_dir}/{folder}" if isinstance(out_dir, StoreURL) else os.path.abspath(os.path.join(out_dir, folder))
 
 
@@ -113,7 +115,7 @@ class Hooks:
         """Run the hook of a batch that ended; its outcome goes into the batch's report (`hook`)."""
         b = bo.batch
         ended = BatchEnded(event=EVENTS[bo.status], dataset_id=b.dataset_id, dataset_name=bo.dataset_name, batch_id=b.batch_id,
-                           source=b.source, status=bo.status, location=location_of(out_dir, b.dataset_id, b.batch_id),
+                           source=b.source, status=bo.status, location=location_of(out_dir, b),
                            out_dir=str(out_dir), files=bo.tally.ok, bytes=bo.bytes,
                            files_reused=bo.tally.reused,
                            rows=bo.records_found, error=str(bo.errors[0]) if bo.errors else None, shard=shard)

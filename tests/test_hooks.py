@@ -18,8 +18,11 @@ from aiohttp import web
 from conftest import clean_env, read_report, run_cli, run_export, settings_for, toml_config
 from prom import wait_until
 
+from engine.config import StoreURL
 from engine.fake import DatasetSpec, FakeConfig
+from engine.hooks import location_of
 from engine.layout import SUCCESS
+from engine.model import BatchRef
 from engine.outcome import EXIT_FAILED, EXIT_OK
 
 # A hook that records what it was given: its environment, whether its batch folder held _SUCCESS
@@ -117,6 +120,27 @@ async def test_each_batch_hook_runs_as_it_ends_told_the_batch_and_no_credential(
         assert batch["hook"]["event"] == "batch_complete" and batch["hook"]["outcome"] == "ok" and batch["hook"]["exit_code"] == 0
     assert report["totals"]["hooks"] == 2 and report["totals"]["hooks_failed"] == 0
 
+
+async def test_under_hive_the_hook_location_is_the_batch_folder_that_holds_its_success(tmp_path: Path, make_fake) -> None:
+    """export.layout = "hive": AEP_EXPORT_HOOK_LOCATION names `dataset=<id>/batch=<id>`, the folder
+    that exists and holds the batch's _SUCCESS (not the plain layout's `<id>/<id>`, which is not there)."""
+    async with make_fake(FakeConfig.small(n_datasets=1, files=2, rows=40, seed=2116)) as fp:
+        settings = _with_hooks(settings_for(fp, tmp_path / "out", layout="hive"), on_batch_complete=_recorder(tmp_path))
+        run = await run_export(settings)
+    assert run.exit_code == EXIT_OK, run.errors
+    [(batch_id, seen)] = _seen(tmp_path).items()
+    dataset_id = seen["env"]["AEP_EXPORT_HOOK_DATASET_ID"]
+    location = Path(seen["env"]["AEP_EXPORT_HOOK_LOCATION"])
+    assert location == (tmp_path / "out" / f"dataset={dataset_id}" / f"batch={batch_id}").resolve()
+    assert seen["success_marker"] and (location / SUCCESS).is_file()
+
+
+def test_the_location_of_a_batch_in_an_object_store_follows_its_layout() -> None:
+    """What a hook is told for s3:// and az:// out_dirs: the store URL of the batch's folder, in its layout."""
+    for url in ("s3://bucket/exports", "az://container/exports"):
+        out = StoreURL.parse(url)
+        assert location_of(out, BatchRef("ds1", "b1", layout="hive")) == f"{url}/dataset=ds1/batch=b1"
+        assert location_of(out, BatchRef("ds1", "b1")) == f"{url}/ds1/b1"
 
 def test_a_failing_hook_is_reported_never_fails_or_repeats_the_batch(tmp_path: Path, threaded_fake) -> None:
     """Exit 3 from on_batch_complete: the batch stays ok, the run exits 0, the hook ran once per

@@ -21,6 +21,7 @@ from engine.errors import (
     NotFound,
     PlatformError,
     RetryableStatus,
+    StoreError,
     Throttled,
     TransferError,
     UnsafeNameError,
@@ -394,3 +395,38 @@ def test_a_secret_is_masked_inside_the_lists_and_mappings_a_log_field_holds() ->
     assert secret not in repr(event)
     assert event["errors"][0] == f"401 for Bearer {logs.MASK}" and event["errors"][1] == ("x", logs.MASK)
     assert event["detail"] == {"body": f"echo {logs.MASK}"} and event["plain"] == f"a {logs.MASK}"
+
+
+def test_a_store_failure_that_quotes_a_secret_never_carries_it_into_the_error_text() -> None:
+    """translate() (S3 and Azure) makes the error text that reaches _report.json and `run --json`,
+    where log masking does not: a SAS or key quoted by an exception (its message, the service's
+    reason or Message) is masked there; masked before the cut, so no half of it is left either."""
+    from botocore.exceptions import ClientError
+
+    from engine import masking
+    from engine.config import StoreURL
+    from engine.output import azure, bucket
+
+    secret = "sv=2024&sig=Zm9vYmFyc2VjcmV0"
+    masking.register_secret(secret)
+
+    class AzureFailure(Exception):
+        status_code, error_code, reason = 500, "InternalError", f"server said {secret}"
+
+    near_the_cut = "x" * 290 + secret  # a cut at 300 before masking would leave its first 10 characters
+    failures = [
+        azure.translate(OSError(f"GET https://acct.blob.core.windows.net/c/k?{secret} failed"), "read k", StoreURL.parse("az://c/p")),
+        azure.translate(OSError(near_the_cut), "read k", StoreURL.parse("az://c/p")),
+        azure.translate(AzureFailure("x"), "read k", StoreURL.parse("az://c/p")),
+        bucket.translate(RuntimeError(f"connection to ?X-Amz-Signature={secret} reset"), "read k", StoreURL.parse("s3://b/p")),
+        bucket.translate(RuntimeError(near_the_cut), "read k", StoreURL.parse("s3://b/p")),
+        bucket.translate(ClientError({"Error": {"Code": "InternalError", "Message": f"echo {secret}"}}, "GetObject"), "read k",
+                         StoreURL.parse("s3://b/p")),
+    ]
+    try:
+        texts = [str(f) for f in failures]
+    finally:
+        masking._SECRETS.discard(secret)
+    assert all(isinstance(f, StoreError) for f in failures), failures
+    assert not [t for t in texts if secret[:10] in t], texts
+    assert all(masking.MASK in t for t in texts), texts

@@ -22,12 +22,11 @@ import io
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, TypeVar
 
 import aiohttp
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
+import anyio.to_thread
 
 from ..config import StoreSettings, StoreURL
 from ..errors import ConfigError, CredentialsRejected, StoreError
@@ -35,10 +34,9 @@ from ..masking import register_secret
 from ..reach import CONNECT_FAILURES, connecting
 from ..retry import MAX_ATTEMPTS, RetryPolicy
 from .azure_access import AzureAccess, client_credential, resolve_access
-from .store import Part, Upload
+from .store import Part, Prefixed, Upload, quoted
 
 T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
 SYNC_COPY_LIMIT = 256 << 20  # Copy Blob From URL's largest source
 COPY_BLOCK = 1 << 30  # larger objects: staged on the final blob in ranges of this (Put Block From URL takes 4000 MiB)
 READ_CHUNK = 4 << 20  # a read holds this much at a time (the client's default first GET is 32 MiB)
@@ -65,13 +63,12 @@ def from_azure(metadata: dict[str, str] | None) -> dict[str, str]:
     return {k.replace("_", "-"): v for k, v in (metadata or {}).items()}
 
 
-class Container:
+class Container(Prefixed):
     """A `store.Store` on Azure Blob Storage. Keys are relative to the URL's prefix."""
 
     def __init__(self, url: StoreURL, client: Any, access: AzureAccess, credential: Any = None):
-        self.url, self.client, self.access, self.credential = url, client, access, credential
-        self._base = f"{url.prefix}/" if url.prefix else ""
-        self.token = anyio.lowlevel.current_token()  # lets any thread call back into this event loop
+        super().__init__(url)
+        self.client, self.access, self.credential = client, access, credential
         self.multipart = Blocks(self)
 
     @classmethod
@@ -117,15 +114,6 @@ class Container:
             if isinstance(cause, CONNECT_FAILURES):
                 raise cause from exc
             raise translate(exc, "check the container", self.url) from None
-
-    def call(self, fn: Callable[[*Ts], Coroutine[Any, Any, T]], *args: *Ts) -> T:
-        return anyio.from_thread.run(fn, *args, token=self.token)
-
-    def key(self, rel: str) -> str:
-        return self._base + rel
-
-    def rel(self, key: str) -> str:
-        return key[len(self._base):]
 
     def blob(self, rel: str) -> Any:
         return self.client.get_blob_client(self.key(rel))
@@ -333,6 +321,6 @@ def translate(exc: BaseException, what: str, url: StoreURL) -> Exception:
         return CredentialsRejected(f"the object store refused the credentials for {url} ({code or status or type(exc).__name__}) "
                                    f"while trying to {what}")
     if code or status:
-        message = str(getattr(exc, "reason", "") or "")[:200]
+        message = quoted(getattr(exc, "reason", "") or "", 200)
         return StoreError(f"{url}: could not {what}: {code or status} {message}".rstrip())
-    return StoreError(f"{url}: could not {what}: {type(exc).__name__}: {str(exc)[:300]}")
+    return StoreError(f"{url}: could not {what}: {type(exc).__name__}: {quoted(exc, 300)}")

@@ -16,13 +16,9 @@ cannot be reached exit 4 (after the gateway's budget, engine/reach.py), anything
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, TypeVarTuple
-
-import anyio
-import anyio.from_thread
-import anyio.lowlevel
+from typing import Any
 
 from ..config import StoreURL
 from ..errors import ConfigError, CredentialsRejected, StoreError
@@ -30,10 +26,8 @@ from ..masking import register_secret
 from ..reach import CONNECT_FAILURES, connecting
 from ..retry import MAX_ATTEMPTS, RetryPolicy
 from .store import ObjectView as ObjectView  # re-exported: the checks' view of an object, any store
-from .store import Part, Upload, b64
+from .store import Part, Prefixed, Upload, b64, quoted
 
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
 COPY_LIMIT = 5 << 30  # S3's largest single CopyObject; larger objects are copied part by part
 COPY_PART = 1 << 30
 _REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "InvalidToken",
@@ -41,16 +35,14 @@ _REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Expi
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
-class Bucket:
+class Bucket(Prefixed):
     """A `store.Store` on S3. Keys are given relative to the URL's prefix (`rel`); full keys never
     leave this class."""
 
     def __init__(self, url: StoreURL, client: Any):
-        self.url = url
+        super().__init__(url)
         self.name = url.bucket
-        self._base = f"{url.prefix}/" if url.prefix else ""
         self.client = client
-        self.token = anyio.lowlevel.current_token()  # lets any thread call back into this event loop
         self.multipart = Multipart(self)
 
     @classmethod
@@ -99,16 +91,6 @@ class Bucket:
             if isinstance(cause, CONNECT_FAILURES):
                 raise cause from exc
             raise translate(exc, "check the bucket", self.url) from None
-
-    def call(self, fn: Callable[[*Ts], Coroutine[Any, Any, T]], *args: *Ts) -> T:
-        """Run a coroutine function on the bucket's event loop from a blocking thread."""
-        return anyio.from_thread.run(fn, *args, token=self.token)
-
-    def key(self, rel: str) -> str:
-        return self._base + rel
-
-    def rel(self, key: str) -> str:
-        return key[len(self._base):]
 
     async def request(self, op: str, what: str, **kw: Any) -> Any:
         """One S3 call on this bucket, its failure translated."""
@@ -275,6 +257,6 @@ def translate(exc: BaseException, what: str, url: StoreURL) -> Exception:
     if code in _REFUSED:
         return CredentialsRejected(f"the object store refused the credentials for {url} ({code}) while trying to {what}")
     if code:
-        message = str(exc.response.get("Error", {}).get("Message", ""))[:200]  # type: ignore[attr-defined]
+        message = quoted(exc.response.get("Error", {}).get("Message", ""), 200)  # type: ignore[attr-defined]
         return StoreError(f"{url}: could not {what}: {code} {message}".rstrip())
-    return StoreError(f"{url}: could not {what}: {type(exc).__name__}: {exc}")
+    return StoreError(f"{url}: could not {what}: {type(exc).__name__}: {quoted(exc, 300)}")

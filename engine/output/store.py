@@ -16,7 +16,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, 
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, TypeVarTuple
 
+import anyio.from_thread
+import anyio.lowlevel
+
 from ..config import StoreURL
+from ..masking import mask
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -44,6 +48,33 @@ class Upload:
 
 def b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
+
+
+def quoted(text: object, limit: int) -> str:
+    """What a store's failure says, fit for an error text (which reaches _report.json and --json,
+    where log masking does not): every registered secret masked first (a cut could split one), then cut."""
+    masked: str = mask(str(text))
+    return masked[:limit]
+
+
+class Prefixed:
+    """What S3's and Azure's stores share: keys relative to the URL's prefix, and the store's event
+    loop, which blocking threads (the checks) call back into."""
+
+    def __init__(self, url: StoreURL):
+        self.url = url
+        self._base = f"{url.prefix}/" if url.prefix else ""
+        self.token = anyio.lowlevel.current_token()  # lets any thread call back into this event loop
+
+    def call(self, fn: Callable[[*Ts], Coroutine[Any, Any, T]], *args: *Ts) -> T:
+        """Run a coroutine function on the store's event loop from a blocking thread."""
+        return anyio.from_thread.run(fn, *args, token=self.token)
+
+    def key(self, rel: str) -> str:
+        return self._base + rel
+
+    def rel(self, key: str) -> str:
+        return key[len(self._base):]
 
 
 class Multipart(Protocol):

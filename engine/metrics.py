@@ -16,22 +16,26 @@ forever; per-dataset figures are in report.json.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector, push_to_gateway, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.registry import Collector
+from yarl import URL
 
 from . import __version__
 from .config import MetricsSettings
 from .config_ops import split_host_port
 from .errors import ConfigError
+from .masking import register_secret
 from .model import Counters
 from .output.report import RunOutcome
 
@@ -44,6 +48,28 @@ log = structlog.get_logger("aep_export.metrics")
 PREFIX = "aep_export_"
 FINISHED = ("ok", "failed", "cancelled", "replaced")  # a batch's final statuses
 PUSH_TIMEOUT = 10.0  # seconds: a Pushgateway that does not answer costs a warning, never the run
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """metrics.push as pushed to: the URL without its user:password (what is logged), which go in
+    an Authorization header instead (urllib would take them for part of the host name)."""
+
+    url: str
+    handler: Callable[..., Callable[[], None]]
+
+    @classmethod
+    def of(cls, push: str) -> Gateway:
+        typed = URL(push)
+        if typed.user is None and typed.password is None:
+            return cls(push, default_handler)
+        register_secret(typed.password)  # masked wherever an error quotes it
+        return cls(str(typed.with_user(None)), functools.partial(_basic_auth, typed.user or "", typed.password or ""))
+
+
+def _basic_auth(username: str, password: str, url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
+                data: bytes) -> Callable[[], None]:
+    return basic_auth_handler(url, method, timeout, headers, data, username, password)
 
 
 @dataclass
@@ -73,6 +99,7 @@ class RunMetrics(Collector):
         self._pusher: threading.Thread | None = None
         self._stop = threading.Event()
         self._push_lock = threading.Lock()  # the periodic push and the last one never interleave
+        self._gateway = Gateway.of(settings.push) if settings.push is not None else None
 
     # -- fed: the session's trace (platform/traffic.py) -------------------------------------------
 
@@ -177,15 +204,16 @@ class RunMetrics(Collector):
 
     def push(self) -> None:
         """One push (blocking: run in a thread); a failure is a warning."""
-        if self.settings.push is None:
+        gateway = self._gateway
+        if gateway is None:
             return
         key = {"shard": self.sources.run.shard or "all"}
         with self._push_lock:
             try:
-                push_to_gateway(self.settings.push, job=self.settings.job, registry=self.registry, grouping_key=key,
-                                timeout=PUSH_TIMEOUT)
+                push_to_gateway(gateway.url, job=self.settings.job, registry=self.registry, grouping_key=key,
+                                timeout=PUSH_TIMEOUT, handler=gateway.handler)
             except OSError as exc:  # refused, timed out, an HTTP error (urllib's are OSErrors)
-                log.warning("metrics_push_failed", gateway=self.settings.push, error=f"{type(exc).__name__}: {exc}")
+                log.warning("metrics_push_failed", gateway=gateway.url, error=f"{type(exc).__name__}: {exc}")
 
     def _push_periodically(self) -> None:
         while not self._stop.wait(self.settings.push_interval):

@@ -199,3 +199,51 @@ def test_a_metrics_address_that_cannot_be_served_stops_before_anything(tmp_path:
         p = run_cli("run", "-c", str(config), "--metrics-addr", f"127.0.0.1:{port}", cwd=tmp_path)
     assert p.returncode == 2 and f"metrics.addr 127.0.0.1:{port}: cannot serve there" in p.stderr, p.stderr[-2000:]
     assert not (tmp_path / "out" / "_report.json").exists() and fp.stats.requests["export.download"] == 0
+
+
+def test_a_push_url_with_user_and_password_pushes_with_basic_auth_and_never_logs_the_password(tmp_path: Path,
+                                                                                            threaded_fake) -> None:
+    """metrics.push = http://user:password@host:port: the password goes in the Authorization header
+    of the push (urllib would take it for part of the host), never into the output; the gateway is
+    logged without it when a push fails (a port where nothing listens)."""
+    import base64
+    import http.server
+    import threading
+
+    password = "pushgw-pw-8c41e2"
+    pushes: list[tuple[str, str]] = []
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            pushes.append((self.path, self.headers.get("Authorization") or ""))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=2, rows=40, seed=2104))
+    config = tmp_path / "c.toml"
+    config.write_text(toml_config(fp, tmp_path / "out"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        answered = run_cli("run", "-c", str(config), "--json", "--metrics-push",
+                           f"http://aep:{password}@127.0.0.1:{server.server_address[1]}", cwd=tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answered.returncode == EXIT_OK, answered.stderr[-3000:]
+    assert pushes and all(path == "/metrics/job/aep_export/shard/all" for path, _ in pushes), pushes
+    assert {auth for _, auth in pushes} == {"Basic " + base64.b64encode(f"aep:{password}".encode()).decode()}
+    assert "metrics_push_failed" not in answered.stderr
+    port = free_port()  # nothing listens there: every push fails, and is logged
+    unanswered = run_cli("run", "-c", str(config), "--json", "--metrics-push", f"http://aep:{password}@127.0.0.1:{port}",
+                         cwd=tmp_path, env=clean_env(AEP_EXPORT_EXPORT__OUT_DIR=str(tmp_path / "out2")))
+    assert unanswered.returncode == EXIT_OK, unanswered.stderr[-3000:]
+    failed = [json.loads(line) for line in unanswered.stderr.splitlines() if '"metrics_push_failed"' in line]
+    assert failed and {f["gateway"] for f in failed} == {f"http://127.0.0.1:{port}"}, unanswered.stderr[-3000:]
+    for p in (answered, unanswered):
+        assert password not in p.stderr and password not in p.stdout
+    assert not [r for r in (tmp_path / "out").rglob("*.json") if password in r.read_text()]

@@ -36,13 +36,13 @@ from .blobs import Blob, list_blobs
 from .catalog import CatalogApi
 from .client import PlatformClient
 from .dataaccess import FileSink, UntrustedListing
-from .flowservice import Flow, FlowService, run_metric
+from .flowservice import CREDENTIALS, Flow, FlowService, run_metric
 from .selection import Selection
 from .sources import Preview, Resolved
+from .traffic import count_as_blob
 
 log = structlog.get_logger("aep_export.dlz")
 
-CREDENTIALS = "/data/foundation/connectors/landingzone/credentials"
 REFRESH_BEFORE_S = 300.0  # a SAS is fetched again this long before its `se`, or at half its life when shorter
 EXPORT_TIME = "exportTime="
 
@@ -101,6 +101,7 @@ class DlzSas:
                              "nothing can be read from the Data Landing Zone with it: rerun later, or ask Adobe "
                              "support if it persists")
         self._container, self._token = str(base).rstrip("/"), token.lstrip("?")
+        count_as_blob(self.client.session, base)
         lifetime = (expires - now) if expires is not None else 3600.0
         self._expires = now + lifetime
         self._refresh_at = now + max(lifetime - REFRESH_BEFORE_S, lifetime / 2)

@@ -101,7 +101,6 @@ class DlzSas:
                              "nothing can be read from the Data Landing Zone with it: rerun later, or ask Adobe "
                              "support if it persists")
         self._container, self._token = str(base).rstrip("/"), token.lstrip("?")
-        count_as_blob(self.client.session, base)
         lifetime = (expires - now) if expires is not None else 3600.0
         self._expires = now + lifetime
         self._refresh_at = now + max(lifetime - REFRESH_BEFORE_S, lifetime / 2)
@@ -168,7 +167,7 @@ class DlzSource:
     async def resolve(self, dataset_id: str, key: str, obj: dict[str, Any], source: str = "dataset") -> Resolved:
         batch = BatchRef(folder_id(dataset_id, "dataset id"), key, obj, run_metric(obj, "recordSummary", "outputRecordCount"),
                          source, self.layout)
-        container = await self.sas.container()
+        container = await self._container()
         prefix = self._prefix(batch)
         try:
             blobs = await list_blobs(self.client, container, prefix, self.sas.sign)
@@ -179,6 +178,12 @@ class DlzSource:
             raise
         return Resolved(batch, run_folder(blobs, obj, prefix))
 
+    async def _container(self) -> str:
+        """The DLZ container's URL; its origin told to the session's metrics (counted as "blob")."""
+        container = await self.sas.container()
+        count_as_blob(self.client.session, URL(container))
+        return container
+
     def _prefix(self, batch: BatchRef) -> str:
         """Where the run's `exportTime=` folders are: `{flow folder}/{dataset}/exportTime=`."""
         return f"{self._folders.get(batch.batch_id, '')}/{batch.dataset_id}/{EXPORT_TIME}".lstrip("/")
@@ -187,7 +192,7 @@ class DlzSource:
         """The run folder's files, each checked before any is handed on: a listing that cannot be
         trusted (a target named twice, counts that differ from the run's) downloads nothing."""
         batch, listing = resolved.batch, Listing()
-        container = await self.sas.container()
+        container = await self._container()
         tasks: dict[str, FileTask] = {}  # target -> its task
         try:
             for blob in resolved.detail:

@@ -8,7 +8,8 @@ its newest successful run when younger than `reuse_run_within`, else an ad hoc r
 the SAS from the credentials endpoint (refreshed before its `se` expiry); the run's
 `exportTime=` folder listed with List Blobs; every file checked against the run's
 outputFileCount and outputBytes here, and outputRecordCount after download (the report's row
-count). Output: `{out}/{dataset}/{run id}/exportTime=…/{part}`, like a batch.
+count). Output: `{out}/{dataset}/{run id}/exportTime=…/{part}`, like a batch (`dataset=…/batch=…/`
+with `export.layout = "hive"`); a file in a subfolder of the run's folder keeps that subfolder.
 
 The SAS is a credential: registered for masking, sent only to the Blob origin (in the query
 the signer adds at request time, never in a FileTask's URL), never to the gateway; gateway
@@ -28,20 +29,20 @@ from yarl import URL
 
 from ..config import DatasetSettings
 from ..errors import ExportError, PlatformError, UnsafeNameError
-from ..layout import file_path, folder_id, listed_name
+from ..layout import PLAIN, file_path, folder_id, listed_name
 from ..masking import register_secret
 from ..model import BatchRef, FileTask, Listing
 from .blobs import Blob, list_blobs
 from .catalog import CatalogApi
 from .client import PlatformClient
 from .dataaccess import FileSink, UntrustedListing
-from .flowservice import Flow, FlowService, run_metric
+from .flowservice import CREDENTIALS, Flow, FlowService, run_metric
 from .selection import Selection
 from .sources import Preview, Resolved
+from .traffic import count_as_blob
 
 log = structlog.get_logger("aep_export.dlz")
 
-CREDENTIALS = "/data/foundation/connectors/landingzone/credentials"
 REFRESH_BEFORE_S = 300.0  # a SAS is fetched again this long before its `se`, or at half its life when shorter
 EXPORT_TIME = "exportTime="
 
@@ -111,9 +112,10 @@ class DlzSource:
 
     name = "dlz"
 
-    def __init__(self, client: PlatformClient, catalog: CatalogApi):
+    def __init__(self, client: PlatformClient, catalog: CatalogApi, layout: str = PLAIN):
         self.client = client
         self.catalog = catalog
+        self.layout = layout  # export.layout: the folders the runs' files go to
         self.flows = FlowService(client)
         self.sas = DlzSas(client)
         self._folders: dict[str, str] = {}  # run id -> its flow's folder
@@ -164,10 +166,9 @@ class DlzSource:
 
     async def resolve(self, dataset_id: str, key: str, obj: dict[str, Any], source: str = "dataset") -> Resolved:
         batch = BatchRef(folder_id(dataset_id, "dataset id"), key, obj, run_metric(obj, "recordSummary", "outputRecordCount"),
-                         source)
-        container = await self.sas.container()
-        base = self._folders.get(key, "")
-        prefix = f"{base}/{dataset_id}/{EXPORT_TIME}".lstrip("/")
+                         source, self.layout)
+        container = await self._container()
+        prefix = self._prefix(batch)
         try:
             blobs = await list_blobs(self.client, container, prefix, self.sas.sign)
         except PlatformError as exc:
@@ -177,38 +178,58 @@ class DlzSource:
             raise
         return Resolved(batch, run_folder(blobs, obj, prefix))
 
-    async def list_files(self, resolved: Resolved, sink: FileSink) -> Listing:
-        batch, listing = resolved.batch, Listing()
+    async def _container(self) -> str:
+        """The DLZ container's URL; its origin told to the session's metrics (counted as "blob")."""
         container = await self.sas.container()
+        count_as_blob(self.client.session, URL(container))
+        return container
+
+    def _prefix(self, batch: BatchRef) -> str:
+        """Where the run's `exportTime=` folders are: `{flow folder}/{dataset}/exportTime=`."""
+        return f"{self._folders.get(batch.batch_id, '')}/{batch.dataset_id}/{EXPORT_TIME}".lstrip("/")
+
+    async def list_files(self, resolved: Resolved, sink: FileSink) -> Listing:
+        """The run folder's files, each checked before any is handed on: a listing that cannot be
+        trusted (a target named twice, counts that differ from the run's) downloads nothing."""
+        batch, listing = resolved.batch, Listing()
+        container = await self._container()
+        tasks: dict[str, FileTask] = {}  # target -> its task
         try:
             for blob in resolved.detail:
-                await self._file(batch, listing, blob, container, sink)
+                task = self._task(batch, listing, blob, container)
+                if task is not None and tasks.setdefault(task.rel_path, task) is not task:
+                    raise UntrustedListing(f"the folder of run {batch.batch_id} lists {blob.name!r} twice: which entry "
+                                           "is right cannot be known")
+            listing.files, listing.bytes = len(tasks), sum(t.size or 0 for t in tasks.values())
             check_against_run(batch, listing, resolved.detail)
         except UntrustedListing as exc:
             listing.untrusted = str(exc)
+            listing.files = listing.bytes = 0  # none handed on: none is missing
             log.error("listing_untrusted", dataset=batch.dataset_id, batch=batch.batch_id, error=str(exc))
+            return listing
+        for task in tasks.values():
+            await sink(task)
         return listing
 
-    async def _file(self, batch: BatchRef, listing: Listing, blob: Blob, container: str, sink: FileSink) -> None:
-        folder, _, name = blob.name.rpartition("/")
-        export_time = folder.rsplit("/", 1)[-1]
+    def _task(self, batch: BatchRef, listing: Listing, blob: Blob, container: str) -> FileTask | None:
+        """The blob as a file of the batch: `exportTime=…/{path below that folder}`, every part of it a
+        safe name; None when it is refused (unsafe) or skipped (a `_`/`.` marker)."""
+        stamp, _, below = blob.name[len(self._prefix(batch)):].partition("/")
+        export_time = EXPORT_TIME + stamp
         try:
             folder_id(export_time, "exportTime folder")
-            rel = listed_name(name)
+            rel = listed_name(below)
         except UnsafeNameError as exc:
             listing.refused.append((blob.name, str(exc)))
             log.error("unsafe_name_refused", batch=batch.batch_id, name=repr(blob.name))
-            return
-        if rel.startswith(("_", ".")):
+            return None
+        if rel.rsplit("/", 1)[-1].startswith(("_", ".")):
             listing.skipped.append(f"{export_time}/{rel}")
-            return
+            return None
         digests = (("md5", blob.md5),) if blob.md5 else ()
-        task = FileTask(batch, export_time, rel, f"{container}/{quote(blob.name)}", blob.size,
-                        file_path(batch.dataset_id, batch.batch_id, export_time, rel), listed_digests=digests,
-                        signer=self.sas.sign)
-        listing.files += 1
-        listing.bytes += blob.size or 0
-        await sink(task)
+        return FileTask(batch, export_time, rel, f"{container}/{quote(blob.name)}", blob.size,
+                        file_path(batch.dataset_id, batch.batch_id, export_time, rel, batch.layout),
+                        listed_digests=digests, signer=self.sas.sign)
 
 
 def run_folder(blobs: list[Blob], run: dict[str, Any], prefix: str) -> list[Blob]:
@@ -217,6 +238,8 @@ def run_folder(blobs: list[Blob], run: dict[str, Any], prefix: str) -> list[Blob
     after it (no later than its completion)."""
     folders: dict[str, list[Blob]] = {}
     for blob in blobs:
+        if not blob.name.startswith(prefix):
+            raise UntrustedListing(f"the listing of {prefix} holds the blob {blob.name!r}, outside it")
         stamp = blob.name[len(prefix):].split("/", 1)[0]
         folders.setdefault(stamp, []).append(blob)
     started = _run_time(run, "startedAtUTC") or _ms(run.get("createdAt"))

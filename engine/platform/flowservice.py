@@ -22,6 +22,7 @@ log = structlog.get_logger("aep_export.flowservice")
 
 FLOWSERVICE = "/data/foundation/flowservice"
 ADHOC = "/data/core/activation/disflowprovider/adhocrun"
+CREDENTIALS = "/data/foundation/connectors/landingzone/credentials"  # the DLZ's SAS (dlz.py)
 ADHOC_ACCEPT = "application/vnd.adobe.adhoc.dataset.activation+json; version=1"
 DATASET_SOURCE_SPEC = "23598e46-f560-407b-88d5-ea6207e49db0"  # the "datasets" source of every dataset export
 DLZ_CONNECTION_SPEC = "10440537-2a7b-4583-ac39-ed38d4b848e8"

@@ -9,4 +9,5 @@ from .sources import DataAccessSource, Sources
 
 
 def run_sources(discovery: Discovery, selector: Selector) -> Sources:
-    return Sources(DataAccessSource(selector, discovery.data_access), DlzSource(discovery.client, discovery.catalog))
+    access = discovery.data_access
+    return Sources(DataAccessSource(selector, access), DlzSource(discovery.client, discovery.catalog, access.layout))

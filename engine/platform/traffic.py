@@ -5,11 +5,16 @@ endpoint names, never a path, an id or a file name.
 An aiohttp TraceConfig on the session, installed only when someone observes: a run without metrics
 pays nothing for it, and no request path needed a call of its own (redirect hops and the IMS token
 exchange included).
+
+The Data Landing Zone's Blob container is named only by the DLZ credentials endpoint, mid-run: the
+DLZ source tells its origin (`count_as_blob`, kept per session), and an exchange with that origin
+counts as "blob" where any other origin but the gateway's and IMS's counts as "redirected".
 """
 
 from __future__ import annotations
 
 from typing import Protocol
+from weakref import WeakKeyDictionary
 
 import aiohttp
 from yarl import URL
@@ -19,10 +24,15 @@ from .audiences import SEGMENTATION
 from .auth import TOKEN_PATH
 from .catalog import CATALOG
 from .dataaccess import EXPORT
-from .origin import same_origin
+from .flowservice import ADHOC, CREDENTIALS, FLOWSERVICE
+from .origin import Origin, origin_of, same_origin
 
 # The values of the `endpoint` label, each a part of the platform the engine talks to
-ENDPOINTS = ("ims", "catalog", "listing", "download", "segmentation", "redirected", "other")
+ENDPOINTS = ("ims", "catalog", "listing", "download", "segmentation", "flowservice", "blob", "redirected", "other")
+# Flow Service and the calls of a `dlz` entry beside it (the DLZ's SAS, the ad hoc run)
+FLOW_PATHS = (FLOWSERVICE, CREDENTIALS, ADHOC)
+
+_blob_origins: WeakKeyDictionary[aiohttp.ClientSession, frozenset[Origin]] = WeakKeyDictionary()
 CODE_CLASSES = ("2xx", "3xx", "4xx", "429", "5xx", "error")  # "429" is not counted in "4xx"; "error": no answer
 
 
@@ -38,14 +48,19 @@ def code_class(status: int | None) -> str:
     return f"{status // 100}xx" if 200 <= status < 600 else "other"
 
 
-def endpoint_of(url: URL, gateway: URL, ims: URL) -> str:
-    """The endpoint an exchange went to: by origin first (a redirect's target is not the gateway),
-    then by the gateway's documented path prefixes."""
+def count_as_blob(session: aiohttp.ClientSession, container: URL) -> None:
+    """The DLZ container's origin, once known: the session's exchanges with it count as "blob"."""
+    _blob_origins[session] = _blob_origins.get(session, frozenset()) | {origin_of(container)}
+
+
+def endpoint_of(url: URL, gateway: URL, ims: URL, blob: frozenset[Origin] = frozenset()) -> str:
+    """The endpoint an exchange went to: by origin first (a redirect's target is not the gateway;
+    `blob`: the DLZ containers' origins), then by the gateway's documented path prefixes."""
     path = url.path
     if same_origin(url, ims) and path.startswith(TOKEN_PATH):
         return "ims"
     if not same_origin(url, gateway):
-        return "redirected"
+        return "blob" if origin_of(url) in blob else "redirected"
     if path.startswith(CATALOG):
         return "catalog"
     if path.startswith(f"{EXPORT}/files/") and "path" in url.query:
@@ -54,6 +69,8 @@ def endpoint_of(url: URL, gateway: URL, ims: URL) -> str:
         return "listing"
     if path.startswith(SEGMENTATION):
         return "segmentation"
+    if path.startswith(FLOW_PATHS):
+        return "flowservice"
     return "other"
 
 
@@ -62,11 +79,14 @@ def traced(settings: Settings, observer: ExchangeObserver) -> aiohttp.TraceConfi
     gateway, ims = URL(settings.platform.url), URL(settings.auth.ims_url)
     trace = aiohttp.TraceConfig()
 
-    async def answered(_s: aiohttp.ClientSession, _c: object, params: aiohttp.TraceRequestEndParams) -> None:
-        observer.exchange(endpoint_of(params.url, gateway, ims), code_class(params.response.status))
+    def endpoint(session: aiohttp.ClientSession, url: URL) -> str:
+        return endpoint_of(url, gateway, ims, _blob_origins.get(session, frozenset()))
 
-    async def failed(_s: aiohttp.ClientSession, _c: object, params: aiohttp.TraceRequestExceptionParams) -> None:
-        observer.exchange(endpoint_of(params.url, gateway, ims), "error")
+    async def answered(session: aiohttp.ClientSession, _c: object, params: aiohttp.TraceRequestEndParams) -> None:
+        observer.exchange(endpoint(session, params.url), code_class(params.response.status))
+
+    async def failed(session: aiohttp.ClientSession, _c: object, params: aiohttp.TraceRequestExceptionParams) -> None:
+        observer.exchange(endpoint(session, params.url), "error")
 
     trace.on_request_end.append(answered)
     trace.on_request_exception.append(failed)

@@ -13,11 +13,8 @@ azure-storage-blob client (`.service`) to read the container back independently 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,15 +23,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from servers import free_port, stop_process_group
+
 ACCOUNT = "devstoreaccount1"
 # Azurite's documented development key (public, the same in every Azurite)
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def azurite_command() -> str | None:
@@ -73,7 +67,7 @@ class AzuriteServer:
             raise RuntimeError("azurite-blob is not installed (npm install -g azurite; .ci/run does it)")
         self.folder = tempfile.mkdtemp(prefix="azurite-")
         for _ in range(5):  # a port taken between probe and bind: try another
-            self.port = _free_port()
+            self.port = free_port()
             self.proc = subprocess.Popen(
                 [command, "--blobHost", self.host, "--blobPort", str(self.port), "--location", self.folder,
                  "--debug", str(self.debug_log), "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"],
@@ -99,13 +93,7 @@ class AzuriteServer:
         return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_process_group(self.proc)
         self.proc = None
 
     def close(self) -> None:

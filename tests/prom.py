@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -22,14 +21,9 @@ from typing import Any
 
 import pytest
 from conftest import missing
+from servers import free_port
 
 READY_WITHIN_S = 60.0  # a loaded CI machine starts Prometheus slowly; a hung one fails here
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def binary(name: str) -> str:

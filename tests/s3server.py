@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from typing import Any
 
+from servers import free_port, stop_process_group
+
 REGION = "us-east-1"
 _SETUP_ACTIONS = 3  # IAM calls that create the test user's key before authentication starts
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MotoServer:
@@ -38,7 +33,7 @@ class MotoServer:
 
     def start(self) -> MotoServer:
         for _ in range(5):  # a port taken between probe and bind: try another
-            port = _free_port()
+            port = free_port()
             env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS)}
             self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
@@ -74,13 +69,7 @@ class MotoServer:
         self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_process_group(self.proc)
         self.proc = None
 
     def __enter__(self) -> MotoServer:

@@ -68,12 +68,15 @@ def threaded_fake(fake_data_root: Path) -> Iterator[Callable[[FakeConfig], Any]]
 # ----------------------------------------------------------------------------- settings / runs
 
 
-def settings_for(fp: Any, out_dir: Path, datasets: list[str] | None = None, **export: Any) -> Settings:
-    """Settings pointing at a (started) fake platform; `export` overrides export.* keys."""
+def settings_for(fp: Any, out_dir: Path | str, datasets: list[str] | None = None, *, store: dict[str, Any] | None = None,
+                 **export: Any) -> Settings:
+    """Settings pointing at a (started) fake platform; `export` overrides export.* keys, `store`
+    sets [store] (an object-store out_dir)."""
     return Settings.model_validate({
         "platform": {"url": fp.url, "org_id": fp.org_id, "sandbox": fp.sandbox},
         "auth": {"client_id": fp.client_id, "client_secret": fp.client_secret, "ims_url": fp.ims_url},
         "export": {"out_dir": out_dir, "concurrency": 4, "backoff_base": 0.01, "backoff_cap": 0.05, **export},
+        **({"store": store} if store is not None else {}),
         "datasets": [{"id": d} for d in (fp.dataset_ids if datasets is None else datasets)],
     })
 

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from azurite import AzuriteServer
-from conftest import run_export
+from conftest import run_export, settings_for
 
 from engine.config import ExportSettings, Settings, StoreSettings, StoreURL
 from engine.errors import ConfigError
@@ -36,13 +36,7 @@ def az(azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> tuple[Azurite
 
 
 def settings(fp: Any, out: str, **store: Any) -> Settings:
-    return Settings.model_validate({
-        "platform": {"url": fp.url, "org_id": fp.org_id, "sandbox": fp.sandbox},
-        "auth": {"client_id": fp.client_id, "client_secret": fp.client_secret, "ims_url": fp.ims_url},
-        "export": {"out_dir": out, "concurrency": 4, "backoff_base": 0.01, "backoff_cap": 0.05},
-        "store": {"part_size": PART, **store},
-        "datasets": [{"id": d} for d in fp.dataset_ids],
-    })
+    return settings_for(fp, out, store={"part_size": PART, **store})
 
 
 def files(seed: int, n: int = 2, mib: int = 7) -> FakeConfig:

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import run_export
+from conftest import run_export, settings_for
 from s3server import MotoServer
 
 from engine.config import ExportSettings, Settings, StoreURL
@@ -38,13 +38,7 @@ def s3(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> tuple[MotoServer, s
 
 
 def settings(fp: Any, out: str, **store: Any) -> Settings:
-    return Settings.model_validate({
-        "platform": {"url": fp.url, "org_id": fp.org_id, "sandbox": fp.sandbox},
-        "auth": {"client_id": fp.client_id, "client_secret": fp.client_secret, "ims_url": fp.ims_url},
-        "export": {"out_dir": out, "concurrency": 4, "backoff_base": 0.01, "backoff_cap": 0.05},
-        "store": {"part_size": PART, **store},
-        "datasets": [{"id": d} for d in fp.dataset_ids],
-    })
+    return settings_for(fp, out, store={"part_size": PART, **store})
 
 
 def two_part_files(seed: int, files: int = 2) -> FakeConfig:

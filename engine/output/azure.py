@@ -16,6 +16,8 @@ gateway's budget, engine/reach.py), anything else (after the client's own retrie
 
 from __future__ import annotations
 
+# The `azure` namespace comes from the azure-storage-blob and azure-identity distributions
+# ([project] dependencies in pyproject.toml); imported inside functions, only for az:// / abfs://.
 import datetime
 import hashlib
 import io

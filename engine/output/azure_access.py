@@ -10,6 +10,8 @@ registered with the log masking before any request is made.
 
 from __future__ import annotations
 
+# The `azure` namespace comes from the azure-storage-blob and azure-identity distributions
+# ([project] dependencies in pyproject.toml); imported inside functions, only for az:// / abfs://.
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass

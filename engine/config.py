@@ -45,7 +45,8 @@ from .config_ops import MetricsSettings as MetricsSettings
 from .config_store import StoreSettings as StoreSettings  # out_dir = "s3://…" and [store]: re-exported
 from .config_store import StoreURL as StoreURL
 from .config_store import _out_dir
-from .errors import ConfigError
+from .errors import ConfigError, UnsafeNameError
+from .layout import folder_id
 from .retry import MAX_ATTEMPTS
 from .units import parse_bytes
 
@@ -213,7 +214,7 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, en
         _check_toml(path)
     tokens = _toml_file.set(path), _file_values.set(files), _environ.set(environ), _entries_required.set(entries_required)
     try:
-        return Settings(**(overrides or {}))
+        return _usable_folder_ids(Settings(**(overrides or {})), path)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
     except SettingsError as exc:  # a list or section variable that is not JSON
@@ -224,6 +225,32 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None, en
         _file_values.reset(tokens[1])
         _environ.reset(tokens[2])
         _entries_required.reset(tokens[3])
+
+
+def _usable_folder_ids(settings: Settings, path: Path | None) -> Settings:
+    """The ids the entries name become folders (layout.folder_id): one that no folder of
+    export.layout can be is the configuration's error, said before anything is attempted."""
+    problems = []
+    for key, value in _folder_ids(settings):
+        try:
+            folder_id(value, key, settings.export.layout)
+        except UnsafeNameError as exc:
+            problems.append(str(exc))
+    if problems:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{where}: " + "; ".join(problems) + ".")
+    return settings
+
+
+def _folder_ids(settings: Settings) -> list[tuple[str, str]]:
+    """(setting, id) of every dataset and batch id the entries name."""
+    ids = []
+    for i, ds in enumerate(settings.datasets):
+        ids += [(f"datasets.{i}.id", ds.id)] if ds.id is not None else []
+        ids += [(f"datasets.{i}.batch", ds.batch)] if ds.batch is not None else []
+        ids += [(f"datasets.{i}.batches.{k}", b) for k, b in enumerate(ds.batches)] if isinstance(ds.batches, list) else []
+    ids += [(f"audiences.{i}.dataset_id", a.dataset_id) for i, a in enumerate(settings.audiences) if a.dataset_id is not None]
+    return ids
 
 
 def _setting_env_names() -> dict[str, str]:

@@ -262,13 +262,31 @@ def safe_relative(name: str, what: str = "file name") -> str:
     return "/".join(parts)
 
 
-def folder_id(value: str, what: str) -> str:
+def folder_id(value: str, what: str, layout: str = PLAIN) -> str:
     """A dataset, batch or dataSetFile id as the folder it names: one safe component, and none of
     the names of our own files (`_SUCCESS`, `_manifest.json`, `.aep-export`, …), which it would
-    otherwise take the place of, or share a folder with."""
+    otherwise take the place of, or share a folder with; in the hive layout, also a value readers
+    read back as it is (`hive_value`)."""
     safe_component(value, what)
     if is_own_name(value):
         raise UnsafeNameError(f"{what} {value!r} is the name of one of aep-export's own files")
+    return hive_value(value, what) if layout == HIVE else value
+
+
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # the value hive readers take for null
+_HIVE_SPECIAL = ("=", "%")  # '=' splits key=value, '%XX' is decoded (pyarrow, Spark, DuckDB)
+
+
+def hive_value(value: str, what: str) -> str:
+    """An id as the value of a `key=value` folder (`dataset=…`, `batch=…`) or a folder below them:
+    refused when readers would not read it back as it is. '=' makes the folder ambiguous (and in a
+    dataSetFile's folder, another column), '%2F' comes back as '/', and `__HIVE_DEFAULT_PARTITION__`
+    as null (measured with pyarrow 26: `dataset=a%2Fb/batch=x=y` reads as dataset 'a/b')."""
+    special = [ch for ch in _HIVE_SPECIAL if ch in value]
+    if special or value == _HIVE_NULL:
+        why = f"contains {special[0]!r}" if special else "is the name hive readers read as null"
+        raise UnsafeNameError(f"{what} {value!r} {why}: with export.layout = \"hive\" readers would not read its "
+                              "key=value folder back as that id (plain layout folders can hold it)")
     return value
 
 

@@ -164,3 +164,80 @@ async def test_hive_shards_share_one_folder_and_status_reads_them(tmp_path: Path
     status = export_status(out)
     assert status.complete and status.shards == 2 and status.layout == "hive"
     assert sorted(r.dataset for r in status.rows) == sorted(fp.dataset_ids)
+
+
+# -- ids a hive folder cannot hold (`dataset=<id>/batch=<id>`: readers split at '=', decode %XX) -----
+
+
+@pytest.mark.parametrize("bad", ["x=y", "a%2Fb", "__HIVE_DEFAULT_PARTITION__"])
+def test_an_id_hive_readers_would_read_back_otherwise_is_refused_in_hive_only(bad: str) -> None:
+    from engine.errors import UnsafeNameError
+    from engine.layout import HIVE, PLAIN, folder_id
+
+    assert folder_id(bad, "batch id", PLAIN) == bad  # a plain folder holds it as it is
+    with pytest.raises(UnsafeNameError, match=r"batch id .* export.layout = \"hive\""):
+        folder_id(bad, "batch id", HIVE)
+    for already in ("a/b", "..", "_SUCCESS"):  # what the plain layout refuses, the hive one does too
+        with pytest.raises(UnsafeNameError):
+            folder_id(already, "batch id", HIVE)
+
+
+@pytest.mark.parametrize("entry, key", [('id = "ab=cd"', "datasets.0.id"),
+                                        ('id = "5cd9146b31dae914b75f654f"\nbatches = ["B1", "x%y"]', "datasets.0.batches.1"),
+                                        ('id = "5cd9146b31dae914b75f654f"\nbatch = "__HIVE_DEFAULT_PARTITION__"', "datasets.0.batch")])
+def test_a_config_id_a_hive_folder_cannot_hold_is_the_configs_error(tmp_path: Path, threaded_fake, entry: str, key: str) -> None:
+    fp = threaded_fake(_cfg(100))
+    out = tmp_path / "out"
+    config = _config(tmp_path, fp, out, 'layout = "hive"')
+    text = config.read_text()
+    config.write_text(text[:text.index("[[datasets]]")] + f"[[datasets]]\n{entry}\n")
+    p = run_cli("run", "--config", str(config), "--no-progress", cwd=tmp_path)
+    assert p.returncode == EXIT_USAGE and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert f"invalid configuration in {config}: {key} " in p.stderr and 'export.layout = "hive"' in p.stderr, p.stderr
+    assert not out.exists() and fp.stats.requests["export.download"] == 0
+    check = run_cli("check", "--config", str(config), cwd=tmp_path)  # check says it the same way
+    assert check.returncode == EXIT_USAGE and f"{key} " in check.stderr, check.stderr
+    plain = run_cli("check", "--config", str(config), "--layout", "plain", cwd=tmp_path)  # a plain folder holds it
+    assert key not in plain.stderr, plain.stderr
+
+
+def _rename_batch(fp, dataset_id: str, new_id: str) -> str:
+    """The platform lists the dataset's newest batch under `new_id` (its Catalog key and Data
+    Access id); returns the id it had."""
+    model, batch = fp.model, fp.latest_batch(dataset_id)
+    old = batch.key
+    assert batch.data_id == old, "a dataset whose batch key is its data id"
+    del model.batches_by_key[old], model.batches_by_data_id[old]
+    batch.key = batch.data_id = new_id
+    model.batches_by_key[new_id] = model.batches_by_data_id[new_id] = batch
+    return old
+
+
+@pytest.mark.parametrize("what", ["batch", "dataset"])
+async def test_a_platform_id_a_hive_folder_cannot_hold_fails_its_entry_and_nothing_is_written(
+        tmp_path: Path, make_fake, what: str) -> None:
+    """A batch id (Catalog) or a dataset id (looked up by name) with '=' from the platform: its entry
+    fails saying why, nothing of it is written; the other dataset is exported. A plain export takes it."""
+    evil = DatasetSpec(id="aaaaaaaaaaaa=bbbbbbbbbbb" if what == "dataset" else None, name="evil", files_per_dataset_file=2,
+                       rows_per_file=30)
+    fp = make_fake(FakeConfig(seed=101, datasets=[evil, DatasetSpec(files_per_dataset_file=2, rows_per_file=40)]))
+    victim, other = fp.dataset_ids
+    bad = victim if what == "dataset" else "batch=x"
+    if what == "batch":
+        _rename_batch(fp, victim, bad)
+    async with fp:
+        for layout in ("hive", "plain"):
+            out = tmp_path / layout
+            settings = settings_for(fp, out, [other], layout=layout)
+            settings.datasets.insert(0, type(settings.datasets[0])(name="evil"))
+            run = await run_export(settings)
+            by_id = {d.dataset_id: d for d in run.datasets}
+            if layout == "plain":
+                assert run.exit_code == EXIT_OK and (out / victim).is_dir(), [str(d.error) for d in run.datasets]
+                continue
+            assert run.exit_code == 1 and by_id[other].status == "ok"
+            failed = by_id[victim]
+            assert failed.status == "failed" and failed.error is not None, failed
+            said = str(failed.error)
+            assert f"{what} id {bad!r} contains '='" in said and 'export.layout = "hive"' in said, said
+            assert sorted(p.name for p in out.iterdir()) == [".aep-export", "_report.json", f"dataset={other}"]

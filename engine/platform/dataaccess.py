@@ -73,9 +73,9 @@ class DataAccessApi:
                 last_error = exc
                 continue
             if files or candidate == candidates[-1]:
-                batch_id = folder_id(candidate, "batch id")
-                return BatchRef(folder_id(dataset_id, "dataset id"), batch_id, obj, expected_record_count(obj), source,
-                                self.layout), files
+                batch_id = folder_id(candidate, "batch id", self.layout)
+                return BatchRef(folder_id(dataset_id, "dataset id", self.layout), batch_id, obj, expected_record_count(obj),
+                                source, self.layout), files
         raise last_error or NotFound(404, f"batch {key} has no files")
 
     async def list_files(self, batch: BatchRef, dataset_files: list[dict[str, Any]], sink: FileSink) -> Listing:
@@ -100,7 +100,7 @@ class DataAccessApi:
             raise UntrustedListing(f"dataSetFile {dsf_id} is listed twice in batch {walk.batch.batch_id}")
         walk.dataset_files.add(dsf_id)
         try:
-            safe_dsf = folder_id(dsf_id, "dataSetFileId")
+            safe_dsf = folder_id(dsf_id, "dataSetFileId", walk.batch.layout)
         except UnsafeNameError as exc:  # refused alone: the batch fails, the rest is still fetched
             walk.listing.refused.append((dsf_id, str(exc)))
             log.error("unsafe_name_refused", batch=walk.batch.batch_id, dataset_file=repr(dsf_id), error=str(exc))

@@ -143,7 +143,7 @@ class DlzSource:
         return Selection(entry.label, dataset_id, [self._chosen(flow, run)])
 
     def _chosen(self, flow: Flow, run: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        run_id = folder_id(str(run.get("id") or ""), "run id")
+        run_id = folder_id(str(run.get("id") or ""), "run id", self.layout)
         self._folders[run_id] = flow.folder
         created = run.get("createdAt")
         return run_id, {**run, "created": created} if isinstance(created, int) else run  # `created` orders _LATEST
@@ -165,7 +165,7 @@ class DlzSource:
         return Preview(Selection(entry.label, dataset_id, [self._chosen(flow, run)]))
 
     async def resolve(self, dataset_id: str, key: str, obj: dict[str, Any], source: str = "dataset") -> Resolved:
-        batch = BatchRef(folder_id(dataset_id, "dataset id"), key, obj, run_metric(obj, "recordSummary", "outputRecordCount"),
+        batch = BatchRef(folder_id(dataset_id, "dataset id", self.layout), key, obj, run_metric(obj, "recordSummary", "outputRecordCount"),
                          source, self.layout)
         container = await self._container()
         prefix = self._prefix(batch)

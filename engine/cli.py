@@ -258,7 +258,7 @@ def check(settings: Settings, *, as_json: bool = False) -> int:
     if as_json:
         from .results import check_document, emit
 
-        emit(check_document(plans, code, destination=str(settings.export.out_dir)))
+        emit(check_document(plans, code, destination=str(settings.export.out_dir), layout=settings.export.layout))
     else:
         for line in format_plan(plans, settings.export.out_dir):
             print(line)
@@ -414,24 +414,28 @@ def _exported_digest(out: Path, e: Any, file_digest: Any) -> str | None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .output.verify import verify_export
+    from .output.status import export_layout
+    from .output.verify import VerifyResult, verify_export
     from .units import human_bytes
+
+    def checked(tree: Any) -> tuple[VerifyResult, str]:
+        return verify_export(tree, deep=args.deep), export_layout(tree)
 
     if "://" in args.dir:
         from .output.buckettree import on_bucket
 
-        result = on_bucket(args.dir, lambda tree: verify_export(tree, deep=args.deep))
+        result, layout = on_bucket(args.dir, checked)
     elif not Path(args.dir).is_dir():
         raise ConfigError(f"{args.dir} is not a directory")
     else:
-        result = verify_export(Path(args.dir), deep=args.deep)
+        result, layout = checked(Path(args.dir))
     if result.batches == 0:
         raise ConfigError(f"no batch manifests (_manifest.json) under {args.dir}: is this an aep-export output directory?")
     code = 0 if not result.problems else 1
     if args.json:
         from .results import emit, verify_document
 
-        emit(verify_document(result, args.dir, code))
+        emit(verify_document(result, args.dir, code, layout))
         return code
     for problem in result.problems or []:
         print(f"FAIL {problem}")

@@ -41,6 +41,7 @@ import hashlib
 import re
 import unicodedata
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .errors import UnsafeNameError
 
@@ -173,9 +174,20 @@ def file_path(dataset_id: str, batch_id: str, dataset_file_id: str, name: str, l
 def split_batch_folder(folder: str) -> tuple[str, str]:
     """(dataset id, batch id) of a batch folder of either layout (`a/b` or `dataset=a/batch=b`)."""
     dataset, _, batch = folder.rpartition("/")
-    if dataset.startswith("dataset=") and batch.startswith("batch="):
+    if folder_layout(folder) == HIVE:
         return dataset.removeprefix("dataset="), batch.removeprefix("batch=")
     return dataset, batch
+
+
+def folder_layout(folder: str) -> str:
+    """The layout a batch folder (relative to the export's root) was written in."""
+    dataset, _, batch = folder.rpartition("/")
+    return HIVE if dataset.startswith("dataset=") and batch.startswith("batch=") else PLAIN
+
+
+def recorded_layout(report: dict[str, Any]) -> str:
+    """The layout a run report records; plain for a report written before layouts existed."""
+    return str(report.get("layout") or PLAIN)
 
 
 def sums_path(batch_folder: Path) -> Path | None:

@@ -54,12 +54,13 @@ def run_document(run: RunOutcome, report: Any) -> dict[str, Any]:
     errors = body.pop("errors")
     for key in ("tool", "exit_code"):
         body.pop(key)
-    return document("run", run.exit_code, errors, report=str(report), **body)
+    return document("run", run.exit_code, errors, report=str(report), **body, layout=run.layout)
 
 
-def check_document(plans: list[EntryPlan], exit_code: int, command: str = "check", destination: str | None = None) -> dict[str, Any]:
+def check_document(plans: list[EntryPlan], exit_code: int, command: str = "check", destination: str | None = None,
+                   layout: str | None = None) -> dict[str, Any]:
     """What a run would export, per entry and batch, and what the destination already holds of it,
-    per file (schema aep-export/check/1)."""
+    per file, and the layout (export.layout) it would write in (schema aep-export/check/1)."""
     from dataclasses import asdict
 
     from .output.held import Tally
@@ -80,18 +81,18 @@ def check_document(plans: list[EntryPlan], exit_code: int, command: str = "check
     totals = {"entries": len(plans), "entries_with_errors": sum(not p.ok for p in plans), "batches": len(good),
               "files": sum(b.files for b in good), "bytes": sum(b.bytes for b in good),
               **asdict(Tally().add(f for b in good for f in b.held))}
-    return document(command, exit_code, destination=destination, entries=entries, totals=totals)
+    return document(command, exit_code, destination=destination, entries=entries, totals=totals, layout=layout)
 
 
-def verify_document(result: VerifyResult, where: str, exit_code: int) -> dict[str, Any]:
-    """What `verify` checked and every problem it found (schema aep-export/verify/1)."""
+def verify_document(result: VerifyResult, where: str, exit_code: int, layout: str | None = None) -> dict[str, Any]:
+    """What `verify` checked, every problem it found, and the export's layout (schema aep-export/verify/1)."""
     return document("verify", exit_code, where=where, batches=result.batches, files=result.files, bytes=result.bytes,
-                    problems=[{"path": p.path, "what": p.what} for p in result.problems or []])
+                    problems=[{"path": p.path, "what": p.what} for p in result.problems or []], layout=layout)
 
 
 def status_document(status: ExportStatus, exit_code: int) -> dict[str, Any]:
-    """`status --json` as it always was (complete, shards, reports, ignored_reports, rows), plus the
-    keys every document has (schema aep-export/status/1)."""
+    """`status --json` as it always was (complete, shards, reports, ignored_reports, rows; later
+    counts, layout), plus the keys every document has (schema aep-export/status/1)."""
     return document("status", exit_code, **status.as_dict())
 
 

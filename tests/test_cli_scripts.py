@@ -30,17 +30,18 @@ BOUND_S = 40.0  # for the ~15 s unreachable budget (as tests/test_unreachable.py
 # The keys of each --json document (README, "JSON results"): within a version keys may be added,
 # never removed or renamed, so these sets may only grow.
 COMMON = {"schema", "ok", "exit_code", "errors"}
-RUN_KEYS = COMMON | {"report", "started_at", "finished_at", "duration_s", "status", "shard", "entries", "totals", "datasets"}
+RUN_KEYS = COMMON | {"report", "started_at", "finished_at", "duration_s", "status", "shard", "entries", "totals", "datasets",
+                     "layout"}
 RUN_DATASET_KEYS = {"dataset_id", "name", "source", "status", "error", "delegated", "batches"}
 RUN_BATCH_KEYS = {"batch_id", "status", "attempted", "files", "files_failed", "files_reused", "bytes", "bytes_fetched",
                   "records_expected", "records_found", "seconds", "errors"}
-CHECK_KEYS = COMMON | {"destination", "entries", "totals"}
+CHECK_KEYS = COMMON | {"destination", "entries", "totals", "layout"}
 CHECK_ENTRY_KEYS = {"entry", "dataset_id", "error", "actions", "batches", "replaced", "left_out"}
 HELD_KEYS = {"fetch_files", "fetch_bytes", "verified_files", "verified_bytes", "partial_files", "held_bytes", "replaced_files"}
 CHECK_BATCH_KEYS = {"batch_id", "files", "bytes", "unsized_files", "error", "file_states"} | HELD_KEYS
 FILE_STATE_KEYS = {"path", "size", "state", "held_bytes", "note"}
-VERIFY_KEYS = COMMON | {"where", "batches", "files", "bytes", "problems"}
-STATUS_KEYS = COMMON | {"complete", "shards", "reports", "ignored_reports", "rows", "counts"}  # the old keys kept
+VERIFY_KEYS = COMMON | {"where", "batches", "files", "bytes", "problems", "layout"}
+STATUS_KEYS = COMMON | {"complete", "shards", "reports", "ignored_reports", "rows", "counts", "layout"}  # the old keys kept
 LIST_KEYS = COMMON | {"sandbox", "name_filter", "datasets"}
 LIST_DATASET_KEYS = {"id", "name", "created", "last_batch", "error"}
 

@@ -241,3 +241,26 @@ async def test_a_platform_id_a_hive_folder_cannot_hold_fails_its_entry_and_nothi
             said = str(failed.error)
             assert f"{what} id {bad!r} contains '='" in said and 'export.layout = "hive"' in said, said
             assert sorted(p.name for p in out.iterdir()) == [".aep-export", "_report.json", f"dataset={other}"]
+
+
+@pytest.mark.parametrize("layout", ["plain", "hive"])
+def test_every_json_document_says_the_layout(tmp_path: Path, threaded_fake, layout: str) -> None:
+    """run, check, run --dry-run, status and verify --json name the layout (from the reports, else
+    from the batch folders); a key added beside the others."""
+    fp = threaded_fake(_cfg(102))
+    out = tmp_path / "out"
+    config = _config(tmp_path, fp, out, f'layout = "{layout}"')
+
+    def doc(*args: str, code: int = EXIT_OK) -> dict:
+        p = run_cli(*args, "--json", cwd=tmp_path)
+        assert p.returncode == code, p.stdout[-2000:] + p.stderr[-2000:]
+        return json.loads(p.stdout)
+
+    assert doc("check", "--config", str(config))["layout"] == layout  # before anything is written: export.layout
+    assert doc("run", "--config", str(config), "--no-progress")["layout"] == layout
+    for args in (("check", "--config", str(config)), ("run", "--config", str(config), "--dry-run"),
+                 ("status", str(out)), ("verify", str(out))):
+        body = doc(*args)
+        assert body["layout"] == layout and {"schema", "ok", "exit_code", "errors"} <= body.keys(), args
+    (out / "_report.json").unlink()  # no run report: the batch folders say it
+    assert doc("status", str(out), code=1)["layout"] == doc("verify", str(out))["layout"] == layout  # status: scope unknown

@@ -33,6 +33,7 @@ from ..layout import (
     batch_name,
     dataset_folder,
     old_report_name,
+    recorded_layout,
     report_name,
     safe_relative,
 )
@@ -358,7 +359,7 @@ def _layout_written(files: Files, shard: str | None) -> str | None:
         except ValueError:
             continue
         if isinstance(body, dict):
-            return str(body.get("layout") or PLAIN)
+            return recorded_layout(body)
     return None
 
 

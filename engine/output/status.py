@@ -27,7 +27,9 @@ from ..layout import (
     SUMS_NAMES,
     batch_folder,
     dataset_folder,
+    folder_layout,
     parse_report_name,
+    recorded_layout,
     report_name,
     split_batch_folder,
 )
@@ -56,7 +58,7 @@ class ExportStatus:
     reports: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
-    layout: str = PLAIN  # as the newest report records it
+    layout: str = PLAIN  # as the newest report records it (export_layout)
 
     @property
     def complete(self) -> bool:
@@ -68,21 +70,20 @@ class ExportStatus:
     def as_dict(self) -> dict[str, Any]:
         return {"complete": self.complete, "shards": self.shards, "reports": self.reports,
                 "ignored_reports": self.ignored, "rows": [asdict(r) for r in self.rows],
-                "counts": {state: self.count(state) for state in STATES}}
+                "counts": {state: self.count(state) for state in STATES}, "layout": self.layout}
 
 
 def export_status(root: Path | ExportTree) -> ExportStatus:
-    # resolved once here: the tree's paths are real paths, so a relative root could not contain them
-    tree = LocalTree(root.resolve()) if isinstance(root, Path) else root
+    tree = _tree(root)
     status = ExportStatus(tree)
     reports = _reports(tree)
+    status.layout = _layout(tree, reports)
     if not reports:
         status.rows = _rows_from_manifests(tree)
         return status
-    newest = max(reports.values(), key=lambda r: (r["_started"], r["_name"]))
+    newest = _newest(reports)
     count = newest["_count"]
     status.shards = count
-    status.layout = str(newest.get("layout") or PLAIN)
     status.ignored = sorted(r["_name"] for r in reports.values() if r["_count"] != count)
     indices: list[int | None] = list(range(count)) if count else [None]
     for index in indices:
@@ -94,6 +95,29 @@ def export_status(root: Path | ExportTree) -> ExportStatus:
         status.reports.append(report["_name"])
         status.rows += _rows_of_report(tree, label, report, status.layout)
     return status
+
+
+def export_layout(root: Path | ExportTree) -> str:
+    """The layout an export is written in (`status`, `verify`)."""
+    tree = _tree(root)
+    return _layout(tree, _reports(tree))
+
+
+def _tree(root: Path | ExportTree) -> ExportTree:
+    # resolved once here: the tree's paths are real paths, so a relative root could not contain them
+    return LocalTree(root.resolve()) if isinstance(root, Path) else root
+
+
+def _layout(tree: ExportTree, reports: dict[str, dict[str, Any]]) -> str:
+    """As the newest report records it; with no report, as the batch folders show it."""
+    if reports:
+        return recorded_layout(_newest(reports))
+    folders = tree.batch_folders(MANIFEST)
+    return folder_layout(folders[0]) if folders else PLAIN
+
+
+def _newest(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return max(reports.values(), key=lambda r: (r["_started"], r["_name"]))
 
 
 def _reports(tree: ExportTree) -> dict[str, dict[str, Any]]:

@@ -237,7 +237,7 @@ def _schema_command(args: argparse.Namespace) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.dry_run:
-        return check(settings, as_json=args.json)
+        return check(settings, as_json=args.json, shard=str(args.shard) if args.shard else None)
     run = export(settings, live=_live(args), shard=args.shard)
     return show_run(run, settings.export.out_dir, as_json=args.json)
 
@@ -246,14 +246,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check(settings_from_args(args), as_json=args.json)
 
 
-def check(settings: Settings, *, as_json: bool = False) -> int:
-    """Resolve everything a run would export and print it; nothing is downloaded or written."""
+def check(settings: Settings, *, as_json: bool = False, shard: str | None = None) -> int:
+    """Resolve everything a run would export and print it; nothing is downloaded or written. An
+    out_dir the run would refuse for its layout is refused the same way (ConfigError: exit 2)."""
     import anyio
 
     from .outcome import EXIT_FAILED, EXIT_OK
     from .plan import format_plan, make_plan
 
-    plans = anyio.run(make_plan, settings)
+    plans = anyio.run(make_plan, settings, shard)
     code = EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
     if as_json:
         from .results import check_document, emit

@@ -17,11 +17,12 @@ import anyio
 
 from . import sizing
 from .config import AudienceSettings, DatasetSettings, Settings, StoreSettings, StoreURL
-from .errors import Failure, RunFatal
+from .errors import ConfigError, Failure, RunFatal
 from .model import FileTask
 from .output.buckettree import BucketTree
 from .output.held import FETCH, PARTIAL, REPLACED, FileHeld, HeldTree, Tally, holding
 from .output.localfiles import LocalTree
+from .output.report import layout_switch
 from .output.stores import connect_store
 from .platform.auth import TokenProvider
 from .platform.client import PlatformClient, make_session
@@ -64,9 +65,11 @@ class EntryPlan:
         return self.error is None and all(b.error is None for b in self.batches)
 
 
-async def make_plan(settings: Settings) -> list[EntryPlan]:
-    """Every entry resolved, in config order. Credentials or an unreachable platform raise."""
+async def make_plan(settings: Settings, shard: str | None = None) -> list[EntryPlan]:
+    """Every entry resolved, in config order. Credentials or an unreachable platform raise, and so
+    does an out_dir a run (of `shard`) would refuse for its layout, first, as the run does."""
     ex = settings.export
+    await _refuse_layout_switch(ex.out_dir, ex.layout, settings.store, shard)
     policy = RetryPolicy.for_export(ex)
     async with make_session(settings) as session:
         tokens = TokenProvider(settings.auth, session, policy)
@@ -84,6 +87,18 @@ async def make_plan(settings: Settings) -> list[EntryPlan]:
             raise fatal[0]
     await _compare_with_destination(ex.out_dir, settings.store, [b for p in plans for b in p.batches if b.error is None])
     return plans
+
+
+async def _refuse_layout_switch(out_dir: Path | StoreURL, layout: str, store: StoreSettings, shard: str | None) -> None:
+    """What a run refuses before it writes anything (an export of the other layout there: exit 2),
+    `check` and `run --dry-run` refuse with the same message, before the platform is asked."""
+    if isinstance(out_dir, StoreURL):
+        async with connect_store(out_dir, store) as bucket:
+            refused = await anyio.to_thread.run_sync(layout_switch, BucketTree(bucket), layout, shard)
+    else:
+        refused = await anyio.to_thread.run_sync(layout_switch, out_dir, layout, shard)
+    if refused is not None:
+        raise ConfigError(refused)
 
 
 async def _compare_with_destination(out_dir: Path | StoreURL, store: StoreSettings, batches: list[PlannedBatch]) -> None:

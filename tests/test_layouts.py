@@ -84,6 +84,15 @@ def test_a_layout_switch_on_an_export_is_refused_naming_both(tmp_path: Path, thr
     shapes = {"plain": PLAIN_SHAPE, "hive": HIVE_SHAPE}
     said = switched.stderr + switched.stdout
     assert f"{first} layout ({shapes[first]})" in said and f"{then} layout ({shapes[then]})" in said, said
+    # check and run --dry-run say it the same way, with the same exit code, before asking the platform
+    refusal = next(line for line in switched.stderr.splitlines() if "layout" in line and "aep-export:" in line)
+    for args in (("check",), ("run", "--dry-run")):
+        checked = run_cli(*args, "--config", str(config), "--layout", then, cwd=tmp_path)
+        assert checked.returncode == EXIT_USAGE and refusal in checked.stderr.splitlines(), (args, checked.stderr[-2000:])
+        doc = json.loads(run_cli(*args, "--config", str(config), "--layout", then, "--json", cwd=tmp_path).stdout)
+        assert doc["exit_code"] == EXIT_USAGE and doc["errors"][0]["kind"] == "config", doc
+        assert doc["errors"][0]["message"] in refusal, (doc, refusal)
+    assert run_cli("check", "--config", str(config), "--layout", first, cwd=tmp_path).returncode == EXIT_OK  # its own: fine
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent.name != ".aep-export"}
     assert after == before, "the refused run wrote into the export"
     assert fp.stats.requests["export.download"] == 0
@@ -147,6 +156,8 @@ def test_hive_into_a_bucket_prefix(tmp_path: Path, moto, threaded_fake) -> None:
     assert status.returncode == 0 and f"(dataset={fp.dataset_ids[0]}/_LATEST)" in status.stdout, status.stdout
     plain = run_cli("run", "--config", str(config), "--layout", "plain", "--no-progress", cwd=tmp_path, env=env)
     assert plain.returncode == EXIT_USAGE and "hive layout" in plain.stderr + plain.stdout, plain.stderr[-2000:]
+    checked = run_cli("check", "--config", str(config), "--layout", "plain", cwd=tmp_path, env=env)  # check reads the bucket too
+    assert checked.returncode == EXIT_USAGE and "hive layout" in checked.stderr, checked.stderr[-2000:]
 
 
 async def test_hive_shards_share_one_folder_and_status_reads_them(tmp_path: Path, make_fake) -> None:

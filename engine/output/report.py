@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -339,12 +339,18 @@ def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
     return name
 
 
-def layout_switch(out_dir: Path | Files, layout: str, shard: str | None) -> str | None:
+class _Readable(Protocol):
+    """What the layout check reads through: a destination's Files, or `check`'s view of a bucket."""
+
+    def read_text(self, rel: str) -> str | None: ...
+
+
+def layout_switch(out_dir: Path | _Readable, layout: str, shard: str | None) -> str | None:
     """Why a run in `layout` is refused here (a ConfigError: exit 2, nothing written), or None: the
     destination holds an export of the other layout, and the same batches under two trees would be
     read twice by any reader of the root. The layout is the one the earlier run's report records
-    (reports written before layouts existed: plain)."""
-    earlier = _layout_written(_files(out_dir), shard)
+    (reports written before layouts existed: plain). `check` asks the same (plan.py)."""
+    earlier = _layout_written(LocalFiles(out_dir) if isinstance(out_dir, Path) else out_dir, shard)
     if earlier is None or earlier == layout:
         return None
     shapes = {PLAIN: "{dataset}/{batch}/…", HIVE: "dataset={dataset}/batch={batch}/…"}
@@ -352,7 +358,7 @@ def layout_switch(out_dir: Path | Files, layout: str, shard: str | None) -> str 
             f"asks for the {layout} layout ({shapes[layout]}): export.layout must stay {earlier} there, or use another out_dir")
 
 
-def _layout_written(files: Files, shard: str | None) -> str | None:
+def _layout_written(files: _Readable, shard: str | None) -> str | None:
     for name in dict.fromkeys((report_name(shard), old_report_name(shard), report_name(), old_report_name())):
         try:
             body = json.loads(files.read_text(name) or "null")

@@ -129,3 +129,36 @@ async def test_a_job_still_running_at_wait_timeout_fails_in_time(tmp_path: Path,
         audience = next(d for d in read_report(out)["datasets"] if d["source"].startswith("audience:"))
         assert "still PROCESSING at its wait_timeout" in audience["error"]
         assert_files_match(out, fp.expected_files())  # the dataset was exported meanwhile
+
+
+async def test_the_one_poll_loop_returns_fails_or_times_out_as_each_waiter_says() -> None:
+    """Jobs, DLZ runs and audience batches wait through one loop (engine/platform/polling.py): a done
+    status returns the object, a failed one fails at once with its reason, any other polls again
+    until the deadline, which fails naming the last status and the setting that set it."""
+    from engine.errors import ExportError
+    from engine.platform.polling import wait_for_status
+
+    class Failed(ExportError):
+        pass
+
+    seen: list[str] = []
+
+    def looking(*statuses: str):
+        async def look():
+            status = statuses[min(len(seen), len(statuses) - 1)]
+            seen.append(status)
+            return {"status": status}, "job j", status
+        return look
+
+    policy = RetryPolicy(max_attempts=1, base=0.0, cap=0.0)
+    rules = {"done": {"ok"}, "failed": {"bad"}, "why": lambda obj: f": {obj['status']}!", "fails": Failed, "what": "job j"}
+    soon = time.monotonic() + 30
+    assert await wait_for_status(policy, looking("queued", "running", "ok"), deadline=soon, **rules) == {"status": "ok"}
+    assert seen == ["queued", "running", "ok"]  # polled past the single attempt max_attempts allows
+    seen.clear()
+    with pytest.raises(Failed, match=r"^job j ended bad: bad!$"):
+        await wait_for_status(policy, looking("running", "bad"), deadline=soon, **rules)
+    assert seen == ["running", "bad"]
+    seen.clear()
+    with pytest.raises(Failed, match=r"^job j is still running at the job's limit$"):
+        await wait_for_status(policy, looking("running"), deadline=time.monotonic(), limit="the job's limit", **rules)

@@ -15,10 +15,11 @@ from typing import Any
 import structlog
 
 from ..config import AudienceSettings
-from ..errors import ExportError, NotFound, NotYet
+from ..errors import ExportError, NotFound
 from ..retry import RetryPolicy
 from .catalog import CatalogApi
 from .client import PlatformClient
+from .polling import wait_for_status
 
 log = structlog.get_logger("aep_export.audiences")
 
@@ -77,19 +78,12 @@ class AudienceJobs:
         return str(job_id)
 
     async def wait_for_job(self, job_id: str, deadline: float) -> dict[str, Any]:
-        async def poll() -> dict[str, Any]:
+        async def look() -> tuple[dict[str, Any], str, str]:
             job: dict[str, Any] = await self.client.get_json(f"{SEGMENTATION}/export/jobs/{job_id}")
-            status = job_status(job)
-            if status == DONE_JOB:
-                return job
-            if status in FAILED_JOB:
-                raise AudienceFailed(f"audience export job {job_id} ended {status}{job_failure(job)}")
-            raise NotYet(f"audience export job {job_id} is still {status or 'without status'}")
+            return job, f"audience export job {job_id}", job_status(job)
 
-        try:
-            return await self.policy.run(poll, what=f"export job {job_id}", deadline=deadline)
-        except NotYet as exc:
-            raise AudienceFailed(f"{exc} at its wait_timeout") from None
+        return await wait_for_status(self.policy, look, done={DONE_JOB}, failed=FAILED_JOB, why=job_failure,
+                                     fails=AudienceFailed, what=f"export job {job_id}", deadline=deadline)
 
     async def audience_plan(self, aud: AudienceSettings) -> AudiencePlan:
         """What a run would do for this audience, creating and starting nothing."""

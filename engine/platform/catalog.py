@@ -17,10 +17,11 @@ from typing import Any
 
 import structlog
 
-from ..errors import CredentialsRejected, ExportError, NotFound, NotYet, PlatformError, PlatformUnreachable
+from ..errors import CredentialsRejected, ExportError, NotFound, PlatformError, PlatformUnreachable
 from ..model import catalog_created
 from ..retry import RetryPolicy
 from .client import PlatformClient
+from .polling import wait_for_status
 
 log = structlog.get_logger("aep_export.catalog")
 
@@ -176,22 +177,16 @@ class CatalogApi:
 
     async def wait_until_downloadable(self, batch_id: str, deadline: float, policy: RetryPolicy) -> dict[str, Any]:
         """Poll the batch until it is success/active; a terminal failure or the deadline ends it."""
-        async def poll() -> dict[str, Any]:
+        async def look() -> tuple[dict[str, Any], str, str]:
             try:
                 obj = await self.batch(batch_id)
-                status = str(obj.get("status", "")).lower()
             except NotFound:
-                obj, status = {}, "not yet in the Catalog"
-            if status in DOWNLOADABLE:
-                return obj
-            if status in NEVER_DOWNLOADABLE:
-                raise ExportError(f"batch {batch_id} ended {status}{batch_errors(obj)}")
-            raise NotYet(f"batch {batch_id} is still {status}")
+                return {}, f"batch {batch_id}", "not yet in the Catalog"
+            return obj, f"batch {batch_id}", str(obj.get("status", "")).lower()
 
-        try:
-            return await policy.run(poll, what=f"batch {batch_id}", deadline=deadline)
-        except NotYet as exc:
-            raise ExportError(f"{exc} at the audience's wait_timeout") from None
+        return await wait_for_status(policy, look, done=DOWNLOADABLE, failed=NEVER_DOWNLOADABLE, why=batch_errors,
+                                     fails=ExportError, what=f"batch {batch_id}", deadline=deadline,
+                                     limit="the audience's wait_timeout")
 
 
 # -- parsing (every shape of §3) ----------------------------------------------------------

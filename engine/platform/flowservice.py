@@ -17,6 +17,7 @@ import structlog
 from ..errors import ExportError, NotYet, PlatformError
 from ..retry import RetryPolicy
 from .client import PlatformClient
+from .polling import wait_for_status
 
 log = structlog.get_logger("aep_export.flowservice")
 
@@ -201,22 +202,15 @@ class FlowService:
         return run_id_of(answer)
 
     async def wait_for_run(self, flow_id: str, run_id: str | None, deadline: float) -> dict[str, Any]:
-        async def poll() -> dict[str, Any]:
+        async def look() -> tuple[dict[str, Any], str, str]:
             runs = await self.runs(flow_id)
             run = next((r for r in runs if r.get("id") == run_id), None) if run_id else (runs[0] if runs else None)
             if run is None:
                 raise NotYet(f"run {run_id or '(newest)'} of flow {flow_id} is not listed yet")
-            status = run_status(run)
-            if status == DONE:
-                return run
-            if status in FAILED:
-                raise RunFailed(f"dataset export run {run.get('id')} of flow {flow_id} ended {status}{run_errors(run)}")
-            raise NotYet(f"dataset export run {run.get('id')} is {status or 'without status'}")
+            return run, f"dataset export run {run.get('id')} of flow {flow_id}", run_status(run)
 
-        try:
-            return await self.policy.run(poll, what=f"run of flow {flow_id}", deadline=deadline)
-        except NotYet as exc:
-            raise RunFailed(f"{exc} at its wait_timeout") from None
+        return await wait_for_status(self.policy, look, done={DONE}, failed=FAILED, why=run_errors, fails=RunFailed,
+                                     what=f"run of flow {flow_id}", deadline=deadline)
 
 
 def run_status(run: dict[str, Any]) -> str:

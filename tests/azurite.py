@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from servers import free_port, stop_process_group
+from servers import LoopbackServer, spawn, start_on_free_port
 
 ACCOUNT = "devstoreaccount1"
 # Azurite's documented development key (public, the same in every Azurite)
@@ -40,9 +36,9 @@ def azurite_command() -> str | None:
     return str(local) if local.exists() else None
 
 
-class AzuriteServer:
+class AzuriteServer(LoopbackServer):
     def __init__(self) -> None:
-        self.proc: subprocess.Popen | None = None
+        self.proc = None
         self.host, self.port = "127.0.0.1", 0
         self.account, self.key = ACCOUNT, KEY
         self.folder = ""
@@ -66,46 +62,17 @@ class AzuriteServer:
         if command is None:
             raise RuntimeError("azurite-blob is not installed (npm install -g azurite; .ci/run does it)")
         self.folder = tempfile.mkdtemp(prefix="azurite-")
-        for _ in range(5):  # a port taken between probe and bind: try another
-            self.port = free_port()
-            self.proc = subprocess.Popen(
-                [command, "--blobHost", self.host, "--blobPort", str(self.port), "--location", self.folder,
-                 "--debug", str(self.debug_log), "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
-            if self._wait_up(60):
-                return self
-            self.stop()
-        raise RuntimeError("azurite did not start")
-
-    def _wait_up(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                return False
-            try:
-                urllib.request.urlopen(f"{self.blob_endpoint}?comp=list", timeout=2)
-            except urllib.error.HTTPError:
-                return True  # it answers (an unsigned request is refused): up
-            except OSError:
-                time.sleep(0.1)
-            else:
-                return True
-        return False
-
-    def stop(self) -> None:
-        stop_process_group(self.proc)
-        self.proc = None
+        self.proc, self.port = start_on_free_port(
+            lambda port: spawn([command, "--blobHost", self.host, "--blobPort", str(port), "--location", self.folder,
+                                "--debug", str(self.debug_log), "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+                                "--silent"]),
+            lambda port: f"http://{self.host}:{port}/{self.account}?comp=list", 60, "azurite")  # unsigned: refused, but up
+        return self
 
     def close(self) -> None:
         self.stop()
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
-
-    def __enter__(self) -> AzuriteServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def env(self, **extra: str) -> dict[str, str]:
         """The connection string the standard way (AZURE_STORAGE_CONNECTION_STRING), for a subprocess."""

@@ -11,51 +11,31 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 from typing import Any
 
-from servers import free_port, stop_process_group
+from servers import LoopbackServer, spawn, start_on_free_port
 
 REGION = "us-east-1"
 _SETUP_ACTIONS = 3  # IAM calls that create the test user's key before authentication starts
 
 
 
-class MotoServer:
+class MotoServer(LoopbackServer):
     def __init__(self) -> None:
-        self.proc: subprocess.Popen | None = None
+        self.proc = None
         self.endpoint = ""
         self.access_key = self.secret_key = ""
         self._client: Any = None
 
     def start(self) -> MotoServer:
-        for _ in range(5):  # a port taken between probe and bind: try another
-            port = free_port()
-            env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS)}
-            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-            self.endpoint = f"http://127.0.0.1:{port}"
-            if self._wait_up(30):
-                self._create_user()
-                return self
-            self.stop()
-        raise RuntimeError("moto server did not start")
-
-    def _wait_up(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2):
-                    return True
-            except OSError:
-                time.sleep(0.1)
-        return False
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS)}
+        self.proc, port = start_on_free_port(
+            lambda port: spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env),
+            lambda port: f"http://127.0.0.1:{port}/moto-api/", 30, "moto server")
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._create_user()
+        return self
 
     def _create_user(self) -> None:
         import boto3
@@ -67,16 +47,6 @@ class MotoServer:
             {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
         key = iam.create_access_key(UserName="aep-export-tests")["AccessKey"]
         self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
-
-    def stop(self) -> None:
-        stop_process_group(self.proc)
-        self.proc = None
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- reading the bucket back (boto3, not the engine's code) ---------------------------------
 

@@ -2,21 +2,18 @@
 loopback, HTTP, Shared Key checked). The container is read back with azure-storage-blob's own
 client (not the engine's code) and DuckDB's azure extension. Parts (blocks) are 5 MiB, the
 engine's lowest allowed, so a few MiB of data exercise staged blocks, the commit and the copy.
+What this file shares with the S3 one (tests/test_s3_export.py) is in tests/objectstores.py.
 """
 
 from __future__ import annotations
 
 import base64
-import glob
-import hashlib
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,14 +21,27 @@ from typing import Any
 
 import pytest
 from azurite import AzuriteServer
-from conftest import clean_env, run_cli, settled, toml_config
+from conftest import clean_env, run_cli
+from objectstores import (
+    PART,
+    StoreWatcher,
+    assert_duckdb_counts,
+    assert_stored,
+    duckdb_with,
+    engine_argv,
+    events,
+    kill_when,
+    object_name,
+    one_batch,
+    store_config,
+)
+from objectstores import cli as store_cli
 
-from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
+from engine.fake import FakeConfig, FakePlatform, Faults
 from engine.fake.data import ExpectedFile
 from engine.layout import LATEST, MANIFEST, SUCCESS, SUMS
 from engine.outcome import EXIT_UNREACHABLE
 
-PART = 5 << 20
 PUT_BLOCK = r"[?&]comp=block&"  # Put Block (not Put Block List: comp=blocklist)
 
 
@@ -42,26 +52,8 @@ def container(azurite: AzuriteServer) -> str:
     return name
 
 
-def one_batch(**spec: Any) -> DatasetSpec:
-    return DatasetSpec(batches=1, failed_batch=False, processing_batch=False, **spec)
-
-
-def az_config(path: Path, fp: Any, out: str, datasets: list[str] | None = None, *, concurrency: int = 4,
-              store: str = "") -> Path:
-    text = toml_config(fp, Path("unused"), datasets).replace('out_dir = "unused"', f'out_dir = "{out}"')
-    text = text.replace("concurrency = 4", f"concurrency = {concurrency}")
-    path.write_text(text + f"\n[store]\npart_size = {PART}\n{store}")
-    return path
-
-
-def name_of(prefix: str, e: ExpectedFile) -> str:
-    return f"{prefix}/{e.dataset_id}/{e.batch_id}/{e.dataset_file_id}/{e.name}"
-
-
 def assert_blobs_match(azurite: AzuriteServer, container: str, prefix: str, expected: list[ExpectedFile]) -> None:
-    for e in expected:
-        data = azurite.read(container, name_of(prefix, e))
-        assert len(data) == e.size and hashlib.sha256(data).hexdigest() == e.sha256, name_of(prefix, e)
+    assert_stored(lambda name: azurite.read(container, name), prefix, expected)
 
 
 def assert_nothing_left_in_flight(azurite: AzuriteServer, container: str) -> None:
@@ -69,12 +61,8 @@ def assert_nothing_left_in_flight(azurite: AzuriteServer, container: str) -> Non
     assert not [n for n in azurite.blobs(container) if "/.aep-export/" in n], "a staging blob was left behind"
 
 
-def events(stderr: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-
-
 def cli(*args: str, azurite: AzuriteServer, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cwd=cwd, env=clean_env(**{**azurite.env(), **env}), timeout=timeout)
+    return store_cli(*args, server=azurite, cwd=cwd, timeout=timeout, **env)
 
 
 # ----------------------------------------------------------------------------- a whole export
@@ -88,7 +76,7 @@ def test_export_into_a_container_is_byte_identical_verified_reusable_and_readabl
     ]))
     expected = fp.expected_files()
     prefix = "exports/daily"
-    config = az_config(tmp_path / "c.toml", fp, str(tmp_path / "local-out"))
+    config = store_config(tmp_path / "c.toml", fp, str(tmp_path / "local-out"))
     proc = cli("run", "--config", str(config), "--out", f"az://{container}/{prefix}/", "--json-logs", "--no-progress",
                azurite=azurite, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -99,14 +87,14 @@ def test_export_into_a_container_is_byte_identical_verified_reusable_and_readabl
     batches = {(e.dataset_id, e.batch_id) for e in expected}
     batch_files = {f"{prefix}/{d}/{b}/{name}" for d, b in batches for name in (SUMS, MANIFEST, SUCCESS)}
     pointers = {f"{prefix}/{d}/{LATEST}" for d, _ in batches}
-    assert set(azurite.blobs(container)) == {name_of(prefix, e) for e in expected} | batch_files | pointers | {f"{prefix}/_report.json"}
+    assert set(azurite.blobs(container)) == {object_name(prefix, e) for e in expected} | batch_files | pointers | {f"{prefix}/_report.json"}
     assert_nothing_left_in_flight(azurite, container)
     for d, b in batches:
         mine = sorted((f"{e.dataset_file_id}/{e.name}", e.sha256) for e in expected if (e.dataset_id, e.batch_id) == (d, b))
         assert azurite.read(container, f"{prefix}/{d}/{b}/{SUMS}").decode() == "".join(f"{sha}  {rel}\n" for rel, sha in mine)
         assert azurite.read(container, f"{prefix}/{d}/{LATEST}").decode() == b + "\n"
     for e in expected:  # the verified digest travels with the blob: the rerun's journal
-        assert azurite.metadata(container, name_of(prefix, e))["aep_export_sha256"] == e.sha256
+        assert azurite.metadata(container, object_name(prefix, e))["aep_export_sha256"] == e.sha256
     totals = json.loads(azurite.read(container, f"{prefix}/_report.json"))["totals"]
     assert totals["files_downloaded"] == len(expected) and totals["restarts"] == 0, totals
 
@@ -138,57 +126,16 @@ def test_export_into_a_container_is_byte_identical_verified_reusable_and_readabl
 
 
 def assert_duckdb_reads(azurite: AzuriteServer, container: str, prefix: str, expected: list[ExpectedFile], rows: dict) -> None:
-    import duckdb
-
-    found = glob.glob(os.path.join(sys.prefix, "lib", "python3*", "site-packages", "duckdb_ext", "extensions",
-                                   f"v{duckdb.__version__}", "*", "azure.duckdb_extension"))
-    assert found, "the azure extension package (test extra: duckdb-ext-azure) is missing"
-    con = duckdb.connect()
-    con.execute(f"LOAD '{found[0]}'")
+    con = duckdb_with("azure", "duckdb-ext-azure")
     con.execute(f"CREATE SECRET azurite (TYPE azure, CONNECTION_STRING '{azurite.connection_string}')")
-    for e in expected:
-        count = con.execute(f"SELECT count(*) FROM read_parquet('az://{container}/{name_of(prefix, e)}')").fetchone()[0]
-        assert count == rows[f"{e.dataset_file_id}/{e.name}"] > 0
-    every = f"az://{container}/{prefix}/*/*/*/*.parquet"
-    assert con.execute(f"SELECT count(*) FROM read_parquet('{every}')").fetchone()[0] == sum(rows.values())
+    assert_duckdb_counts(con, f"az://{container}", prefix, expected, rows)
 
 
 # ----------------------------------------------------------------------------- kill -9 and a fresh pod
 
 
-class ContainerWatcher:
-    """Lists the prefix every few ms while a run goes: a final blob must only ever show complete
-    bytes, and a batch's _SUCCESS only after all its files."""
-
-    def __init__(self, azurite: AzuriteServer, container: str, prefix: str, expected: list[ExpectedFile]):
-        self.azurite, self.container, self.prefix = azurite, container, prefix
-        self.sizes = {name_of(prefix, e): e.size for e in expected}
-        self.by_batch: dict[str, set[str]] = {}
-        for e in expected:
-            self.by_batch.setdefault(f"{prefix}/{e.dataset_id}/{e.batch_id}", set()).add(name_of(prefix, e))
-        self.violations: list[str] = []
-        self.listings = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ContainerWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            names = self.azurite.blobs(self.container, self.prefix + "/")
-            self.listings += 1
-            for name, size in names.items():
-                if name in self.sizes and size != self.sizes[name]:
-                    self.violations.append(f"{name} visible with {size} of {self.sizes[name]} bytes")
-                if name.endswith("/_SUCCESS") and not self.by_batch[name.rpartition("/")[0]] <= set(names):
-                    self.violations.append(f"{name} visible before all of its batch's files")
-            time.sleep(0.02)
+def container_watcher(azurite: AzuriteServer, container: str, prefix: str, expected: list[ExpectedFile]) -> StoreWatcher:
+    return StoreWatcher(lambda under: azurite.blobs(container, under), prefix, expected)
 
 
 def staged_blocks(azurite: AzuriteServer, container: str) -> dict[tuple[str, str], int]:
@@ -219,11 +166,11 @@ def test_kill_9_mid_upload_then_a_fresh_pod_resumes_the_staged_blocks(tmp_path: 
         pod1, pod2 = tmp_path / "pod1-spool", tmp_path / "pod2-spool"
         pod1.mkdir()
         pod2.mkdir()
-        config = az_config(tmp_path / "c.toml", fp, f"az://{container}/{prefix}", concurrency=connections,
+        config = store_config(tmp_path / "c.toml", fp, f"az://{container}/{prefix}", concurrency=connections,
                            store=f'spool_dir = "{pod1}"\n')
-        argv = [sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"]
+        argv = engine_argv(config)
         env = clean_env(**azurite.env())
-        with ContainerWatcher(azurite, container, prefix, expected) as watcher:
+        with container_watcher(azurite, container, prefix, expected) as watcher:
             proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             blocks_at_kill = _kill_when(kill_when, azurite, container, prefix, proc, fp, total)
             finals_at_kill = {k: s for k, s in azurite.blobs(container, prefix + "/").items() if k in watcher.sizes}
@@ -252,8 +199,8 @@ def test_kill_9_mid_upload_then_a_fresh_pod_resumes_the_staged_blocks(tmp_path: 
         assert sum(ev["parts"] for ev in resumed) == len(blocks_at_kill), resumed
         assert sum(ev["staged"] for ev in resumed) == len(staged_at_kill), resumed
         # the blocks the dead pod staged were committed as they were: the rerun staged only the others
-        needed = sum(-(-e.size // PART) for e in expected if name_of(prefix, e) not in finals_at_kill
-                     and not any(k.startswith(f"{prefix}/.aep-export/uploads/{name_of(prefix, e).removeprefix(prefix + '/')}/")
+        needed = sum(-(-e.size // PART) for e in expected if object_name(prefix, e) not in finals_at_kill
+                     and not any(k.startswith(f"{prefix}/.aep-export/uploads/{object_name(prefix, e).removeprefix(prefix + '/')}/")
                                  for k in staged_at_kill))
         put_blocks = azurite.requests("PUT", PUT_BLOCK) - put_blocks_before
         assert put_blocks <= needed - len(blocks_at_kill), (put_blocks, needed, len(blocks_at_kill))
@@ -270,21 +217,13 @@ def test_kill_9_mid_upload_then_a_fresh_pod_resumes_the_staged_blocks(tmp_path: 
 def _kill_when(condition: Any, azurite: AzuriteServer, container: str, prefix: str, proc: subprocess.Popen, fp: Any,
                total: int) -> dict[tuple[str, str], int]:
     """SIGKILL the run once `condition(blocks staged, files final)` holds with a fifth of the bytes
-    still unsent; returns the uncommitted blocks the dead run left."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
+    still unsent; returns the uncommitted blocks the dead run left (a block is whole once listed)."""
+    def progress() -> tuple[int, int]:
         blocks = len(staged_blocks(azurite, container))
-        finals = sum(1 for name in azurite.blobs(container, prefix + "/") if name.endswith(".parquet"))
-        if condition(blocks, finals) and fp.stats.bytes_sent < 0.8 * total:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=30)
-            assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
-            # what the dead pod left, once requests it sent before dying have landed (a block is whole once listed)
-            return settled(lambda: (staged_blocks(azurite, container), azurite.blobs(container, prefix + "/")))[0]
-        time.sleep(0.02)
-    proc.kill()
-    _, err = proc.communicate(timeout=30)
-    pytest.fail(f"never reached the kill point (exit {proc.returncode}): {err[-2000:]}")
+        return blocks, sum(1 for name in azurite.blobs(container, prefix + "/") if name.endswith(".parquet"))
+
+    return kill_when(condition, progress, lambda: (staged_blocks(azurite, container), azurite.blobs(container, prefix + "/")),
+                     proc, fp, total)
 
 
 def test_sigterm_mid_upload_keeps_the_blocks_writes_the_report_and_the_rerun_resumes(tmp_path: Path, azurite: AzuriteServer,
@@ -293,8 +232,8 @@ def test_sigterm_mid_upload_keeps_the_blocks_writes_the_report_and_the_rerun_res
                      datasets=[one_batch(files_per_dataset_file=2, file_mb=12)])
     fp = FakePlatform.run_in_thread(cfg)
     try:
-        config = az_config(tmp_path / "c.toml", fp, f"az://{container}/t", concurrency=2)
-        argv = [sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"]
+        config = store_config(tmp_path / "c.toml", fp, f"az://{container}/t", concurrency=2)
+        argv = engine_argv(config)
         proc = subprocess.Popen(argv, env=clean_env(**azurite.env()), cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
@@ -335,8 +274,8 @@ def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, azur
     ]
     procs = []
     for i, datasets in enumerate([ids[0::2], ids[1::2]]):
-        config = az_config(tmp_path / f"shard{i}.toml", fp, url, datasets, concurrency=2)
-        procs.append(subprocess.Popen([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
+        config = store_config(tmp_path / f"shard{i}.toml", fp, url, datasets, concurrency=2)
+        procs.append(subprocess.Popen(engine_argv(config),
                                       env=envs[i], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc in procs:
         out, err = proc.communicate(timeout=120)
@@ -351,7 +290,7 @@ def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, azur
 def test_refused_credentials_exit_3_before_anything_and_print_no_secret(tmp_path: Path, azurite: AzuriteServer,
                                                                         container: str, threaded_fake) -> None:
     fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=84))
-    config = az_config(tmp_path / "c.toml", fp, f"az://{container}/x")
+    config = store_config(tmp_path / "c.toml", fp, f"az://{container}/x")
     wrong = base64.b64encode(b"wrong-key-Zq81vB0xLk3m" * 3).decode()
     proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", azurite=azurite, cwd=tmp_path,
                AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string.replace(azurite.key, wrong))
@@ -367,7 +306,7 @@ def test_refused_credentials_exit_3_before_anything_and_print_no_secret(tmp_path
 def test_missing_container_exits_2_naming_it_with_nothing_attempted(tmp_path: Path, azurite: AzuriteServer,
                                                                     threaded_fake) -> None:
     fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=85))
-    config = az_config(tmp_path / "c.toml", fp, "az://no-such-container-aep/x")
+    config = store_config(tmp_path / "c.toml", fp, "az://no-such-container-aep/x")
     proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", azurite=azurite, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "configuration error" in proc.stderr and "az://no-such-container-aep/x" in proc.stderr and "does not exist" in proc.stderr
@@ -385,7 +324,7 @@ def test_unreachable_endpoint_is_exit_4_and_one_line_within_the_budget(tmp_path:
     key = base64.b64encode(b"unreachable-test-key" * 3).decode()
     env = clean_env(AZURE_STORAGE_CONNECTION_STRING=f"AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={endpoint}")
     fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=87))
-    config = az_config(tmp_path / "c.toml", fp, "az://scores/aep")
+    config = store_config(tmp_path / "c.toml", fp, "az://scores/aep")
     commands = {"run": ["run", "--config", str(config), "--json-logs"], "verify": ["verify", "az://scores/aep"],
                 "status": ["status", "az://scores/aep"]}
     started = time.monotonic()

@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any
 
 import anyio
 import pytest
 from azurite import AzuriteServer
-from conftest import run_export, settings_for
+from conftest import run_export
+from objectstores import PART, object_name, one_batch_of, store_settings
 
-from engine.config import ExportSettings, Settings, StoreSettings, StoreURL
+from engine.config import ExportSettings, StoreSettings, StoreURL
 from engine.errors import ConfigError
-from engine.fake import DatasetSpec, FakeConfig
 from engine.masking import mask
 from engine.output.azure import block_id
 from engine.output.azure_access import resolve_access
 from engine.output.buckettree import inventory, on_bucket
 from engine.output.objectstore import staging_key
 from engine.output.verify import verify_export
-
-PART = 5 << 20
 
 
 @pytest.fixture
@@ -35,40 +32,27 @@ def az(azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> tuple[Azurite
     return azurite, name
 
 
-def settings(fp: Any, out: str, **store: Any) -> Settings:
-    return settings_for(fp, out, store={"part_size": PART, **store})
-
-
-def files(seed: int, n: int = 2, mib: int = 7) -> FakeConfig:
-    return FakeConfig(seed=seed, datasets=[DatasetSpec(batches=1, failed_batch=False, processing_batch=False,
-                                                       files_per_dataset_file=n, file_mb=mib)])
-
-
-def final_name(prefix: str, e: Any) -> str:
-    return f"{prefix}/{e.dataset_id}/{e.batch_id}/{e.dataset_file_id}/{e.name}"
-
-
 def assert_exported(azurite: AzuriteServer, container: str, prefix: str, expected: list) -> None:
     for e in expected:
-        assert hashlib.sha256(azurite.read(container, final_name(prefix, e))).hexdigest() == e.sha256
-        assert azurite.metadata(container, final_name(prefix, e))["aep_export_sha256"] == e.sha256
+        assert hashlib.sha256(azurite.read(container, object_name(prefix, e))).hexdigest() == e.sha256
+        assert azurite.metadata(container, object_name(prefix, e))["aep_export_sha256"] == e.sha256
     assert azurite.uncommitted(container) == {}
     assert not [n for n in azurite.blobs(container) if "/.aep-export/" in n]
 
 
 async def test_a_staging_blob_committed_but_never_copied_is_checked_and_copied_without_fetching(az, make_fake) -> None:
     azurite, container = az
-    async with make_fake(files(91)) as fp:
+    async with make_fake(one_batch_of(91)) as fp:
         expected = fp.expected_files()
-        assert (await run_export(settings(fp, f"az://{container}/p"))).exit_code == 0
+        assert (await run_export(store_settings(fp, f"az://{container}/p"))).exit_code == 0
         victim = expected[0]
-        data = azurite.read(container, final_name("p", victim))
-        azurite.service.get_blob_client(container, final_name("p", victim)).delete_blob()  # the copy never happened
-        staging = "p/" + staging_key(final_name("p", victim).removeprefix("p/"), victim.size, PART)
+        data = azurite.read(container, object_name("p", victim))
+        azurite.service.get_blob_client(container, object_name("p", victim)).delete_blob()  # the copy never happened
+        staging = "p/" + staging_key(object_name("p", victim).removeprefix("p/"), victim.size, PART)
         azurite.service.get_blob_client(container, staging).upload_blob(data)
 
         fp.reset_stats()
-        run = await run_export(settings(fp, f"az://{container}/p"))
+        run = await run_export(store_settings(fp, f"az://{container}/p"))
         assert run.exit_code == 0, run.errors
         assert fp.stats.bytes_sent == 0, "the staged bytes were fetched again"
         assert run.totals["files_downloaded"] == 1 and run.totals["files_reused"] == len(expected) - 1
@@ -80,19 +64,19 @@ async def test_blocks_a_dead_pod_staged_are_committed_and_the_hash_finished_from
     """Blocks staged by an earlier pod (named by the engine's deterministic ids) are not fetched
     again; the SHA-256 it could not keep is finished by reading the committed staging blob."""
     azurite, container = az
-    async with make_fake(files(92, n=1, mib=13)) as fp:
+    async with make_fake(one_batch_of(92, files=1, mib=13)) as fp:
         (e,) = fp.expected_files()
-        assert (await run_export(settings(fp, f"az://{container}/p"))).exit_code == 0
-        data = azurite.read(container, final_name("p", e))
-        azurite.service.get_blob_client(container, final_name("p", e)).delete_blob()
-        staging = azurite.service.get_blob_client(container, "p/" + staging_key(final_name("p", e).removeprefix("p/"), e.size, PART))
+        assert (await run_export(store_settings(fp, f"az://{container}/p"))).exit_code == 0
+        data = azurite.read(container, object_name("p", e))
+        azurite.service.get_blob_client(container, object_name("p", e)).delete_blob()
+        staging = azurite.service.get_blob_client(container, "p/" + staging_key(object_name("p", e).removeprefix("p/"), e.size, PART))
         for n in held:
             staging.stage_block(block_id(n, (n - 1) * PART), data[(n - 1) * PART:n * PART])
         staging.stage_block("not-ours-" + "0" * 17, b"x" * 10)  # a block id the engine never makes: ignored
 
         fp.reset_stats()
         put_blocks = azurite.requests("PUT", r"[?&]comp=block&")
-        run = await run_export(settings(fp, f"az://{container}/p"))
+        run = await run_export(store_settings(fp, f"az://{container}/p"))
         assert run.exit_code == 0, run.errors
         kept = sum(len(data[(n - 1) * PART:n * PART]) for n in held)
         assert run.totals["bytes_fetched"] == e.size - kept and run.totals["restarts"] == 0, run.totals
@@ -102,19 +86,19 @@ async def test_blocks_a_dead_pod_staged_are_committed_and_the_hash_finished_from
 
 async def test_leftovers_of_other_versions_and_of_verified_files_are_cleaned_up(az, make_fake) -> None:
     azurite, container = az
-    async with make_fake(files(93)) as fp:
+    async with make_fake(one_batch_of(93)) as fp:
         expected = fp.expected_files()
-        assert (await run_export(settings(fp, f"az://{container}/p"))).exit_code == 0
-        done, other = (final_name("p", e).removeprefix("p/") for e in expected)
+        assert (await run_export(store_settings(fp, f"az://{container}/p"))).exit_code == 0
+        done, other = (object_name("p", e).removeprefix("p/") for e in expected)
         for rel in (staging_key(done, expected[0].size, PART),  # a verified file's blocks (a kill after the copy)
                     staging_key(other, expected[1].size + 1, PART),  # a version of the file with another size
                     staging_key(other, expected[1].size, 6 << 20)):  # another part size (the setting changed)
             azurite.service.get_blob_client(container, "p/" + rel).stage_block(block_id(1, 0), b"old")
         azurite.service.get_blob_client(container, "p/" + staging_key(done, 99, PART)).upload_blob(b"old")
-        azurite.service.get_blob_client(container, final_name("p", expected[1])).delete_blob()  # to be fetched again
+        azurite.service.get_blob_client(container, object_name("p", expected[1])).delete_blob()  # to be fetched again
 
         fp.reset_stats()
-        run = await run_export(settings(fp, f"az://{container}/p"))
+        run = await run_export(store_settings(fp, f"az://{container}/p"))
         assert run.exit_code == 0, run.errors
         assert fp.stats.bytes_by_file.get(f"{expected[0].dataset_file_id}/{expected[0].name}", 0) == 0
         assert_exported(azurite, container, "p", expected)
@@ -122,10 +106,10 @@ async def test_leftovers_of_other_versions_and_of_verified_files_are_cleaned_up(
 
 def test_verify_and_inventory_read_a_container_prefix_as_a_folder(az, threaded_fake) -> None:
     azurite, container = az
-    fp = threaded_fake(files(94))
+    fp = threaded_fake(one_batch_of(94))
     expected = fp.expected_files()
     url = f"az://{container}/v"
-    run = anyio.run(run_export, settings(fp, url))
+    run = anyio.run(run_export, store_settings(fp, url))
     assert run.exit_code == 0, run.errors
 
     result = on_bucket(url, verify_export)
@@ -134,7 +118,7 @@ def test_verify_and_inventory_read_a_container_prefix_as_a_folder(az, threaded_f
     held = on_bucket(url, inventory)
     assert [(b.status, b.success, b.files) for b in held.batches] == [("ok", True, len(expected))] and not held.in_flight
 
-    victim = final_name("v", expected[0])
+    victim = object_name("v", expected[0])
     data = bytearray(azurite.read(container, victim))
     data[100] ^= 0xFF
     azurite.service.get_blob_client(container, victim).upload_blob(bytes(data), overwrite=True)  # same size, other bytes

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,39 @@ def paced(azurite):
     proxy.stop()
 
 
-def start_fake(azurite, paced: PacedProxy, data_root: Path) -> Any:
+@pytest.fixture
+def fp(azurite, paced: PacedProxy, fake_data_root: Path) -> Iterator[Any]:
+    """The fake platform, its DLZ blobs in Azurite behind the pacing proxy."""
     cfg = FakeConfig(seed=2323, datasets=[DatasetSpec(batches=1, failed_batch=False, processing_batch=False,
                                                       files_per_dataset_file=4, file_mb=3)],
-                     data_dir=data_root / "dlz-kill")
-    return FakePlatform.run_in_thread(cfg, blobs=ProxiedAzuriteBlobs(azurite, paced))
+                     data_dir=fake_data_root / "dlz-kill")
+    platform = FakePlatform.run_in_thread(cfg, blobs=ProxiedAzuriteBlobs(azurite, paced))
+    yield platform
+    platform.stop()
+
+
+@dataclass
+class Killed:
+    """A run SIGKILLed part-way: its folder and config, the run's files, and the bytes each one held."""
+
+    out: Path
+    config: Path
+    expected: list[Any]
+    total: int
+    kept: dict[str, int]
+
+
+def run_and_kill(fp: Any, tmp_path: Path, held_share: int, part_way: int = 0) -> Killed:
+    """Run the DLZ export, SIGKILL it once 1/`held_share` of its bytes are held (and a part-way file
+    holds `part_way` bytes)."""
+    out = tmp_path / "out"
+    config = write_config(fp, tmp_path / "c.toml", out)
+    proc = engine_run(config)
+    # The run's files exist once its ad hoc run succeeded: wait for them through the fake.
+    expected = wait_for_expected(fp, proc)
+    total = sum(e.size for e in expected)
+    kill_when_held(proc, out, total // held_share, total, part_way)
+    return Killed(out, config, expected, total, kept_by_file(out, expected))
 
 
 def write_config(fp: Any, path: Path, out: Path) -> Path:
@@ -112,61 +142,42 @@ def assert_identical(out: Path, expected: list[Any]) -> None:
     assert not parts_under(out) and not controls_under(out)
 
 
-def test_kill_mid_download_then_rerun_fetches_only_the_rest(tmp_path: Path, azurite, paced, fake_data_root: Path) -> None:
-    fp = start_fake(azurite, paced, fake_data_root)
-    try:
-        out = tmp_path / "out"
-        config = write_config(fp, tmp_path / "c.toml", out)
-        proc = engine_run(config)
-        # The run's files exist once its ad hoc run succeeded: wait for them through the fake.
-        expected = wait_for_expected(fp, proc)
-        total = sum(e.size for e in expected)
-        kill_when_held(proc, out, total // 3, total)
-        kept = kept_by_file(out, expected)
-        assert 0 < sum(kept.values()) < total
-        finals = {e.name for e in expected if kept[e.name] == e.size}
+def test_kill_mid_download_then_rerun_fetches_only_the_rest(tmp_path: Path, fp: Any) -> None:
+    killed = run_and_kill(fp, tmp_path, held_share=3)
+    expected, total, kept = killed.expected, killed.total, killed.kept
+    assert 0 < sum(kept.values()) < total
+    finals = {e.name for e in expected if kept[e.name] == e.size}
 
-        again = rerun(config)
-        assert_identical(out, expected)
-        assert fp.adhoc_requests == 1  # the rerun exported the same run (reuse_run_within)
-        totals = again["doc"]["totals"]
-        # A strong ETag (If-Range) identifies the held bytes: no byte is asked again to confirm them.
-        assert totals["bytes_fetched"] == total - sum(kept.values())
-        assert totals["files_reused"] >= len(finals)
-        assert not [r for r in again["logs"] if r.get("event") in ("restarting_file", "file_changed_starting_over")]
-        signatures = [dict(p.split("=", 1) for p in sas.split("&"))["sig"] for sas in fp.sas_issued]
-        assert signatures and not any(sig in again["text"] for sig in signatures)  # the SAS: not in the CLI's logs or JSON
-    finally:
-        fp.stop()
+    again = rerun(killed.config)
+    assert_identical(killed.out, expected)
+    assert fp.adhoc_requests == 1  # the rerun exported the same run (reuse_run_within)
+    totals = again["doc"]["totals"]
+    # A strong ETag (If-Range) identifies the held bytes: no byte is asked again to confirm them.
+    assert totals["bytes_fetched"] == total - sum(kept.values())
+    assert totals["files_reused"] >= len(finals)
+    assert not [r for r in again["logs"] if r.get("event") in ("restarting_file", "file_changed_starting_over")]
+    signatures = [dict(p.split("=", 1) for p in sas.split("&"))["sig"] for sas in fp.sas_issued]
+    assert signatures and not any(sig in again["text"] for sig in signatures)  # the SAS: not in the CLI's logs or JSON
 
 
-def test_a_blob_replaced_between_runs_is_fetched_whole(tmp_path: Path, azurite, paced, fake_data_root: Path) -> None:
-    fp = start_fake(azurite, paced, fake_data_root)
-    try:
-        out = tmp_path / "out"
-        config = write_config(fp, tmp_path / "c.toml", out)
-        proc = engine_run(config)
-        expected = wait_for_expected(fp, proc)
-        total = sum(e.size for e in expected)
-        kill_when_held(proc, out, total // 4, total, part_way=256 << 10)
-        kept = kept_by_file(out, expected)
-        partial = [e for e in expected if 0 < kept[e.name] < e.size]
-        assert partial, f"no file was part-way at the kill: {kept}"
-        changed = partial[0]
-        new = replace_blob(fp, changed)  # same rows, other bytes: a new ETag
+def test_a_blob_replaced_between_runs_is_fetched_whole(tmp_path: Path, fp: Any) -> None:
+    killed = run_and_kill(fp, tmp_path, held_share=4, part_way=256 << 10)
+    kept = killed.kept
+    partial = [e for e in killed.expected if 0 < kept[e.name] < e.size]
+    assert partial, f"no file was part-way at the kill: {kept}"
+    changed = partial[0]
+    new = replace_blob(fp, changed)  # same rows, other bytes: a new ETag
 
-        again = rerun(config)
-        expected = dlz_expected(fp, fp.dataset_ids[0])
-        assert_identical(out, expected)
-        (now,) = [e for e in expected if e.name == changed.name]
-        assert now.sha256 == hashlib.sha256(new).hexdigest() != changed.sha256
-        restarted = [r for r in again["logs"] if r.get("event") in ("restarting_file", "file_changed_starting_over")]
-        assert [r["file"].rsplit("/", 1)[-1] for r in restarted] == [changed.name]
-        # Fetched: what was missing of the other files, and the replaced one whole.
-        others = sum(e.size - kept[e.name] for e in expected if e.name != changed.name)
-        assert again["doc"]["totals"]["bytes_fetched"] == others + len(new)
-    finally:
-        fp.stop()
+    again = rerun(killed.config)
+    expected = dlz_expected(fp, fp.dataset_ids[0])
+    assert_identical(killed.out, expected)
+    (now,) = [e for e in expected if e.name == changed.name]
+    assert now.sha256 == hashlib.sha256(new).hexdigest() != changed.sha256
+    restarted = [r for r in again["logs"] if r.get("event") in ("restarting_file", "file_changed_starting_over")]
+    assert [r["file"].rsplit("/", 1)[-1] for r in restarted] == [changed.name]
+    # Fetched: what was missing of the other files, and the replaced one whole.
+    others = sum(e.size - kept[e.name] for e in expected if e.name != changed.name)
+    assert again["doc"]["totals"]["bytes_fetched"] == others + len(new)
 
 
 def wait_for_expected(fp: Any, proc: subprocess.Popen[str]) -> list[Any]:

@@ -2,33 +2,40 @@
 
 The bucket is read back with boto3 (not the engine's code), DuckDB and pyarrow. Parts are 5 MiB
 (S3's minimum, the engine's lowest allowed) so a few MiB of data exercise multipart uploads.
+What this file shares with the Azure one (tests/test_azure_export.py) is in tests/objectstores.py.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_env, run_cli, settled, toml_config
+from conftest import clean_env
+from objectstores import (
+    StoreWatcher,
+    assert_duckdb_counts,
+    assert_stored,
+    duckdb_with,
+    engine_argv,
+    events,
+    kill_when,
+    object_name,
+    one_batch,
+    store_config,
+)
+from objectstores import cli as store_cli
 from s3server import REGION, MotoServer
 
-from engine.fake import DatasetSpec, FakeConfig, FakePlatform, Faults
+from engine.fake import FakeConfig, FakePlatform, Faults
 from engine.fake.data import ExpectedFile
 from engine.layout import LATEST, MANIFEST, SUCCESS, SUMS
-
-PART = 5 << 20
 
 
 @pytest.fixture
@@ -38,34 +45,12 @@ def bucket(moto: MotoServer) -> str:
     return name
 
 
-def one_batch(**spec: Any) -> DatasetSpec:
-    return DatasetSpec(batches=1, failed_batch=False, processing_batch=False, **spec)
-
-
-def s3_config(path: Path, fp: Any, out: str, datasets: list[str] | None = None, *, concurrency: int = 4,
-              store: str = "") -> Path:
-    text = toml_config(fp, Path("unused"), datasets).replace('out_dir = "unused"', f'out_dir = "{out}"')
-    text = text.replace("concurrency = 4", f"concurrency = {concurrency}")
-    path.write_text(text + f"\n[store]\npart_size = {PART}\n{store}")
-    return path
-
-
-def key_of(prefix: str, e: ExpectedFile) -> str:
-    return f"{prefix}/{e.dataset_id}/{e.batch_id}/{e.dataset_file_id}/{e.name}"
-
-
 def assert_objects_match(moto: MotoServer, bucket: str, prefix: str, expected: list[ExpectedFile]) -> None:
-    for e in expected:
-        data = moto.read(bucket, key_of(prefix, e))
-        assert len(data) == e.size and hashlib.sha256(data).hexdigest() == e.sha256, key_of(prefix, e)
-
-
-def events(stderr: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert_stored(lambda key: moto.read(bucket, key), prefix, expected)
 
 
 def cli(*args: str, moto: MotoServer, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cwd=cwd, env=clean_env(**moto.env(**env)), timeout=timeout)
+    return store_cli(*args, server=moto, cwd=cwd, timeout=timeout, **env)
 
 
 # ----------------------------------------------------------------------------- a whole export
@@ -79,7 +64,7 @@ def test_export_into_a_bucket_is_byte_identical_verified_reusable_and_readable(t
     ]))
     expected = fp.expected_files()
     prefix = "exports/daily"
-    config = s3_config(tmp_path / "c.toml", fp, str(tmp_path / "local-out"))
+    config = store_config(tmp_path / "c.toml", fp, str(tmp_path / "local-out"))
     # --out wins over the config file's folder; a Path would have collapsed "s3://" to "s3:/"
     proc = cli("run", "--config", str(config), "--out", f"s3://{bucket}/{prefix}/", "--json-logs", "--no-progress",
                moto=moto, cwd=tmp_path)
@@ -91,7 +76,7 @@ def test_export_into_a_bucket_is_byte_identical_verified_reusable_and_readable(t
     batches = {(e.dataset_id, e.batch_id) for e in expected}
     batch_files = {f"{prefix}/{d}/{b}/{name}" for d, b in batches for name in (SUMS, MANIFEST, SUCCESS)}
     pointers = {f"{prefix}/{d}/{LATEST}" for d, _ in batches}
-    assert set(moto.keys(bucket)) == {key_of(prefix, e) for e in expected} | batch_files | pointers | {f"{prefix}/_report.json"}
+    assert set(moto.keys(bucket)) == {object_name(prefix, e) for e in expected} | batch_files | pointers | {f"{prefix}/_report.json"}
     assert moto.uploads(bucket) == [], "a multipart upload was left behind"
     for d, b in batches:
         sums = moto.read(bucket, f"{prefix}/{d}/{b}/{SUMS}").decode()
@@ -101,7 +86,7 @@ def test_export_into_a_bucket_is_byte_identical_verified_reusable_and_readable(t
         manifest = json.loads(moto.read(bucket, f"{prefix}/{d}/{b}/_manifest.json"))
         assert manifest["status"] == "ok" and manifest["records_found"] == manifest["records_expected"] is not None
     for e in expected:  # the verified digest travels with the object: the rerun's journal
-        head = moto.client.head_object(Bucket=bucket, Key=key_of(prefix, e))
+        head = moto.client.head_object(Bucket=bucket, Key=object_name(prefix, e))
         assert head["Metadata"]["aep-export-sha256"] == e.sha256
     totals = json.loads(moto.read(bucket, f"{prefix}/_report.json"))["totals"]
     assert totals["files_downloaded"] == len(expected) and totals["restarts"] == 0, totals
@@ -132,21 +117,11 @@ def test_export_into_a_bucket_is_byte_identical_verified_reusable_and_readable(t
 
 
 def assert_duckdb_reads(moto: MotoServer, bucket: str, prefix: str, expected: list[ExpectedFile], rows: dict) -> None:
-    import duckdb
-
-    found = glob.glob(os.path.join(sys.prefix, "lib", "python3*", "site-packages", "duckdb_ext", "extensions",
-                                   f"v{duckdb.__version__}", "*", "httpfs.duckdb_extension"))
-    assert found, "the httpfs extension package (test extra) is missing"
-    con = duckdb.connect()
-    con.execute(f"LOAD '{found[0]}'")
+    con = duckdb_with("httpfs", "duckdb-ext-httpfs")
     host = moto.endpoint.removeprefix("http://")
     con.execute(f"CREATE SECRET moto (TYPE s3, KEY_ID '{moto.access_key}', SECRET '{moto.secret_key}', "
                 f"REGION '{REGION}', ENDPOINT '{host}', USE_SSL false, URL_STYLE 'path')")
-    for e in expected:
-        count = con.execute(f"SELECT count(*) FROM read_parquet('s3://{bucket}/{key_of(prefix, e)}')").fetchone()[0]
-        assert count == rows[f"{e.dataset_file_id}/{e.name}"] > 0
-    every = f"s3://{bucket}/{prefix}/*/*/*/*.parquet"
-    assert con.execute(f"SELECT count(*) FROM read_parquet('{every}')").fetchone()[0] == sum(rows.values())
+    assert_duckdb_counts(con, f"s3://{bucket}", prefix, expected, rows)
 
 
 def assert_pyarrow_reads(moto: MotoServer, bucket: str, prefix: str, expected: list[ExpectedFile], rows: dict) -> None:
@@ -156,45 +131,14 @@ def assert_pyarrow_reads(moto: MotoServer, bucket: str, prefix: str, expected: l
     fs = S3FileSystem(access_key=moto.access_key, secret_key=moto.secret_key, region=REGION,
                       endpoint_override=moto.endpoint, scheme="http")
     for e in expected:
-        assert pq.read_table(f"{bucket}/{key_of(prefix, e)}", filesystem=fs).num_rows == rows[f"{e.dataset_file_id}/{e.name}"]
+        assert pq.read_table(f"{bucket}/{object_name(prefix, e)}", filesystem=fs).num_rows == rows[f"{e.dataset_file_id}/{e.name}"]
 
 
 # ----------------------------------------------------------------------------- kill -9 and a fresh pod
 
 
-class BucketWatcher:
-    """Lists the prefix every few ms while a run goes: a final key must only ever show complete
-    bytes, and a batch's _SUCCESS only after all its files."""
-
-    def __init__(self, moto: MotoServer, bucket: str, prefix: str, expected: list[ExpectedFile]):
-        self.moto, self.bucket, self.prefix = moto, bucket, prefix
-        self.sizes = {key_of(prefix, e): e.size for e in expected}
-        self.by_batch: dict[str, set[str]] = {}
-        for e in expected:
-            self.by_batch.setdefault(f"{prefix}/{e.dataset_id}/{e.batch_id}", set()).add(key_of(prefix, e))
-        self.violations: list[str] = []
-        self.listings = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> BucketWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            keys = self.moto.keys(self.bucket, self.prefix + "/")
-            self.listings += 1
-            for key, size in keys.items():
-                if key in self.sizes and size != self.sizes[key]:
-                    self.violations.append(f"{key} visible with {size} of {self.sizes[key]} bytes")
-                if key.endswith("/_SUCCESS") and not self.by_batch[key.rpartition("/")[0]] <= set(keys):
-                    self.violations.append(f"{key} visible before all of its batch's files")
-            time.sleep(0.02)
+def bucket_watcher(moto: MotoServer, bucket: str, prefix: str, expected: list[ExpectedFile]) -> StoreWatcher:
+    return StoreWatcher(lambda under: moto.keys(bucket, under), prefix, expected)
 
 
 KILL_CASES = {
@@ -221,11 +165,11 @@ def test_kill_9_mid_upload_then_a_fresh_pod_resumes_the_uploads(tmp_path: Path, 
         pod1, pod2 = tmp_path / "pod1-spool", tmp_path / "pod2-spool"
         pod1.mkdir()
         pod2.mkdir()
-        config = s3_config(tmp_path / "c.toml", fp, f"s3://{bucket}/{prefix}", concurrency=connections,
+        config = store_config(tmp_path / "c.toml", fp, f"s3://{bucket}/{prefix}", concurrency=connections,
                            store=f'spool_dir = "{pod1}"\n')
-        argv = [sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"]
+        argv = engine_argv(config)
         env = clean_env(**moto.env())
-        with BucketWatcher(moto, bucket, prefix, expected) as watcher:
+        with bucket_watcher(moto, bucket, prefix, expected) as watcher:
             proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             uploads = _kill_when(kill_when, moto, bucket, prefix, proc, fp, total)
             parts_at_kill = {(u["key"], p["PartNumber"]): p["Size"] for u in uploads for p in u["parts"]}
@@ -269,21 +213,12 @@ def test_kill_9_mid_upload_then_a_fresh_pod_resumes_the_uploads(tmp_path: Path, 
 def _kill_when(condition: Any, moto: MotoServer, bucket: str, prefix: str, proc: subprocess.Popen, fp: Any,
                total: int) -> list:
     """SIGKILL the run once `condition(parts uploaded, files final)` holds with a fifth of the bytes
-    still unsent; returns the uploads the dead run left."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
+    still unsent; returns the uploads the dead run left (parts are final once listed)."""
+    def progress() -> tuple[int, int]:
         parts = sum(len(u["parts"]) for u in moto.uploads(bucket))
-        finals = sum(1 for key in moto.keys(bucket, prefix + "/") if key.endswith(".parquet"))
-        if condition(parts, finals) and fp.stats.bytes_sent < 0.8 * total:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=30)
-            assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
-            # what the dead pod left, once requests it sent before dying have landed (parts are final once listed)
-            return settled(lambda: (moto.uploads(bucket), moto.keys(bucket, prefix + "/")))[0]
-        time.sleep(0.02)
-    proc.kill()
-    _, err = proc.communicate(timeout=30)
-    pytest.fail(f"never reached the kill point (exit {proc.returncode}): {err[-2000:]}")
+        return parts, sum(1 for key in moto.keys(bucket, prefix + "/") if key.endswith(".parquet"))
+
+    return kill_when(condition, progress, lambda: (moto.uploads(bucket), moto.keys(bucket, prefix + "/")), proc, fp, total)
 
 
 def test_sigterm_mid_upload_keeps_the_parts_writes_the_report_and_the_rerun_resumes(tmp_path: Path, moto: MotoServer,
@@ -292,8 +227,8 @@ def test_sigterm_mid_upload_keeps_the_parts_writes_the_report_and_the_rerun_resu
                      datasets=[one_batch(files_per_dataset_file=2, file_mb=12)])
     fp = FakePlatform.run_in_thread(cfg)
     try:
-        config = s3_config(tmp_path / "c.toml", fp, f"s3://{bucket}/t", concurrency=2)
-        argv = [sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"]
+        config = store_config(tmp_path / "c.toml", fp, f"s3://{bucket}/t", concurrency=2)
+        argv = engine_argv(config)
         proc = subprocess.Popen(argv, env=clean_env(**moto.env()), cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
@@ -329,8 +264,8 @@ def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, moto
     shards = [ids[0::2], ids[1::2]]
     procs = []
     for i, datasets in enumerate(shards):
-        config = s3_config(tmp_path / f"shard{i}.toml", fp, url, datasets, concurrency=2)
-        procs.append(subprocess.Popen([sys.executable, "-m", "engine", "run", "--config", str(config), "--json-logs", "--no-progress"],
+        config = store_config(tmp_path / f"shard{i}.toml", fp, url, datasets, concurrency=2)
+        procs.append(subprocess.Popen(engine_argv(config),
                                       env=clean_env(**moto.env()), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc in procs:
         _, err = proc.communicate(timeout=120)
@@ -344,7 +279,7 @@ def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, moto
 def test_refused_credentials_exit_3_before_anything_and_print_no_secret(tmp_path: Path, moto: MotoServer,
                                                                         bucket: str, threaded_fake) -> None:
     fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=64))
-    config = s3_config(tmp_path / "c.toml", fp, f"s3://{bucket}/x")
+    config = store_config(tmp_path / "c.toml", fp, f"s3://{bucket}/x")
     wrong, token = "wrong-secret-Zq81vB0xLk3m", "session-token-Hp20sK4j9WqX"
     proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", moto=moto, cwd=tmp_path,
                AWS_SECRET_ACCESS_KEY=wrong, AWS_SESSION_TOKEN=token)
@@ -359,7 +294,7 @@ def test_refused_credentials_exit_3_before_anything_and_print_no_secret(tmp_path
 
 def test_missing_bucket_exits_2_naming_it_with_nothing_attempted(tmp_path: Path, moto: MotoServer, threaded_fake) -> None:
     fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=65))
-    config = s3_config(tmp_path / "c.toml", fp, "s3://no-such-bucket-aep/x")
+    config = store_config(tmp_path / "c.toml", fp, "s3://no-such-bucket-aep/x")
     proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", moto=moto, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "configuration error" in proc.stderr and "s3://no-such-bucket-aep/x" in proc.stderr and "does not exist" in proc.stderr
@@ -369,6 +304,6 @@ def test_missing_bucket_exits_2_naming_it_with_nothing_attempted(tmp_path: Path,
 
 def test_unsupported_scheme_is_a_configuration_error(tmp_path: Path, moto: MotoServer, threaded_fake) -> None:
     fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=65))
-    config = s3_config(tmp_path / "c.toml", fp, "gs://bucket/x")
+    config = store_config(tmp_path / "c.toml", fp, "gs://bucket/x")
     proc = cli("run", "--config", str(config), moto=moto, cwd=tmp_path)
     assert proc.returncode == 2 and "gs:// is not supported" in proc.stderr, proc.stderr

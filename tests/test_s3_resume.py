@@ -12,7 +12,8 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import run_export, settings_for
+from conftest import run_export
+from objectstores import PART, object_name, one_batch_of, store_settings
 from s3server import MotoServer
 
 from engine.config import ExportSettings, Settings, StoreURL
@@ -23,8 +24,6 @@ from engine.output.objectstore import MAX_PARTS, part_size_for, staging_key, upl
 from engine.output.spool import Spool
 from engine.output.upload import StoreTarget
 from engine.output.verify import verify_export
-
-PART = 5 << 20
 
 
 @pytest.fixture
@@ -37,22 +36,9 @@ def s3(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> tuple[MotoServer, s
     return moto, name
 
 
-def settings(fp: Any, out: str, **store: Any) -> Settings:
-    return settings_for(fp, out, store={"part_size": PART, **store})
-
-
-def two_part_files(seed: int, files: int = 2) -> FakeConfig:
-    return FakeConfig(seed=seed, datasets=[DatasetSpec(batches=1, failed_batch=False, processing_batch=False,
-                                                       files_per_dataset_file=files, file_mb=7)])
-
-
-def final_key(prefix: str, e: Any) -> str:
-    return f"{prefix}/{e.dataset_id}/{e.batch_id}/{e.dataset_file_id}/{e.name}"
-
-
 def assert_exported(moto: MotoServer, bucket: str, prefix: str, expected: list) -> None:
     for e in expected:
-        data = moto.read(bucket, final_key(prefix, e))
+        data = moto.read(bucket, object_name(prefix, e))
         assert hashlib.sha256(data).hexdigest() == e.sha256
     assert moto.uploads(bucket) == []
     assert not [k for k in moto.keys(bucket) if "/.aep-export/" in k]
@@ -61,32 +47,32 @@ def assert_exported(moto: MotoServer, bucket: str, prefix: str, expected: list) 
 async def test_an_upload_completed_but_never_copied_is_checked_and_copied_without_fetching(s3, make_fake) -> None:
     """The window between completing the multipart upload and the copy to the final key."""
     moto, bucket = s3
-    async with make_fake(two_part_files(71)) as fp:
+    async with make_fake(one_batch_of(71)) as fp:
         expected = fp.expected_files()
-        run = await run_export(settings(fp, f"s3://{bucket}/p"))
+        run = await run_export(store_settings(fp, f"s3://{bucket}/p"))
         assert run.exit_code == 0, run.errors
         victim = expected[0]
-        rel = final_key("p", victim).removeprefix("p/")
-        data = moto.read(bucket, final_key("p", victim))
-        moto.client.delete_object(Bucket=bucket, Key=final_key("p", victim))  # the copy never happened
+        rel = object_name("p", victim).removeprefix("p/")
+        data = moto.read(bucket, object_name("p", victim))
+        moto.client.delete_object(Bucket=bucket, Key=object_name("p", victim))  # the copy never happened
         moto.client.put_object(Bucket=bucket, Key="p/" + staging_key(rel, victim.size, PART), Body=data)
 
         fp.reset_stats()
-        run = await run_export(settings(fp, f"s3://{bucket}/p"))
+        run = await run_export(store_settings(fp, f"s3://{bucket}/p"))
         assert run.exit_code == 0, run.errors
         assert fp.stats.bytes_sent == 0, "the staged bytes were fetched again"
         assert run.totals["files_downloaded"] == 1 and run.totals["files_reused"] == len(expected) - 1
         assert_exported(moto, bucket, "p", expected)
-        head = moto.client.head_object(Bucket=bucket, Key=final_key("p", victim))
+        head = moto.client.head_object(Bucket=bucket, Key=object_name("p", victim))
         assert head["Metadata"]["aep-export-sha256"] == victim.sha256
 
 
 async def test_leftovers_of_other_versions_and_of_verified_files_are_cleaned_up(s3, make_fake) -> None:
     moto, bucket = s3
-    async with make_fake(two_part_files(72)) as fp:
+    async with make_fake(one_batch_of(72)) as fp:
         expected = fp.expected_files()
-        assert (await run_export(settings(fp, f"s3://{bucket}/p"))).exit_code == 0
-        done, other = (final_key("p", e).removeprefix("p/") for e in expected)
+        assert (await run_export(store_settings(fp, f"s3://{bucket}/p"))).exit_code == 0
+        done, other = (object_name("p", e).removeprefix("p/") for e in expected)
         stray = [
             staging_key(done, expected[0].size, PART),  # a verified file's upload (a kill after the copy)
             staging_key(other, expected[1].size + 1, PART),  # a version of the file with another size
@@ -95,10 +81,10 @@ async def test_leftovers_of_other_versions_and_of_verified_files_are_cleaned_up(
         for key in stray:
             moto.client.create_multipart_upload(Bucket=bucket, Key="p/" + key)
         moto.client.put_object(Bucket=bucket, Key="p/" + staging_key(done, 99, PART), Body=b"old")
-        moto.client.delete_object(Bucket=bucket, Key=final_key("p", expected[1]))  # to be fetched again
+        moto.client.delete_object(Bucket=bucket, Key=object_name("p", expected[1]))  # to be fetched again
 
         fp.reset_stats()
-        run = await run_export(settings(fp, f"s3://{bucket}/p"))
+        run = await run_export(store_settings(fp, f"s3://{bucket}/p"))
         assert run.exit_code == 0, run.errors
         assert fp.stats.bytes_by_file.get(f"{expected[0].dataset_file_id}/{expected[0].name}", 0) == 0
         assert_exported(moto, bucket, "p", expected)
@@ -108,13 +94,13 @@ async def test_objects_over_the_single_copy_limit_are_copied_part_by_part(s3, ma
     moto, bucket = s3
     monkeypatch.setattr(bucket_module, "COPY_LIMIT", 6 << 20)  # 5 GiB in S3: small files take the same path here
     monkeypatch.setattr(bucket_module, "COPY_PART", PART)
-    async with make_fake(two_part_files(73, files=1)) as fp:
+    async with make_fake(one_batch_of(73, files=1)) as fp:
         expected = fp.expected_files()
         assert expected[0].size > 6 << 20
-        run = await run_export(settings(fp, f"s3://{bucket}/p"))
+        run = await run_export(store_settings(fp, f"s3://{bucket}/p"))
         assert run.exit_code == 0, run.errors
         assert_exported(moto, bucket, "p", expected)
-        head = moto.client.head_object(Bucket=bucket, Key=final_key("p", expected[0]))
+        head = moto.client.head_object(Bucket=bucket, Key=object_name("p", expected[0]))
         assert head["Metadata"]["aep-export-sha256"] == expected[0].sha256
         assert head["ETag"].strip('"').endswith("-2"), "not copied as a two-part upload"
 
@@ -134,7 +120,7 @@ async def test_a_small_spool_drops_uploaded_parts_and_the_hash_is_finished_from_
     monkeypatch.setattr(StoreTarget, "_read_back", spy)
     async with make_fake(FakeConfig(seed=74, faults=Faults(bandwidth_bps=8e6), datasets=[DatasetSpec(
             batches=1, failed_batch=False, processing_batch=False, files_per_dataset_file=1, file_mb=30)])) as fp:
-        run = await run_export(settings(fp, f"s3://{bucket}/p", spool_limit=16 << 20, spool_dir=str(tmp_path)))
+        run = await run_export(store_settings(fp, f"s3://{bucket}/p", spool_limit=16 << 20, spool_dir=str(tmp_path)))
         assert run.exit_code == 0, run.errors
         assert run.totals["split_files"] == 1 and run.totals["restarts"] == 0, run.totals
         assert_exported(moto, bucket, "p", fp.expected_files())
@@ -147,10 +133,10 @@ async def test_a_small_spool_drops_uploaded_parts_and_the_hash_is_finished_from_
 
 def test_verify_and_inventory_read_a_bucket_prefix_as_a_folder(s3, threaded_fake) -> None:
     moto, bucket = s3
-    fp = threaded_fake(two_part_files(75))
+    fp = threaded_fake(one_batch_of(75))
     expected = fp.expected_files()
     url = f"s3://{bucket}/v"
-    run = anyio.run(run_export, settings(fp, url))
+    run = anyio.run(run_export, store_settings(fp, url))
     assert run.exit_code == 0, run.errors
 
     result = on_bucket(url, verify_export)
@@ -159,7 +145,7 @@ def test_verify_and_inventory_read_a_bucket_prefix_as_a_folder(s3, threaded_fake
     held = on_bucket(url, inventory)
     assert [(b.status, b.success, b.files) for b in held.batches] == [("ok", True, len(expected))] and not held.in_flight
 
-    victim = final_key("v", expected[0])
+    victim = object_name("v", expected[0])
     data = bytearray(moto.read(bucket, victim))
     data[100] ^= 0xFF
     moto.client.put_object(Bucket=bucket, Key=victim, Body=bytes(data))  # same size, other bytes
@@ -246,10 +232,10 @@ async def test_parts_left_by_a_dead_pod_are_kept_and_the_hash_finished_from_the_
     async with make_fake(FakeConfig(seed=76, datasets=[DatasetSpec(batches=1, failed_batch=False, processing_batch=False,
                                                                     files_per_dataset_file=1, file_mb=13)])) as fp:
         (e,) = fp.expected_files()
-        assert (await run_export(settings(fp, f"s3://{bucket}/p"))).exit_code == 0
-        data = moto.read(bucket, final_key("p", e))
-        moto.client.delete_object(Bucket=bucket, Key=final_key("p", e))
-        key = "p/" + staging_key(final_key("p", e).removeprefix("p/"), e.size, PART)
+        assert (await run_export(store_settings(fp, f"s3://{bucket}/p"))).exit_code == 0
+        data = moto.read(bucket, object_name("p", e))
+        moto.client.delete_object(Bucket=bucket, Key=object_name("p", e))
+        key = "p/" + staging_key(object_name("p", e).removeprefix("p/"), e.size, PART)
         upload = moto.client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
         for n in held:
             body = data[(n - 1) * PART:n * PART]
@@ -257,7 +243,7 @@ async def test_parts_left_by_a_dead_pod_are_kept_and_the_hash_finished_from_the_
                                     ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode())
 
         fp.reset_stats()
-        run = await run_export(settings(fp, f"s3://{bucket}/p"))
+        run = await run_export(store_settings(fp, f"s3://{bucket}/p"))
         assert run.exit_code == 0, run.errors
         kept = sum(len(data[(n - 1) * PART:n * PART]) for n in held)
         assert run.totals["bytes_fetched"] == e.size - kept and run.totals["restarts"] == 0, run.totals

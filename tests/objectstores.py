@@ -155,3 +155,68 @@ def kill_when(condition: Callable[[int, int], bool], progress: Callable[[], tupl
     proc.kill()
     _, err = proc.communicate(timeout=30)
     pytest.fail(f"never reached the kill point (exit {proc.returncode}): {err[-2000:]}")
+
+
+# -- one bucket or container under test, through the server's own client ----------------------------
+
+
+class S3Place:
+    """A fresh bucket of the moto server."""
+
+    scheme, tag = "s3", "s3"
+
+    def __init__(self, moto: Any, bucket: str):
+        self.server, self.place = moto, bucket
+        moto.create_bucket(bucket)
+
+    def url(self, prefix: str) -> str:
+        return f"s3://{self.place}/{prefix}"
+
+    def read(self, name: str) -> bytes:
+        return self.server.read(self.place, name)
+
+    def names(self, prefix: str = "") -> dict[str, int]:
+        return self.server.keys(self.place, prefix)
+
+    def in_flight(self) -> dict[tuple[str, str], int]:
+        """Parts uploaded to multipart uploads not completed: (key, part number) -> size."""
+        return {(u["key"], str(p["PartNumber"])): p["Size"] for u in self.server.uploads(self.place) for p in u["parts"]}
+
+    def assert_nothing_in_flight(self) -> None:
+        assert self.server.uploads(self.place) == [], "an upload was left behind"
+        assert not [k for k in self.names() if "/.aep-export/" in k], "a staging object was left behind"
+
+    def parts_sent(self) -> int | None:
+        """Parts (blocks) the server received so far; None: this server does not count them."""
+        return None
+
+
+class AzurePlace:
+    """A fresh container of the Azurite server."""
+
+    scheme, tag = "az", "az"
+    PUT_BLOCK = r"[?&]comp=block&"  # Put Block (not Put Block List: comp=blocklist)
+
+    def __init__(self, azurite: Any, container: str):
+        self.server, self.place = azurite, container
+        azurite.create_container(container)
+
+    def url(self, prefix: str) -> str:
+        return f"az://{self.place}/{prefix}"
+
+    def read(self, name: str) -> bytes:
+        return self.server.read(self.place, name)
+
+    def names(self, prefix: str = "") -> dict[str, int]:
+        return self.server.blobs(self.place, prefix)
+
+    def in_flight(self) -> dict[tuple[str, str], int]:
+        """Blocks staged and not committed: (blob, block id) -> size."""
+        return {(name, ident): size for name, blocks in self.server.uncommitted(self.place).items() for ident, size in blocks}
+
+    def assert_nothing_in_flight(self) -> None:
+        assert self.server.uncommitted(self.place) == {}, "uncommitted blocks were left behind"
+        assert not [n for n in self.names() if "/.aep-export/" in n], "a staging blob was left behind"
+
+    def parts_sent(self) -> int | None:
+        return self.server.requests("PUT", self.PUT_BLOCK)

@@ -9,40 +9,31 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from azurite import AzuriteServer
 from conftest import clean_env, run_cli
 from objectstores import (
-    PART,
-    StoreWatcher,
     assert_duckdb_counts,
     assert_stored,
     duckdb_with,
     engine_argv,
-    events,
-    kill_when,
     object_name,
     one_batch,
     store_config,
 )
 from objectstores import cli as store_cli
 
-from engine.fake import FakeConfig, FakePlatform, Faults
+from engine.fake import FakeConfig
 from engine.fake.data import ExpectedFile
 from engine.layout import LATEST, MANIFEST, SUCCESS, SUMS
 from engine.outcome import EXIT_UNREACHABLE
-
-PUT_BLOCK = r"[?&]comp=block&"  # Put Block (not Put Block List: comp=blocklist)
 
 
 @pytest.fixture
@@ -131,129 +122,7 @@ def assert_duckdb_reads(azurite: AzuriteServer, container: str, prefix: str, exp
     assert_duckdb_counts(con, f"az://{container}", prefix, expected, rows)
 
 
-# ----------------------------------------------------------------------------- kill -9 and a fresh pod
-
-
-def container_watcher(azurite: AzuriteServer, container: str, prefix: str, expected: list[ExpectedFile]) -> StoreWatcher:
-    return StoreWatcher(lambda under: azurite.blobs(container, under), prefix, expected)
-
-
-def staged_blocks(azurite: AzuriteServer, container: str) -> dict[tuple[str, str], int]:
-    return {(name, ident): size for name, blocks in azurite.uncommitted(container).items() for ident, size in blocks}
-
-
-KILL_CASES = {
-    # name: (files, MiB each, connections, kill once (blocks staged, files under their final name) holds)
-    "first-block": (3, 12, 2, lambda blocks, finals: blocks >= 1),
-    # one connection: with two, both files run in step and the second's blocks are often committed
-    # between the check and the kill (nothing mid-upload is left: the kill missed its point)
-    "verified-files": (4, 12, 1, lambda blocks, finals: blocks >= 1 and finals >= 1),
-    "parallel-ranges": (1, 40, 3, lambda blocks, finals: blocks >= 2),  # one file, several streams: blocks out of order
-}
-
-
-@pytest.mark.parametrize("case", list(KILL_CASES))
-def test_kill_9_mid_upload_then_a_fresh_pod_resumes_the_staged_blocks(tmp_path: Path, azurite: AzuriteServer, container: str,
-                                                                      fake_data_root: Path, case: str) -> None:
-    files, mib, connections, kill_when = KILL_CASES[case]
-    cfg = FakeConfig(seed=82, faults=Faults(bandwidth_bps=3e6), data_dir=fake_data_root / f"az-kill-{case}",
-                     datasets=[one_batch(files_per_dataset_file=files, file_mb=mib)])
-    fp = FakePlatform.run_in_thread(cfg)
-    try:
-        expected = fp.expected_files()
-        total = sum(e.size for e in expected)
-        prefix = "k"
-        pod1, pod2 = tmp_path / "pod1-spool", tmp_path / "pod2-spool"
-        pod1.mkdir()
-        pod2.mkdir()
-        config = store_config(tmp_path / "c.toml", fp, f"az://{container}/{prefix}", concurrency=connections,
-                           store=f'spool_dir = "{pod1}"\n')
-        argv = engine_argv(config)
-        env = clean_env(**azurite.env())
-        with container_watcher(azurite, container, prefix, expected) as watcher:
-            proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            blocks_at_kill = _kill_when(kill_when, azurite, container, prefix, proc, fp, total)
-            finals_at_kill = {k: s for k, s in azurite.blobs(container, prefix + "/").items() if k in watcher.sizes}
-            staging = f"{prefix}/.aep-export/uploads/"
-            # committed staging blobs not yet copied (one whose copy is done too is a leftover, not progress)
-            staged_at_kill = {k: s for k, s in azurite.blobs(container, staging).items()
-                              if f"{prefix}/" + k.removeprefix(staging).rpartition("/")[0] not in finals_at_kill}
-            assert blocks_at_kill and len(finals_at_kill) < len(expected), "the kill did not land mid-upload"
-            assert any(p.suffix == ".part" for p in pod1.rglob("*")), "no part was on the pod's disk at the kill"
-            print(f"{case}: killed with {len(blocks_at_kill)} blocks staged, {len(staged_at_kill)} staging blobs, "
-                  f"{len(finals_at_kill)} of {len(expected)} files verified")
-
-            shutil.rmtree(pod1)  # the pod is gone, and its disk with it
-            config.write_text(config.read_text().replace(str(pod1), str(pod2)))
-            time.sleep(0.3)  # the dead client's sockets closed before counting afresh
-            fp.platform.reset_stats()
-            put_blocks_before = azurite.requests("PUT", PUT_BLOCK)
-            rerun = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
-        assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert not watcher.violations, watcher.violations[:5]
-        assert watcher.listings > 20, "the watcher barely looked"
-        assert_blobs_match(azurite, container, prefix, expected)
-        assert_nothing_left_in_flight(azurite, container)
-
-        resumed = [ev for ev in events(rerun.stderr) if ev["event"] == "upload_resumed"]
-        assert sum(ev["parts"] for ev in resumed) == len(blocks_at_kill), resumed
-        assert sum(ev["staged"] for ev in resumed) == len(staged_at_kill), resumed
-        # the blocks the dead pod staged were committed as they were: the rerun staged only the others
-        needed = sum(-(-e.size // PART) for e in expected if object_name(prefix, e) not in finals_at_kill
-                     and not any(k.startswith(f"{prefix}/.aep-export/uploads/{object_name(prefix, e).removeprefix(prefix + '/')}/")
-                                 for k in staged_at_kill))
-        put_blocks = azurite.requests("PUT", PUT_BLOCK) - put_blocks_before
-        assert put_blocks <= needed - len(blocks_at_kill), (put_blocks, needed, len(blocks_at_kill))
-        missing = total - sum(blocks_at_kill.values()) - sum(staged_at_kill.values()) - sum(finals_at_kill.values())
-        taken = json.loads(azurite.read(container, f"{prefix}/_report.json"))["totals"]["bytes_fetched"]
-        assert taken <= missing, f"the rerun took {taken} bytes; {missing} were neither staged nor verified at the kill"
-        assert fp.stats.bytes_sent <= missing + connections * (1 << 20), (fp.stats.bytes_sent, missing)
-        print(f"{case}: the rerun staged {put_blocks} blocks and took {taken} of {total} bytes ({missing} missing at the kill)")
-        assert list(pod2.iterdir()) == [], "the spool folder was not cleaned up"
-    finally:
-        fp.stop()
-
-
-def _kill_when(condition: Any, azurite: AzuriteServer, container: str, prefix: str, proc: subprocess.Popen, fp: Any,
-               total: int) -> dict[tuple[str, str], int]:
-    """SIGKILL the run once `condition(blocks staged, files final)` holds with a fifth of the bytes
-    still unsent; returns the uncommitted blocks the dead run left (a block is whole once listed)."""
-    def progress() -> tuple[int, int]:
-        blocks = len(staged_blocks(azurite, container))
-        return blocks, sum(1 for name in azurite.blobs(container, prefix + "/") if name.endswith(".parquet"))
-
-    return kill_when(condition, progress, lambda: (staged_blocks(azurite, container), azurite.blobs(container, prefix + "/")),
-                     proc, fp, total)
-
-
-def test_sigterm_mid_upload_keeps_the_blocks_writes_the_report_and_the_rerun_resumes(tmp_path: Path, azurite: AzuriteServer,
-                                                                                    container: str, fake_data_root: Path) -> None:
-    cfg = FakeConfig(seed=86, faults=Faults(bandwidth_bps=3e6), data_dir=fake_data_root / "az-term",
-                     datasets=[one_batch(files_per_dataset_file=2, file_mb=12)])
-    fp = FakePlatform.run_in_thread(cfg)
-    try:
-        config = store_config(tmp_path / "c.toml", fp, f"az://{container}/t", concurrency=2)
-        argv = engine_argv(config)
-        proc = subprocess.Popen(argv, env=clean_env(**azurite.env()), cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while not staged_blocks(azurite, container) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 143, err[-2000:]
-        blocks = len(staged_blocks(azurite, container))
-        assert blocks >= 1, "the blocks staged before the signal were not kept"
-        assert json.loads(azurite.read(container, "t/_report.json"))["status"] == "interrupted"
-        assert f"report: az://{container}/t/_report.json" in out
-
-        rerun = subprocess.run(argv, env=clean_env(**azurite.env()), cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        assert rerun.returncode == 0, rerun.stderr[-2000:]
-        assert sum(ev["parts"] for ev in events(rerun.stderr) if ev["event"] == "upload_resumed") == blocks
-        assert_blobs_match(azurite, container, "t", fp.expected_files())
-        assert_nothing_left_in_flight(azurite, container)
-    finally:
-        fp.stop()
+# kill -9 and SIGTERM mid-upload: tests/test_store_kill.py (both stores, one test each)
 
 
 # ----------------------------------------------------------------------------- shards, credentials, container

@@ -8,24 +8,17 @@ What this file shares with the Azure one (tests/test_azure_export.py) is in test
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import clean_env
 from objectstores import (
-    StoreWatcher,
     assert_duckdb_counts,
     assert_stored,
     duckdb_with,
     engine_argv,
-    events,
-    kill_when,
     object_name,
     one_batch,
     store_config,
@@ -33,7 +26,7 @@ from objectstores import (
 from objectstores import cli as store_cli
 from s3server import REGION, MotoServer
 
-from engine.fake import FakeConfig, FakePlatform, Faults
+from engine.fake import FakeConfig
 from engine.fake.data import ExpectedFile
 from engine.layout import LATEST, MANIFEST, SUCCESS, SUMS
 
@@ -134,121 +127,7 @@ def assert_pyarrow_reads(moto: MotoServer, bucket: str, prefix: str, expected: l
         assert pq.read_table(f"{bucket}/{object_name(prefix, e)}", filesystem=fs).num_rows == rows[f"{e.dataset_file_id}/{e.name}"]
 
 
-# ----------------------------------------------------------------------------- kill -9 and a fresh pod
-
-
-def bucket_watcher(moto: MotoServer, bucket: str, prefix: str, expected: list[ExpectedFile]) -> StoreWatcher:
-    return StoreWatcher(lambda under: moto.keys(bucket, under), prefix, expected)
-
-
-KILL_CASES = {
-    # name: (files, MiB each, connections, kill once (parts in uploads, files under their final key) holds)
-    "first-part": (3, 12, 2, lambda parts, finals: parts >= 1),
-    # one connection: with two, both files run in step and the second's upload often completes
-    # between the check and the kill (nothing mid-upload is left: the kill missed its point)
-    "verified-files": (4, 12, 1, lambda parts, finals: parts >= 1 and finals >= 1),
-    "parallel-ranges": (1, 40, 3, lambda parts, finals: parts >= 2),  # one file, several streams: parts out of order
-}
-
-
-@pytest.mark.parametrize("case", list(KILL_CASES))
-def test_kill_9_mid_upload_then_a_fresh_pod_resumes_the_uploads(tmp_path: Path, moto: MotoServer, bucket: str,
-                                                                 fake_data_root: Path, case: str) -> None:
-    files, mib, connections, kill_when = KILL_CASES[case]
-    cfg = FakeConfig(seed=62, faults=Faults(bandwidth_bps=3e6), data_dir=fake_data_root / f"s3-kill-{case}",
-                     datasets=[one_batch(files_per_dataset_file=files, file_mb=mib)])
-    fp = FakePlatform.run_in_thread(cfg)
-    try:
-        expected = fp.expected_files()
-        total = sum(e.size for e in expected)
-        prefix = "k"
-        pod1, pod2 = tmp_path / "pod1-spool", tmp_path / "pod2-spool"
-        pod1.mkdir()
-        pod2.mkdir()
-        config = store_config(tmp_path / "c.toml", fp, f"s3://{bucket}/{prefix}", concurrency=connections,
-                           store=f'spool_dir = "{pod1}"\n')
-        argv = engine_argv(config)
-        env = clean_env(**moto.env())
-        with bucket_watcher(moto, bucket, prefix, expected) as watcher:
-            proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            uploads = _kill_when(kill_when, moto, bucket, prefix, proc, fp, total)
-            parts_at_kill = {(u["key"], p["PartNumber"]): p["Size"] for u in uploads for p in u["parts"]}
-            finals_at_kill = {k: s for k, s in moto.keys(bucket, prefix + "/").items() if k in watcher.sizes}
-            # completed uploads not yet copied (one whose copy is done too is a leftover, not progress)
-            staged_at_kill = {k: s for k, s in moto.keys(bucket, f"{prefix}/.aep-export/uploads/").items()
-                              if f"{prefix}/" + k.removeprefix(f"{prefix}/.aep-export/uploads/").rpartition("/")[0]
-                              not in finals_at_kill}
-            assert parts_at_kill and len(finals_at_kill) < len(expected), "the kill did not land mid-upload"
-            assert any(p.suffix == ".part" for p in pod1.rglob("*")), "no part was on the pod's disk at the kill"
-            print(f"{case}: killed with {len(parts_at_kill)} parts uploaded, {len(staged_at_kill)} staged, "
-                  f"{len(finals_at_kill)} of {len(expected)} files verified")
-
-            shutil.rmtree(pod1)  # the pod is gone, and its disk with it
-            config.write_text(config.read_text().replace(str(pod1), str(pod2)))
-            time.sleep(0.3)  # the dead client's sockets closed before counting afresh
-            fp.platform.reset_stats()
-            rerun = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
-        assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert not watcher.violations, watcher.violations[:5]
-        assert watcher.listings > 20, "the watcher barely looked"
-        assert_objects_match(moto, bucket, prefix, expected)
-        assert moto.uploads(bucket) == [], "an upload was left behind"
-        assert not [k for k in moto.keys(bucket) if "/.aep-export/" in k], "a staging object was left behind"
-
-        resumed = [ev for ev in events(rerun.stderr) if ev["event"] == "upload_resumed"]
-        assert sum(ev["parts"] for ev in resumed) == len(parts_at_kill), resumed
-        assert sum(ev["staged"] for ev in resumed) == len(staged_at_kill), resumed
-        missing = total - sum(parts_at_kill.values()) - sum(staged_at_kill.values()) - sum(finals_at_kill.values())
-        taken = json.loads(moto.read(bucket, f"{prefix}/_report.json"))["totals"]["bytes_fetched"]
-        warnings = [ev for ev in events(rerun.stderr) if ev["level"] != "info"]
-        assert taken <= missing, f"the rerun took {taken} bytes; {missing} were neither uploaded nor verified at the kill: {warnings}"
-        # what the server sent may exceed that by what a stream reads past a range another stream took over
-        assert fp.stats.bytes_sent <= missing + connections * (1 << 20), (fp.stats.bytes_sent, missing)
-        print(f"{case}: the rerun took {taken} of {total} bytes ({missing} missing at the kill)")
-        assert list(pod2.iterdir()) == [], "the spool folder was not cleaned up"
-    finally:
-        fp.stop()
-
-
-def _kill_when(condition: Any, moto: MotoServer, bucket: str, prefix: str, proc: subprocess.Popen, fp: Any,
-               total: int) -> list:
-    """SIGKILL the run once `condition(parts uploaded, files final)` holds with a fifth of the bytes
-    still unsent; returns the uploads the dead run left (parts are final once listed)."""
-    def progress() -> tuple[int, int]:
-        parts = sum(len(u["parts"]) for u in moto.uploads(bucket))
-        return parts, sum(1 for key in moto.keys(bucket, prefix + "/") if key.endswith(".parquet"))
-
-    return kill_when(condition, progress, lambda: (moto.uploads(bucket), moto.keys(bucket, prefix + "/")), proc, fp, total)
-
-
-def test_sigterm_mid_upload_keeps_the_parts_writes_the_report_and_the_rerun_resumes(tmp_path: Path, moto: MotoServer,
-                                                                                  bucket: str, fake_data_root: Path) -> None:
-    cfg = FakeConfig(seed=66, faults=Faults(bandwidth_bps=3e6), data_dir=fake_data_root / "s3-term",
-                     datasets=[one_batch(files_per_dataset_file=2, file_mb=12)])
-    fp = FakePlatform.run_in_thread(cfg)
-    try:
-        config = store_config(tmp_path / "c.toml", fp, f"s3://{bucket}/t", concurrency=2)
-        argv = engine_argv(config)
-        proc = subprocess.Popen(argv, env=clean_env(**moto.env()), cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while not any(u["parts"] for u in moto.uploads(bucket)) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 143, err[-2000:]
-        parts = sum(len(u["parts"]) for u in moto.uploads(bucket))
-        assert parts >= 1, "the parts uploaded before the signal were not kept"
-        assert json.loads(moto.read(bucket, "t/_report.json"))["status"] == "interrupted"
-        assert f"report: s3://{bucket}/t/_report.json" in out
-
-        rerun = subprocess.run(argv, env=clean_env(**moto.env()), cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        assert rerun.returncode == 0, rerun.stderr[-2000:]
-        assert sum(ev["parts"] for ev in events(rerun.stderr) if ev["event"] == "upload_resumed") == parts
-        assert_objects_match(moto, bucket, "t", fp.expected_files())
-        assert moto.uploads(bucket) == []
-    finally:
-        fp.stop()
+# kill -9 and SIGTERM mid-upload: tests/test_store_kill.py (both stores, one test each)
 
 
 # ----------------------------------------------------------------------------- shards, credentials, bucket

@@ -190,6 +190,13 @@ class S3Place:
         """Parts (blocks) the server received so far; None: this server does not count them."""
         return None
 
+    def write(self, name: str, data: bytes) -> None:
+        self.server.client.put_object(Bucket=self.place, Key=name, Body=data)
+
+    def start_upload(self, name: str) -> None:
+        """An upload in flight under `name` (as a dead run leaves it): a multipart upload begun."""
+        self.server.client.create_multipart_upload(Bucket=self.place, Key=name)
+
 
 class AzurePlace:
     """A fresh container of the Azurite server."""
@@ -220,3 +227,12 @@ class AzurePlace:
 
     def parts_sent(self) -> int | None:
         return self.server.requests("PUT", self.PUT_BLOCK)
+
+    def write(self, name: str, data: bytes) -> None:
+        self.server.service.get_blob_client(self.place, name).upload_blob(data, overwrite=True)
+
+    def start_upload(self, name: str) -> None:
+        """An upload in flight under `name` (as a dead run leaves it): a block staged."""
+        from engine.output.azure import block_id
+
+        self.server.service.get_blob_client(self.place, name).stage_block(block_id(1, 0), b"x")

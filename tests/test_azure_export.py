@@ -122,7 +122,7 @@ def assert_duckdb_reads(azurite: AzuriteServer, container: str, prefix: str, exp
     assert_duckdb_counts(con, f"az://{container}", prefix, expected, rows)
 
 
-# kill -9 and SIGTERM mid-upload: tests/test_store_kill.py (both stores, one test each)
+# kill -9 and SIGTERM mid-upload: tests/test_stores.py (both stores, one test each)
 
 
 # ----------------------------------------------------------------------------- shards, credentials, container

@@ -1,12 +1,11 @@
 """Azure Blob in-process (Azurite): the crash windows a kill rarely hits, blocks a dead pod staged,
-leftovers, verify and inventory on a container prefix, and where the credentials come from."""
+leftovers, and where the credentials come from (verify and inventory on a prefix: tests/test_stores.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
 
-import anyio
 import pytest
 from azurite import AzuriteServer
 from conftest import run_export
@@ -17,9 +16,7 @@ from engine.errors import ConfigError
 from engine.masking import mask
 from engine.output.azure import block_id
 from engine.output.azure_access import resolve_access
-from engine.output.buckettree import inventory, on_bucket
 from engine.output.objectstore import staging_key
-from engine.output.verify import verify_export
 
 
 @pytest.fixture
@@ -104,30 +101,7 @@ async def test_leftovers_of_other_versions_and_of_verified_files_are_cleaned_up(
         assert_exported(azurite, container, "p", expected)
 
 
-def test_verify_and_inventory_read_a_container_prefix_as_a_folder(az, threaded_fake) -> None:
-    azurite, container = az
-    fp = threaded_fake(one_batch_of(94))
-    expected = fp.expected_files()
-    url = f"az://{container}/v"
-    run = anyio.run(run_export, store_settings(fp, url))
-    assert run.exit_code == 0, run.errors
-
-    result = on_bucket(url, verify_export)
-    assert (result.batches, result.files, result.problems) == (1, len(expected), [])
-    assert on_bucket(url, lambda tree: verify_export(tree, deep=True)).problems == []
-    held = on_bucket(url, inventory)
-    assert [(b.status, b.success, b.files) for b in held.batches] == [("ok", True, len(expected))] and not held.in_flight
-
-    victim = object_name("v", expected[0])
-    data = bytearray(azurite.read(container, victim))
-    data[100] ^= 0xFF
-    azurite.service.get_blob_client(container, victim).upload_blob(bytes(data), overwrite=True)  # same size, other bytes
-    rel = victim.removeprefix("v/")
-    azurite.service.get_blob_client(container, "v/" + staging_key(rel, expected[0].size, PART)).stage_block(block_id(1, 0), b"x")
-    problems = [str(p) for p in on_bucket(url, verify_export).problems]
-    assert f"{rel}: SHA-256 differs from the manifest" in problems
-    assert f"{rel}: incomplete download (rerun the export to finish it)" in problems
-    assert on_bucket(url, inventory).in_flight == [rel]
+# verify and inventory on a prefix: tests/test_stores.py (both stores, one test)
 
 
 # ----------------------------------------------------------------------------- URLs and credentials

@@ -127,7 +127,7 @@ def assert_pyarrow_reads(moto: MotoServer, bucket: str, prefix: str, expected: l
         assert pq.read_table(f"{bucket}/{object_name(prefix, e)}", filesystem=fs).num_rows == rows[f"{e.dataset_file_id}/{e.name}"]
 
 
-# kill -9 and SIGTERM mid-upload: tests/test_store_kill.py (both stores, one test each)
+# kill -9 and SIGTERM mid-upload: tests/test_stores.py (both stores, one test each)
 
 
 # ----------------------------------------------------------------------------- shards, credentials, bucket

@@ -1,6 +1,6 @@
 """Object storage in-process: the crash windows a kill rarely hits, abandoned uploads, the copy of
-objects over 5 GiB, verify and inventory on a bucket prefix, and the pieces (part sizes, keys,
-the spool's budget)."""
+objects over 5 GiB, and the pieces (part sizes, keys, the spool's budget). Verify and inventory
+on a prefix: tests/test_stores.py."""
 
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ from s3server import MotoServer
 from engine.config import ExportSettings, Settings, StoreURL
 from engine.fake import DatasetSpec, FakeConfig, Faults
 from engine.output import bucket as bucket_module
-from engine.output.buckettree import inventory, on_bucket
 from engine.output.objectstore import MAX_PARTS, part_size_for, staging_key, upload_owner
 from engine.output.spool import Spool
 from engine.output.upload import StoreTarget
-from engine.output.verify import verify_export
 
 
 @pytest.fixture
@@ -128,34 +126,7 @@ async def test_a_small_spool_drops_uploaded_parts_and_the_hash_is_finished_from_
         assert list(tmp_path.iterdir()) == []
 
 
-# ----------------------------------------------------------------------------- verify and inventory
-
-
-def test_verify_and_inventory_read_a_bucket_prefix_as_a_folder(s3, threaded_fake) -> None:
-    moto, bucket = s3
-    fp = threaded_fake(one_batch_of(75))
-    expected = fp.expected_files()
-    url = f"s3://{bucket}/v"
-    run = anyio.run(run_export, store_settings(fp, url))
-    assert run.exit_code == 0, run.errors
-
-    result = on_bucket(url, verify_export)
-    assert (result.batches, result.files, result.problems) == (1, len(expected), [])
-    assert on_bucket(url, lambda tree: verify_export(tree, deep=True)).problems == []
-    held = on_bucket(url, inventory)
-    assert [(b.status, b.success, b.files) for b in held.batches] == [("ok", True, len(expected))] and not held.in_flight
-
-    victim = object_name("v", expected[0])
-    data = bytearray(moto.read(bucket, victim))
-    data[100] ^= 0xFF
-    moto.client.put_object(Bucket=bucket, Key=victim, Body=bytes(data))  # same size, other bytes
-    rel = victim.removeprefix("v/")
-    moto.client.create_multipart_upload(Bucket=bucket, Key="v/" + staging_key(rel, expected[0].size, PART))
-    problems = [str(p) for p in on_bucket(url, verify_export).problems]
-    assert f"{rel}: SHA-256 differs from the manifest" in problems
-    assert f"{rel}: incomplete download (rerun the export to finish it)" in problems
-    assert any("_SUCCESS present but files do not verify" in p for p in problems), problems
-    assert on_bucket(url, inventory).in_flight == [rel]
+# verify and inventory on a prefix: tests/test_stores.py (both stores, one test)
 
 
 # ----------------------------------------------------------------------------- pieces

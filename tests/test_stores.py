@@ -1,6 +1,7 @@
-"""kill -9 and SIGTERM mid-upload, into S3 (moto) and Azure Blob (Azurite) alike: the same run,
-stopped part-way with parts uploaded (blocks staged), resumes from what the store holds. Each
-store is read back through its own client (tests/objectstores.py: S3Place, AzurePlace)."""
+"""What S3 (moto) and Azure Blob (Azurite) must do alike, one test over both: kill -9 and SIGTERM
+mid-upload (the same run, stopped part-way with parts uploaded or blocks staged, resumes from what
+the store holds), and verify and inventory reading a prefix as a folder. Each store is read back
+through its own client (tests/objectstores.py: S3Place, AzurePlace)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
-from conftest import clean_env
+from conftest import clean_env, run_export
 from objectstores import (
     PART,
     AzurePlace,
@@ -26,12 +28,17 @@ from objectstores import (
     kill_when,
     object_name,
     one_batch,
+    one_batch_of,
     store_config,
+    store_settings,
 )
 
 from engine.fake import FakeConfig, FakePlatform, Faults
+from engine.output.buckettree import inventory, on_bucket
+from engine.output.objectstore import staging_key
+from engine.output.verify import verify_export
 
-SEEDS = {"s3": {"kill": 62, "term": 66}, "az": {"kill": 82, "term": 86}}  # as each store's tests had them
+SEEDS = {"s3": {"kill": 62, "term": 66, "verify": 75}, "az": {"kill": 82, "term": 86, "verify": 94}}  # as each store's tests had them
 
 
 @pytest.fixture(params=["s3", "azure"])
@@ -41,6 +48,14 @@ def place(request: pytest.FixtureRequest) -> S3Place | AzurePlace:
     if request.param == "s3":
         return S3Place(request.getfixturevalue("moto"), name)
     return AzurePlace(request.getfixturevalue("azurite"), name)
+
+
+@pytest.fixture
+def place_env(place: S3Place | AzurePlace, monkeypatch: pytest.MonkeyPatch) -> S3Place | AzurePlace:
+    """The place, with the server's credentials in this process's standard variables (on_bucket reads them)."""
+    for key, value in place.server.env().items():
+        monkeypatch.setenv(key, value)
+    return place
 
 
 KILL_CASES = {
@@ -156,3 +171,33 @@ def test_sigterm_mid_upload_keeps_the_parts_writes_the_report_and_the_rerun_resu
         place.assert_nothing_in_flight()
     finally:
         fp.stop()
+
+
+# ----------------------------------------------------------------------------- verify and inventory
+
+
+def test_verify_and_inventory_read_a_prefix_as_a_folder(place_env: Any, threaded_fake) -> None:
+    place = place_env
+    fp = threaded_fake(one_batch_of(SEEDS[place.tag]["verify"]))
+    expected = fp.expected_files()
+    url = place.url("v")
+    run = anyio.run(run_export, store_settings(fp, url))
+    assert run.exit_code == 0, run.errors
+
+    result = on_bucket(url, verify_export)
+    assert (result.batches, result.files, result.problems) == (1, len(expected), [])
+    assert on_bucket(url, lambda tree: verify_export(tree, deep=True)).problems == []
+    held = on_bucket(url, inventory)
+    assert [(b.status, b.success, b.files) for b in held.batches] == [("ok", True, len(expected))] and not held.in_flight
+
+    victim = object_name("v", expected[0])
+    data = bytearray(place.read(victim))
+    data[100] ^= 0xFF
+    place.write(victim, bytes(data))  # same size, other bytes
+    rel = victim.removeprefix("v/")
+    place.start_upload("v/" + staging_key(rel, expected[0].size, PART))
+    problems = [str(p) for p in on_bucket(url, verify_export).problems]
+    assert f"{rel}: SHA-256 differs from the manifest" in problems
+    assert f"{rel}: incomplete download (rerun the export to finish it)" in problems
+    assert any("_SUCCESS present but files do not verify" in p for p in problems), problems
+    assert on_bucket(url, inventory).in_flight == [rel]

@@ -163,7 +163,7 @@ def kill_when(condition: Callable[[int, int], bool], progress: Callable[[], tupl
 class S3Place:
     """A fresh bucket of the moto server."""
 
-    scheme, tag = "s3", "s3"
+    scheme, tag, kind = "s3", "s3", "bucket"
 
     def __init__(self, moto: Any, bucket: str):
         self.server, self.place = moto, bucket
@@ -193,6 +193,11 @@ class S3Place:
     def write(self, name: str, data: bytes) -> None:
         self.server.client.put_object(Bucket=self.place, Key=name, Body=data)
 
+    def wrong_credentials(self) -> tuple[dict[str, str], list[str]]:
+        """(variables that make the store refuse us, the secrets no output may show)."""
+        wrong, token = "wrong-secret-Zq81vB0xLk3m", "session-token-Hp20sK4j9WqX"
+        return {"AWS_SECRET_ACCESS_KEY": wrong, "AWS_SESSION_TOKEN": token}, [wrong, token, self.server.secret_key]
+
     def start_upload(self, name: str) -> None:
         """An upload in flight under `name` (as a dead run leaves it): a multipart upload begun."""
         self.server.client.create_multipart_upload(Bucket=self.place, Key=name)
@@ -201,7 +206,7 @@ class S3Place:
 class AzurePlace:
     """A fresh container of the Azurite server."""
 
-    scheme, tag = "az", "az"
+    scheme, tag, kind = "az", "az", "container"
     PUT_BLOCK = r"[?&]comp=block&"  # Put Block (not Put Block List: comp=blocklist)
 
     def __init__(self, azurite: Any, container: str):
@@ -230,6 +235,14 @@ class AzurePlace:
 
     def write(self, name: str, data: bytes) -> None:
         self.server.service.get_blob_client(self.place, name).upload_blob(data, overwrite=True)
+
+    def wrong_credentials(self) -> tuple[dict[str, str], list[str]]:
+        """(variables that make the store refuse us, the secrets no output may show)."""
+        import base64
+
+        wrong = base64.b64encode(b"wrong-key-Zq81vB0xLk3m" * 3).decode()
+        conn = self.server.connection_string.replace(self.server.key, wrong)
+        return {"AZURE_STORAGE_CONNECTION_STRING": conn}, [wrong, self.server.key]
 
     def start_upload(self, name: str) -> None:
         """An upload in flight under `name` (as a dead run leaves it): a block staged."""

@@ -125,7 +125,7 @@ def assert_duckdb_reads(azurite: AzuriteServer, container: str, prefix: str, exp
 # kill -9 and SIGTERM mid-upload: tests/test_stores.py (both stores, one test each)
 
 
-# ----------------------------------------------------------------------------- shards, credentials, container
+# ---------------------------------------------- shards (refused credentials, a missing container: tests/test_stores.py)
 
 
 def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, azurite: AzuriteServer, container: str,
@@ -154,33 +154,6 @@ def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, azur
     assert_nothing_left_in_flight(azurite, container)
     check = run_cli("verify", url, cwd=tmp_path, env=envs[1])  # the secret file alone, without a config file
     assert check.returncode == 0 and check.stdout.startswith("OK: 3 batches"), check.stdout + check.stderr
-
-
-def test_refused_credentials_exit_3_before_anything_and_print_no_secret(tmp_path: Path, azurite: AzuriteServer,
-                                                                        container: str, threaded_fake) -> None:
-    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=84))
-    config = store_config(tmp_path / "c.toml", fp, f"az://{container}/x")
-    wrong = base64.b64encode(b"wrong-key-Zq81vB0xLk3m" * 3).decode()
-    proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", azurite=azurite, cwd=tmp_path,
-               AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string.replace(azurite.key, wrong))
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    out = proc.stdout + proc.stderr
-    assert "credentials" in out and f"az://{container}/x" in out and "Traceback" not in out
-    for secret in (wrong, azurite.key):
-        assert secret not in out
-    assert sum(fp.stats.requests.values()) == 0, "the platform was called although the store refused us"
-    assert azurite.blobs(container) == {}
-
-
-def test_missing_container_exits_2_naming_it_with_nothing_attempted(tmp_path: Path, azurite: AzuriteServer,
-                                                                    threaded_fake) -> None:
-    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=85))
-    config = store_config(tmp_path / "c.toml", fp, "az://no-such-container-aep/x")
-    proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", azurite=azurite, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "configuration error" in proc.stderr and "az://no-such-container-aep/x" in proc.stderr and "does not exist" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert sum(fp.stats.requests.values()) == 0
 
 
 def test_unreachable_endpoint_is_exit_4_and_one_line_within_the_budget(tmp_path: Path, threaded_fake) -> None:

@@ -130,7 +130,7 @@ def assert_pyarrow_reads(moto: MotoServer, bucket: str, prefix: str, expected: l
 # kill -9 and SIGTERM mid-upload: tests/test_stores.py (both stores, one test each)
 
 
-# ----------------------------------------------------------------------------- shards, credentials, bucket
+# ---------------------------------------------- shards (refused credentials, a missing bucket: tests/test_stores.py)
 
 
 def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, moto: MotoServer, bucket: str,
@@ -153,32 +153,6 @@ def test_two_shards_write_disjoint_datasets_into_one_prefix(tmp_path: Path, moto
     assert moto.uploads(bucket) == []
     check = cli("verify", url, moto=moto, cwd=tmp_path)
     assert check.returncode == 0 and check.stdout.startswith("OK: 3 batches"), check.stdout + check.stderr
-
-
-def test_refused_credentials_exit_3_before_anything_and_print_no_secret(tmp_path: Path, moto: MotoServer,
-                                                                        bucket: str, threaded_fake) -> None:
-    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=64))
-    config = store_config(tmp_path / "c.toml", fp, f"s3://{bucket}/x")
-    wrong, token = "wrong-secret-Zq81vB0xLk3m", "session-token-Hp20sK4j9WqX"
-    proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", moto=moto, cwd=tmp_path,
-               AWS_SECRET_ACCESS_KEY=wrong, AWS_SESSION_TOKEN=token)
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    out = proc.stdout + proc.stderr
-    assert "credentials" in out and f"s3://{bucket}/x" in out
-    for secret in (wrong, token, moto.secret_key):
-        assert secret not in out
-    assert sum(fp.stats.requests.values()) == 0, "the platform was called although the bucket refused us"
-    assert moto.keys(bucket) == {}
-
-
-def test_missing_bucket_exits_2_naming_it_with_nothing_attempted(tmp_path: Path, moto: MotoServer, threaded_fake) -> None:
-    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=65))
-    config = store_config(tmp_path / "c.toml", fp, "s3://no-such-bucket-aep/x")
-    proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", moto=moto, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "configuration error" in proc.stderr and "s3://no-such-bucket-aep/x" in proc.stderr and "does not exist" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert sum(fp.stats.requests.values()) == 0
 
 
 def test_unsupported_scheme_is_a_configuration_error(tmp_path: Path, moto: MotoServer, threaded_fake) -> None:

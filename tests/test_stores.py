@@ -23,6 +23,7 @@ from objectstores import (
     S3Place,
     StoreWatcher,
     assert_stored,
+    cli,
     engine_argv,
     events,
     kill_when,
@@ -38,7 +39,8 @@ from engine.output.buckettree import inventory, on_bucket
 from engine.output.objectstore import staging_key
 from engine.output.verify import verify_export
 
-SEEDS = {"s3": {"kill": 62, "term": 66, "verify": 75}, "az": {"kill": 82, "term": 86, "verify": 94}}  # as each store's tests had them
+SEEDS = {"s3": {"kill": 62, "term": 66, "verify": 75, "refused": 64, "missing": 65},  # as each store's tests had them
+         "az": {"kill": 82, "term": 86, "verify": 94, "refused": 84, "missing": 85}}
 
 
 @pytest.fixture(params=["s3", "azure"])
@@ -201,3 +203,32 @@ def test_verify_and_inventory_read_a_prefix_as_a_folder(place_env: Any, threaded
     assert f"{rel}: incomplete download (rerun the export to finish it)" in problems
     assert any("_SUCCESS present but files do not verify" in p for p in problems), problems
     assert on_bucket(url, inventory).in_flight == [rel]
+
+
+# ----------------------------------------------------------------------------- credentials, a missing bucket
+
+
+def test_refused_credentials_exit_3_before_anything_and_print_no_secret(tmp_path: Path, place: Any, threaded_fake) -> None:
+    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=SEEDS[place.tag]["refused"]))
+    config = store_config(tmp_path / "c.toml", fp, place.url("x"))
+    wrong, secrets = place.wrong_credentials()
+    proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", server=place.server, cwd=tmp_path, **wrong)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "credentials" in out and place.url("x") in out and "Traceback" not in out
+    for secret in secrets:
+        assert secret not in out
+    assert sum(fp.stats.requests.values()) == 0, "the platform was called although the store refused us"
+    assert place.names() == {}
+
+
+def test_a_missing_bucket_or_container_exits_2_naming_it_with_nothing_attempted(tmp_path: Path, place: Any,
+                                                                                threaded_fake) -> None:
+    fp = threaded_fake(FakeConfig.small(n_datasets=1, files=1, rows=10, seed=SEEDS[place.tag]["missing"]))
+    url = f"{place.scheme}://no-such-{place.kind}-aep/x"
+    config = store_config(tmp_path / "c.toml", fp, url)
+    proc = cli("run", "--config", str(config), "--json-logs", "--no-progress", server=place.server, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "configuration error" in proc.stderr and url in proc.stderr and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sum(fp.stats.requests.values()) == 0

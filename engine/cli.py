@@ -32,6 +32,7 @@ from .shard import Shard, parse_shard
 if TYPE_CHECKING:
     from .config import Settings
     from .output.report import RunOutcome
+    from .platform.early_token import EarlyToken
 
 SAID_AS = {"config": "configuration error", "credentials": "credentials rejected", "unreachable": "platform unreachable",
            "store": "object store error", "busy": "output folder busy", "disk_full": "disk full"}
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         from .fake import cli as fake_cli
 
         return fake_cli.run(args)
+    args.early_token = _early_token(args) if args.command == "run" and not args.dry_run else None
     from . import logs
 
     logs.configure(json_logs=args.json_logs, level=_log_level(args))
@@ -194,6 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         return _stopped(args, exc)
     except KeyboardInterrupt:
         return EXIT_SIGNAL[signal.SIGINT]
+
+
+def _early_token(args: argparse.Namespace) -> EarlyToken | None:
+    """Start-up time (issue #20): a run's IMS token requested now, before the engine is imported and
+    the settings validated, its round trip overlapping both (engine/platform/early_token.py: when
+    its answer is used, and why it is dropped otherwise)."""
+    from .config_early import auth_as_given, config_path_from_env
+    from .platform.early_token import start_early_token
+
+    return start_early_token(auth_as_given(args.config or config_path_from_env(), os.environ))
 
 
 def collect_again() -> None:
@@ -238,7 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.dry_run:
         return check(settings, as_json=args.json)
-    run = export(settings, live=_live(args), shard=args.shard)
+    run = export(settings, live=_live(args), shard=args.shard, early_token=args.early_token)
     return show_run(run, settings.export.out_dir, as_json=args.json)
 
 
@@ -468,7 +480,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if complete else EXIT_FAILED
 
 
-def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> RunOutcome:
+def export(settings: Settings, *, live: bool, shard: Shard | None = None, early_token: EarlyToken | None = None) -> RunOutcome:
     import importlib.util
 
     import anyio
@@ -478,7 +490,7 @@ def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> Run
 
     if isinstance(settings.export.out_dir, Path):  # a bucket is checked when the destination opens
         prepare_out_dir(settings.export.out_dir)
-    exporter = Exporter(settings, live_progress=live, shard=shard)
+    exporter = Exporter(settings, live_progress=live, shard=shard, early_token=early_token)
     use_uvloop = settings.export.event_loop == "uvloop"
     if use_uvloop and importlib.util.find_spec("uvloop") is None:
         raise ConfigError("export.event_loop = \"uvloop\" but uvloop is not installed (pip install uvloop)")

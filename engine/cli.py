@@ -186,10 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         from .fake import cli as fake_cli
 
         return fake_cli.run(args)
-    args.early_token = _early_token(args) if args.command == "run" and not args.dry_run else None
-    from . import logs
-
-    logs.configure(json_logs=args.json_logs, level=_log_level(args))
+    if not (args.command == "run" and not args.dry_run):
+        configure_logs(args)  # an export configures them once its token request is on its way (export())
     try:
         return _dispatch(args)
     except (ConfigError, RunFatal, StoreError) as exc:  # before the run could start (a run's own ends in its report)
@@ -198,14 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SIGNAL[signal.SIGINT]
 
 
-def _early_token(args: argparse.Namespace) -> EarlyToken | None:
-    """Start-up time (issue #20): a run's IMS token requested now, before the engine is imported and
-    the settings validated, its round trip overlapping both (engine/platform/early_token.py: when
-    its answer is used, and why it is dropped otherwise)."""
-    from .config_early import auth_as_given, config_path_from_env
-    from .platform.early_token import start_early_token
+def configure_logs(args: argparse.Namespace) -> None:
+    from . import logs  # structlog (and the asyncio it imports): after an export's token request has left
 
-    return start_early_token(auth_as_given(args.config or config_path_from_env(), os.environ))
+    logs.configure(json_logs=args.json_logs, level=_log_level(args))
 
 
 def collect_again() -> None:
@@ -250,7 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.dry_run:
         return check(settings, as_json=args.json)
-    run = export(settings, live=_live(args), shard=args.shard, early_token=args.early_token)
+    run = export(settings, live=_live(args), shard=args.shard, logs_of=args)
     return show_run(run, settings.export.out_dir, as_json=args.json)
 
 
@@ -480,22 +474,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if complete else EXIT_FAILED
 
 
-def export(settings: Settings, *, live: bool, shard: Shard | None = None, early_token: EarlyToken | None = None) -> RunOutcome:
+def export(settings: Settings, *, live: bool, shard: Shard | None = None, logs_of: argparse.Namespace | None = None) -> RunOutcome:
+    """`logs_of`: the arguments whose logs are configured here, right after the token request has
+    left (start-up time: `run` has logged nothing before; `demo` configured them already)."""
     import importlib.util
 
-    import anyio
-
-    from .exporter import Exporter
     from .output.paths import prepare_out_dir
 
     if isinstance(settings.export.out_dir, Path):  # a bucket is checked when the destination opens
         prepare_out_dir(settings.export.out_dir)
-    exporter = Exporter(settings, live_progress=live, shard=shard, early_token=early_token)
     use_uvloop = settings.export.event_loop == "uvloop"
     if use_uvloop and importlib.util.find_spec("uvloop") is None:
         raise ConfigError("export.event_loop = \"uvloop\" but uvloop is not installed (pip install uvloop)")
+    early_token = _early_token(settings, shard)  # after the checks above, before the imports below
+    if logs_of is not None:
+        configure_logs(logs_of)
+
+    import anyio
+
+    from .exporter import Exporter
+
+    exporter = Exporter(settings, live_progress=live, shard=shard, early_token=early_token)
     collect_again()  # the run's modules are in
     return anyio.run(exporter.execute, backend_options={"use_uvloop": use_uvloop})
+
+
+def _early_token(settings: Settings, shard: Shard | None) -> EarlyToken | None:
+    """Start-up time (issue #20): the run's IMS token requested now, its round trip overlapping the
+    imports of aiohttp and the exporter (engine/platform/early_token.py: when its answer is used).
+    Not for a run about to be refused because another one holds the folder (exit 5, nothing attempted)."""
+    from .output.runlock import held_by_another
+    from .platform.early_token import start_early_token
+
+    if held_by_another(settings.export.out_dir, str(shard) if shard else None):
+        return None
+    return start_early_token(settings.auth)
 
 
 def show_run(run: RunOutcome, out_dir: Any, *, as_json: bool = False) -> int:

@@ -9,6 +9,7 @@ An AEP_EXPORT_* variable that names no setting is an error, like an unknown TOML
 from __future__ import annotations
 
 import contextvars
+import json
 import os
 import re
 import tomllib
@@ -26,8 +27,6 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .config_early import DEFAULT_IMS_URL, comma_list, http_url
-from .config_early import DEFAULT_SCOPES as DEFAULT_SCOPES
 from .config_entries import AudienceSettings as AudienceSettings  # [[datasets]] and [[audiences]]: re-exported
 from .config_entries import DatasetSettings as DatasetSettings
 from .config_entries import _Section
@@ -50,6 +49,8 @@ from .errors import ConfigError
 from .retry import MAX_ATTEMPTS
 from .units import parse_bytes
 
+DEFAULT_SCOPES = ["openid", "AdobeID", "read_organizations", "additional_info.projectedProductContext", "session"]
+
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_file", default=None)
 _file_values: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("file_values", default={})  # noqa: B039 - never mutated: set() replaces the whole dict
 _environ: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("environ", default=os.environ)
@@ -62,7 +63,13 @@ def looks_like_dataset_id(value: str) -> bool:
     return bool(_DATASET_ID.fullmatch(value.strip()))
 
 
-HttpUrlText = Annotated[str, AfterValidator(http_url)]  # the rule the early token request applies too
+def _http_url(v: str) -> str:
+    if not v.startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL such as https://platform.adobe.io")
+    return v.rstrip("/")
+
+
+HttpUrlText = Annotated[str, AfterValidator(_http_url)]
 
 
 def _bytes_per_second(v: Any) -> Any:
@@ -99,14 +106,16 @@ class AuthSettings(_Section):
     client_id: str
     client_secret: SecretStr = SecretStr("")
     access_token: SecretStr = SecretStr("")
-    ims_url: HttpUrlText = DEFAULT_IMS_URL
+    ims_url: HttpUrlText = "https://ims-na1.adobelogin.com"
     scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
 
     @field_validator("scopes", mode="before")
     @classmethod
     def _comma_list(cls, v: Any) -> Any:
         """IMS takes scopes as one comma-separated list: accept that spelling (or JSON) too."""
-        return comma_list(v)
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip().startswith("[") else [s.strip() for s in v.split(",") if s.strip()]
+        return v
 
     @model_validator(mode="after")
     def _some_credential(self) -> AuthSettings:

@@ -11,18 +11,20 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsError
 
-from .config_early import CONFIG_ENV as CONFIG_ENV  # the names and the _FILE convention: kept where
-from .config_early import ENV_PREFIX as ENV_PREFIX  # the early token request reads them without pydantic
-from .config_early import FILE_SUFFIX as FILE_SUFFIX
-from .config_early import HOOK_ENV_PREFIX as HOOK_ENV_PREFIX
-from .config_early import config_path_from_env as config_path_from_env
-from .config_early import read_setting_files as read_setting_files
 from .errors import ConfigError
+
+ENV_PREFIX = "AEP_EXPORT_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+FILE_SUFFIX = "_FILE"
+# What a completion hook is told (engine/hooks.py): not settings, so a hook may run aep-export itself
+HOOK_ENV_PREFIX = ENV_PREFIX + "HOOK_"
 
 
 class PlainEnvSource(EnvSettingsSource):
@@ -48,6 +50,11 @@ class SettingFilesSource(EnvSettingsSource):
         return self._values
 
 
+def config_path_from_env(environ: Mapping[str, str] | None = None) -> Path | None:
+    value = (os.environ if environ is None else environ).get(CONFIG_ENV, "").strip()
+    return Path(value) if value else None
+
+
 def check_env_names(environ: Mapping[str, str], known: Mapping[str, str]) -> None:
     """Every AEP_EXPORT_* variable (with or without _FILE) must be one of `known` (upper case)."""
     unknown = []
@@ -66,6 +73,32 @@ def check_env_names(environ: Mapping[str, str], known: Mapping[str, str]) -> Non
                           f"no setting: every {ENV_PREFIX}* variable in the environment is read as one (sections nested "
                           f"with __, e.g. {ENV_PREFIX}EXPORT__CONCURRENCY; a file's content with the {FILE_SUFFIX} suffix; "
                           "see config.example.toml)")
+
+
+def read_setting_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """{AEP_EXPORT_<SETTING>: content} for each AEP_EXPORT_<SETTING>_FILE that is set."""
+    present = {k.upper() for k in environ}
+    values = {}
+    for name, path in environ.items():
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or not upper.endswith(FILE_SUFFIX):
+            continue
+        target = upper.removesuffix(FILE_SUFFIX)
+        if target in present:
+            raise ConfigError(f"both {target} and {name} are set in the environment: keep one of them")
+        if not path.strip():
+            raise ConfigError(f"environment variable {name} is empty: set it to the path of the file that holds the value")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"environment variable {name} names {path}, which does not exist") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"environment variable {name} names {path}, which is not UTF-8 text") from None
+        except OSError as exc:
+            raise ConfigError(f"environment variable {name} names {path}, which cannot be read: "
+                              f"{exc.strerror or type(exc).__name__}") from None
+        values[target] = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+    return values
 
 
 def field_of(exc: SettingsError) -> str:

@@ -17,13 +17,12 @@ import aiohttp
 import structlog
 
 from ..config import AuthSettings, PlatformSettings
-from ..config_early import ExchangeAuth
 from ..errors import CredentialsRejected, RetryableStatus, TransferError, error_fields, excerpt
 from ..masking import register_secret
 from ..reach import connecting
 from ..retry import RetryPolicy, parse_retry_after
 from .early_token import TOKEN_PATH as TOKEN_PATH  # one place for both paths (and traffic.py's endpoint)
-from .early_token import Answer, EarlyToken, token_form
+from .early_token import Answer, EarlyToken, ExchangeAuth, token_form
 from .origin import origin_of
 
 log = structlog.get_logger("aep_export.auth")
@@ -34,7 +33,7 @@ _EARLY_WAIT_S = 60.0  # for a session without a read timeout (the run's has expo
 
 
 class TokenProvider:
-    """`early`: the token request the CLI sent before the settings were validated (early_token.py),
+    """`early`: the token request the CLI sent before the engine was imported (early_token.py),
     taken for the first token when it asked for these very settings and got one; `on_early`: told
     that request's answer status (the run's metrics count it as an IMS exchange)."""
 
@@ -102,8 +101,7 @@ class TokenProvider:
         with a token; None sends the caller to the normal exchange. It is waited for at most a
         read timeout: an early request that hangs costs what one attempt of the normal one would."""
         early, self._early = self._early, None
-        a = self._auth
-        if early is None or not early.asked_for(a.ims_url, a.client_id, a.client_secret.get_secret_value(), a.scopes):
+        if early is None or not early.asked_for(self._auth):
             return None
         try:
             answer = await asyncio.wait_for(asyncio.wrap_future(early.answer), self._session.timeout.sock_read or _EARLY_WAIT_S)
@@ -114,8 +112,7 @@ class TokenProvider:
         return _token_body(answer)
 
     async def _exchange(self) -> dict[str, Any]:
-        a = self._auth
-        form = token_form(ExchangeAuth(a.ims_url, a.client_id, a.client_secret.get_secret_value(), tuple(a.scopes)))
+        form = token_form(ExchangeAuth.of(self._auth))
         url = self._auth.ims_url + TOKEN_PATH
         # IMS gets the form and nothing else: no gateway header, no redirect followed.
         send = partial(self._session.post, url, data=form, allow_redirects=False)

@@ -1,15 +1,16 @@
-"""The IMS token requested first thing, while the rest of the engine is still being imported.
+"""The IMS token requested as soon as the settings are valid, while the engine is still being imported.
 
-Start-up time (issue #20): a run's first request waited for aiohttp, pydantic, the validated
-settings and the download machinery (~0.5 s on a quiet machine), then for IMS's round trip
-(100-300 ms over the internet). Here the token request leaves as soon as the CLI knows it is a
-run, from a thread with the standard library's HTTP client, and its round trip overlaps the
-imports. It is only a head start: TokenProvider (auth.py) takes its answer when the validated
-settings ask IMS for exactly what this request asked (config_early.py reads them by the same
-rules) and it came back 200 with a token; anything else (no answer yet after read_timeout, a
-refusal, a dropped connection, settings that differ or fail validation) is dropped unused and the
-normal exchange runs, with its retries and its errors. Nothing here logs: what it sent or got is
-said by the normal path, if at all.
+Start-up time (issue #20): a run's first request waited for aiohttp, the exporter and the download
+machinery (~0.35 s on a quiet machine after the settings), then for IMS's round trip (100-300 ms
+over the internet, TLS included). Here the token request leaves once the CLI has checked all it
+checks itself (valid settings, the output folder, no other run holding it: engine/cli.py, export),
+from a thread with the standard library's HTTP client, and its round trip overlaps the imports.
+
+It is only a head start: TokenProvider (auth.py) takes its answer when its own settings ask IMS
+for exactly what this request asked and it came back 200 with a token. Anything else (no answer
+after a read timeout, a refusal, a dropped connection, other settings) is dropped unused, and the
+normal exchange runs with its retries and its errors, as if there had been no early request.
+Nothing here logs: what it sent or got is said by the normal path, if at all.
 
 Standard library only, and only what the request needs (http.client; ssl for https).
 """
@@ -18,14 +19,30 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
 
-from ..config_early import ExchangeAuth
+if TYPE_CHECKING:
+    from ..config import AuthSettings
 
 TOKEN_PATH = "/ims/token/v3"
 USER_AGENT = "aep-export/0.1"  # every request of the run says so (platform/client.py: make_session)
 _TIMEOUT_S = 60.0  # per socket operation; the thread ends by then at the latest (TokenProvider waits less)
 _MAX_BODY = 1 << 20  # a token answer is a few KiB; a larger one is not taken here
+
+
+@dataclass(frozen=True)
+class ExchangeAuth:
+    """What a token exchange sends IMS, and where (the secret kept out of reprs)."""
+
+    ims_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scopes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, auth: AuthSettings) -> ExchangeAuth:
+        return cls(auth.ims_url, auth.client_id, auth.client_secret.get_secret_value(), tuple(auth.scopes))
 
 
 class Answer(NamedTuple):
@@ -41,9 +58,9 @@ class EarlyToken:
         self.answer: Future[Answer | None] = Future()
         threading.Thread(target=self._run, name="aep-early-token", daemon=True).start()
 
-    def asked_for(self, ims_url: str, client_id: str, client_secret: str, scopes: list[str]) -> bool:
-        """Whether this request asked for what validated settings would ask."""
-        return self.auth == ExchangeAuth(ims_url, client_id, client_secret, tuple(scopes))
+    def asked_for(self, auth: AuthSettings) -> bool:
+        """Whether this request asked IMS what these settings ask."""
+        return self.auth == ExchangeAuth.of(auth)
 
     def _run(self) -> None:
         try:
@@ -53,8 +70,12 @@ class EarlyToken:
         self.answer.set_result(answer)
 
 
-def start_early_token(auth: ExchangeAuth | None) -> EarlyToken | None:
-    return EarlyToken(auth) if auth is not None and _plain_url(auth.ims_url) else None
+def start_early_token(auth: AuthSettings) -> EarlyToken | None:
+    """The request on its way, when there is one to make: a ready access token needs none, and an
+    IMS URL that is more than scheme, host, port and path is left to the normal path."""
+    if auth.access_token.get_secret_value() or not auth.client_secret.get_secret_value() or not _plain_url(auth.ims_url):
+        return None
+    return EarlyToken(ExchangeAuth.of(auth))
 
 
 def token_form(auth: ExchangeAuth) -> dict[str, str]:

@@ -502,12 +502,18 @@ def export(settings: Settings, *, live: bool, shard: Shard | None = None, logs_o
 def _early_token(settings: Settings, shard: Shard | None) -> EarlyToken | None:
     """Start-up time (issue #20): the run's IMS token requested now, its round trip overlapping the
     imports of aiohttp and the exporter (engine/platform/early_token.py: when its answer is used).
-    Not for a run about to be refused because another one holds the folder (exit 5, nothing attempted)."""
+    Only for a run the exporter will not refuse before its own token request (exit 2 and 5 say
+    "nothing attempted"): another run holds the folder, or it holds the other layout; and not for a
+    bucket, which is checked only once it is open."""
+    from .output.earlier import FolderReports, layout_refusal
     from .output.runlock import held_by_another
     from .platform.early_token import start_early_token
 
-    if held_by_another(settings.export.out_dir, str(shard) if shard else None):
+    ex, shard_name = settings.export, str(shard) if shard else None
+    if not isinstance(ex.out_dir, Path):  # a bucket is checked once it is open: a run refused there sends nothing either
         return None
+    if held_by_another(ex.out_dir, shard_name) or layout_refusal(FolderReports(ex.out_dir), ex.layout, shard_name):
+        return None  # refused later (exit 5, exit 2): nothing attempted
     return start_early_token(settings.auth)
 
 

@@ -101,6 +101,20 @@ def test_no_early_request_for_a_ready_token_or_an_ims_url_with_more_than_an_orig
         assert start_early_token(s.auth) is None, url
 
 
+def test_no_early_request_before_a_run_the_exporter_refuses_or_into_a_bucket(tmp_path: Path) -> None:
+    from engine.cli import _early_token
+
+    assert _early_token(settings_for(_Nowhere(), "s3://bucket/prefix"), None) is None  # checked only once open
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_report.json").write_text(json.dumps({"layout": "hive"}))
+    assert _early_token(settings_for(_Nowhere(), out), None) is None  # the layout switch is refused: exit 2
+    with hold_destination(out, None, "now"):
+        assert _early_token(settings_for(_Nowhere(), out, layout="hive"), None) is None  # busy: exit 5
+    early = _early_token(settings_for(_Nowhere(), out, layout="hive"), None)
+    assert early is not None and early.answer.result(timeout=60) is None  # nothing listens there: dropped
+
+
 def test_the_busy_probe_sees_what_hold_destination_would_refuse_and_creates_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert not held_by_another(out, None) and not held_by_another(out, "0/2") and not out.exists()

@@ -22,7 +22,6 @@ import structlog
 
 from ..errors import DiskFull, Failure, StoreError, UnsafeNameError, kind_of
 from ..layout import (
-    HIVE,
     LATEST,
     MANIFEST,
     OLD_SUMS,
@@ -38,6 +37,7 @@ from ..layout import (
 )
 from ..model import BatchRef, FileResult, FileStatus, Listing, catalog_created
 from ..units import human_bytes
+from .earlier import layout_refusal
 from .localfiles import LocalFiles
 
 if TYPE_CHECKING:
@@ -339,27 +339,8 @@ def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
 
 
 def layout_switch(out_dir: Path | Files, layout: str, shard: str | None) -> str | None:
-    """Why a run in `layout` is refused here (a ConfigError: exit 2, nothing written), or None: the
-    destination holds an export of the other layout, and the same batches under two trees would be
-    read twice by any reader of the root. The layout is the one the earlier run's report records
-    (reports written before layouts existed: plain)."""
-    earlier = _layout_written(_files(out_dir), shard)
-    if earlier is None or earlier == layout:
-        return None
-    shapes = {PLAIN: "{dataset}/{batch}/…", HIVE: "dataset={dataset}/batch={batch}/…"}
-    return (f"the output directory holds an export in the {earlier} layout ({shapes.get(earlier, '?')}), this run "
-            f"asks for the {layout} layout ({shapes[layout]}): export.layout must stay {earlier} there, or use another out_dir")
-
-
-def _layout_written(files: Files, shard: str | None) -> str | None:
-    for name in dict.fromkeys((report_name(shard), old_report_name(shard), report_name(), old_report_name())):
-        try:
-            body = json.loads(files.read_text(name) or "null")
-        except ValueError:
-            continue
-        if isinstance(body, dict):
-            return str(body.get("layout") or PLAIN)
-    return None
+    """Why a run in `layout` is refused here, or None (earlier.py holds the rule)."""
+    return layout_refusal(_files(out_dir), layout, shard)
 
 
 def _shorter(body: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -13,11 +13,15 @@ start-up. Side by side, alternating within each repetition, the same stopwatch o
 Prints the medians (wall to the first request, and the child's CPU until then) and the paired
 ratios engine / aiohttp (wall and CPU), which is what a shared, noisy machine can compare (tests/test_startup.py holds it).
 `--imports`: what the engine imports before its first request that a bare aiohttp does not.
+`--ims-delay S`: also the time to the first gateway request, the harness answering the token
+request after S seconds: what a user waits for, IMS being an internet round trip away (the token
+request overlaps the engine's imports since issue #20: engine/platform/early_token.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +82,8 @@ def time_to_first_request(argv: list[str], cwd: Path, server: socket.socket, tim
     except TimeoutError:
         proc.kill()
         raise RuntimeError(f"no request within {timeout:g} s: {proc.communicate()[1][-800:]!r}") from None
-    finally:
-        if proc.poll() is None:
+    finally:  # not proc.poll(): it would reap a child that already ended (python -c 'connect') and lose its CPU time
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     _, _status, usage = os.wait4(proc.pid, 0)
     proc.returncode = 0  # reaped by wait4 above: Popen must not wait for it again
@@ -87,6 +92,63 @@ def time_to_first_request(argv: list[str], cwd: Path, server: socket.socket, tim
     if not first:
         raise RuntimeError(f"{argv[:4]}: connected and sent nothing")
     return Sample(wall, usage.ru_utime + usage.ru_stime)
+
+
+def time_to_gateway(argv: list[str], cwd: Path, server: socket.socket, ims_delay: float, timeout: float = 30.0) -> float:
+    """Spawn argv, answer its token request with a token `ims_delay` seconds after it came (IMS's
+    round trip), and time spawn -> the first bytes of the next request (the gateway's first call)."""
+    server.settimeout(timeout)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        ims, _ = server.accept()
+        ims.settimeout(timeout)
+        _read_request(ims)
+        answer = threading.Timer(ims_delay, _answer_token, (ims,))
+        answer.start()
+        gateway, _ = server.accept()
+        with gateway:
+            gateway.settimeout(timeout)
+            if not gateway.recv(1):
+                raise RuntimeError(f"{argv[:4]}: connected and sent nothing after the token")
+            took = time.perf_counter() - t0
+        answer.join()
+        return took
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536) or b"\r\n\r\n"
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        body += conn.recv(65536) or b" " * length
+
+
+def _answer_token(conn: socket.socket) -> None:
+    body = json.dumps({"access_token": "startup-bench-token", "token_type": "bearer", "expires_in": 86399}).encode()
+    with conn:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def measure_to_gateway(reps: int, refs: dict[str, Path], ims_delay: float, warmup: int = 1) -> dict[str, Any]:
+    """`--ims-delay`: each engine's spawn -> first gateway request, IMS answering after ims_delay (medians)."""
+    with tempfile.TemporaryDirectory(prefix="aep-startup-") as tmp, socket.create_server(("127.0.0.1", 0)) as server:
+        cmds = {k: v for k, v in commands(server.getsockname()[1], Path(tmp), refs).items() if k.startswith("engine")}
+        runs: dict[str, list[float]] = {label: [] for label in cmds}
+        for rnd in range(warmup + reps):
+            for label, (argv, cwd) in cmds.items():
+                took = time_to_gateway(argv, cwd, server, ims_delay)
+                if rnd >= warmup:
+                    runs[label].append(took)
+    return {label: {"wall_s": round(statistics.median(r), 4), "runs": [round(x, 4) for x in r]} for label, r in runs.items()}
 
 
 def imports_before_first_request(argv: list[str], cwd: Path, server: socket.socket, timeout: float = 30.0) -> dict[str, int]:
@@ -154,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=10, help="alternating rounds (default 10)")
     p.add_argument("--engine-ref", nargs="+", default=[], metavar="REF", help="also the engine as of these commits")
     p.add_argument("--json", type=Path, help="write the figures here too")
+    p.add_argument("--ims-delay", type=float, metavar="S",
+                   help="also: exec -> the first gateway request, the harness answering the token request after S seconds "
+                        "(IMS's round trip over the internet: 0.1-0.3)")
     p.add_argument("--imports", action="store_true",
                    help="instead: what the engine imports before its first request beyond a bare aiohttp, by package")
     args = p.parse_args(argv)
@@ -171,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = t.get("over_aiohttp"), t.get("cpu_over_aiohttp")
         print(f"{label:<22} {t['wall_s']:>24.3f} {t['cpu_s']:>8.3f} {'' if wall is None else f'{wall:.2f}':>16} "
               f"{'' if cpu is None else f'{cpu:.2f}':>6}")
+    if args.ims_delay is not None:
+        result["ims_delay_s"] = args.ims_delay
+        result["to_gateway"] = measure_to_gateway(args.reps, refs, args.ims_delay)
+        print(f"\nexec -> first gateway request, IMS answering after {args.ims_delay:g} s:")
+        for label, t in result["to_gateway"].items():
+            print(f"{label:<22} {t['wall_s']:>24.3f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

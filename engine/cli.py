@@ -32,6 +32,7 @@ from .shard import Shard, parse_shard
 if TYPE_CHECKING:
     from .config import Settings
     from .output.report import RunOutcome
+    from .platform.early_token import EarlyToken
 
 SAID_AS = {"config": "configuration error", "credentials": "credentials rejected", "unreachable": "platform unreachable",
            "store": "object store error", "busy": "output folder busy", "disk_full": "disk full"}
@@ -185,15 +186,20 @@ def main(argv: list[str] | None = None) -> int:
         from .fake import cli as fake_cli
 
         return fake_cli.run(args)
-    from . import logs
-
-    logs.configure(json_logs=args.json_logs, level=_log_level(args))
+    if not (args.command == "run" and not args.dry_run):
+        configure_logs(args)  # an export configures them once its token request is on its way (export())
     try:
         return _dispatch(args)
     except (ConfigError, RunFatal, StoreError) as exc:  # before the run could start (a run's own ends in its report)
         return _stopped(args, exc)
     except KeyboardInterrupt:
         return EXIT_SIGNAL[signal.SIGINT]
+
+
+def configure_logs(args: argparse.Namespace) -> None:
+    from . import logs  # structlog (and the asyncio it imports): after an export's token request has left
+
+    logs.configure(json_logs=args.json_logs, level=_log_level(args))
 
 
 def collect_again() -> None:
@@ -238,7 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.dry_run:
         return check(settings, as_json=args.json, shard=str(args.shard) if args.shard else None)
-    run = export(settings, live=_live(args), shard=args.shard)
+    run = export(settings, live=_live(args), shard=args.shard, logs_of=args)
     return show_run(run, settings.export.out_dir, as_json=args.json)
 
 
@@ -473,22 +479,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if complete else EXIT_FAILED
 
 
-def export(settings: Settings, *, live: bool, shard: Shard | None = None) -> RunOutcome:
+def export(settings: Settings, *, live: bool, shard: Shard | None = None, logs_of: argparse.Namespace | None = None) -> RunOutcome:
+    """`logs_of`: the arguments whose logs are configured here, right after the token request has
+    left (start-up time: `run` has logged nothing before; `demo` configured them already)."""
     import importlib.util
 
-    import anyio
-
-    from .exporter import Exporter
     from .output.paths import prepare_out_dir
 
     if isinstance(settings.export.out_dir, Path):  # a bucket is checked when the destination opens
         prepare_out_dir(settings.export.out_dir)
-    exporter = Exporter(settings, live_progress=live, shard=shard)
     use_uvloop = settings.export.event_loop == "uvloop"
     if use_uvloop and importlib.util.find_spec("uvloop") is None:
         raise ConfigError("export.event_loop = \"uvloop\" but uvloop is not installed (pip install uvloop)")
+    early_token = _early_token(settings, shard)  # after the checks above, before the imports below
+    if logs_of is not None:
+        configure_logs(logs_of)
+
+    import anyio
+
+    from .exporter import Exporter
+
+    exporter = Exporter(settings, live_progress=live, shard=shard, early_token=early_token)
     collect_again()  # the run's modules are in
     return anyio.run(exporter.execute, backend_options={"use_uvloop": use_uvloop})
+
+
+def _early_token(settings: Settings, shard: Shard | None) -> EarlyToken | None:
+    """Start-up time (issue #20): the run's IMS token requested now, its round trip overlapping the
+    imports of aiohttp and the exporter (engine/platform/early_token.py: when its answer is used).
+    Only for a run the exporter will not refuse before its own token request (exit 2 and 5 say
+    "nothing attempted"): another run holds the folder, or it holds the other layout; and not for a
+    bucket, which is checked only once it is open."""
+    from .output.earlier import FolderReports, layout_refusal
+    from .output.runlock import held_by_another
+    from .platform.early_token import start_early_token
+
+    ex, shard_name = settings.export, str(shard) if shard else None
+    if not isinstance(ex.out_dir, Path):  # a bucket is checked once it is open: a run refused there sends nothing either
+        return None
+    if held_by_another(ex.out_dir, shard_name) or layout_refusal(FolderReports(ex.out_dir), ex.layout, shard_name):
+        return None  # refused later (exit 5, exit 2): nothing attempted
+    return start_early_token(settings.auth)
 
 
 def show_run(run: RunOutcome, out_dir: Any, *, as_json: bool = False) -> int:

@@ -38,7 +38,7 @@ from .platform.listing import DatasetNames
 from .platform.selection import Selector
 from .platform.sources import Source
 from .platform.sourcing import run_sources
-from .platform.traffic import traced
+from .platform.traffic import code_class, traced
 from .progress import InFlight, show_progress
 from .retry import RetryPolicy, describe, failure
 from .shard import Shard, entry_key, share_of
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from .metrics import RunMetrics
+    from .platform.early_token import EarlyToken
 
 log = structlog.get_logger("aep_export")
 
@@ -66,6 +67,7 @@ class Exporter:
     live_progress: bool = False  # a live line on a terminal; periodic log events otherwise
     progress_interval: float = 10.0
     shard: Shard | None = None  # `run --shard I/N`: export only this shard's entries
+    early_token: EarlyToken | None = None  # the token request the CLI sent first thing (platform/early_token.py)
 
     def __post_init__(self) -> None:
         self.out_dir = self.settings.export.out_dir
@@ -144,6 +146,11 @@ class Exporter:
         self._hook_runs: TaskGroup = anyio.create_task_group()
         return self._hook_runs
 
+    def _early_exchange(self) -> Callable[[int], None] | None:
+        """The metrics count the CLI's early token request like any IMS exchange of the session."""
+        metrics = self.metrics
+        return None if metrics is None else lambda status: metrics.exchange("ims", code_class(status))
+
     async def _run_and_conclude(self) -> None:
         try:
             with anyio.CancelScope() as self._scope:
@@ -159,7 +166,7 @@ class Exporter:
             await anyio.to_thread.run_sync(write_report, self.destination, self.run)  # "running" until the run concludes
             trace = [traced(self.settings, self.metrics)] if self.metrics is not None else []
             async with make_session(self.settings, trace) as session:
-                tokens = TokenProvider(self.settings.auth, session, self.policy)
+                tokens = TokenProvider(self.settings.auth, session, self.policy, self.early_token, self._early_exchange())
                 self.client = PlatformClient(self.settings, session, tokens, self.policy)
                 self.discovery = Discovery(self.client, self.settings.export.created_client, self.settings.export.max_listing_pages,
                                            self.settings.export.layout)

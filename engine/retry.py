@@ -11,21 +11,25 @@ per-task retries that keep hammering a throttled gateway.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
-
-import aiohttp
-import structlog
+from typing import Any, Protocol, TypeVar
 
 from .errors import Failure, NotYet, RequestLimit, RetryableStatus, Throttled, TransferError, kind_of
 
-log = structlog.get_logger("aep_export.retry")
+
+def _log() -> Any:
+    """This module's logger; structlog imported at the first retry (start-up time: config.py imports
+    this module for MAX_ATTEMPTS before the run's token request, which leaves before structlog)."""
+    import structlog
+
+    return structlog.get_logger("aep_export.retry")
+
+
 T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -77,9 +81,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def is_retryable(exc: BaseException) -> bool:
     """Connection errors, timeouts, cut bodies and 429/5xx are worth another try; 4xx are not."""
+    import aiohttp  # here, not at the top (start-up time): config.py imports this module for MAX_ATTEMPTS,
+    # and the run's token request leaves before aiohttp is imported (platform/early_token.py); asyncio likewise
+
     return isinstance(
         exc,
-        RetryableStatus | TransferError | NotYet | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | asyncio.TimeoutError,
+        RetryableStatus | TransferError | NotYet | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | TimeoutError,
     )
 
 
@@ -99,7 +106,9 @@ class Pacer:
         self._resume_at = resume_at
 
     async def wait(self) -> None:
-        while (delay := self._resume_at - time.monotonic()) > 0:  # noqa: ASYNC110 - the deadline moves when another request is throttled
+        while (delay := self._resume_at - time.monotonic()) > 0:  # the deadline moves when another request is throttled
+            import asyncio  # only when throttled (start-up time: see is_retryable)
+
             await asyncio.sleep(delay)
 
 
@@ -140,10 +149,12 @@ class RetryPolicy:
 
     async def _wait(self, exc: BaseException, delay: float, attempt: int, context: dict[str, object]) -> None:
         if isinstance(exc, NotYet):  # polling, not a failure: not counted as a retry
-            log.info("waiting", state=str(exc), next_poll_s=round(delay, 2), **context)
+            _log().info("waiting", state=str(exc), next_poll_s=round(delay, 2), **context)
         else:
             self.retries += 1
-            log.info("retrying", attempt=attempt, delay_s=round(delay, 2), error=describe(exc), **context)
+            _log().info("retrying", attempt=attempt, delay_s=round(delay, 2), error=describe(exc), **context)
+        import asyncio  # only to wait (start-up time: see is_retryable)
+
         await asyncio.sleep(delay)
 
     async def run(
@@ -177,7 +188,7 @@ class RetryPolicy:
                 if progress is not None and progress() - mark >= min_progress:
                     self.continuations += 1
                     failures = 0
-                    log.debug("continuing", what=what, offset=progress(), cause=describe(exc))
+                    _log().debug("continuing", what=what, offset=progress(), cause=describe(exc))
                     continue
                 failures += 1
                 if budget is not None and budget.spend():

@@ -95,7 +95,7 @@ def test_a_layout_switch_on_an_export_is_refused_naming_both(tmp_path: Path, thr
     assert run_cli("check", "--config", str(config), "--layout", first, cwd=tmp_path).returncode == EXIT_OK  # its own: fine
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent.name != ".aep-export"}
     assert after == before, "the refused run wrote into the export"
-    assert fp.stats.requests["export.download"] == 0
+    assert fp.stats.requests["export.download"] == 0 and fp.stats.requests["ims.token"] == 0  # nothing attempted, no early token
 
 
 def test_a_switch_is_refused_over_an_export_whose_report_has_the_old_name(tmp_path: Path, threaded_fake) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -94,6 +93,8 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
 
 
 async def serve(cfg: FakeConfig, host: str, port: int) -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -113,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fake-platform: {exc}", file=sys.stderr)
         return 2
+    import asyncio  # here, not at the top: the CLI imports this module to build its parser (start-up time)
+
     asyncio.run(serve(cfg, args.host, args.port))
     return 0
 

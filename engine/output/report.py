@@ -16,13 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ..errors import DiskFull, Failure, StoreError, UnsafeNameError, kind_of
 from ..layout import (
-    HIVE,
     LATEST,
     MANIFEST,
     OLD_SUMS,
@@ -33,12 +32,13 @@ from ..layout import (
     batch_name,
     dataset_folder,
     old_report_name,
-    recorded_layout,
     report_name,
     safe_relative,
 )
 from ..model import BatchRef, FileResult, FileStatus, Listing, catalog_created
 from ..units import human_bytes
+from .earlier import Files as ReportReader
+from .earlier import layout_refusal
 from .localfiles import LocalFiles
 
 if TYPE_CHECKING:
@@ -339,34 +339,10 @@ def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
     return name
 
 
-class _Readable(Protocol):
-    """What the layout check reads through: a destination's Files, or `check`'s view of a bucket."""
-
-    def read_text(self, rel: str) -> str | None: ...
-
-
-def layout_switch(out_dir: Path | _Readable, layout: str, shard: str | None) -> str | None:
-    """Why a run in `layout` is refused here (a ConfigError: exit 2, nothing written), or None: the
-    destination holds an export of the other layout, and the same batches under two trees would be
-    read twice by any reader of the root. The layout is the one the earlier run's report records
-    (reports written before layouts existed: plain). `check` asks the same (plan.py)."""
-    earlier = _layout_written(LocalFiles(out_dir) if isinstance(out_dir, Path) else out_dir, shard)
-    if earlier is None or earlier == layout:
-        return None
-    shapes = {PLAIN: "{dataset}/{batch}/…", HIVE: "dataset={dataset}/batch={batch}/…"}
-    return (f"the output directory holds an export in the {earlier} layout ({shapes.get(earlier, '?')}), this run "
-            f"asks for the {layout} layout ({shapes[layout]}): export.layout must stay {earlier} there, or use another out_dir")
-
-
-def _layout_written(files: _Readable, shard: str | None) -> str | None:
-    for name in dict.fromkeys((report_name(shard), old_report_name(shard), report_name(), old_report_name())):
-        try:
-            body = json.loads(files.read_text(name) or "null")
-        except ValueError:
-            continue
-        if isinstance(body, dict):
-            return recorded_layout(body)
-    return None
+def layout_switch(out_dir: Path | ReportReader, layout: str, shard: str | None) -> str | None:
+    """Why a run in `layout` is refused here, or None (earlier.py holds the rule). `out_dir`: a
+    folder, a destination's Files, or `check`'s view of a bucket (plan.py)."""
+    return layout_refusal(LocalFiles(out_dir) if isinstance(out_dir, Path) else out_dir, layout, shard)
 
 
 def _shorter(body: dict[str, Any]) -> Iterator[dict[str, Any]]:

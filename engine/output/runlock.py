@@ -60,6 +60,31 @@ def hold_destination(out_dir: object, shard: str | None, started_at: str) -> Ite
             os.close(fd)  # closing releases the lock
 
 
+def held_by_another(out_dir: object, shard: str | None) -> bool:
+    """Whether hold_destination would refuse now: each lock it would take probed in the mode it
+    would take it, nothing created or kept. (The CLI sends no early token request for a run about
+    to be refused; a run that takes the folder in between is still refused by hold_destination.)"""
+    if not isinstance(out_dir, Path):
+        return False
+    folder = out_dir / STATE_DIR
+    wanted = [(lock_name(None), fcntl.LOCK_EX)] if shard is None else [(lock_name(shard), fcntl.LOCK_EX), (lock_name(None), fcntl.LOCK_SH)]
+    return any(_refused(folder / name, mode) for name, mode in wanted)
+
+
+def _refused(path: Path, mode: int) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: no run holds it
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock, if it got one
+
+
 def _take(path: Path, mode: int, folder: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:

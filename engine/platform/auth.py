@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -20,18 +21,27 @@ from ..errors import CredentialsRejected, RetryableStatus, TransferError, error_
 from ..masking import register_secret
 from ..reach import connecting
 from ..retry import RetryPolicy, parse_retry_after
+from .early_token import TOKEN_PATH as TOKEN_PATH  # one place for both paths (and traffic.py's endpoint)
+from .early_token import Answer, EarlyToken, ExchangeAuth, token_form
 from .origin import origin_of
 
 log = structlog.get_logger("aep_export.auth")
 
-TOKEN_PATH = "/ims/token/v3"
 # The legacy JWT exchange answered in milliseconds; anything this large cannot be seconds.
 _MS_THRESHOLD = 10_000_000
+_EARLY_WAIT_S = 60.0  # for a session without a read timeout (the run's has export.read_timeout)
 
 
 class TokenProvider:
-    def __init__(self, auth: AuthSettings, session: aiohttp.ClientSession, policy: RetryPolicy):
+    """`early`: the token request the CLI sent before the engine was imported (early_token.py),
+    taken for the first token when it asked for these very settings and got one; `on_early`: told
+    that request's answer status (the run's metrics count it as an IMS exchange)."""
+
+    def __init__(self, auth: AuthSettings, session: aiohttp.ClientSession, policy: RetryPolicy,
+                 early: EarlyToken | None = None, on_early: Callable[[int], None] | None = None):
         self._auth = auth
+        self._early = early
+        self._on_early = on_early
         self._session = session
         self._policy = policy
         self._token: str | None = auth.access_token.get_secret_value() or None
@@ -76,22 +86,33 @@ class TokenProvider:
     async def _refresh(self) -> None:
         if not self.can_exchange:
             raise CredentialsRejected("the access token was rejected or expired and no auth.client_secret is set to get a new one")
-        token, expires_in = parse_token(await self._policy.run(self._exchange, what="ims token"))
+        early = await self._early_answer()
+        token, expires_in = parse_token(early if early is not None else await self._policy.run(self._exchange, what="ims token"))
         register_secret(token)
         self._token = token
         self._expires_at = time.monotonic() + expires_in
         # Renew 5 minutes early, or at 90% of a short lifetime.
         self._refresh_margin = min(300.0, expires_in * 0.1)
         self.exchanges += 1
-        log.info("token_obtained", expires_in_s=int(expires_in))
+        log.info("token_obtained", expires_in_s=int(expires_in), **({"early": True} if early is not None else {}))
+
+    async def _early_answer(self) -> dict[str, Any] | None:
+        """The early request's token answer (once), if it asked for these settings and IMS said 200
+        with a token; None sends the caller to the normal exchange. It is waited for at most a
+        read timeout: an early request that hangs costs what one attempt of the normal one would."""
+        early, self._early = self._early, None
+        if early is None or not early.asked_for(self._auth):
+            return None
+        try:
+            answer = await asyncio.wait_for(asyncio.wrap_future(early.answer), self._session.timeout.sock_read or _EARLY_WAIT_S)
+        except TimeoutError:
+            return None
+        if answer is not None and self._on_early is not None:
+            self._on_early(answer.status)
+        return _token_body(answer)
 
     async def _exchange(self) -> dict[str, Any]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self._auth.client_id,
-            "client_secret": self._auth.client_secret.get_secret_value(),
-            "scope": ",".join(self._auth.scopes),
-        }
+        form = token_form(ExchangeAuth.of(self._auth))
         url = self._auth.ims_url + TOKEN_PATH
         # IMS gets the form and nothing else: no gateway header, no redirect followed.
         send = partial(self._session.post, url, data=form, allow_redirects=False)
@@ -112,6 +133,18 @@ class TokenProvider:
                     raise CredentialsRejected(f"IMS answered with something that is not JSON: {excerpt(raw, 80)}") from None
         except aiohttp.ClientConnectionError as exc:
             raise TransferError(f"cannot reach IMS at {self._auth.ims_url}: {exc}") from exc
+
+
+def _token_body(answer: Answer | None) -> dict[str, Any] | None:
+    """An answer the normal exchange would have returned as is: 200 and a JSON object with a token."""
+    if answer is None or answer.status != 200:
+        return None
+    try:
+        body = json.loads(answer.body)
+        parse_token(body)
+    except (ValueError, CredentialsRejected):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def parse_token(body: Any) -> tuple[str, float]:

@@ -33,6 +33,7 @@ from ..errors import (
 from ..reach import connecting
 from ..retry import RETRYABLE_STATUSES, THROTTLE_STATUSES, RetryPolicy, parse_retry_after
 from .auth import TokenProvider
+from .early_token import USER_AGENT
 from .origin import origin_of, same_origin
 
 log = structlog.get_logger("aep_export.http")
@@ -60,7 +61,7 @@ def make_session(settings: Settings, trace: Sequence[aiohttp.TraceConfig] = ()) 
         # aiohttp buffers up to 2x this per connection (python -m bench --quick --reps 3 --profiles lan wan
         # --tools engine --engine-ref <1 MiB>: lan 1.11x, 6 MiB less RSS, wan 1.00x)
         read_bufsize=256 << 10,
-        headers={"User-Agent": "aep-export/0.1"},
+        headers={"User-Agent": USER_AGENT},
         # Redirects are followed in PlatformClient.request so credentials stay on the gateway.
         requote_redirect_url=False,
         trace_configs=list(trace) or None,

@@ -79,6 +79,7 @@ def test_a_layout_switch_on_an_export_is_refused_naming_both(tmp_path: Path, thr
     fp.reset_stats()
 
     switched = run_cli("run", "--config", str(config), "--layout", then, "--no-progress", cwd=tmp_path)
+    refused_run_sent = (fp.stats.requests["export.download"], fp.stats.requests["ims.token"])  # before check asks
 
     assert switched.returncode == EXIT_USAGE and "Traceback" not in switched.stderr, switched.stderr[-2000:]
     shapes = {"plain": PLAIN_SHAPE, "hive": HIVE_SHAPE}
@@ -95,7 +96,8 @@ def test_a_layout_switch_on_an_export_is_refused_naming_both(tmp_path: Path, thr
     assert run_cli("check", "--config", str(config), "--layout", first, cwd=tmp_path).returncode == EXIT_OK  # its own: fine
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent.name != ".aep-export"}
     assert after == before, "the refused run wrote into the export"
-    assert fp.stats.requests["export.download"] == 0 and fp.stats.requests["ims.token"] == 0  # nothing attempted, no early token
+    assert refused_run_sent == (0, 0), "the refused run downloaded or sent an (early) token request"
+    assert fp.stats.requests["export.download"] == 0  # nor did check
 
 
 def test_a_switch_is_refused_over_an_export_whose_report_has_the_old_name(tmp_path: Path, threaded_fake) -> None:

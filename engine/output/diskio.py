@@ -103,6 +103,21 @@ def rewrite_in_place(path: Path, data: str) -> bool:
         os.close(fd)
 
 
+def make_folders(folder: Path) -> list[Path]:
+    """`mkdir -p`: returns the folders this call created, outermost first (their entries in their
+    parents are not durable until those parents are fsynced)."""
+    try:
+        os.mkdir(folder)
+    except FileNotFoundError:
+        created = make_folders(folder.parent)
+        return [*created, *make_folders(folder)]  # [] when another thread made it meanwhile
+    except FileExistsError:
+        if not folder.is_dir():
+            raise
+        return []
+    return [folder]
+
+
 def fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:

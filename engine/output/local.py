@@ -64,6 +64,11 @@ class LocalDestination(LocalFiles):
         self._names = threading.Lock()
         self.group = GroupCommit(journal, self._names, durable=export.fsync)
 
+    def created(self, folders: list[Path]) -> None:
+        """A new folder's entry in its parent is durable before a `_SUCCESS` may vouch for what is
+        in it (the group commit syncs the parent once, with the next group's folders)."""
+        self.group.created(folders)
+
     def close(self) -> None:
         """Every commit asked for is answered (the run's end)."""
         self.group.close()
@@ -132,9 +137,10 @@ class LocalDestination(LocalFiles):
 
     def _enter(self, folder: Path) -> None:
         """A file of `folder` opens: its hidden folder must exist until the last one there closes."""
+        self.make_folder(folder)
         with self._names:
-            if not self._in_flight.get(folder):
-                temp_folder(folder).mkdir(parents=True, exist_ok=True)
+            if not self._in_flight.get(folder):  # hidden: its own entry need not be durable
+                temp_folder(folder).mkdir(exist_ok=True)
             self._in_flight[folder] = self._in_flight.get(folder, 0) + 1
 
     def _leave(self, folder: Path) -> None:

@@ -134,3 +134,29 @@ async def test_a_rerun_over_a_finished_batch_leaves_its_files_as_they_are(tmp_pa
         assert rerun.exit_code == EXIT_OK and fp.stats.requests["export.download"] == 0
         assert {p: p.stat().st_ino for p in before} == before, "a finished batch's files were written again"
         assert_files_match(out, fp.expected_files())
+
+
+async def test_a_small_file_is_checked_from_the_bytes_it_was_written_from(tmp_path: Path, make_fake,
+                                                                          monkeypatch) -> None:
+    """Per-file cost (issue #20): a file that arrives whole in one response has its footer, row
+    count and page headers checked from the bytes in memory, not read back from its `.part` (a
+    pread per page header, each a thread waiting for the GIL again): no `.part` is read at all."""
+    reads: list[str] = []
+    real_pread = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if path.endswith(".part"):
+            reads.append(path)
+        return real_pread(fd, n, offset)
+
+    async with make_fake(FakeConfig.small(n_datasets=2, files=3, rows=40, seed=74)) as fp:
+        out = tmp_path / "out"
+        monkeypatch.setattr(os, "pread", pread)
+        run = await run_export(settings_for(fp, out, concurrency=4))
+        monkeypatch.undo()
+
+        assert run.exit_code == EXIT_OK
+        assert_files_match(out, fp.expected_files())
+        assert run.totals["files_downloaded"] == len(fp.expected_files())
+        assert reads == [], f"{len(reads)} reads of .part files to check them"

@@ -38,8 +38,9 @@ class DiskThreads:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="aep-disk")
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in a thread. Not cancellable (as `to_thread.run_sync` by default): once
-        started it is waited for, and a cancellation is raised after it has ended."""
+        """`fn(*args)` in a thread. Not cancellable, as `to_thread.run_sync` by default: its result
+        is returned (an fd opened, a rename submitted: the caller's to handle) and the cancel scope
+        delivers the cancellation again at the caller's next checkpoint."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         job = self._pool.submit(fn, *args)
@@ -47,9 +48,8 @@ class DiskThreads:
         try:
             await done
         except asyncio.CancelledError:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await asyncio.wrap_future(job)  # the thread is done with whatever it was given
-            raise
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([asyncio.wrap_future(job)])
         return job.result()
 
     def close(self) -> None:

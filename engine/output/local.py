@@ -47,6 +47,7 @@ log = structlog.get_logger("aep_export.output")
 CONTROL_INTERVAL = 0.5  # seconds between control writes of one file (plus one at every close)
 SYNC_INTERVAL = 5.0  # seconds between fdatasyncs of one .part (plus one at every close)
 PIECE = 1 << 20  # splits between streams land on multiples of this
+WHOLE_IN_COMMIT = 256 << 10  # a fresh file up to this size that arrives in one flush is written by its commit's hop
 
 
 class LocalDestination(LocalFiles):
@@ -105,6 +106,8 @@ class LocalDestination(LocalFiles):
         """A file verified by an earlier run is kept; without a journal entry it is re-checked."""
         self._listed.add(hash(task.rel_path))
         final = contained(self.out_dir, task.rel_path)
+        if final.parent in self._made and self.journal.entry(task.rel_path) is None:
+            return None  # a folder of this run: a file there was committed by it, journal line first
         if not final.exists():
             return None
         if (entry := self.journal.lookup(task.rel_path, final)) and task.size in (None, entry.size):
@@ -247,6 +250,7 @@ class LocalTarget:
         self._synced: list[list[int]] = held.as_list() if held.total else []  # as of the last fdatasync
         self._has_control = has_control
         self._whole: list[bytes] | None = None  # the whole file, when one flush wrote it: checked from memory
+        self._unwritten: list[bytes] | None = None  # the whole file, held for the commit's hop (_whole_in_commit)
         self._save_lock = threading.Lock()
         self._aio: Any = None  # the aiofiles handle, for write_strategy = "aiofiles"
         self._aio_lock = anyio.Lock()
@@ -257,8 +261,25 @@ class LocalTarget:
             await self._flush_aiofiles(offset, chunks)
             await anyio.to_thread.run_sync(self._after_write, offset, chunks, download, limiter=self._disk)
             return
+        if self._whole_in_commit(offset, chunks, download):
+            download.written(offset, chunks, self.read_into)  # hashed from memory: a small file costs less than a hop
+            self._whole = self._unwritten = chunks
+            return
         # Not cancellable: the thread must be done with the fd before anyone closes it.
         await self._threads.run(self._flush_sync, offset, chunks, download)
+
+    def _whole_in_commit(self, offset: int, chunks: list[bytes], download: Download) -> bool:
+        """A small fresh file came whole in one response: its bytes are written in the commit's
+        thread hop (write, checks from memory, fsync, rename: one hop), or by whatever stops the
+        file first (a checkpoint); a kill -9 in between loses at most these bytes."""
+        return (offset == 0 and download.hashed == 0 and not self._has_control and not self.held.total
+                and download.size is not None and sum(map(len, chunks)) == download.size <= WHOLE_IN_COMMIT)
+
+    def _write_unwritten(self) -> None:
+        """The bytes a flush left for the commit's hop, before anything reads or vouches for the .part."""
+        if self._unwritten is not None:
+            chunks, self._unwritten = self._unwritten, None
+            pwrite_all(self.fd, chunks, 0)
 
     def _flush_sync(self, offset: int, chunks: list[bytes], download: Download) -> None:
         n = pwrite_all(self.fd, chunks, offset)
@@ -293,6 +314,7 @@ class LocalTarget:
         with self._save_lock:  # the later snapshot is always the one written last
             if self.fd < 0 or (not force and time.monotonic() - self._saved_at < CONTROL_INTERVAL):
                 return
+            self._write_unwritten()  # the control file must not claim bytes the .part lacks
             done = download.snapshot()
             synced_now = self._durable and (durable_now or time.monotonic() - self._synced_at >= SYNC_INTERVAL)
             if synced_now:
@@ -305,6 +327,7 @@ class LocalTarget:
             self._saved_at, self._has_control = time.monotonic(), True
 
     def read_into(self, start: int, end: int, hasher: Any) -> int:
+        self._write_unwritten()
         return hash_from_disk(self.fd, hasher, start, end)
 
     async def restart(self) -> None:
@@ -313,7 +336,7 @@ class LocalTarget:
     def _restart_sync(self) -> None:
         with self._save_lock:
             os.ftruncate(self.fd, 0)
-            self._synced, self._whole = [], None
+            self._synced, self._whole, self._unwritten = [], None, None
             self.validator = None  # the next response's, once it comes
             write_control(self.final, None, [], [])
         self.held = RangeSet()
@@ -331,6 +354,7 @@ class LocalTarget:
         one fsync of the folder for every file renamed into it at the same time. A kill before the
         rename leaves a .part the rerun commits again; a journal line is never written before the
         bytes it vouches for are durable."""
+        self._write_unwritten()
         view = _LocalView(self.fd, part_path(self.final), self._whole)
         self._whole = None
         rows = check(view)

@@ -11,7 +11,8 @@ busy (files finishing together, lists of batches finishing together) and, for th
    filesystem commits them together; data files arrive already fsynced by their own thread hop);
 2. appends the group's journal lines in one write, then renames (under the destination's lock);
 3. answers the files (an event loop's future): renamed, their journal lines written;
-4. fsyncs each folder that gained a name once, and the journal once, in parallel threads;
+4. fsyncs each folder that gained a name once (and the parent of each folder created since the
+   last group: a new batch folder's own entry), and the journal once, in parallel threads;
 5. answers the lists (a thread's blocking wait), which a batch's `_SUCCESS` waits for: since one
    thread commits every group in turn, that `_SUCCESS` comes after its files' folder syncs.
 
@@ -67,6 +68,7 @@ class GroupCommit:
         self._start = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._unsynced: BaseException | None = None  # a folder sync that failed: no later list may vouch for it
+        self._new_entries: dict[Path, None] = {}  # parents of folders created since the last group's syncs
         self.groups = 0  # groups committed (tests and benchmarks read it)
 
     def submit(self, renames: list[Rename], after: Callable[[], None] | None = None, *,
@@ -78,6 +80,14 @@ class GroupCommit:
                 self._thread.start()
         self._queue.put(request)
         return request.done
+
+    def created(self, folders: list[Path]) -> None:
+        """New folders (made by the caller before any name in them is committed): their entries
+        in their parents become durable with the next group's folder syncs, before any list that
+        group answers (so a `_SUCCESS` never outlives the folder it is in)."""
+        if self._durable and folders:
+            with self._start:
+                self._new_entries.update(dict.fromkeys(f.parent for f in folders))
 
     def commit(self, renames: list[Rename]) -> None:
         """Blocking (from a worker thread): returns once every rename is durable, and so is every
@@ -131,6 +141,9 @@ class GroupCommit:
                 failed.setdefault(id(request), shared)
         for request in (r for r in group if not r.durable):
             self._answer(request, failed.get(id(request)))
+        with self._start:
+            folders.update(self._new_entries)
+            self._new_entries = {}
         if self._durable and folders:
             self._sync_folders(list(folders))
         for request in (r for r in group if r.durable):

@@ -36,7 +36,7 @@ from ..units import human_bytes
 from ..validators import Validator
 from .control import held_ranges, write_control
 from .destination import Check, Existing
-from .diskio import no_space_is_disk_full, pwrite_all
+from .diskio import DiskThreads, no_space_is_disk_full, pwrite_all
 from .groupcommit import GroupCommit, Rename
 from .journal import Journal, Verified
 from .localfiles import LocalFiles
@@ -47,6 +47,7 @@ log = structlog.get_logger("aep_export.output")
 CONTROL_INTERVAL = 0.5  # seconds between control writes of one file (plus one at every close)
 SYNC_INTERVAL = 5.0  # seconds between fdatasyncs of one .part (plus one at every close)
 PIECE = 1 << 20  # splits between streams land on multiples of this
+WHOLE_IN_COMMIT = 256 << 10  # a fresh file up to this size that arrives in one flush is written by its commit's hop
 
 
 class LocalDestination(LocalFiles):
@@ -59,14 +60,23 @@ class LocalDestination(LocalFiles):
         self.disk = disk
         self._listed: set[int] = set()  # hashes of the rel paths this run was given (a collision only keeps a .part where it is)
         self._in_flight: dict[Path, int] = {}  # folder -> its files open now (their hidden folder exists)
+        self._made: set[Path] = set()  # folders this run made (nothing of an earlier run is in them)
         # Held while a name beside the data changes hands: a commit (journal, then rename) and the
         # move of an earlier version's `.part`, which must never take a file just committed there.
         self._names = threading.Lock()
         self.group = GroupCommit(journal, self._names, durable=export.fsync)
+        self.threads = DiskThreads(int(disk.total_tokens))  # the per-file hops
+
+    def created(self, folders: list[Path]) -> None:
+        """A new folder's entry in its parent is durable before a `_SUCCESS` may vouch for what is
+        in it (the group commit syncs the parent once, with the next group's folders)."""
+        self._made.update(folders)
+        self.group.created(folders)
 
     def close(self) -> None:
         """Every commit asked for is answered (the run's end)."""
         self.group.close()
+        self.threads.close()
 
     def write_texts(self, texts: list[tuple[str, str]], *, durable: bool = True) -> None:
         """Several small files whole or not at all, sharing their syncs with everything committed at
@@ -96,6 +106,8 @@ class LocalDestination(LocalFiles):
         """A file verified by an earlier run is kept; without a journal entry it is re-checked."""
         self._listed.add(hash(task.rel_path))
         final = contained(self.out_dir, task.rel_path)
+        if final.parent in self._made and self.journal.entry(task.rel_path) is None:
+            return None  # a folder of this run: a file there was committed by it, journal line first
         if not final.exists():
             return None
         if (entry := self.journal.lookup(task.rel_path, final)) and task.size in (None, entry.size):
@@ -124,17 +136,18 @@ class LocalDestination(LocalFiles):
 
     async def open(self, task: FileTask) -> LocalTarget:
         final = contained(self.out_dir, task.rel_path)
-        fd, held, validator = await anyio.to_thread.run_sync(self._open_sync, task, final, limiter=self.disk)
+        fd, held, validator, has_control = await self.threads.run(self._open_sync, task, final)
         target = LocalTarget(final, fd, held, self.export, self.disk, task.rel_path, self.group,
-                             partial(self._leave, final.parent))
+                             partial(self._leave, final.parent), self.threads, has_control)
         target.validator = validator
         return target
 
     def _enter(self, folder: Path) -> None:
         """A file of `folder` opens: its hidden folder must exist until the last one there closes."""
+        self.make_folder(folder)
         with self._names:
-            if not self._in_flight.get(folder):
-                temp_folder(folder).mkdir(parents=True, exist_ok=True)
+            if not self._in_flight.get(folder):  # hidden: its own entry need not be durable
+                temp_folder(folder).mkdir(exist_ok=True)
             self._in_flight[folder] = self._in_flight.get(folder, 0) + 1
 
     def _leave(self, folder: Path) -> None:
@@ -148,8 +161,9 @@ class LocalDestination(LocalFiles):
             with contextlib.suppress(OSError):  # not empty: progress kept for the rerun
                 temp_folder(folder).rmdir()
 
-    def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet, Validator | None]:
-        """Create the folders, open the .part, read what it holds, check free space for the rest."""
+    def _open_sync(self, task: FileTask, final: Path) -> tuple[int, RangeSet, Validator | None, bool]:
+        """Create the folders, open the .part, read what it holds, check free space for the rest;
+        and whether it has a control file."""
         self._enter(final.parent)
         try:
             return self._open_part(task, final)
@@ -157,9 +171,10 @@ class LocalDestination(LocalFiles):
             self._leave(final.parent)
             raise
 
-    def _open_part(self, task: FileTask, final: Path) -> tuple[int, RangeSet, Validator | None]:
+    def _open_part(self, task: FileTask, final: Path) -> tuple[int, RangeSet, Validator | None, bool]:
         part = part_path(final)
-        self._adopt_legacy_part(task, final)
+        if final.parent not in self._made:  # a folder this run made holds nothing an earlier version left
+            self._adopt_legacy_part(task, final)
         try:  # most files start fresh: one syscall tells, and there is nothing to read
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             held, validator = RangeSet(), None
@@ -172,12 +187,13 @@ class LocalDestination(LocalFiles):
             if held is None:
                 held, validator = held_ranges(fd, final, task)
             _ensure_space(final, task, held.total)
+            has_control = not created and control_path(final).exists()
         except BaseException:
             os.close(fd)
             if created:  # an empty .part of ours: nothing to resume from
                 part.unlink(missing_ok=True)
             raise
-        return fd, held, validator
+        return fd, held, validator, has_control
 
     def _adopt_legacy_part(self, task: FileTask, final: Path) -> None:
         """Move a `.part` (and its control file or split marker) that a version before this layout
@@ -219,7 +235,8 @@ class LocalTarget:
     validator: Validator | None = None  # of the version the held bytes belong to, kept in the control file
 
     def __init__(self, final: Path, fd: int, held: RangeSet, export: ExportSettings, disk: anyio.CapacityLimiter,
-                 rel_path: str, group: GroupCommit, leave: Callable[[], None]):
+                 rel_path: str, group: GroupCommit, leave: Callable[[], None], threads: DiskThreads,
+                 has_control: bool):
         self.final = final
         self._rel_path = rel_path  # its journal key
         self._group = group  # the destination's: the rename, journal line and folder sync are shared
@@ -228,9 +245,12 @@ class LocalTarget:
         self.held = held
         self._durable = export.fsync
         self._disk = disk
+        self._threads = threads
         self._saved_at = self._synced_at = time.monotonic()
         self._synced: list[list[int]] = held.as_list() if held.total else []  # as of the last fdatasync
-        self._has_control = control_path(final).exists()
+        self._has_control = has_control
+        self._whole: list[bytes] | None = None  # the whole file, when one flush wrote it: checked from memory
+        self._unwritten: list[bytes] | None = None  # the whole file, held for the commit's hop (_whole_in_commit)
         self._save_lock = threading.Lock()
         self._aio: Any = None  # the aiofiles handle, for write_strategy = "aiofiles"
         self._aio_lock = anyio.Lock()
@@ -241,11 +261,29 @@ class LocalTarget:
             await self._flush_aiofiles(offset, chunks)
             await anyio.to_thread.run_sync(self._after_write, offset, chunks, download, limiter=self._disk)
             return
+        if self._whole_in_commit(offset, chunks, download):
+            download.written(offset, chunks, self.read_into)  # hashed from memory: a small file costs less than a hop
+            self._whole = self._unwritten = chunks
+            return
         # Not cancellable: the thread must be done with the fd before anyone closes it.
-        await anyio.to_thread.run_sync(self._flush_sync, offset, chunks, download, limiter=self._disk)
+        await self._threads.run(self._flush_sync, offset, chunks, download)
+
+    def _whole_in_commit(self, offset: int, chunks: list[bytes], download: Download) -> bool:
+        """A small fresh file came whole in one response: its bytes are written in the commit's
+        thread hop (write, checks from memory, fsync, rename: one hop), or by whatever stops the
+        file first (a checkpoint); a kill -9 in between loses at most these bytes."""
+        return (offset == 0 and download.hashed == 0 and not self._has_control and not self.held.total
+                and download.size is not None and sum(map(len, chunks)) == download.size <= WHOLE_IN_COMMIT)
+
+    def _write_unwritten(self) -> None:
+        """The bytes a flush left for the commit's hop, before anything reads or vouches for the .part."""
+        if self._unwritten is not None:
+            chunks, self._unwritten = self._unwritten, None
+            pwrite_all(self.fd, chunks, 0)
 
     def _flush_sync(self, offset: int, chunks: list[bytes], download: Download) -> None:
-        pwrite_all(self.fd, chunks, offset)
+        n = pwrite_all(self.fd, chunks, offset)
+        self._whole = chunks if offset == 0 and n == download.size else None
         self._after_write(offset, chunks, download)
 
     def _after_write(self, offset: int, chunks: list[bytes], download: Download) -> None:
@@ -276,6 +314,7 @@ class LocalTarget:
         with self._save_lock:  # the later snapshot is always the one written last
             if self.fd < 0 or (not force and time.monotonic() - self._saved_at < CONTROL_INTERVAL):
                 return
+            self._write_unwritten()  # the control file must not claim bytes the .part lacks
             done = download.snapshot()
             synced_now = self._durable and (durable_now or time.monotonic() - self._synced_at >= SYNC_INTERVAL)
             if synced_now:
@@ -288,6 +327,7 @@ class LocalTarget:
             self._saved_at, self._has_control = time.monotonic(), True
 
     def read_into(self, start: int, end: int, hasher: Any) -> int:
+        self._write_unwritten()
         return hash_from_disk(self.fd, hasher, start, end)
 
     async def restart(self) -> None:
@@ -296,14 +336,14 @@ class LocalTarget:
     def _restart_sync(self) -> None:
         with self._save_lock:
             os.ftruncate(self.fd, 0)
-            self._synced = []
+            self._synced, self._whole, self._unwritten = [], None, None
             self.validator = None  # the next response's, once it comes
             write_control(self.final, None, [], [])
         self.held = RangeSet()
 
     async def commit(self, download: Download, check: Check) -> int | None:
         await self._close_aiofiles()
-        rows, renamed = await anyio.to_thread.run_sync(self._commit_sync, download, check, limiter=self._disk)
+        rows, renamed = await self._threads.run(self._commit_sync, download, check)
         with anyio.CancelScope(shield=True):  # the rename is under way: it is the file's outcome
             await asyncio.wrap_future(renamed)
         return rows
@@ -314,11 +354,13 @@ class LocalTarget:
         one fsync of the folder for every file renamed into it at the same time. A kill before the
         rename leaves a .part the rerun commits again; a journal line is never written before the
         bytes it vouches for are durable."""
-        view = _LocalView(self.fd, part_path(self.final))
+        self._write_unwritten()
+        view = _LocalView(self.fd, part_path(self.final), self._whole)
+        self._whole = None
         rows = check(view)
         if self._durable:
             os.fsync(self.fd)
-        entry = Verified(self._rel_path, view.size, download.digest(), rows, os.fstat(self.fd).st_mtime_ns)
+        entry = Verified(self._rel_path, view.size, download.digest(), rows, view.mtime_ns)
         self._close_fd()
         # The control file goes first: a kill between the two leaves a whole .part, which a rerun
         # takes as a prefix and commits; the other order would leave a control file behind.
@@ -361,12 +403,21 @@ class LocalTarget:
 
 
 class _LocalView:
-    def __init__(self, fd: int, path: Path):
+    """The .part as the checks read it: from disk, or from the bytes its one write just put there
+    (a small file: the checks make no syscall and no thread waits for the GIL after each)."""
+
+    def __init__(self, fd: int, path: Path, whole: list[bytes] | None = None):
         self._fd = fd
         self.path = path
-        self.size = os.fstat(fd).st_size
+        st = os.fstat(fd)  # after the last write: its mtime is the one the rename keeps
+        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        self._data = b"".join(whole) if whole is not None else None
+        if self._data is not None and len(self._data) != self.size:
+            self._data = None  # not what the disk holds: read the disk
 
     def read_at(self, offset: int, n: int) -> bytes:
+        if self._data is not None:
+            return self._data[offset:offset + n]
         return os.pread(self._fd, n, offset)
 
     def digest(self, algorithm: str) -> bytes:

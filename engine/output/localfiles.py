@@ -13,7 +13,7 @@ from ..checks.integrity import file_digest, parquet_rows
 from ..errors import UnsafeNameError
 from ..layout import SUCCESS, is_temporary
 from .control import held_bytes
-from .diskio import atomic_write, no_space_is_disk_full, rewrite_in_place
+from .diskio import atomic_write, make_folders, no_space_is_disk_full, rewrite_in_place
 from .journal import Journal
 from .paths import contained
 
@@ -33,10 +33,14 @@ class LocalFiles:
         atomic_write(path, text, durable=durable)
 
     def make_folder(self, folder: Path) -> None:
+        """The folder and its parents, made once per run (known afterwards: no syscall)."""
         if folder not in self._folders:
             with no_space_is_disk_full(folder):
-                folder.mkdir(parents=True, exist_ok=True)
+                self.created(make_folders(folder))
             self._folders.add(folder)
+
+    def created(self, folders: list[Path]) -> None:
+        """Folders this run made (a destination that syncs names makes their entries durable)."""
 
     def rewrite_in_place(self, rel: str, text: str) -> bool:
         """Overwrite a file in its own blocks (no space needed); False when it cannot (diskio)."""

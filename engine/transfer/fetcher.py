@@ -39,6 +39,9 @@ FLUSH_AGE = 0.1  # seconds a received byte may wait in memory before it is writt
 _IOV_MAX = 512  # chunks per write
 _MAX_LEAD = 1 << 20  # body bytes before a resume window a response may carry (read, not streamed)
 _QUOTED = 32  # bytes of an unusable body quoted in its error
+# Bytes per socket read of a body (asyncio reads 256 KiB): each chunk costs aiohttp's parser, its
+# read timer, a wake-up of the stream and a hash call, so a quarter of the chunks per GiB.
+_READ_SIZE = 1 << 20
 
 
 @dataclass(eq=False)
@@ -209,6 +212,7 @@ class Fetcher:
             skip, expected = plan
             if job.download.window_before(start):  # still asked for (a 200 may have started the file over)
                 skip, expected = await self._confirm_lead(job, resp, start, skip, expected)
+            _widen_reads(resp)
             t0, before = time.monotonic(), job.fetched
             buf.short = b""
             try:
@@ -488,6 +492,15 @@ async def _refuse_unusable(job: FileJob, resp: Any) -> None:
         head += more
     if head:
         _raise_unusable(head)
+
+
+def _widen_reads(resp: Any) -> None:
+    """Read the rest of this body (and later ones on the connection) _READ_SIZE bytes a socket
+    read. Only asyncio's plain socket transport has the knob; TLS and uvloop read in their own sizes."""
+    transport = resp.connection.transport if resp.connection is not None else None
+    if 0 < getattr(transport, "max_size", 0) < _READ_SIZE:
+        transport.max_size = _READ_SIZE
+
 
 def _drop(claim: Claim, buf: _Buffer) -> None:
     """Forget buffered bytes that failed a check: the claim resumes where its writes end."""

@@ -11,6 +11,7 @@ allocator's own growth: `python -m bench.memory --files 3000 10000`.)
 from __future__ import annotations
 
 import gc
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -18,9 +19,13 @@ import pytest
 from conftest import run_export, settings_for
 
 from engine import exporter
+from engine.errors import Failure
 from engine.fake import FakeConfig
 from engine.fake.config import DatasetSpec
+from engine.model import BatchRef, Listing
 from engine.outcome import EXIT_OK
+from engine.output import report
+from engine.output.report import BatchOutcome, DatasetOutcome, RunOutcome, Tally
 
 DATASETS, FILES_PER_BATCH = 120, 8
 GROWTH = 0.10  # heap growth from a quarter of the batches done to all of them, over the heap at a quarter
@@ -66,3 +71,41 @@ async def test_the_heap_does_not_grow_with_the_files_done(tmp_path: Path, make_f
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+def a_finished_run(datasets: int) -> RunOutcome:
+    """A run's outcome as it concludes: one ok batch per dataset (as the bench's files axis has)."""
+    run = RunOutcome(entries=[f"dataset:{n:024x}" for n in range(datasets)], status="ok", totals={"files": 3 * datasets})
+    for n in range(datasets):
+        outcome = DatasetOutcome(f"{n:024x}", name=f"Scores ñ {n}", status="ok")
+        batch = BatchOutcome(BatchRef(outcome.dataset_id, f"01{n:024X}", expected_records=1100), listing=Listing(files=3),
+                             status="ok", records_found=1100, errors=[Failure("record_count", "a \u2028 note")] if n % 7 == 0 else [])
+        batch.tally = Tally(seen=3, ok=3, reused=3, bytes=60_000)
+        outcome.batches.append(batch)
+        run.datasets.append(outcome)
+    return run
+
+
+def report_peak(folder: Path, run: RunOutcome) -> int:
+    """The heap's peak while the run's final report is written (tracemalloc), after checking that
+    its text is the whole body dumped at once."""
+    whole = json.dumps({**report.report_body(run), "layout": run.layout}, indent=2) + "\n"
+    folder.mkdir()
+    tracemalloc.start()
+    try:
+        report.write_report(folder, run)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (folder / "_report.json").read_text(encoding="utf-8") == whole
+    return peak
+
+
+def test_the_final_report_is_written_a_dataset_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """_report.json is the same text as the whole body dumped at once, but writing it holds neither
+    that text nor the body: ten times the datasets leave its peak heap where it was. Before, the
+    body, the encoder's pieces of it, the text and its bytes were all held at the end of a run (at
+    10,000 datasets, about 40 MiB of peak RSS for a 6.5 MB report)."""
+    monkeypatch.setattr(report.time, "monotonic", lambda: 1000.0)  # duration_s the same in both texts
+    small, large = (report_peak(tmp_path / str(n), a_finished_run(n)) for n in (400, 4000))
+    assert large <= 1.5 * small, f"{small / 2**10:.0f} KiB at 400 datasets, {large / 2**10:.0f} KiB at 4,000"

@@ -7,6 +7,7 @@ out_dir (`paths.contained`), as for the downloaded files.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..checks.integrity import file_digest, parquet_rows
@@ -31,6 +32,12 @@ class LocalFiles:
         path = self.path(rel)
         self.make_folder(path.parent)
         atomic_write(path, text, durable=durable)
+
+    def write_pieces(self, rel: str, pieces: Iterable[str], *, durable: bool = True) -> None:
+        """As write_text, for a text made piece by piece: written as it comes, never held whole."""
+        path = self.path(rel)
+        self.make_folder(path.parent)
+        atomic_write(path, pieces, durable=durable)
 
     def make_folder(self, folder: Path) -> None:
         """The folder and its parents, made once per run (known afterwards: no syscall)."""

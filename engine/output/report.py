@@ -321,16 +321,19 @@ def write_report(out_dir: Path | Files, run: RunOutcome) -> str:
     ignores them): when the disk is full at the end, the final report is written into that room
     in place (shortened if it must be), so a full disk still leaves a report that says so.
     Raises DiskFull when even that fails."""
-    body = {**report_body(run), "layout": run.layout}  # the file only: what a later run over it must keep (refuse_layout_switch)
-    text = json.dumps(body, indent=2) + "\n"
     name = report_name(run.shard)
     files = _files(out_dir)
     in_place = getattr(files, "rewrite_in_place", None)  # a local folder's
-    if run.status == "running" and in_place is not None:
-        text = text.ljust(REPORT_ROOM - 1) + "\n"
+    in_pieces = getattr(files, "write_pieces", None)  # a local folder's
     try:
-        files.write_text(name, text)
+        if run.status == "running" and in_place is not None:
+            files.write_text(name, "".join(report_text(run)).ljust(REPORT_ROOM - 1) + "\n")
+        elif in_pieces is not None:
+            in_pieces(name, report_text(run))  # a dataset at a time (thousands of them: memory flat)
+        else:
+            files.write_text(name, "".join(report_text(run)))
     except DiskFull:
+        body = {**report_body(run), "layout": run.layout}
         if in_place is None or not any(in_place(name, json.dumps(b, indent=2) + "\n") for b in _shorter(body)):
             raise
         log.warning("report_written_in_place", report=name, note="no space for a new copy: written over the start-of-run report")
@@ -353,9 +356,32 @@ def _shorter(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield {**body, "datasets": [], "shortened": "the disk was full: per-dataset details left out"}
 
 
+def report_text(run: RunOutcome) -> Iterator[str]:
+    """_report.json's text, `json.dumps(body, indent=2)` plus a newline, made an entry and a dataset
+    at a time: the body of every dataset and batch (and the encoder's pieces of all of them) is never
+    held at once. The body adds "layout" to report_body: what a later run over it must keep (layout_switch)."""
+    text = json.dumps({**_body(run, [], []), "layout": run.layout}, indent=2) + "\n"
+    per_entry = {"entries": (json.dumps(e) for e in run.entries),
+                 "datasets": (json.dumps(dataset_row(d), indent=2) for d in run.datasets)}
+    for key, items in per_entry.items():  # in the body's order
+        empty = f'\n  "{key}": []'  # at indent 2 only a top-level key can be there
+        head, _, text = text.partition(empty)
+        yield head
+        opening = f'\n  "{key}": ['
+        for item in items:
+            yield opening + "\n    " + item.replace("\n", "\n    ")  # JSON strings hold no newline
+            opening = ","
+        yield "\n  ]" if opening == "," else empty
+    yield text
+
+
 def report_body(run: RunOutcome) -> dict[str, Any]:
     """The report's content (also the base of `run --json`). Error texts may be `Failure`s: plain
     strings in _report.json, `{"kind", "message"}` in the --json document."""
+    return _body(run, run.entries, [dataset_row(d) for d in run.datasets])
+
+
+def _body(run: RunOutcome, entries: list[str], datasets: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "tool": "aep-export",
         "started_at": run.started_at,
@@ -364,38 +390,40 @@ def report_body(run: RunOutcome) -> dict[str, Any]:
         "status": run.status,
         "exit_code": None if run.status == "running" else run.exit_code,
         "shard": run.shard,
-        "entries": run.entries,
+        "entries": entries,
         "totals": run.totals,
-        "datasets": [
-            {
-                "dataset_id": d.dataset_id,
-                "name": d.name,
-                "source": d.source,
-                "status": d.status,
-                "error": d.error,
-                "delegated": [{"dataset_id": ds, "batch_id": b, "shard": sh} for ds, b, sh in d.delegated],
-                "batches": [
-                    {
-                        "batch_id": b.batch.batch_id,
-                        "status": b.status,
-                        "attempted": b.attempted,  # false: the run stopped before it (status: not started)
-                        "files": b.tally.ok,
-                        "files_failed": b.tally.failed + (len(b.listing.refused) if b.listing else 0),
-                        "files_reused": b.tally.reused,
-                        "bytes": b.bytes,
-                        "bytes_fetched": b.tally.bytes_fetched,
-                        "records_expected": b.batch.expected_records,
-                        "records_found": b.records_found,
-                        "seconds": round(b.seconds, 3),
-                        "errors": b.errors,
-                        **({"hook": b.hook} if b.hook else {}),
-                    }
-                    for b in d.batches
-                ],
-            }
-            for d in run.datasets
-        ],
+        "datasets": datasets,
         "errors": run.errors,
+    }
+
+
+def dataset_row(d: DatasetOutcome) -> dict[str, Any]:
+    """One dataset of the report, with its batches."""
+    return {
+        "dataset_id": d.dataset_id,
+        "name": d.name,
+        "source": d.source,
+        "status": d.status,
+        "error": d.error,
+        "delegated": [{"dataset_id": ds, "batch_id": b, "shard": sh} for ds, b, sh in d.delegated],
+        "batches": [
+            {
+                "batch_id": b.batch.batch_id,
+                "status": b.status,
+                "attempted": b.attempted,  # false: the run stopped before it (status: not started)
+                "files": b.tally.ok,
+                "files_failed": b.tally.failed + (len(b.listing.refused) if b.listing else 0),
+                "files_reused": b.tally.reused,
+                "bytes": b.bytes,
+                "bytes_fetched": b.tally.bytes_fetched,
+                "records_expected": b.batch.expected_records,
+                "records_found": b.records_found,
+                "seconds": round(b.seconds, 3),
+                "errors": b.errors,
+                **({"hook": b.hook} if b.hook else {}),
+            }
+            for b in d.batches
+        ],
     }
 
 

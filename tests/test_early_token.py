@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,29 @@ async def test_an_early_request_that_failed_is_dropped_and_the_normal_exchange_r
         run = await _early_export(settings, start_early_token(settings.auth))
     assert run.exit_code == EXIT_OK and len(seen) == 2 and fp.stats.tokens_issued == 1
     assert run.totals["retries"] == 0  # the normal exchange's first attempt: the early 503 is not one of its attempts
+
+
+async def test_an_early_request_that_hangs_is_given_up_after_a_read_timeout(tmp_path: Path, make_fake, monkeypatch) -> None:
+    fp = make_fake(SMALL)
+    original, hold, calls = fp.h_token, asyncio.Event(), []
+
+    async def h_token(request: web.Request) -> web.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            await hold.wait()  # the early request gets no answer while the run waits for it
+        return await original(request)
+
+    fp.h_token = h_token
+    thread_errors: list[Any] = []
+    monkeypatch.setattr(threading, "excepthook", thread_errors.append)
+    async with fp:
+        settings = settings_for(fp, tmp_path / "out", read_timeout=0.5)
+        early = start_early_token(settings.auth)
+        run = await Exporter(settings, handle_signals=False, early_token=early).execute()
+        assert run.exit_code == EXIT_OK and len(calls) == 2 and fp.stats.tokens_issued == 1  # the normal exchange's
+        hold.set()
+        assert early is not None and await asyncio.wrap_future(early.answer) is not None  # answered late: dropped
+    assert not thread_errors  # the early request's thread ended quietly, though nobody waited for it any more
 
 
 async def test_rejected_credentials_are_said_by_the_normal_exchange(tmp_path: Path, make_fake) -> None:

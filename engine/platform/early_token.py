@@ -56,6 +56,7 @@ class EarlyToken:
     def __init__(self, auth: ExchangeAuth):
         self.auth = auth
         self.answer: Future[Answer | None] = Future()
+        self.answer.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel it: the thread always sets it
         threading.Thread(target=self._run, name="aep-early-token", daemon=True).start()
 
     def asked_for(self, auth: AuthSettings) -> bool:

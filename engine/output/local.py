@@ -36,7 +36,8 @@ from ..units import human_bytes
 from ..validators import Validator
 from .control import held_ranges, write_control
 from .destination import Check, Existing
-from .diskio import DiskThreads, no_space_is_disk_full, pwrite_all
+from .diskio import no_space_is_disk_full, pwrite_all
+from .diskthreads import DiskThreads
 from .groupcommit import GroupCommit, Rename
 from .journal import Journal, Verified
 from .localfiles import LocalFiles

@@ -497,7 +497,7 @@ async def _refuse_unusable(job: FileJob, resp: Any) -> None:
 def _widen_reads(resp: Any) -> None:
     """Read the rest of this body (and later ones on the connection) _READ_SIZE bytes a socket
     read. Only asyncio's plain socket transport has the knob; TLS and uvloop read in their own sizes."""
-    transport = resp.connection.transport if resp.connection is not None else None
+    transport: Any = getattr(resp.connection, "transport", None)  # None once the connection is gone
     if 0 < getattr(transport, "max_size", 0) < _READ_SIZE:
         transport.max_size = _READ_SIZE
 

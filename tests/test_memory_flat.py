@@ -25,6 +25,7 @@ from engine.fake.config import DatasetSpec
 from engine.model import BatchRef, Listing
 from engine.outcome import EXIT_OK
 from engine.output import report
+from engine.output.localfiles import LocalFiles
 from engine.output.report import BatchOutcome, DatasetOutcome, RunOutcome, Tally
 
 DATASETS, FILES_PER_BATCH = 120, 8
@@ -109,3 +110,32 @@ def test_the_final_report_is_written_a_dataset_at_a_time(tmp_path: Path, monkeyp
     monkeypatch.setattr(report.time, "monotonic", lambda: 1000.0)  # duration_s the same in both texts
     small, large = (report_peak(tmp_path / str(n), a_finished_run(n)) for n in (400, 4000))
     assert large <= 1.5 * small, f"{small / 2**10:.0f} KiB at 400 datasets, {large / 2**10:.0f} KiB at 4,000"
+
+
+def test_finishing_a_batch_keeps_nothing_of_it_in_the_destination(tmp_path: Path) -> None:
+    """Writing a batch's lists, `_SUCCESS` and `_LATEST` leaves nothing behind per batch in the
+    destination's caches: from 600 batches finished to 2,400 the heap stays where it was (the
+    outcomes themselves are let go here). Before, every dataset and batch folder made stayed
+    remembered (a Path each, ~0.9 KiB per dataset), every dataset kept a lock for its `_LATEST`,
+    and the resolved-folder cache grew to 4,096 folders."""
+    files = LocalFiles(tmp_path)
+
+    def finish(first: int, last: int) -> None:
+        for n in range(first, last):
+            bo = BatchOutcome(BatchRef(f"{n:024x}", f"01{n:024X}"), listing=Listing())
+            report.finalize_batch(files, bo, durable=False)
+            assert bo.status == "ok"
+
+    finish(0, 50)  # module-level state made once (imports, first folders)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        finish(50, 600)
+        gc.collect()
+        at_600 = tracemalloc.get_traced_memory()[0]
+        finish(600, 2400)
+        gc.collect()
+        at_2400 = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert at_2400 - at_600 <= 64 << 10, f"{(at_2400 - at_600) / 1800:.0f} bytes kept per batch finished"

@@ -12,7 +12,7 @@ from typing import Any
 UrlSigner = Callable[[str], Awaitable[str]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per batch for the whole run (memory flat in files)
 class BatchRef:
     """A batch to export: the id its files are listed under, and what the Catalog says of it."""
 
@@ -112,7 +112,7 @@ class Timer:
         return time.monotonic() - self.started
 
 
-@dataclass
+@dataclass(slots=True)
 class Listing:
     """What one batch's listing produced besides downloadable files."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import pathlib
 import tracemalloc
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from engine.fake.config import DatasetSpec
 from engine.model import BatchRef, Listing
 from engine.outcome import EXIT_OK
 from engine.output import report
+from engine.output.journal import Journal, Verified
+from engine.output.localfiles import LocalFiles
 from engine.output.report import BatchOutcome, DatasetOutcome, RunOutcome, Tally
 
 DATASETS, FILES_PER_BATCH = 120, 8
@@ -109,3 +112,57 @@ def test_the_final_report_is_written_a_dataset_at_a_time(tmp_path: Path, monkeyp
     monkeypatch.setattr(report.time, "monotonic", lambda: 1000.0)  # duration_s the same in both texts
     small, large = (report_peak(tmp_path / str(n), a_finished_run(n)) for n in (400, 4000))
     assert large <= 1.5 * small, f"{small / 2**10:.0f} KiB at 400 datasets, {large / 2**10:.0f} KiB at 4,000"
+
+
+def test_finishing_a_batch_keeps_nothing_of_it_in_the_destination(tmp_path: Path) -> None:
+    """Writing a batch's lists, `_SUCCESS` and `_LATEST` leaves nothing behind per batch in the
+    destination's caches: from 600 batches finished to 2,400 the heap stays where it was (the
+    outcomes themselves are let go here). Before, every dataset and batch folder made stayed
+    remembered (a Path each, ~0.9 KiB per dataset), every dataset kept a lock for its `_LATEST`,
+    and the resolved-folder cache grew to 4,096 folders."""
+    files = LocalFiles(tmp_path)
+
+    def finish(first: int, last: int) -> None:
+        for n in range(first, last):
+            bo = BatchOutcome(BatchRef(f"{n:024x}", f"01{n:024X}"), listing=Listing())
+            report.finalize_batch(files, bo, durable=False)
+            assert bo.status == "ok"
+
+    def held() -> int:
+        """The heap, but for the interpreter's table of interned strings (pathlib interns every
+        name it parses): it grows in steps, at a size set by all the tests run before this one."""
+        gc.collect()
+        return sum(t.size for t in tracemalloc.take_snapshot().traces
+                   if not (t.size >= 1 << 20 and t.traceback[0].filename == pathlib.__file__))
+
+    finish(0, 50)  # module-level state made once (imports, first folders)
+    tracemalloc.start()
+    try:
+        finish(50, 600)
+        at_600 = held()
+        finish(600, 2400)
+        at_2400 = held()
+    finally:
+        tracemalloc.stop()
+    assert at_2400 - at_600 <= 64 << 10, f"{(at_2400 - at_600) / 1800:.0f} bytes kept per batch finished"
+
+
+def test_a_rerun_reads_the_journal_a_line_at_a_time(tmp_path: Path) -> None:
+    """Loading the journal of a large export (the rerun's start) keeps its index, and while it
+    reads holds little more: never the whole journal and a bytes object per line. Before, a rerun
+    over 30,000 files peaked higher than the export itself (105 vs 97 MiB) partly for this."""
+    written = Journal(tmp_path)
+    written.record_many([Verified(f"{n:024x}/01{n:024X}/{n:024x}/part-{n:05}.parquet", 20_000 + n, f"{n:064x}", 370, n)
+                         for n in range(20_000)])
+    written.close()
+    tracemalloc.start()
+    try:
+        journal = Journal(tmp_path)
+        journal.load()
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert journal.entry(f"{19_999:024x}/01{19_999:024X}/{19_999:024x}/part-19999.parquet") is not None
+    size = journal.path.stat().st_size
+    assert peak - kept <= size / 4, (f"loading a {size / 2**20:.1f} MiB journal peaked {(peak - kept) / 2**20:.1f} MiB "
+                                     f"above the {kept / 2**20:.1f} MiB it keeps")

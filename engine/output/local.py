@@ -40,7 +40,7 @@ from .diskio import no_space_is_disk_full, pwrite_all
 from .diskthreads import DiskThreads
 from .groupcommit import GroupCommit, Rename
 from .journal import Journal, Verified
-from .localfiles import LocalFiles
+from .localfiles import FOLDERS_KEPT, LocalFiles
 from .paths import contained
 
 log = structlog.get_logger("aep_export.output")
@@ -61,7 +61,9 @@ class LocalDestination(LocalFiles):
         self.disk = disk
         self._listed: set[int] = set()  # hashes of the rel paths this run was given (a collision only keeps a .part where it is)
         self._in_flight: dict[Path, int] = {}  # folder -> its files open now (their hidden folder exists)
-        self._made: set[Path] = set()  # folders this run made (nothing of an earlier run is in them)
+        # folders this run made lately (nothing of an earlier run is in them); a cache, at most
+        # FOLDERS_KEPT: a folder forgotten is only checked on disk again (memory flat in batches, #20)
+        self._made: set[Path] = set()
         # Held while a name beside the data changes hands: a commit (journal, then rename) and the
         # move of an earlier version's `.part`, which must never take a file just committed there.
         self._names = threading.Lock()
@@ -71,6 +73,8 @@ class LocalDestination(LocalFiles):
     def created(self, folders: list[Path]) -> None:
         """A new folder's entry in its parent is durable before a `_SUCCESS` may vouch for what is
         in it (the group commit syncs the parent once, with the next group's folders)."""
+        if len(self._made) >= FOLDERS_KEPT:
+            self._made.clear()
         self._made.update(folders)
         self.group.created(folders)
 

@@ -18,11 +18,13 @@ from .diskio import atomic_write, make_folders, no_space_is_disk_full, rewrite_i
 from .journal import Journal
 from .paths import contained
 
+FOLDERS_KEPT = 256  # folders remembered as made (a batch's files and lists are written close together)
+
 
 class LocalFiles:
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
-        self._folders: set[Path] = set()  # folders already made this run
+        self._folders: set[Path] = set()  # folders made lately (a cache: at most FOLDERS_KEPT)
 
     def path(self, rel: str) -> Path:
         return contained(self.out_dir, rel)
@@ -44,6 +46,8 @@ class LocalFiles:
         if folder not in self._folders:
             with no_space_is_disk_full(folder):
                 self.created(make_folders(folder))
+            if len(self._folders) >= FOLDERS_KEPT:  # not one per batch of the run: a few cost a mkdir again
+                self._folders.clear()
             self._folders.add(folder)
 
     def created(self, folders: list[Path]) -> None:

@@ -26,7 +26,7 @@ def contained(root: Path, rel: str) -> Path:
     return Path(base, name)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)  # the folders of the files in flight and around them (not one per batch of the run)
 def _resolved_folder(root: str, folder: str) -> str:
     """The real path of root/folder, built from its parent's (cached): a folder costs one lstat,
     not a full realpath (thousands of batch and dataSetFile folders share a few parents)."""

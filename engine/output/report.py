@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("aep_export.output")
 
 
-@dataclass
+@dataclass(slots=True)  # slots: kept per batch for the whole run (memory flat in files), as below
 class Tally:
     """A batch's file outcomes as counts, kept once its results are let go (memory flat in files)."""
 
@@ -73,7 +72,7 @@ class Tally:
         return self.seen - self.ok
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchOutcome:
     batch: BatchRef
     started: float = field(default_factory=time.monotonic)
@@ -108,7 +107,7 @@ class BatchOutcome:
 NOT_REACHED = frozenset({"not_attempted", "listing_incomplete"})  # a batch's errors when the run stopped before it
 
 
-@dataclass
+@dataclass(slots=True)
 class DatasetOutcome:
     dataset_id: str
     source: str = "dataset"
@@ -204,7 +203,7 @@ def _file_error_kind(r: FileResult) -> str:
     return r.error.kind if isinstance(r.error, Failure) else "file_failed"
 
 
-_pointer_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per dataset
+_pointer_locks = tuple(threading.Lock() for _ in range(64))  # by the dataset's folder: a fixed few, not one per dataset ever seen
 
 
 def update_latest(files: Files, dataset_id: str, batch: BatchOutcome | None = None, layout: str = PLAIN) -> None:
@@ -212,9 +211,9 @@ def update_latest(files: Files, dataset_id: str, batch: BatchOutcome | None = No
     `created`, then by name), or remove it when none is complete; rewritten only on change. Given
     the batch just finalized, only it and the current pointer are compared; without, every complete batch.
 
-    The lock is per dataset and per process: a dataset is exported by one shard only."""
+    The lock is the dataset's (shared with a few others) and per process: a dataset is exported by one shard only."""
     folder = dataset_folder(dataset_id, layout)
-    with _pointer_locks[folder]:
+    with _pointer_locks[hash(folder) % len(_pointer_locks)]:
         pointer = f"{folder}/{LATEST}"
         current = (files.read_text(pointer) or "").strip() or None
         name = batch_name(batch.batch.batch_id, layout) if batch is not None else None

@@ -68,15 +68,20 @@ class DiskLog:
         return any(e == ("fsync", str(path)) for e in self.events[after + 1:end])
 
 
+async def recorded_export(fp, out: Path, monkeypatch: pytest.MonkeyPatch) -> DiskLog:
+    """A complete export of `fp` into `out` (8 connections) with every fsync, rename and mkdir logged."""
+    disk = DiskLog(out / STATE_DIR / "journal.jsonl")
+    disk.install(monkeypatch)
+    run = await run_export(settings_for(fp, out, concurrency=8))
+    monkeypatch.undo()
+    assert run.exit_code == EXIT_OK
+    return disk
+
+
 async def test_each_batch_is_durable_in_the_promised_order(tmp_path: Path, make_fake, monkeypatch) -> None:
     async with make_fake(FakeConfig.small(n_datasets=3, files=4, rows=40, seed=71)) as fp:
         out = (tmp_path / "out").resolve()
-        disk = DiskLog(out / STATE_DIR / "journal.jsonl")
-        disk.install(monkeypatch)
-        run = await run_export(settings_for(fp, out, concurrency=8))
-        monkeypatch.undo()
-
-        assert run.exit_code == EXIT_OK
+        disk = await recorded_export(fp, out, monkeypatch)
         expected = fp.expected_files()
         assert_files_match(out, expected)
         for batch in {expected_path(out, e).parents[1] for e in expected}:
@@ -103,12 +108,7 @@ async def test_a_new_batch_folder_is_durable_in_its_parent_before_its_success(tm
     async with make_fake(FakeConfig.small(n_datasets=3, files=2, rows=40, seed=73)) as fp:
         out = (tmp_path / "out").resolve()
         out.mkdir()
-        disk = DiskLog(out / STATE_DIR / "journal.jsonl")
-        disk.install(monkeypatch)
-        run = await run_export(settings_for(fp, out, concurrency=8))
-        monkeypatch.undo()
-
-        assert run.exit_code == EXIT_OK
+        disk = await recorded_export(fp, out, monkeypatch)
         expected = fp.expected_files()
         for e in expected:
             final = expected_path(out, e)
